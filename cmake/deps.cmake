@@ -26,7 +26,7 @@ function(ofa_dep name)
 endfunction()
 
 ofa_dep(zmq libzmq)
-ofa_dep(msgpack msgpack-c)
+ofa_dep(msgpack msgpack)
 ofa_dep(config libconfig)
 ofa_dep(turbojpeg libturbojpeg)
 ofa_dep(png libpng)
