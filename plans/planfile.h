@@ -1,0 +1,126 @@
+/* planfile.h: load, validate and write plan files (libconfig).
+ *
+ * A plan file names the tasks (each an instruction over the columns of a dataset), the
+ * model, the trainer and the stage programs. The loader is table-driven: one row per
+ * key with its type, bounds, default, destination and doc string (docs/plan.md is
+ * written from the same table). It validates everything in one pass and reports EVERY
+ * bad key (unknown or misspelled, wrong type, out of range, bad instruction) with its
+ * file and line, one per line of the error text; a misspelled key is an error, never a
+ * silent default.
+ *
+ * Paths (train/valid files, data_dir, run_dir) are relative to the plan file's folder
+ * unless absolute; the loaded plan holds absolute paths. plan_write_resolved() writes
+ * the plan with every default filled in (plan.resolved.conf); loading that file gives
+ * the same plan. */
+#ifndef OFA_PLANFILE_H
+#define OFA_PLANFILE_H
+
+#include "taskplan.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct {
+    char *name;
+    char *instruction;
+    char *dataset;           /* dataset name for the builder (`launch data NAME`), or "" */
+    char **train;            /* absolute paths */
+    int ntrain;
+    char **valid;            /* absolute paths (may be none) */
+    int nvalid;
+    char *format;            /* "tsv" | "jsonl" */
+    char **columns;          /* TSV column names in order; for jsonl the keys */
+    int ncolumns;
+    double weight;           /* mixing weight (> 0) */
+    int batch_size;
+    char *metric;            /* resolved metric (override or the plan's default) */
+    int epochs;              /* passes over the train files */
+    int64_t max_rows;        /* 0 = all rows */
+    int image_size, patch;   /* resolved (task override or model's) */
+    taskplan_t *plan;        /* compiled instruction (owned) */
+    int line;                /* where the task group starts in its file */
+} plan_task_t;
+
+typedef struct {
+    char *name;              /* source, image, tokenize, batcher, broker, sink, trainer... */
+    int workers;
+    char **program;          /* argv list, NULL-terminated; program[0] the binary */
+    int nprogram;
+    int credits;
+    int line;                /* 0 when the stage was not written in the file */
+} plan_stage_t;
+
+typedef struct {
+    char *size;              /* "nano" | "tiny" | "base" */
+    int image_size;          /* pixels (96 nano/tiny, 384 base by default) */
+    int patch;
+    int max_src_len;
+    int max_tgt_len;
+    int vocab_size;          /* BPE merges budget */
+} plan_model_t;
+
+typedef struct {
+    char *backend;           /* "cpu" | "cuda" | "auto" */
+    char *consumer;          /* "trainer" | "sink" */
+    char *precision;         /* "fp32" | "bf16" | "auto" */
+    int threads;             /* 0 = one per core the rank may use */
+    double lr;
+    int warmup;
+    int64_t max_steps;       /* 0 = until every task's epochs are done */
+    double weight_decay;
+    double clip;
+    double label_smoothing;
+    int eval_every;          /* steps; 0 = only at the end */
+    int checkpoint_every;    /* steps; 0 = only at the end */
+    int keep_checkpoints;
+    int log_every;           /* steps between metrics.jsonl lines */
+    int ranks;
+    int beam;                /* 1 = greedy */
+    int max_gen_len;         /* tokens generated at most */
+} plan_trainer_t;
+
+typedef struct {
+    char *path;              /* absolute path of the plan file */
+    char *dir;               /* its folder */
+    char *name;
+    int64_t seed;
+    char *run_dir;           /* absolute */
+    char *data_dir;          /* absolute; relative train/valid paths resolve against it */
+    plan_task_t *tasks;
+    int ntasks;
+    plan_model_t model;
+    plan_trainer_t trainer;
+    plan_stage_t *stages;    /* every stage the run needs, defaults filled in */
+    int nstages;
+} plan_t;
+
+/* Load and validate a plan file. NULL on failure with err holding every problem, one
+ * per line ("FILE:LINE: reason"). The caller owns the plan (plan_destroy). */
+plan_t *plan_load(const char *path, char *err, size_t errlen);
+/* Same, from text; `name` stands for the file in messages and `dir` resolves relative
+ * paths (NULL: the working directory). */
+plan_t *plan_load_string(const char *text, const char *name, const char *dir,
+                         char *err, size_t errlen);
+void plan_destroy(plan_t **self_p);
+
+/* Write the resolved plan (all defaults filled in, absolute paths) atomically. */
+int plan_write_resolved(const plan_t *plan, const char *path, char *err, size_t errlen);
+/* The same text as a malloc'd string (caller frees). */
+char *plan_resolved_text(const plan_t *plan);
+
+/* Check that every train/valid file exists and is readable (a real run needs them;
+ * --dry-run does not). Reports every missing file. */
+int plan_check_files(const plan_t *plan, char *err, size_t errlen);
+
+/* Lookups; NULL when absent. */
+const plan_task_t *plan_task(const plan_t *plan, const char *name);
+const plan_stage_t *plan_stage(const plan_t *plan, const char *name);
+/* Index of the task (its task_index in sample ids), or -1. */
+int plan_task_index(const plan_t *plan, const char *name);
+
+/* Print every key of the schema (path, type, default, bounds, doc) as Markdown. */
+void plan_schema_markdown(FILE *out);
+
+#endif
