@@ -1,0 +1,10 @@
+# Tests of the image, text (BPE) and tokenize stages' libraries.
+if(TARGET ofaimg)
+  ofa_add_test(test_imgproc SOURCES test_imgproc.c LIBS ofaimg LABELS unit TIMEOUT 120)
+endif()
+if(TARGET ofatext)
+  ofa_add_test(test_bpe SOURCES test_bpe.c LIBS ofatext LABELS unit TIMEOUT 120)
+endif()
+if(TARGET ofatok)
+  ofa_add_test(test_tokenize SOURCES test_tokenize.c LIBS ofatok LABELS unit TIMEOUT 120)
+endif()

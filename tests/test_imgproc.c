@@ -1,0 +1,334 @@
+/* test_imgproc.c: the image tier's library against PIL on real photos, and its
+ * behaviour on broken input (empty, garbage, truncated, bad CRC, oversized, mutated).
+ *
+ * The PIL references come from tests/data/images/pil_ref.py run by /usr/bin/python3 (the
+ * Debian Python with python3-pil); the test fails, rather than skips, when it is
+ * missing, because without it nothing here checks the resampler. */
+#include <criterion/criterion.h>
+
+#include "imgproc.h"
+#include "util.h"
+
+#include <math.h>
+#include <string.h>
+
+#define IMG_DIR OFA_SOURCE_DIR "/tests/data/images"
+
+static uint8_t *s_read(const char *name, size_t *len) {
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/%s", IMG_DIR, name);
+    uint8_t *buf = (uint8_t *)util_read_file(path, len, err, sizeof err);
+    cr_assert(buf, "%s", err);
+    return buf;
+}
+
+/* PIL's output for (image, fit, S) as raw RGB; *len = its size. */
+static uint8_t *s_pil(const char *name, const char *fit, int S, size_t *len) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/pil_ref.py %s/%s %s %d", IMG_DIR, IMG_DIR,
+             name, fit, S);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p, "cannot run %s", cmd);
+    size_t cap = 1 << 20, n = 0, got;
+    uint8_t *buf = util_malloc(cap);
+    while ((got = fread(buf + n, 1, cap - n, p)) > 0) {
+        n += got;
+        if (n == cap)
+            buf = util_realloc(buf, cap *= 2);
+    }
+    int rc = pclose(p);
+    cr_assert(rc == 0 && n > 0, "PIL reference failed (rc %d): %s", rc, cmd);
+    *len = n;
+    return buf;
+}
+
+static double s_psnr(const uint8_t *a, const uint8_t *b, size_t n, int *maxdiff) {
+    double se = 0;
+    int md = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = (int)a[i] - (int)b[i];
+        se += (double)d * d;
+        if (abs(d) > md)
+            md = abs(d);
+    }
+    if (maxdiff)
+        *maxdiff = md;
+    double mse = se / n;
+    return mse == 0 ? 99.0 : 10 * log10(255.0 * 255.0 / mse);
+}
+
+static const char *s_all[] = {"squirrel_640.jpg", "fruits_640.jpg", "messi_640.jpg",
+                              "building_868.jpg", "gray_640.jpg",   "logo_rgba.png",
+                              "mask_la.png",      "text_palette.png", "shapes_rgb.png"};
+#define N_ALL (sizeof s_all / sizeof s_all[0])
+
+TestSuite(imgproc);
+
+Test(imgproc, decode_matches_pil) {
+    img_ctx_t *ctx = img_ctx_new(NULL);
+    char err[256];
+    for (size_t i = 0; i < N_ALL; i++) {
+        size_t len, rlen;
+        uint8_t *data = s_read(s_all[i], &len);
+        img_view_t v;
+        cr_assert_eq(img_decode(ctx, data, len, 0, 0, &v, err, sizeof err), 0, "%s: %s",
+                     s_all[i], err);
+        uint8_t *ref = s_pil(s_all[i], "decode", 0, &rlen);
+        cr_assert_eq(rlen, (size_t)v.w * v.h * 3, "%s: size %dx%d vs %zu bytes", s_all[i],
+                     v.w, v.h, rlen);
+        int md;
+        double p = s_psnr(v.px, ref, rlen, &md);
+        cr_expect(md == 0, "%s: decoded pixels differ from PIL (max diff %d, %.1f dB)",
+                  s_all[i], md, p);
+        free(data);
+        free(ref);
+    }
+    img_ctx_destroy(&ctx);
+    cr_assert_null(ctx);
+}
+
+/* Full decode + fit at full decode size: the resampler itself against PIL's. */
+static void s_check_fit(img_ctx_t *ctx, const char *name, img_fit_t fit, int S,
+                        double min_psnr, int max_diff) {
+    size_t len, rlen;
+    char err[256];
+    uint8_t *data = s_read(name, &len);
+    uint8_t *ref = s_pil(name, img_fit_name(fit), S, &rlen);
+    cr_assert_eq(rlen, (size_t)S * S * 3);
+    uint8_t *hwc = util_malloc((size_t)S * S * 3);
+    uint8_t *patches = util_malloc((size_t)S * S * 3);
+    int grid = 0;
+    cr_assert_eq(img_process(ctx, data, len, fit, S, 16, patches, &grid, hwc, err,
+                             sizeof err), 0, "%s: %s", name, err);
+    cr_assert_eq(grid, S / 16);
+    int md;
+    double p = s_psnr(hwc, ref, rlen, &md);
+    cr_log_info("%s %s %d: PSNR %.2f dB, max diff %d", name, img_fit_name(fit), S, p, md);
+    cr_expect(p >= min_psnr, "%s %s %d: PSNR %.2f dB < %.1f", name, img_fit_name(fit), S, p,
+              min_psnr);
+    cr_expect(md <= max_diff, "%s %s %d: max diff %d > %d", name, img_fit_name(fit), S, md,
+              max_diff);
+    free(data);
+    free(ref);
+    free(hwc);
+    free(patches);
+}
+
+Test(imgproc, resize_matches_pil_exactly_without_dct_scaling) {
+    img_opts_t o = {.no_dct_scaling = true};
+    img_ctx_t *ctx = img_ctx_new(&o);
+    for (size_t i = 0; i < N_ALL; i++) {
+        s_check_fit(ctx, s_all[i], IMG_FIT_RESIZE, 384, 35.0, 0);
+        s_check_fit(ctx, s_all[i], IMG_FIT_RESIZE, 96, 35.0, 0);
+        s_check_fit(ctx, s_all[i], IMG_FIT_CENTER_CROP, 224, 35.0, 0);
+        s_check_fit(ctx, s_all[i], IMG_FIT_PAD, 128, 35.0, 0);
+    }
+    img_ctx_destroy(&ctx);
+}
+
+/* The default path: DCT-scaled JPEG decode where the target is small; within 35 dB. */
+Test(imgproc, dct_scaled_decode_close_to_pil) {
+    img_ctx_t *ctx = img_ctx_new(NULL);
+    const char *jpegs[] = {"squirrel_640.jpg", "fruits_640.jpg", "messi_640.jpg",
+                           "building_868.jpg", "gray_640.jpg"};
+    for (size_t i = 0; i < 5; i++) {
+        s_check_fit(ctx, jpegs[i], IMG_FIT_RESIZE, 384, 35.0, 255);
+        s_check_fit(ctx, jpegs[i], IMG_FIT_RESIZE, 96, 35.0, 255);
+        s_check_fit(ctx, jpegs[i], IMG_FIT_RESIZE, 64, 35.0, 255);
+        s_check_fit(ctx, jpegs[i], IMG_FIT_CENTER_CROP, 112, 35.0, 255);
+    }
+    /* It did scale: 868x600 for a 96x96 target decodes at 1/2 (434x300 >= 2*96). */
+    size_t len;
+    char err[256];
+    uint8_t *data = s_read("building_868.jpg", &len);
+    img_view_t v;
+    cr_assert_eq(img_decode(ctx, data, len, 96, 96, &v, err, sizeof err), 0, "%s", err);
+    cr_expect(v.w < 868 && v.w >= 192 && v.h >= 192, "decoded at %dx%d", v.w, v.h);
+    cr_expect_eq(v.src_w, 868);
+    free(data);
+    img_ctx_destroy(&ctx);
+}
+
+Test(imgproc, patchify_layout) {
+    /* 4x4 image, P=2: pixel (y,x) has value (y*4+x) in R, +100 in G, +200 in B... capped. */
+    uint8_t hwc[4 * 4 * 3], out[4 * 2 * 2 * 3];
+    for (int y = 0; y < 4; y++)
+        for (int x = 0; x < 4; x++)
+            for (int c = 0; c < 3; c++)
+                hwc[(y * 4 + x) * 3 + c] = (uint8_t)(y * 4 + x + 50 * c);
+    img_patchify(hwc, 4, 4, 2, out);
+    /* Patch 1 is the top-right one: pixels (0,2) (0,3) (1,2) (1,3). */
+    const uint8_t *p1 = out + 1 * 12;
+    int want[4] = {2, 3, 6, 7};
+    for (int i = 0; i < 4; i++)
+        for (int c = 0; c < 3; c++)
+            cr_assert_eq(p1[i * 3 + c], want[i] + 50 * c);
+    /* Patch 2 is bottom-left: first pixel (2,0) = 8. */
+    cr_assert_eq(out[2 * 12], 8);
+}
+
+Test(imgproc, upscale_and_odd_sizes_do_not_crash) {
+    img_ctx_t *ctx = img_ctx_new(NULL);
+    uint8_t src[3 * 2 * 3] = {0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140,
+                              150, 160, 170};
+    uint8_t dst[17 * 5 * 3];
+    img_resize(ctx, src, 3, 2, dst, 17, 5);
+    img_resize(ctx, src, 3, 2, dst, 1, 1);
+    img_resize(ctx, src, 3, 2, dst, 3, 5);
+    img_resize(ctx, src, 3, 2, dst, 2, 2);
+    /* Constant images stay constant whatever the sizes. */
+    uint8_t flat[7 * 9 * 3], out[20 * 3 * 3];
+    memset(flat, 77, sizeof flat);
+    img_resize(ctx, flat, 7, 9, out, 20, 3);
+    for (size_t i = 0; i < sizeof out; i++)
+        cr_assert_eq(out[i], 77);
+    img_ctx_destroy(&ctx);
+}
+
+/* ---- broken input ---- */
+
+static void s_expect_reject(img_ctx_t *ctx, const uint8_t *data, size_t len, const char *what,
+                            const char *needle) {
+    char err[256] = "";
+    uint8_t patches[96 * 96 * 3];
+    int grid;
+    int rc = img_process(ctx, data, len, IMG_FIT_RESIZE, 96, 16, patches, &grid, NULL, err,
+                         sizeof err);
+    cr_expect_eq(rc, -1, "%s: accepted", what);
+    cr_expect(err[0] != 0, "%s: no reason given", what);
+    if (needle)
+        cr_expect(strstr(err, needle) != NULL, "%s: reason '%s' lacks '%s'", what, err,
+                  needle);
+}
+
+Test(imgproc, rejects_empty_garbage_truncated) {
+    img_ctx_t *ctx = img_ctx_new(NULL);
+    s_expect_reject(ctx, NULL, 0, "NULL", "empty");
+    s_expect_reject(ctx, (const uint8_t *)"", 0, "empty", "empty");
+    const char *garbage = "this is not an image at all, just some text";
+    s_expect_reject(ctx, (const uint8_t *)garbage, strlen(garbage), "garbage", "not a JPEG");
+    size_t len;
+    uint8_t *jpg = s_read("squirrel_640.jpg", &len);
+    s_expect_reject(ctx, jpg, 3, "3-byte JPEG", NULL);
+    s_expect_reject(ctx, jpg, 100, "JPEG cut in the header", NULL);
+    s_expect_reject(ctx, jpg, len / 2, "JPEG cut in half", "truncated");
+    s_expect_reject(ctx, jpg, len - 10, "JPEG missing its tail", "truncated");
+    /* Garbage after a valid SOI marker. */
+    uint8_t fake[64] = {0xff, 0xd8, 0xff};
+    for (int i = 3; i < 64; i++)
+        fake[i] = (uint8_t)(i * 37);
+    s_expect_reject(ctx, fake, sizeof fake, "JPEG magic then garbage", "JPEG");
+    free(jpg);
+
+    uint8_t *png = s_read("shapes_rgb.png", &len);
+    s_expect_reject(ctx, png, 8, "PNG signature only", "truncated");
+    s_expect_reject(ctx, png, 40, "PNG cut after IHDR", NULL);
+    s_expect_reject(ctx, png, len / 2, "PNG cut in half", NULL);
+    free(png);
+    img_ctx_destroy(&ctx);
+}
+
+static uint32_t s_be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+Test(imgproc, rejects_bad_png_crc_and_zero_size) {
+    img_ctx_t *ctx = img_ctx_new(NULL);
+    size_t len;
+    uint8_t *png = s_read("shapes_rgb.png", &len);
+    /* Find the first IDAT chunk and flip a byte of its CRC. */
+    size_t pos = 8, idat = 0;
+    while (pos + 12 <= len) {
+        uint32_t n = s_be32(png + pos);
+        if (!memcmp(png + pos + 4, "IDAT", 4)) {
+            idat = pos;
+            break;
+        }
+        pos += 12 + n;
+    }
+    cr_assert(idat > 0, "fixture has no IDAT");
+    uint8_t *bad = util_malloc(len);
+    memcpy(bad, png, len);
+    bad[idat + 8 + s_be32(png + idat)] ^= 0x55;
+    s_expect_reject(ctx, bad, len, "PNG with bad IDAT CRC", "CRC");
+    /* Bad CRC on IHDR (a critical chunk) too. */
+    memcpy(bad, png, len);
+    bad[8 + 8 + 13] ^= 0x01;
+    s_expect_reject(ctx, bad, len, "PNG with bad IHDR CRC", "CRC");
+    /* Zero width. */
+    memcpy(bad, png, len);
+    memset(bad + 16, 0, 4);
+    s_expect_reject(ctx, bad, len, "PNG of width 0", "zero size");
+    free(bad);
+    free(png);
+    img_ctx_destroy(&ctx);
+}
+
+Test(imgproc, rejects_huge_images_before_decoding) {
+    img_opts_t o = {.max_pixels = 100000};
+    img_ctx_t *ctx = img_ctx_new(&o);
+    size_t len;
+    uint8_t *jpg = s_read("squirrel_640.jpg", &len);
+    s_expect_reject(ctx, jpg, len, "640x480 JPEG over a 100k-pixel limit", "exceeds");
+    free(jpg);
+    uint8_t *png = s_read("shapes_rgb.png", &len);
+    s_expect_reject(ctx, png, len, "400x300 PNG over a 100k-pixel limit", "exceeds");
+    /* A PNG header claiming 1,000,000 x 1,000,000 with the default limits. */
+    img_ctx_destroy(&ctx);
+    ctx = img_ctx_new(NULL);
+    png[16] = 0x00, png[17] = 0x0f, png[18] = 0x42, png[19] = 0x40;
+    png[20] = 0x00, png[21] = 0x0f, png[22] = 0x42, png[23] = 0x40;
+    s_expect_reject(ctx, png, len, "PNG claiming 10^6 x 10^6", "exceeds");
+    free(png);
+    img_ctx_destroy(&ctx);
+}
+
+/* Random byte mutations of real files: any outcome but a crash or a hang is fine, and a
+ * reject always carries a reason. */
+Test(imgproc, mutated_files_never_crash, .timeout = 60) {
+    img_ctx_t *ctx = img_ctx_new(NULL);
+    util_rng_t rng = {.s = 42};
+    const char *names[] = {"fruits_640.jpg", "text_palette.png", "mask_la.png"};
+    uint8_t *patches = util_malloc(96 * 96 * 3);
+    for (int f = 0; f < 3; f++) {
+        size_t len;
+        uint8_t *orig = s_read(names[f], &len);
+        uint8_t *buf = util_malloc(len);
+        int rejected = 0;
+        for (int it = 0; it < 150; it++) {
+            memcpy(buf, orig, len);
+            int flips = 1 + (int)(util_rng_next(&rng) % 8);
+            for (int k = 0; k < flips; k++)
+                buf[util_rng_next(&rng) % len] = (uint8_t)util_rng_next(&rng);
+            size_t cut = (it % 3 == 0) ? util_rng_next(&rng) % len : len;
+            char err[256] = "";
+            int grid;
+            if (img_process(ctx, buf, cut, IMG_FIT_RESIZE, 96, 16, patches, &grid, NULL, err,
+                            sizeof err) != 0) {
+                cr_assert(err[0], "reject without a reason");
+                rejected++;
+            }
+        }
+        cr_log_info("%s: %d of 150 mutations rejected", names[f], rejected);
+        cr_expect(rejected > 0, "%s: no mutation was rejected", names[f]);
+        free(buf);
+        free(orig);
+    }
+    free(patches);
+    img_ctx_destroy(&ctx);
+}
+
+Test(imgproc, fit_names_and_sizes) {
+    img_fit_t f;
+    cr_assert_eq(img_fit_parse("resize", &f), 0);
+    cr_assert_eq(f, IMG_FIT_RESIZE);
+    cr_assert_eq(img_fit_parse("center_crop", &f), 0);
+    cr_assert_eq(f, IMG_FIT_CENTER_CROP);
+    cr_assert_eq(img_fit_parse("pad", &f), 0);
+    cr_assert_eq(img_fit_parse("stretch", &f), -1);
+    int rw, rh;
+    img_fit_size(IMG_FIT_CENTER_CROP, 640, 480, 384, &rw, &rh);
+    cr_assert(rw == 512 && rh == 384, "%dx%d", rw, rh);
+    img_fit_size(IMG_FIT_PAD, 480, 640, 96, &rw, &rh);
+    cr_assert(rw == 72 && rh == 96, "%dx%d", rw, rh);
+}
