@@ -1,0 +1,582 @@
+#!/usr/bin/python3
+"""build_data.py: builds the project's small real datasets from Debian packages.
+
+    /usr/bin/python3 scripts/build_data.py NAME [--out data] [--seed 1] [--force]
+    /usr/bin/python3 scripts/build_data.py --fixtures tests/data
+    /usr/bin/python3 scripts/build_data.py --list
+
+Nothing is downloaded: every pixel comes from packages installed by scripts/setup.sh
+(tuxpaint-stamps-default, opencv-doc, python3-skimage). Each dataset is written as
+OUT/NAME/train.tsv, OUT/NAME/valid.tsv and OUT/NAME/manifest.json, in OFA's TSV layout
+(no header; images as URL-safe base64 of a JPEG). docs/data.md documents the columns.
+
+The output is a pure function of (NAME, seed, BUILDER_VERSION, package contents): the
+one random generator is seeded from the seed and the dataset name, and rows are written
+in generation order. A second call with the same seed finds the manifest and returns at
+once; the manifest is written last, so an interrupted build is simply redone.
+
+It needs python3-pil and python3-numpy from Debian, hence /usr/bin/python3.
+"""
+
+import argparse
+import base64
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+
+from PIL import Image
+
+# Bump when the output of any builder changes, so that old data is rebuilt.
+BUILDER_VERSION = 1
+MANIFEST_MAGIC = "OFADATA"
+
+STAMP_DIR = "/usr/share/tuxpaint/stamps"
+OPENCV_DIR = "/usr/share/doc/opencv-doc/examples/data"
+SKIMAGE_DIR = "/usr/lib/python3/dist-packages/skimage/data"
+
+IMG_SIZE = 96          # the nano/tiny input size (DESIGN.md: 96 px / 16)
+JPEG_QUALITY = 90
+
+# The stamp set: K cut-out photos with distinct, short English captions. The second
+# field is the short name a VQA answer uses (one or two words); the caption's noun
+# phrase comes from the stamp's own NAME.txt (see stamp_noun_phrase). Cartoon stamps
+# are left out on purpose: they are drawings, the backgrounds are photos, and a model
+# would learn "drawing vs photo" instead of the object.
+STAMPS = [
+    ("food/vegetables/garlics", "garlic"),
+    ("food/fruit/banana", "banana"),
+    ("food/fruit/pineapple", "pineapple"),
+    ("food/fruit/apple_red", "apple"),
+    ("food/fruit/lemon", "lemon"),
+    ("food/vegetables/carrot", "carrot"),
+    ("food/fruit/grapes", "grapes"),
+    ("animals/marsupials/koala", "koala"),
+    ("animals/mammals/equines/zebra", "zebra"),
+    ("animals/mammals/pig", "pig"),
+    ("animals/amphibians/frog", "frog"),
+    ("animals/mammals/aquatic/dolphin", "dolphin"),
+    ("animals/mammals/equines/horse", "horse"),
+    ("household/rubberduck", "duck"),
+    ("household/dishes/teapot", "teapot"),
+    ("household/tools/hammer", "hammer"),
+    ("household/key", "key"),
+    ("household/Lightbulb", "lightbulb"),
+    ("vehicles/auto/sedan", "car"),
+    ("vehicles/garbagetruck", "truck"),
+    ("vehicles/flight/balloon360", "balloon"),
+    ("vehicles/flight/planes/747", "airplane"),
+    ("sports/basketball", "basketball"),
+    ("sports/tennis_racket", "racket"),
+    ("hobbies/music/string/violin", "violin"),
+    ("hobbies/music/brass/trumpet", "trumpet"),
+    ("hobbies/camera_35mm", "camera"),
+    ("clothes/hats/sombrero", "sombrero"),
+    ("town/roadsigns/traffic_cone", "cone"),
+    ("plants/flowers/rose", "rose"),
+    ("hobbies/binoculars", "binoculars"),
+    ("food/vegetables/mushroom", "mushroom"),
+]
+
+# Background photos. Validation composites use photos that no training composite uses,
+# so "new backgrounds" is literally true. Paths are relative to their package folder.
+TRAIN_PHOTOS = [
+    (OPENCV_DIR, "aero1.jpg"), (OPENCV_DIR, "baboon.jpg"), (OPENCV_DIR, "building.jpg"),
+    (OPENCV_DIR, "butterfly.jpg"), (OPENCV_DIR, "fruits.jpg"), (OPENCV_DIR, "home.jpg"),
+    (OPENCV_DIR, "leuvenA.jpg"), (OPENCV_DIR, "messi5.jpg"), (OPENCV_DIR, "orange.jpg"),
+    (OPENCV_DIR, "starry_night.jpg"), (OPENCV_DIR, "stuff.jpg"), (OPENCV_DIR, "graf1.png"),
+    (OPENCV_DIR, "board.jpg"), (OPENCV_DIR, "HappyFish.jpg"), (OPENCV_DIR, "left01.jpg"),
+    (SKIMAGE_DIR, "astronaut.png"), (SKIMAGE_DIR, "chelsea.png"), (SKIMAGE_DIR, "coffee.png"),
+    (SKIMAGE_DIR, "rocket.jpg"), (SKIMAGE_DIR, "motorcycle_left.png"),
+    (SKIMAGE_DIR, "grass.png"), (SKIMAGE_DIR, "gravel.png"), (SKIMAGE_DIR, "camera.png"),
+]
+VALID_PHOTOS = [
+    (OPENCV_DIR, "aero3.jpg"), (OPENCV_DIR, "leuvenB.jpg"), (OPENCV_DIR, "apple.jpg"),
+    (OPENCV_DIR, "squirrel_cls.jpg"), (SKIMAGE_DIR, "brick.png"),
+    (SKIMAGE_DIR, "hubble_deep_field.jpg"),
+]
+
+# Where a stamp can be: the phrase a caption ends with, the one-word VQA answer, and
+# the stamp's centre as a fraction of the image side. Five well-separated places keep
+# the position part of a caption learnable from 96 px.
+PLACES = [
+    ("on the left", "left", (0.25, 0.50)),
+    ("on the right", "right", (0.75, 0.50)),
+    ("at the top", "top", (0.50, 0.25)),
+    ("at the bottom", "bottom", (0.50, 0.75)),
+    ("in the middle", "middle", (0.50, 0.50)),
+]
+
+SOURCES = {
+    "tuxpaint-stamps-default": {
+        "license": "GPL-2",
+        "copyright": "/usr/share/doc/tuxpaint-stamps-default/copyright",
+        "used": "cut-out photo stamps (PNG with alpha) and their English captions (NAME.txt)",
+    },
+    "opencv-doc": {
+        "license": "Apache-2.0 AND BSD-3-Clause (Files: *)",
+        "copyright": "/usr/share/doc/opencv-doc/copyright",
+        "used": "example photos under examples/data, cropped as backgrounds",
+    },
+    "python3-skimage": {
+        "license": "BSD-3-Clause (Files: *; per-image notes in skimage/data/__init__.py)",
+        "copyright": "/usr/share/doc/python3-skimage/copyright",
+        "used": "sample photos under skimage/data, cropped as backgrounds",
+    },
+}
+
+
+class DataError(Exception):
+    """A source file is missing or unusable: the message names it."""
+
+
+# ---------------------------------------------------------------- small helpers
+
+def b64_jpeg(img, quality=JPEG_QUALITY):
+    """JPEG-encode a PIL image and return OFA's URL-safe base64 text (with padding)."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return base64.urlsafe_b64encode(buf.getvalue()).decode("ascii"), buf.getvalue()
+
+
+def tsv_field(s):
+    """TSV has no quoting in OFA's files: a tab or newline inside a field would shift
+    every later column, so refuse it rather than write a broken row."""
+    if "\t" in s or "\n" in s or "\r" in s:
+        raise DataError("field contains a tab or newline: %r" % s[:60])
+    return s
+
+
+def write_tsv(path, rows):
+    """Write rows (lists of str) atomically; returns the sha256 of the file."""
+    tmp = path + ".tmp"
+    h = hashlib.sha256()
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for r in rows:
+            line = "\t".join(tsv_field(c) for c in r) + "\n"
+            h.update(line.encode("utf-8"))
+            f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return h.hexdigest()
+
+
+def write_json_atomic(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def pkg_version(pkg):
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg],
+                             capture_output=True, text=True, check=False)
+        return out.stdout.strip() or None
+    except OSError:
+        return None
+
+
+def seeded_rng(name, seed, split):
+    """One generator per (dataset, seed, split): hashing the triple (rather than using
+    seed+k) keeps the splits independent and stable when datasets are added."""
+    digest = hashlib.sha256(("%s/%d/%s" % (name, seed, split)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "little"))
+
+
+# ---------------------------------------------------------------- sources
+
+def stamp_noun_phrase(caption):
+    """Shorten a stamp's one-line caption to (article, noun phrase).
+
+    "A string of garlic." -> ("a", "string of garlic"); "An airplane." -> ("an",
+    "airplane"). The first sentence is kept, quotes and punctuation go, and the leading
+    article is split off so captions can say "a string of garlic on the left"."""
+    first = re.split(r"[.!?]", caption.strip(), maxsplit=1)[0]
+    first = re.sub(r"[\"“”‘’]", "", first).strip().lower()
+    words = first.split()
+    if not words:
+        raise DataError("empty caption")
+    article = "a"
+    if words[0] in ("a", "an", "the", "some"):
+        article, words = words[0], words[1:]
+    if not 1 <= len(words) <= 4 or not all(re.fullmatch(r"[a-z]+", w) for w in words):
+        raise DataError("caption %r is not a short noun phrase" % caption)
+    return article, " ".join(words)
+
+
+def load_stamps():
+    """Load every stamp of STAMPS as RGBA, cropped to its opaque part."""
+    out = []
+    for rel, name in STAMPS:
+        png = os.path.join(STAMP_DIR, rel + ".png")
+        txt = os.path.join(STAMP_DIR, rel + ".txt")
+        if not os.path.exists(png) or not os.path.exists(txt):
+            raise DataError("%s: stamp missing (is tuxpaint-stamps-default installed?)" % png)
+        with open(txt, encoding="utf-8") as f:
+            caption = f.readline().strip()
+        try:
+            article, np_ = stamp_noun_phrase(caption)
+        except DataError as e:
+            raise DataError("%s: %s" % (txt, e))
+        img = Image.open(png).convert("RGBA")
+        bbox = img.getchannel("A").point(lambda a: 255 if a > 16 else 0).getbbox()
+        if bbox is None:
+            raise DataError("%s: stamp is fully transparent" % png)
+        out.append({"file": rel + ".png", "caption": caption, "article": article,
+                    "phrase": np_, "name": name, "img": img.crop(bbox)})
+    names = [s["name"] for s in out]
+    phrases = [s["phrase"] for s in out]
+    check(len(set(names)) == len(names), "stamp names are not distinct")
+    check(len(set(phrases)) == len(phrases), "stamp phrases are not distinct")
+    return out
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def load_photos(entries):
+    """Load background photos as RGB, shrunk so the longer side is at most 512 px
+    (crops are resized to 96 px anyway; this keeps the build fast)."""
+    out = []
+    for d, f in entries:
+        p = os.path.join(d, f)
+        if not os.path.exists(p):
+            raise DataError("%s: photo missing (are opencv-doc and python3-skimage installed?)" % p)
+        img = Image.open(p).convert("RGB")
+        scale = 512.0 / max(img.size)
+        if scale < 1:
+            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                             Image.BILINEAR)
+        out.append({"file": p, "img": img})
+    return out
+
+
+# ---------------------------------------------------------------- composites
+
+def random_background(rng, photos):
+    """A random square crop (30-100% of the shorter side) of a random photo, at 96 px."""
+    ph = rng.choice(photos)["img"]
+    side = min(ph.size)
+    s = max(16, int(side * rng.uniform(0.3, 1.0)))
+    x = rng.randint(0, ph.width - s)
+    y = rng.randint(0, ph.height - s)
+    bg = ph.crop((x, y, x + s, y + s)).resize((IMG_SIZE, IMG_SIZE), Image.BILINEAR)
+    if rng.random() < 0.5:
+        bg = bg.transpose(Image.FLIP_LEFT_RIGHT)
+    return bg
+
+
+def compose(rng, photos, stamp, place):
+    """Paste one stamp on a background at one of PLACES. Returns (image, box) with box
+    (x0, y0, x1, y1) in pixels of the 96 px image, clipped to it."""
+    bg = random_background(rng, photos)
+    st = stamp["img"]
+    if rng.random() < 0.5:
+        st = st.transpose(Image.FLIP_LEFT_RIGHT)   # a mirrored koala is still a koala
+    # The longer side of the stamp takes 34-46 px: big enough to recognise at 96 px,
+    # small enough that five places do not overlap much.
+    target = rng.randint(34, 46)
+    scale = target / max(st.size)
+    w, h = max(4, round(st.width * scale)), max(4, round(st.height * scale))
+    st = st.resize((w, h), Image.LANCZOS)
+    fx, fy = place[2]
+    jitter = 5
+    cx = round(fx * IMG_SIZE) + rng.randint(-jitter, jitter)
+    cy = round(fy * IMG_SIZE) + rng.randint(-jitter, jitter)
+    # Keep the stamp inside the image (a half-visible stamp would make "where" ambiguous).
+    x0 = min(max(cx - w // 2, 0), IMG_SIZE - w)
+    y0 = min(max(cy - h // 2, 0), IMG_SIZE - h)
+    bg.paste(st, (x0, y0), st)
+    return bg, (x0, y0, x0 + w, y0 + h)
+
+
+def composite_plan(rng, stamps, n):
+    """The (stamp, place) of each of n composites: every pair appears equally often
+    (balanced classes make the constant-caption baseline honest), in shuffled order."""
+    pairs = [(si, pi) for si in range(len(stamps)) for pi in range(len(PLACES))]
+    out = []
+    while len(out) < n:
+        block = pairs[:]
+        rng.shuffle(block)
+        out.extend(block)
+    return out[:n]
+
+
+# ---------------------------------------------------------------- datasets
+
+def build_stamps_caption(name, seed, stamps, splits):
+    """Rows: id, img, cap. cap = "<article> <noun phrase> <place phrase>"."""
+    result = {}
+    for split, (photos, n, id0) in splits.items():
+        rng = seeded_rng(name, seed, split)
+        rows = []
+        for i, (si, pi) in enumerate(composite_plan(rng, stamps, n)):
+            st, pl = stamps[si], PLACES[pi]
+            img, _box = compose(rng, photos, st, pl)
+            b64, _ = b64_jpeg(img)
+            cap = "%s %s %s" % (st["article"], st["phrase"], pl[0])
+            rows.append([str(id0 + i), b64, cap])
+        result[split] = rows
+    return result
+
+
+def build_stamps_vqa(name, seed, stamps, splits):
+    """Rows: id, img, question, answer. One question per composite, drawn as
+    what (40%), where (40%), is-there (20%, half of them about an absent stamp)."""
+    result = {}
+    for split, (photos, n, id0) in splits.items():
+        rng = seeded_rng(name, seed, split)
+        rows = []
+        for i, (si, pi) in enumerate(composite_plan(rng, stamps, n)):
+            st, pl = stamps[si], PLACES[pi]
+            img, _box = compose(rng, photos, st, pl)
+            b64, _ = b64_jpeg(img)
+            r = rng.random()
+            if r < 0.4:
+                q, a = "what is in the image?", st["name"]
+            elif r < 0.8:
+                q, a = "where is the %s?" % st["name"], pl[1]
+            else:
+                if rng.random() < 0.5:
+                    q, a = "is there a %s in the image?" % st["name"], "yes"
+                else:
+                    other = stamps[(si + rng.randint(1, len(stamps) - 1)) % len(stamps)]
+                    q, a = "is there a %s in the image?" % other["name"], "no"
+            rows.append([str(id0 + i), b64, q, a])
+        result[split] = rows
+    return result
+
+
+DATASETS = {
+    "stamps_caption": {
+        "builder": build_stamps_caption,
+        "columns": ["id", "img", "cap"],
+        "sizes": {"train": 2560, "valid": 200},
+        "sources": ["tuxpaint-stamps-default", "opencv-doc", "python3-skimage"],
+        "how": ("Each row is a new 96x96 composite: a random square crop of a background "
+                "photo (train and valid use disjoint photos), with one of %d tuxpaint "
+                "cut-out photo stamps pasted at one of 5 places (left, right, top, bottom, "
+                "middle; +-5 px jitter), longer side 34-46 px, mirrored at random. Every "
+                "(stamp, place) pair occurs equally often. The caption is the stamp's own "
+                "English caption shortened to its noun phrase, plus the place phrase. "
+                "JPEG quality %d, URL-safe base64." % (len(STAMPS), JPEG_QUALITY)),
+    },
+    "stamps_vqa": {
+        "builder": build_stamps_vqa,
+        "columns": ["id", "img", "question", "answer"],
+        "sizes": {"train": 2560, "valid": 200},
+        "sources": ["tuxpaint-stamps-default", "opencv-doc", "python3-skimage"],
+        "how": ("Composites made as in stamps_caption (own random draws). One closed-set "
+                "question per image: 'what is in the image?' -> stamp name (40%%), "
+                "'where is the NAME?' -> left/right/top/bottom/middle (40%%), "
+                "'is there a NAME in the image?' -> yes/no (20%%, half about an absent "
+                "stamp). %d stamp names + 5 places + yes/no = %d answers."
+                % (len(STAMPS), len(STAMPS) + 7)),
+    },
+}
+
+
+def manifest_matches(path, name, seed):
+    """True when an existing build of NAME with this seed and builder version is
+    complete: the manifest is written last, and the split files must still be there
+    with the row counts it records."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            m = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if (m.get("magic") != MANIFEST_MAGIC or m.get("builder_version") != BUILDER_VERSION
+            or m.get("name") != name or m.get("seed") != seed):
+        return False
+    d = os.path.dirname(path)
+    for split, info in m.get("splits", {}).items():
+        p = os.path.join(d, info.get("file", ""))
+        try:
+            with open(p, "rb") as f:
+                if sum(1 for _ in f) != info.get("rows"):
+                    return False
+        except OSError:
+            return False
+    return True
+
+
+def build(name, out, seed, force=False):
+    spec = DATASETS[name]
+    d = os.path.join(out, name)
+    mpath = os.path.join(d, "manifest.json")
+    if not force and manifest_matches(mpath, name, seed):
+        print("%s: up to date (%s)" % (name, mpath))
+        return 0
+    t0 = time.time()
+    os.makedirs(d, exist_ok=True)
+    if os.path.exists(mpath):
+        os.remove(mpath)   # a half-rebuilt folder must not look complete
+    stamps = load_stamps()
+    splits = {
+        "train": (load_photos(TRAIN_PHOTOS), spec["sizes"]["train"], 0),
+        # Validation ids start at 1000000 so that ids are unique over both files.
+        "valid": (load_photos(VALID_PHOTOS), spec["sizes"]["valid"], 1000000),
+    }
+    rows = spec["builder"](name, seed, stamps, splits)
+    manifest = {
+        "magic": MANIFEST_MAGIC,
+        "builder_version": BUILDER_VERSION,
+        "name": name,
+        "seed": seed,
+        "format": "tsv, no header, tab-separated; image columns are URL-safe base64 JPEG",
+        "columns": spec["columns"],
+        "image_size": [IMG_SIZE, IMG_SIZE],
+        "splits": {},
+        "sources": [],
+        "how": spec["how"],
+        "builder": "scripts/build_data.py %s --seed %d" % (name, seed),
+        "stamps": [{"file": s["file"], "caption": s["caption"], "phrase": s["phrase"],
+                    "name": s["name"]} for s in stamps],
+        "background_photos": {"train": [p for _, p in TRAIN_PHOTOS],
+                              "valid": [p for _, p in VALID_PHOTOS]},
+    }
+    for split, r in rows.items():
+        fname = split + ".tsv"
+        sha = write_tsv(os.path.join(d, fname), r)
+        manifest["splits"][split] = {"file": fname, "rows": len(r), "sha256": sha}
+    for pkg in spec["sources"]:
+        src = dict(SOURCES[pkg])
+        src["package"] = pkg
+        src["version"] = pkg_version(pkg)
+        manifest["sources"].append(src)
+    manifest["build_seconds"] = round(time.time() - t0, 2)
+    write_json_atomic(mpath, manifest)
+    print("%s: wrote %s (%s) in %.1f s" % (
+        name, d, ", ".join("%s %d rows" % (k, v["rows"]) for k, v in manifest["splits"].items()),
+        manifest["build_seconds"]))
+    return 0
+
+
+# ---------------------------------------------------------------- test fixtures
+
+def build_fixtures(outdir, seed):
+    """Small real files for pipeline tests (committed under tests/data/): a few JPEGs
+    with the shapes decoders get wrong, and a 40-row caption TSV with three bad rows
+    whose positions tests/data/README.md documents."""
+    os.makedirs(outdir, exist_ok=True)
+    rng = seeded_rng("fixtures", seed, "all")
+    photos = {f: Image.open(os.path.join(d, f)).convert("RGB")
+              for d, f in [(OPENCV_DIR, "fruits.jpg"), (SKIMAGE_DIR, "astronaut.png"),
+                           (SKIMAGE_DIR, "coffee.png"), (SKIMAGE_DIR, "rocket.jpg")]}
+
+    def save(img, fname, **kw):
+        p = os.path.join(outdir, fname)
+        img.save(p, format="JPEG", **kw)
+        return p
+
+    written = []
+    # A plain 96x96 RGB photo, a non-square one with odd sides (padding/rounding bugs),
+    # a greyscale JPEG (one component), and a progressive JPEG (different decoder path).
+    written.append(save(photos["astronaut.png"].resize((96, 96), Image.BILINEAR),
+                        "astronaut_96.jpg", quality=85))
+    written.append(save(photos["fruits.jpg"].resize((161, 97), Image.BILINEAR),
+                        "fruits_161x97.jpg", quality=85))
+    written.append(save(photos["coffee.png"].convert("L").resize((120, 80), Image.BILINEAR),
+                        "coffee_gray_120x80.jpg", quality=85))
+    written.append(save(photos["rocket.jpg"].resize((96, 64), Image.BILINEAR),
+                        "rocket_progressive_96x64.jpg", quality=85, progressive=True))
+    # A real JPEG cut off in the middle of its entropy-coded data.
+    buf = io.BytesIO()
+    photos["fruits.jpg"].resize((96, 96), Image.BILINEAR).save(buf, format="JPEG", quality=85)
+    raw = buf.getvalue()
+    p = os.path.join(outdir, "fruits_truncated.jpg")
+    with open(p, "wb") as f:
+        f.write(raw[:len(raw) // 2])
+    written.append(p)
+
+    # The caption TSV: same composites as stamps_caption, at lower JPEG quality to keep
+    # the file small. Bad rows are made from good ones, at fixed positions.
+    stamps = load_stamps()
+    bg = load_photos(TRAIN_PHOTOS)
+    rows = []
+    plan = composite_plan(rng, stamps, 40)
+    for i, (si, pi) in enumerate(plan):
+        st, pl = stamps[si], PLACES[pi]
+        img, _ = compose(rng, bg, st, pl)
+        b64, raw = b64_jpeg(img, quality=60)
+        rows.append([str(i), b64, "%s %s %s" % (st["article"], st["phrase"], pl[0])])
+    # Row 7 (0-based line index): a corrupt JPEG. The header is kept, then 64 bytes in the
+    # middle of the scan data are garbage and the file is cut 100 bytes short, so there
+    # is no end-of-image marker: libjpeg-turbo reports an error, not just a warning.
+    raw = base64.urlsafe_b64decode(rows[7][1])
+    mid = len(raw) // 2
+    bad = raw[:mid] + bytes((rng.randrange(256) for _ in range(64))) + raw[mid + 64:-100]
+    rows[7][1] = base64.urlsafe_b64encode(bad).decode("ascii")
+    # Row 19: a missing column (the caption is gone; only id and image remain).
+    rows[19] = rows[19][:2]
+    # Row 31: invalid base64 ('*' and '!' are in neither alphabet; length not a multiple
+    # of 4 once the garbage is in).
+    rows[31][1] = rows[31][1][:40] + "*!not-base64!*" + rows[31][1][40:]
+    tsv = os.path.join(outdir, "stamps_caption_small.tsv")
+    write_tsv(tsv, rows)
+    written.append(tsv)
+
+    # A small all-good VQA file in the stamps_vqa layout.
+    vrng = seeded_rng("fixtures", seed, "vqa")
+    vrows = []
+    for i, (si, pi) in enumerate(composite_plan(vrng, stamps, 12)):
+        st, pl = stamps[si], PLACES[pi]
+        img, _ = compose(vrng, bg, st, pl)
+        b64, _ = b64_jpeg(img, quality=60)
+        if i % 2 == 0:
+            vrows.append([str(i), b64, "what is in the image?", st["name"]])
+        else:
+            vrows.append([str(i), b64, "where is the %s?" % st["name"], pl[1]])
+    vtsv = os.path.join(outdir, "stamps_vqa_small.tsv")
+    write_tsv(vtsv, vrows)
+    written.append(vtsv)
+
+    total = sum(os.path.getsize(p) for p in written)
+    for p in written:
+        print("%7d %s" % (os.path.getsize(p), p))
+    print("fixtures: %d files, %d bytes" % (len(written), total))
+    return 0
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(
+        description="Build small real datasets from Debian packages (see docs/data.md).")
+    ap.add_argument("name", nargs="?", help="dataset name: " + ", ".join(sorted(DATASETS)))
+    ap.add_argument("--out", default="data", help="output folder (default: data)")
+    ap.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    ap.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    ap.add_argument("--fixtures", metavar="DIR", help="write the test fixtures into DIR")
+    ap.add_argument("--list", action="store_true", help="list the datasets")
+    a = ap.parse_args(argv)
+    try:
+        if a.list:
+            for n in sorted(DATASETS):
+                print("%-16s columns: %s" % (n, " ".join(DATASETS[n]["columns"])))
+            return 0
+        if a.fixtures:
+            return build_fixtures(a.fixtures, a.seed)
+        if not a.name:
+            ap.error("a dataset name is required (--list shows them)")
+        if a.name not in DATASETS:
+            ap.error("unknown dataset '%s' (known: %s)" % (a.name, ", ".join(sorted(DATASETS))))
+        return build(a.name, a.out, a.seed, a.force)
+    except (DataError, OSError) as e:
+        print("build_data.py: %s" % e, file=sys.stderr)
+        print("---> HINT: run scripts/setup.sh to install the source packages", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
