@@ -48,7 +48,8 @@ static const s_key_t s_global_keys[] = {
     {"seed", K_INT64, "1", 0, 9.2e18, NULL, PO(seed), 0,
      "Seed of every random choice (shuffling, masking, initialisation)."},
     {"run_dir", K_PATH, "runs", 0, 0, NULL, PO(run_dir), 0,
-     "Folder under which launch creates the run folder <name>-<timestamp>."},
+     "Folder under which launch creates the run folder <name>-<timestamp>. Default: runs/ "
+     "under the working directory."},
     {"data_dir", K_PATH, ".", 0, 0, NULL, PO(data_dir), 0,
      "Folder against which relative train/valid paths resolve (itself relative to the "
      "plan file's folder)."},
@@ -330,7 +331,15 @@ static void s_set_default(const s_key_t *k, void *base, const char *dir) {
     switch (k->type) {
     case K_STR:
     case K_ENUM: *(char **)dst = util_strdup(d); break;
-    case K_PATH: *(char **)dst = s_abspath(dir, d); break;
+    case K_PATH: {
+        /* DESIGN.md: runs go under the working directory unless the plan says where. */
+        char cwd[4096];
+        const char *base = dir;
+        if (strcmp(k->path, "run_dir") == 0 && getcwd(cwd, sizeof cwd))
+            base = cwd;
+        *(char **)dst = s_abspath(base, d);
+        break;
+    }
     case K_INT: *(int *)dst = atoi(d); break;
     case K_INT64: *(int64_t *)dst = strtoll(d, NULL, 10); break;
     case K_FLOAT: *(double *)dst = strtod(d, NULL); break;
