@@ -590,6 +590,9 @@ static void s_task_finish(s_errs_t *e, plan_t *p, plan_task_t *t, const config_s
     const config_setting_t *ns = config_setting_get_member(g, "name");
     if (t->name && !s_good_name(t->name))
         s_errf(e, ns, "task name '%s' may hold only letters, digits, '_' and '-'", t->name);
+    const config_setting_t *trs = config_setting_get_member(g, "train");
+    if (trs && t->train && t->ntrain == 0)
+        s_errf(e, trs, "%s'train' is empty: list the training files", where);
     if (!t->image_size)
         t->image_size = p->model.image_size;
     if (!t->patch)
@@ -1122,10 +1125,23 @@ static void s_md_rows(FILE *out, const s_key_t *keys, int nkeys, const char *pre
     for (int i = 0; i < nkeys; i++) {
         const s_key_t *k = &keys[i];
         char range[64] = "";
-        if (k->type == K_ENUM)
-            snprintf(range, sizeof range, "%s", k->choices);
-        else if (k->type == K_INT || k->type == K_INT64 || k->type == K_FLOAT)
+        if (k->type == K_ENUM) {
+            /* a '|' would split the Markdown cell */
+            size_t n = 0;
+            for (const char *c = k->choices; *c && n + 3 < sizeof range; c++) {
+                if (*c == '|') {
+                    range[n++] = ',';
+                    range[n++] = ' ';
+                } else {
+                    range[n++] = *c;
+                }
+            }
+            range[n] = '\0';
+        } else if ((k->type == K_INT || k->type == K_INT64) && k->hi >= 1e9) {
+            snprintf(range, sizeof range, ">= %.0f", k->lo);
+        } else if (k->type == K_INT || k->type == K_INT64 || k->type == K_FLOAT) {
             snprintf(range, sizeof range, "%g .. %g", k->lo, k->hi);
+        }
         const char *def = !k->def ? "required" : strcmp(k->def, "@") == 0 ? "derived" : k->def;
         fprintf(out, "| `%s%s` | %s | %s%s%s | %s | %s |\n", prefix, k->path, tn[k->type],
                 k->def && *k->def && strcmp(k->def, "@") ? "`" : "", *def ? def : "empty",
