@@ -1,0 +1,148 @@
+/* test_presets.c: the 23 OFASys presets. Every instruction of ofasys_presets.tsv (read at
+ * test time from the shared folder) compiles; every configs/tasks file loads inside a
+ * plan and matches the TSV's name, instruction and metric; and taskplan_runnable refuses
+ * exactly the presets whose output is an image, audio or motion. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "planfile.h"
+#include "util.h"
+
+typedef struct {
+    char *name, *mods, *metric, *instruction;
+} preset_t;
+
+static preset_t presets[64];
+static int npresets;
+static char *tsv;
+static char err[8192];
+
+/* Split the TSV in place: header "name modalities metric instruction", then rows. */
+static void load_presets(void) {
+    tsv = util_read_file(OFA_SHARED_DIR "/ofasys_presets.tsv", NULL, err, sizeof err);
+    cr_assert_not_null(tsv, "%s", err);
+    char *save = NULL;
+    char *line = strtok_r(tsv, "\n", &save);
+    cr_assert(line && strncmp(line, "name\tmodalities\tmetric\tinstruction", 34) == 0);
+    while ((line = strtok_r(NULL, "\n", &save))) {
+        cr_assert_lt(npresets, 64);
+        preset_t *p = &presets[npresets++];
+        char *f[4];
+        for (int i = 0; i < 4; i++) {
+            f[i] = line;
+            char *tab = i < 3 ? strchr(line, '\t') : NULL;
+            cr_assert(i == 3 || tab, "row %d has fewer than 4 fields", npresets);
+            if (tab) {
+                *tab = '\0';
+                line = tab + 1;
+            }
+        }
+        p->name = f[0];
+        p->mods = f[1];
+        p->metric = f[2];
+        p->instruction = f[3];
+    }
+}
+
+static void free_presets(void) {
+    free(tsv);
+    npresets = 0;
+}
+
+TestSuite(presets, .init = load_presets, .fini = free_presets);
+
+/* What the modalities column says the task outputs: the part after "->". */
+static bool generates_media(const preset_t *p) {
+    const char *out = strstr(p->mods, "->");
+    cr_assert_not_null(out, "%s: modalities '%s' without '->'", p->name, p->mods);
+    return strstr(out, "image") || strstr(out, "audio") || strstr(out, "motion");
+}
+
+Test(presets, every_instruction_compiles_and_runnable_is_exact) {
+    cr_assert_eq(npresets, 23);
+    int refused = 0;
+    for (int i = 0; i < npresets; i++) {
+        const preset_t *p = &presets[i];
+        taskplan_t *tp = taskplan_compile(p->instruction, NULL, err, sizeof err);
+        cr_assert_not_null(tp, "%s: %s", p->name, err);
+        char *r = taskplan_render(tp, p->name);
+        cr_assert(strstr(r, "route: "), "%s", r);
+        free(r);
+        int rc = taskplan_runnable(tp, err, sizeof err);
+        bool media = generates_media(p);
+        cr_assert_eq(rc == -1, media, "%s (%s): runnable says %s", p->name, p->mods,
+                     rc ? err : "yes");
+        if (media) {
+            cr_assert(strstr(err, "does not have yet"), "%s: %s", p->name, err);
+            refused++;
+        }
+        /* the metric column is always accepted as an override */
+        cr_assert_eq(taskplan_set_metric(tp, p->metric, err, sizeof err), 0, "%s: %s", p->name, err);
+        taskplan_destroy(&tp);
+    }
+    cr_assert_eq(refused, 4);   /* image_gen, image_infilling, text_to_speech, diffusion */
+}
+
+Test(presets, every_task_file_matches_the_tsv) {
+    for (int i = 0; i < npresets; i++) {
+        const preset_t *p = &presets[i];
+        char text[256];
+        snprintf(text, sizeof text, "model = { size = \"nano\"; };\ntasks = (\n  @include "
+                 "\"tasks/%s.conf\"\n);\n", p->name);
+        plan_t *plan = plan_load_string(text, "preset.conf", OFA_SOURCE_DIR "/configs", err,
+                                        sizeof err);
+        cr_assert_not_null(plan, "configs/tasks/%s.conf:\n%s", p->name, err);
+        cr_assert_eq(plan->ntasks, 1);
+        const plan_task_t *t = &plan->tasks[0];
+        cr_assert_str_eq(t->name, p->name);
+        cr_assert_str_eq(t->instruction, p->instruction);
+        cr_assert_str_eq(t->metric, p->metric);
+        cr_assert_str_eq(t->plan->metric, p->metric);
+        cr_assert_str_neq(t->dataset, "");
+        cr_assert_gt(t->ntrain, 0);
+        plan_destroy(&plan);
+    }
+}
+
+/* Every file of configs/tasks is one of the presets (none stale, none extra). */
+Test(presets, no_other_task_files) {
+    DIR *d = opendir(OFA_SOURCE_DIR "/configs/tasks");
+    cr_assert_not_null(d);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len < 6 || strcmp(de->d_name + len - 5, ".conf") != 0)
+            continue;
+        n++;
+        bool found = false;
+        for (int i = 0; i < npresets; i++)
+            found |= strlen(presets[i].name) == len - 5 &&
+                     strncmp(presets[i].name, de->d_name, len - 5) == 0;
+        cr_assert(found, "configs/tasks/%s is no OFASys preset", de->d_name);
+    }
+    closedir(d);
+    cr_assert_eq(n, npresets);
+}
+
+/* All presets in one plan: names are unique and the stages cover every route. */
+Test(presets, all_in_one_plan) {
+    char text[4096] = "tasks = (\n";
+    for (int i = 0; i < npresets; i++) {
+        size_t used = strlen(text);
+        snprintf(text + used, sizeof text - used, "%s  @include \"tasks/%s.conf\"\n",
+                 i ? ",\n" : "", presets[i].name);
+    }
+    strcat(text, ");\n");
+    plan_t *plan = plan_load_string(text, "all.conf", OFA_SOURCE_DIR "/configs", err, sizeof err);
+    cr_assert_not_null(plan, "%s", err);
+    cr_assert_eq(plan->ntasks, 23);
+    const char *stages[] = {"broker", "source", "image", "audio", "video", "motion",
+                            "tokenize", "batcher", "trainer"};
+    cr_assert_eq(plan->nstages, 9);
+    for (int i = 0; i < 9; i++)
+        cr_assert_str_eq(plan->stages[i].name, stages[i]);
+    plan_destroy(&plan);
+}
