@@ -1,0 +1,348 @@
+/* test_tokenize.c: model inputs built from real compiled task plans (plans/) and a
+ * small BPE trained here: layout of src/tgt, loss labels, boxes, masking, the
+ * truncation rule, rejects, and the inverse used for evaluation. */
+#include <criterion/criterion.h>
+
+#include "tokenize.h"
+#include "util.h"
+
+#include <math.h>
+#include <string.h>
+
+static const char *s_corpus[] = {
+    "what does the image describe?",
+    "which region does the text describe?",
+    "what is the complete text of",
+    "two dogs playing in the snow",
+    "a man riding a horse on the beach",
+    "a dog and a cat playing with a ball",
+    "answer: dog",
+    "answer: cat",
+};
+
+static tok_bpe_t *s_bpe(void) {
+    tok_bpe_trainer_t *tr = tok_bpe_trainer_new();
+    for (int r = 0; r < 3; r++)
+        for (size_t i = 0; i < sizeof s_corpus / sizeof s_corpus[0]; i++)
+            tok_bpe_trainer_add(tr, s_corpus[i], strlen(s_corpus[i]));
+    tok_bpe_t *bpe = tok_bpe_trainer_learn(tr, 200, 2);
+    tok_bpe_trainer_destroy(&tr);
+    return bpe;
+}
+
+static taskplan_t *s_plan(const char *instr) {
+    char err[512];
+    taskplan_t *tp = taskplan_compile(instr, NULL, err, sizeof err);
+    cr_assert(tp, "%s: %s", instr, err);
+    return tp;
+}
+
+static tok_ctx_t *s_ctx(const taskplan_t *tp, tok_bpe_t *bpe, int src, int tgt) {
+    char err[512];
+    tok_opts_t o = {.max_src_len = src, .max_tgt_len = tgt, .seed = 1};
+    tok_ctx_t *ctx = tok_ctx_new(tp, bpe, &o, err, sizeof err);
+    cr_assert(ctx, "%s", err);
+    return ctx;
+}
+
+/* " " + text encoded, into ids; returns the count. */
+static int s_enc(tok_bpe_t *bpe, const char *text, int32_t *ids) {
+    char buf[512];
+    snprintf(buf, sizeof buf, " %s", text);
+    return (int)tok_bpe_encode(bpe, buf, strlen(buf), ids, 512);
+}
+
+TestSuite(tokenize);
+
+Test(tokenize, caption_layout_and_labels) {
+    tok_bpe_t *bpe = s_bpe();
+    taskplan_t *tp = s_plan("[IMAGE:img] what does the image describe? -> [TEXT:cap]");
+    tok_ctx_t *ctx = s_ctx(tp, bpe, 256, 64);
+    const char *cap = "two dogs playing in the snow";
+    tok_value_t vals[] = {{.column = "img", .npos = 36, .width = 640, .height = 480},
+                          {.column = "cap", .text = cap, .len = strlen(cap)}};
+    tok_sample_t s = {.id = 5, .values = vals, .nvalues = 2};
+    tok_result_t r;
+    char err[256];
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), 0, "%s", err);
+    int32_t prompt[512], capids[512];
+    int np = s_enc(bpe, "what does the image describe?", prompt);
+    int nc = s_enc(bpe, cap, capids);
+    cr_assert_eq(r.src_len, 36 + 1 + np + 1);
+    for (int i = 0; i < 36; i++) {
+        cr_assert_eq(r.src_tok[i], TOK_PAD);
+        cr_assert_eq(r.src_mod[i], MOD_IMAGE);
+    }
+    cr_assert_eq(r.src_tok[36], TOK_BOS);
+    cr_assert(memcmp(r.src_tok + 37, prompt, np * sizeof(int32_t)) == 0);
+    cr_assert_eq(r.src_tok[37 + np], TOK_EOS);
+    for (int i = 36; i < r.src_len; i++)
+        cr_assert_eq(r.src_mod[i], MOD_TEXT);
+    cr_assert_str_eq(r.image_column, "img");
+    cr_assert_eq(r.image_positions, 36);
+    /* tgt_in = <s> cap ; tgt_out = cap </s>, all with loss */
+    cr_assert_eq(r.tgt_len, nc + 1);
+    cr_assert_eq(r.tgt_in[0], TOK_BOS);
+    cr_assert(memcmp(r.tgt_in + 1, capids, nc * sizeof(int32_t)) == 0);
+    cr_assert(memcmp(r.tgt_out, capids, nc * sizeof(int32_t)) == 0);
+    cr_assert_eq(r.tgt_out[nc], TOK_EOS);
+    cr_assert_str_eq(r.ref, cap);
+    /* The inverse: decoding the target gives the reference back. */
+    char text[256];
+    tok_decode_text(bpe, r.tgt_out, r.tgt_len, text, sizeof text);
+    cr_assert_str_eq(text, cap);
+    cr_assert_eq(r.src_cut + r.tgt_cut + r.masked, 0);
+    tok_ctx_destroy(&ctx);
+    cr_assert_null(ctx);
+    taskplan_destroy(&tp);
+    tok_bpe_destroy(&bpe);
+}
+
+Test(tokenize, grounding_boxes_become_bins_and_back) {
+    tok_bpe_t *bpe = s_bpe();
+    taskplan_t *tp = s_plan("[IMAGE:img] which region does the text \" [TEXT:cap] \" describe? "
+                            "-> [BOX:region]");
+    tok_ctx_t *ctx = s_ctx(tp, bpe, 256, 64);
+    const char *cap = "a dog", *box = " 10, 20,30 ,40 ";
+    tok_value_t vals[] = {{.column = "img", .npos = 36, .width = 100, .height = 200},
+                          {.column = "cap", .text = cap, .len = strlen(cap)},
+                          {.column = "region", .text = box, .len = strlen(box)}};
+    tok_sample_t s = {.id = 9, .values = vals, .nvalues = 3};
+    tok_result_t r;
+    char err[256];
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), 0, "%s", err);
+    int b0 = tok_bpe_bin0(bpe);
+    /* round(10/100*999)=100, round(20/200*999)=100, round(30/100*999)=300, round(40/200*999)=200 */
+    cr_assert_eq(r.tgt_len, 5);
+    int want[4] = {100, 100, 300, 200};
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(r.tgt_out[i], b0 + want[i], "bin %d: %d", i, r.tgt_out[i] - b0);
+    cr_assert_eq(r.tgt_out[4], TOK_EOS);
+    cr_assert_str_eq(r.ref, "10, 20,30 ,40");
+    double boxes[8];
+    cr_assert_eq(tok_decode_boxes(bpe, r.tgt_out, r.tgt_len, 100, 200, boxes, 2), 1);
+    double exact[4] = {10, 20, 30, 40};
+    for (int i = 0; i < 4; i++)
+        cr_assert(fabs(boxes[i] - exact[i]) <= (i % 2 ? 200.0 : 100.0) / 999, "coord %d: %g",
+                  i, boxes[i]);
+    /* The source text holds the caption between the prompt pieces. */
+    int32_t capids[64];
+    int nc = s_enc(bpe, cap, capids);
+    bool found = false;
+    for (int i = 0; i + nc <= r.src_len; i++)
+        found |= memcmp(r.src_tok + i, capids, nc * sizeof(int32_t)) == 0;
+    cr_assert(found);
+    /* Bad boxes are rejected with the column's name. */
+    const char *bad[] = {"10,20,30", "a,b,c,d", "1,2,3,4,5", ""};
+    for (int i = 0; i < 4; i++) {
+        vals[2].text = bad[i];
+        vals[2].len = strlen(bad[i]);
+        err[0] = 0;
+        cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), -1, "accepted box '%s'", bad[i]);
+        cr_assert(strstr(err, "column region"), "%s", err);
+    }
+    /* Without an image size, normalised coordinates are accepted, pixels are not. */
+    vals[0].width = vals[0].height = 0;
+    vals[2].text = "0.1 0.1 0.5 1";
+    vals[2].len = strlen(vals[2].text);
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(r.tgt_out[3], b0 + 999);
+    vals[2].text = "10 10 50 100";
+    vals[2].len = strlen(vals[2].text);
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), -1);
+    tok_ctx_destroy(&ctx);
+    taskplan_destroy(&tp);
+    tok_bpe_destroy(&bpe);
+}
+
+Test(tokenize, target_prompt_carries_no_loss) {
+    tok_bpe_t *bpe = s_bpe();
+    taskplan_t *tp = s_plan("[IMAGE:image] what does the image describe? -> answer: "
+                            "[TEXT:label,closed_set]");
+    tok_ctx_t *ctx = s_ctx(tp, bpe, 256, 64);
+    tok_value_t vals[] = {{.column = "image", .npos = 4},
+                          {.column = "label", .text = "dog", .len = 3}};
+    tok_sample_t s = {.id = 1, .values = vals, .nvalues = 2};
+    tok_result_t r;
+    char err[256];
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), 0, "%s", err);
+    int32_t a[64], d[64];
+    int na = s_enc(bpe, "answer:", a), nd = s_enc(bpe, "dog", d);
+    cr_assert_eq(r.tgt_len, na + nd + 1);
+    for (int i = 0; i < na; i++) {
+        cr_assert_eq(r.tgt_in[1 + i], a[i]);
+        cr_assert_eq(r.tgt_out[i], TOK_PAD, "prompt label %d carries loss", i);
+    }
+    for (int i = 0; i < nd; i++)
+        cr_assert_eq(r.tgt_out[na + i], d[i]);
+    cr_assert_eq(r.tgt_out[na + nd], TOK_EOS);
+    cr_assert_str_eq(r.ref, "dog");
+    tok_ctx_destroy(&ctx);
+    taskplan_destroy(&tp);
+    tok_bpe_destroy(&bpe);
+}
+
+static int s_count(const int32_t *t, int n, int32_t id) {
+    int c = 0;
+    for (int i = 0; i < n; i++)
+        c += t[i] == id;
+    return c;
+}
+
+Test(tokenize, infilling_masks_deterministically) {
+    tok_bpe_t *bpe = s_bpe();
+    taskplan_t *tp = s_plan("what is the complete text of \" [TEXT:sentence,mask_ratio=0.3] \"? "
+                            "-> [TEXT:sentence]");
+    tok_ctx_t *ctx = s_ctx(tp, bpe, 256, 64);
+    const char *sent = "a man riding a horse on the beach while two dogs playing in the snow "
+                       "and a cat playing with a ball";
+    tok_value_t vals[] = {{.column = "sentence", .text = sent, .len = strlen(sent)}};
+    tok_sample_t s = {.id = 77, .values = vals, .nvalues = 1};
+    tok_result_t r;
+    char err[256];
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), 0, "%s", err);
+    int32_t first[256];
+    int n1 = r.src_len;
+    memcpy(first, r.src_tok, n1 * sizeof(int32_t));
+    int32_t full[256];
+    int nfull = s_enc(bpe, sent, full);
+    cr_assert_gt(r.masked, 0);
+    cr_assert(r.masked >= nfull * 0.3 - 1 && r.masked <= nfull * 0.3 + 1, "masked %d of %d",
+              r.masked, nfull);
+    cr_assert_gt(s_count(r.src_tok, r.src_len, TOK_MASK), 0);
+    cr_assert_str_eq(r.ref, sent);
+    /* The target is the whole sentence, unmasked. */
+    cr_assert_eq(s_count(r.tgt_out, r.tgt_len, TOK_MASK), 0);
+    cr_assert_eq(r.tgt_len, nfull + 1);
+    /* Same id -> same masks; another id -> other masks (for at least one of 5 ids). */
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), 0);
+    cr_assert_eq(r.src_len, n1);
+    cr_assert(memcmp(r.src_tok, first, n1 * sizeof(int32_t)) == 0);
+    bool differs = false;
+    for (uint64_t id = 100; id < 105; id++) {
+        s.id = id;
+        cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), 0);
+        differs |= r.src_len != n1 || memcmp(r.src_tok, first, n1 * sizeof(int32_t)) != 0;
+    }
+    cr_assert(differs);
+    tok_ctx_destroy(&ctx);
+    /* Evaluation turns masking off. */
+    tok_opts_t o = {.max_src_len = 256, .max_tgt_len = 64, .seed = 1, .no_masking = true};
+    ctx = tok_ctx_new(tp, bpe, &o, err, sizeof err);
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), 0);
+    cr_assert_eq(r.masked, 0);
+    cr_assert_eq(s_count(r.src_tok, r.src_len, TOK_MASK), 0);
+    tok_ctx_destroy(&ctx);
+    taskplan_destroy(&tp);
+    tok_bpe_destroy(&bpe);
+}
+
+Test(tokenize, truncation_rule) {
+    tok_bpe_t *bpe = s_bpe();
+    taskplan_t *tp = s_plan("[IMAGE:img] which region does the text \" [TEXT:cap] \" describe? "
+                            "-> [TEXT:out]");
+    const char *cap = "a man riding a horse on the beach with two dogs playing in the snow";
+    const char *outs = "two dogs playing in the snow and a dog and a cat playing with a ball";
+    tok_value_t vals[] = {{.column = "img", .npos = 36},
+                          {.column = "cap", .text = cap, .len = strlen(cap)},
+                          {.column = "out", .text = outs, .len = strlen(outs)}};
+    tok_sample_t s = {.id = 3, .values = vals, .nvalues = 3};
+    tok_result_t r;
+    char err[256];
+    tok_ctx_t *big = s_ctx(tp, bpe, 512, 512);
+    cr_assert_eq(tok_build(big, &s, &r, err, sizeof err), 0, "%s", err);
+    int full_src = r.src_len, full_tgt = r.tgt_len;
+    int32_t src_full[512];
+    memcpy(src_full, r.src_tok, full_src * sizeof(int32_t));
+    tok_ctx_destroy(&big);
+
+    tok_ctx_t *ctx = s_ctx(tp, bpe, full_src - 5, full_tgt - 3);
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(r.src_len, full_src - 5);
+    cr_assert_eq(r.src_cut, 5);
+    cr_assert_eq(r.tgt_len, full_tgt - 3);
+    cr_assert_eq(r.tgt_cut, 3);
+    cr_assert_eq(r.tgt_out[r.tgt_len - 1], TOK_EOS, "</s> is never cut");
+    /* The image and the prompt before the caption are intact, and the source still ends
+     * with the prompt's tail and </s>: only the caption lost its last 5 tokens. */
+    int32_t tail[64];
+    int nt = s_enc(bpe, "\" describe?", tail);
+    cr_assert(memcmp(r.src_tok + r.src_len - 1 - nt, tail, nt * sizeof(int32_t)) == 0);
+    cr_assert(memcmp(r.src_tok, src_full, (r.src_len - 1 - nt) * sizeof(int32_t)) == 0);
+    tok_ctx_destroy(&ctx);
+    /* A budget smaller than the image + prompt: rejected, not silently cut. */
+    ctx = s_ctx(tp, bpe, 40, 64);
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), -1);
+    cr_assert(strstr(err, "max_src_len=40"), "%s", err);
+    tok_ctx_destroy(&ctx);
+    taskplan_destroy(&tp);
+    tok_bpe_destroy(&bpe);
+}
+
+Test(tokenize, attributes_and_rejects) {
+    tok_bpe_t *bpe = s_bpe();
+    taskplan_t *tp = s_plan("[TEXT:q,uncased,no_punctuation,max_length=3] -> [TEXT:a,uncased]");
+    tok_ctx_t *ctx = s_ctx(tp, bpe, 64, 64);
+    tok_value_t vals[] = {{.column = "q", .text = "Two, DOGS! playing in", .len = 21},
+                          {.column = "a", .text = "  A Dog ", .len = 8}};
+    tok_sample_t s = {.id = 1, .values = vals, .nvalues = 2};
+    tok_result_t r;
+    char err[256];
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), 0, "%s", err);
+    int32_t q[64];
+    int nq = s_enc(bpe, "two dogs playing in", q);
+    cr_assert_gt(nq, 3);
+    cr_assert_eq(r.src_len, 1 + 3 + 1, "max_length=3 keeps 3 tokens");
+    cr_assert(memcmp(r.src_tok + 1, q, 3 * sizeof(int32_t)) == 0);
+    cr_assert_str_eq(r.ref, "a dog");
+    /* Missing column and non-text value: rejected with the column's name. */
+    s.nvalues = 1;
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), -1);
+    cr_assert(strstr(err, "column a: missing"), "%s", err);
+    s.nvalues = 2;
+    vals[1].text = NULL;
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), -1);
+    cr_assert(strstr(err, "column a"), "%s", err);
+    tok_ctx_destroy(&ctx);
+    taskplan_destroy(&tp);
+    /* An image slot whose value never went through the image tier. */
+    tp = s_plan("[IMAGE:img] what does the image describe? -> [TEXT:cap]");
+    ctx = s_ctx(tp, bpe, 64, 64);
+    tok_value_t v2[] = {{.column = "img", .text = "\xff\xd8", .len = 2},
+                        {.column = "cap", .text = "x", .len = 1}};
+    s.values = v2;
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), -1);
+    cr_assert(strstr(err, "column img"), "%s", err);
+    tok_ctx_destroy(&ctx);
+    taskplan_destroy(&tp);
+    /* Plans this tokenizer cannot serve are refused up front. */
+    tp = s_plan("[AUDIO:wav] what is the text corresponding to the voice? -> "
+                "[PHONE:ph]");
+    cr_assert_null(tok_ctx_new(tp, bpe, NULL, err, sizeof err));
+    cr_assert(strstr(err, "PHONE"), "%s", err);
+    taskplan_destroy(&tp);
+    tok_bpe_destroy(&bpe);
+}
+
+Test(tokenize, decode_helpers) {
+    tok_bpe_t *bpe = s_bpe();
+    int b0 = tok_bpe_bin0(bpe);
+    int32_t ids[] = {TOK_BOS, b0 + 0, b0 + 999, TOK_PAD, b0 + 500, b0 + 250, TOK_EOS, b0 + 1};
+    double boxes[8];
+    cr_assert_eq(tok_decode_boxes(bpe, ids, 8, 999, 1998, boxes, 2), 1);
+    cr_assert_float_eq(boxes[0], 0, 1e-9);
+    cr_assert_float_eq(boxes[1], 1998, 1e-9);
+    cr_assert_float_eq(boxes[2], 500, 1e-9);
+    cr_assert_float_eq(boxes[3], 500, 1e-9);
+    cr_assert_eq(tok_coord_bin(-5, 100), 0);
+    cr_assert_eq(tok_coord_bin(500, 100), 999);
+    cr_assert_eq(tok_coord_bin(50, 100), 500);
+    int32_t t[64];
+    int n = s_enc(bpe, "a dog", t);
+    t[n] = TOK_EOS;
+    t[n + 1] = TOK_BYTE0 + 'x';
+    char out[64];
+    tok_decode_text(bpe, t, n + 2, out, sizeof out);
+    cr_assert_str_eq(out, "a dog", "stops at </s>");
+    tok_bpe_destroy(&bpe);
+}
