@@ -1,0 +1,891 @@
+/* metrics.c: evaluation metrics over generated text (see metrics.h for the definitions).
+ *
+ * Everything works on normalised word lists. N-grams are counted in small string-keyed
+ * hash maps, one per order, with keys "w1 w2 ..." (words never contain a space after
+ * normalisation, so the key is unambiguous). The sizes here are validation sets of a
+ * few thousand samples, so clarity wins over cleverness: each metric is a direct
+ * transcription of its reference implementation, with the reference's corner cases
+ * stated where they are kept. */
+#include "metrics.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define NGRAM_MAX 4          /* BLEU-4 and CIDEr-D both use n = 1..4 */
+#define CIDER_SIGMA 6.0
+#define ROUGE_BETA 1.2
+
+/* ---------------------------------------------------------------- normalisation */
+
+char *metric_normalize(const char *s) {
+    if (!s)
+        s = "";
+    size_t n = strlen(s);
+    char *out = util_malloc(n + 1);
+    size_t o = 0;
+    bool space = false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        /* Only ASCII is folded: bytes >= 0x80 are parts of UTF-8 characters and are
+         * kept as they are, so non-English words survive intact. */
+        if (c < 0x80 && (isspace(c) || ispunct(c) || iscntrl(c))) {
+            space = o > 0;
+            continue;
+        }
+        if (space) {
+            out[o++] = ' ';
+            space = false;
+        }
+        out[o++] = (char)(c < 0x80 ? tolower(c) : c);
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* VQA answers: the caption normalisation, then articles dropped and number words as
+ * digits, as the official VQA evaluation does (it also expands contractions, which a
+ * closed answer set made here never contains). */
+char *metric_normalize_answer(const char *s) {
+    static const char *numbers[] = {"zero", "one", "two", "three", "four", "five",
+                                    "six", "seven", "eight", "nine", "ten"};
+    char *norm = metric_normalize(s);
+    char *out = util_malloc(strlen(norm) + 1);
+    size_t o = 0;
+    char *save = NULL;
+    for (char *w = strtok_r(norm, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+        if (!strcmp(w, "a") || !strcmp(w, "an") || !strcmp(w, "the"))
+            continue;
+        char digit[4];
+        for (int k = 0; k <= 10; k++)
+            if (!strcmp(w, numbers[k])) {
+                snprintf(digit, sizeof digit, "%d", k);
+                w = digit;
+                break;
+            }
+        if (o)
+            out[o++] = ' ';
+        size_t l = strlen(w);
+        memcpy(out + o, w, l);
+        o += l;
+    }
+    out[o] = '\0';
+    free(norm);
+    return out;
+}
+
+/* A normalised sentence split into words; w[i] point into buf. */
+typedef struct {
+    char *buf;
+    char **w;   /* (n) */
+    int n;
+} s_toks_t;
+
+static void s_toks_init(s_toks_t *t, const char *s) {
+    t->buf = metric_normalize(s);
+    t->n = 0;
+    size_t len = strlen(t->buf);
+    t->w = util_malloc((len / 2 + 2) * sizeof *t->w);
+    char *save = NULL;
+    for (char *w = strtok_r(t->buf, " ", &save); w; w = strtok_r(NULL, " ", &save))
+        t->w[t->n++] = w;
+}
+
+static void s_toks_free(s_toks_t *t) {
+    free(t->buf);
+    free(t->w);
+    t->buf = NULL;
+    t->w = NULL;
+    t->n = 0;
+}
+
+/* ---------------------------------------------------------------- string -> double map */
+
+/* Open addressing, linear probing, power-of-two capacity, at most half full. Keys are
+ * owned copies. Iteration order depends only on the insertion sequence, so sums over
+ * a map are reproducible run to run. */
+typedef struct {
+    char **keys;     /* (cap) NULL = empty slot */
+    double *vals;    /* (cap) */
+    size_t cap, len;
+} s_map_t;
+
+static uint64_t s_hash(const char *s) {
+    uint64_t h = 1469598103934665603ULL;            /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static void s_map_init(s_map_t *m) {
+    m->cap = 16;
+    m->len = 0;
+    m->keys = util_calloc(m->cap, sizeof *m->keys);
+    m->vals = util_calloc(m->cap, sizeof *m->vals);
+}
+
+static void s_map_free(s_map_t *m) {
+    if (!m->keys)
+        return;
+    for (size_t i = 0; i < m->cap; i++)
+        free(m->keys[i]);
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof *m);
+}
+
+static size_t s_map_find(const s_map_t *m, const char *key) {
+    size_t i = s_hash(key) & (m->cap - 1);
+    while (m->keys[i] && strcmp(m->keys[i], key) != 0)
+        i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+/* The value of key, or 0 when absent. */
+static double s_map_get(const s_map_t *m, const char *key) {
+    size_t i = s_map_find(m, key);
+    return m->keys[i] ? m->vals[i] : 0.0;
+}
+
+/* A pointer to key's value, inserting it with value 0 when absent. */
+static double *s_map_ref(s_map_t *m, const char *key) {
+    if (2 * (m->len + 1) > m->cap) {
+        s_map_t big = {util_calloc(m->cap * 2, sizeof(char *)),
+                       util_calloc(m->cap * 2, sizeof(double)), m->cap * 2, 0};
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->keys[i]) {
+                size_t j = s_map_find(&big, m->keys[i]);
+                big.keys[j] = m->keys[i];
+                big.vals[j] = m->vals[i];
+                big.len++;
+            }
+        free(m->keys);
+        free(m->vals);
+        *m = big;
+    }
+    size_t i = s_map_find(m, key);
+    if (!m->keys[i]) {
+        m->keys[i] = util_strdup(key);
+        m->vals[i] = 0.0;
+        m->len++;
+    }
+    return &m->vals[i];
+}
+
+/* Counts of every n-gram of t, one map per order: cnt[k] holds the (k+1)-grams. */
+typedef struct {
+    s_map_t cnt[NGRAM_MAX];
+    int len;   /* words */
+} s_ngrams_t;
+
+static void s_ngrams_init(s_ngrams_t *g, const s_toks_t *t) {
+    g->len = t->n;
+    size_t total = 0;
+    for (int i = 0; i < t->n; i++)
+        total += strlen(t->w[i]) + 1;
+    char *key = util_malloc(total + 1);
+    for (int k = 0; k < NGRAM_MAX; k++) {
+        s_map_init(&g->cnt[k]);
+        for (int i = 0; i + k < t->n; i++) {
+            size_t o = 0;
+            for (int j = i; j <= i + k; j++) {
+                size_t l = strlen(t->w[j]);
+                if (j > i)
+                    key[o++] = ' ';
+                memcpy(key + o, t->w[j], l);
+                o += l;
+            }
+            key[o] = '\0';
+            *s_map_ref(&g->cnt[k], key) += 1.0;
+        }
+    }
+    free(key);
+}
+
+static void s_ngrams_free(s_ngrams_t *g) {
+    for (int k = 0; k < NGRAM_MAX; k++)
+        s_map_free(&g->cnt[k]);
+}
+
+static s_ngrams_t s_ngrams_of(const char *s) {
+    s_toks_t t;
+    s_toks_init(&t, s);
+    s_ngrams_t g;
+    s_ngrams_init(&g, &t);
+    s_toks_free(&t);
+    return g;
+}
+
+static const char *s_hyp(const char *const *hyps, int i) {
+    return hyps && hyps[i] ? hyps[i] : "";
+}
+
+/* ---------------------------------------------------------------- BLEU-4 */
+
+double metric_bleu4(const char *const *hyps, const metric_refs_t *refs, int n) {
+    double correct[NGRAM_MAX] = {0}, guess[NGRAM_MAX] = {0};
+    double hyp_len = 0, ref_len = 0;
+    for (int i = 0; i < n; i++) {
+        s_ngrams_t h = s_ngrams_of(s_hyp(hyps, i));
+        /* Clipping: an n-gram earns at most as many matches as the one reference that
+         * holds it most often. */
+        s_map_t maxc[NGRAM_MAX];
+        for (int k = 0; k < NGRAM_MAX; k++)
+            s_map_init(&maxc[k]);
+        int closest = -1;
+        for (int r = 0; r < refs[i].nrefs; r++) {
+            s_ngrams_t g = s_ngrams_of(refs[i].refs[r]);
+            for (int k = 0; k < NGRAM_MAX; k++)
+                for (size_t s = 0; s < g.cnt[k].cap; s++)
+                    if (g.cnt[k].keys[s]) {
+                        double *v = s_map_ref(&maxc[k], g.cnt[k].keys[s]);
+                        if (g.cnt[k].vals[s] > *v)
+                            *v = g.cnt[k].vals[s];
+                    }
+            /* The closest reference length; on a tie the shorter (nltk, coco). */
+            int d = abs(g.len - h.len), dc = abs(closest - h.len);
+            if (closest < 0 || d < dc || (d == dc && g.len < closest))
+                closest = g.len;
+            s_ngrams_free(&g);
+        }
+        for (int k = 0; k < NGRAM_MAX; k++) {
+            for (size_t s = 0; s < h.cnt[k].cap; s++)
+                if (h.cnt[k].keys[s]) {
+                    double m = s_map_get(&maxc[k], h.cnt[k].keys[s]);
+                    correct[k] += fmin(m, h.cnt[k].vals[s]);
+                }
+            guess[k] += h.len - k > 0 ? h.len - k : 0;
+            s_map_free(&maxc[k]);
+        }
+        hyp_len += h.len;
+        ref_len += closest;
+        s_ngrams_free(&h);
+    }
+    /* nltk without smoothing: any order without a match (or without any n-gram at all)
+     * makes the geometric mean 0. */
+    double logsum = 0;
+    for (int k = 0; k < NGRAM_MAX; k++) {
+        if (correct[k] <= 0 || guess[k] <= 0)
+            return 0.0;
+        logsum += log(correct[k] / guess[k]);
+    }
+    double bp = hyp_len > ref_len ? 1.0 : exp(1.0 - ref_len / hyp_len);
+    return bp * exp(logsum / NGRAM_MAX);
+}
+
+/* ---------------------------------------------------------------- CIDEr-D */
+
+/* A sentence as CIDEr-D sees it: tf-idf weights per order, their norms, and its
+ * "length", which coco-caption counts as the number of bigrams (it adds term
+ * frequencies only for n == 1 in 0-based order): kept, so values match. */
+typedef struct {
+    s_ngrams_t g;            /* g.cnt[k] values replaced by tf-idf weights */
+    double norm[NGRAM_MAX];
+    double length;
+} s_cvec_t;
+
+static void s_cvec_init(s_cvec_t *v, const char *s, const s_map_t *df, double log_n) {
+    v->g = s_ngrams_of(s);
+    v->length = 0;
+    for (int k = 0; k < NGRAM_MAX; k++) {
+        double sq = 0;
+        s_map_t *m = &v->g.cnt[k];
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->keys[i]) {
+                if (k == 1)
+                    v->length += m->vals[i];
+                double d = s_map_get(&df[k], m->keys[i]);
+                m->vals[i] *= log_n - log(d > 1.0 ? d : 1.0);
+                sq += m->vals[i] * m->vals[i];
+            }
+        v->norm[k] = sqrt(sq);
+    }
+}
+
+static double s_cider_sim(const s_cvec_t *h, const s_cvec_t *r) {
+    double delta = h->length - r->length;
+    double penalty = exp(-(delta * delta) / (2 * CIDER_SIGMA * CIDER_SIGMA));
+    double total = 0;
+    for (int k = 0; k < NGRAM_MAX; k++) {
+        double val = 0;
+        const s_map_t *m = &h->g.cnt[k];
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->keys[i]) {
+                double wr = s_map_get(&r->g.cnt[k], m->keys[i]);
+                val += fmin(m->vals[i], wr) * wr;   /* CIDEr-D's clipping */
+            }
+        /* The CIDEr-D scorer skips the division when a norm is 0 (a sentence shorter
+         * than k+1 words): val is 0 then anyway. */
+        if (h->norm[k] != 0 && r->norm[k] != 0)
+            val /= h->norm[k] * r->norm[k];
+        total += val * penalty;
+    }
+    return total;
+}
+
+double metric_cider_d(const char *const *hyps, const metric_refs_t *refs, int n) {
+    /* Document frequency: in how many samples' reference sets each n-gram occurs. */
+    s_map_t df[NGRAM_MAX];
+    for (int k = 0; k < NGRAM_MAX; k++)
+        s_map_init(&df[k]);
+    for (int i = 0; i < n; i++) {
+        s_map_t seen[NGRAM_MAX];
+        for (int k = 0; k < NGRAM_MAX; k++)
+            s_map_init(&seen[k]);
+        for (int r = 0; r < refs[i].nrefs; r++) {
+            s_ngrams_t g = s_ngrams_of(refs[i].refs[r]);
+            for (int k = 0; k < NGRAM_MAX; k++)
+                for (size_t s = 0; s < g.cnt[k].cap; s++)
+                    if (g.cnt[k].keys[s])
+                        *s_map_ref(&seen[k], g.cnt[k].keys[s]) = 1.0;
+            s_ngrams_free(&g);
+        }
+        for (int k = 0; k < NGRAM_MAX; k++) {
+            for (size_t s = 0; s < seen[k].cap; s++)
+                if (seen[k].keys[s])
+                    *s_map_ref(&df[k], seen[k].keys[s]) += 1.0;
+            s_map_free(&seen[k]);
+        }
+    }
+    double log_n = log((double)n);
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        s_cvec_t h;
+        s_cvec_init(&h, s_hyp(hyps, i), df, log_n);
+        double score = 0;
+        for (int r = 0; r < refs[i].nrefs; r++) {
+            s_cvec_t rv;
+            s_cvec_init(&rv, refs[i].refs[r], df, log_n);
+            score += s_cider_sim(&h, &rv);
+            s_ngrams_free(&rv.g);
+        }
+        /* Mean over the orders, mean over the references, times 10. */
+        sum += score / NGRAM_MAX / refs[i].nrefs * 10.0;
+        s_ngrams_free(&h.g);
+    }
+    for (int k = 0; k < NGRAM_MAX; k++)
+        s_map_free(&df[k]);
+    return sum / n;
+}
+
+/* ---------------------------------------------------------------- ROUGE-L */
+
+static int s_lcs(const s_toks_t *a, const s_toks_t *b) {
+    int *prev = util_calloc(b->n + 1, sizeof(int)), *cur = util_calloc(b->n + 1, sizeof(int));
+    for (int i = 1; i <= a->n; i++) {
+        for (int j = 1; j <= b->n; j++)
+            cur[j] = !strcmp(a->w[i - 1], b->w[j - 1]) ? prev[j - 1] + 1
+                     : prev[j] > cur[j - 1]          ? prev[j]
+                                                     : cur[j - 1];
+        int *t = prev;
+        prev = cur;
+        cur = t;
+    }
+    int r = prev[b->n];
+    free(prev);
+    free(cur);
+    return r;
+}
+
+double metric_rouge_l(const char *const *hyps, const metric_refs_t *refs, int n) {
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        s_toks_t h;
+        s_toks_init(&h, s_hyp(hyps, i));
+        double pmax = 0, rmax = 0;
+        for (int r = 0; r < refs[i].nrefs; r++) {
+            s_toks_t t;
+            s_toks_init(&t, refs[i].refs[r]);
+            int lcs = s_lcs(&t, &h);
+            /* An empty sentence has precision/recall 0 (coco-caption would divide by
+             * the length of [""], i.e. 1, with the same result). */
+            double p = h.n ? (double)lcs / h.n : 0, rc = t.n ? (double)lcs / t.n : 0;
+            pmax = fmax(pmax, p);
+            rmax = fmax(rmax, rc);
+            s_toks_free(&t);
+        }
+        if (pmax != 0 && rmax != 0) {
+            double b2 = ROUGE_BETA * ROUGE_BETA;
+            sum += (1 + b2) * pmax * rmax / (rmax + b2 * pmax);
+        }
+        s_toks_free(&h);
+    }
+    return sum / n;
+}
+
+/* ---------------------------------------------------------------- answers */
+
+static char *s_trim_dup(const char *s) {
+    if (!s)
+        s = "";
+    while (*s && isspace((unsigned char)*s))
+        s++;
+    size_t l = strlen(s);
+    while (l && isspace((unsigned char)s[l - 1]))
+        l--;
+    char *o = util_malloc(l + 1);
+    memcpy(o, s, l);
+    o[l] = '\0';
+    return o;
+}
+
+typedef char *(*s_norm_fn)(const char *);
+
+/* Fraction of samples whose output, normalised by norm, equals one normalised
+ * reference. */
+static double s_match(const char *const *hyps, const metric_refs_t *refs, int n,
+                      s_norm_fn norm) {
+    int hits = 0;
+    for (int i = 0; i < n; i++) {
+        char *h = norm(s_hyp(hyps, i));
+        for (int r = 0; r < refs[i].nrefs; r++) {
+            char *t = norm(refs[i].refs[r]);
+            bool eq = !strcmp(h, t);
+            free(t);
+            if (eq) {
+                hits++;
+                break;
+            }
+        }
+        free(h);
+    }
+    return (double)hits / n;
+}
+
+double metric_accuracy(const char *const *hyps, const metric_refs_t *refs, int n) {
+    return s_match(hyps, refs, n, metric_normalize);
+}
+
+double metric_exact_match(const char *const *hyps, const metric_refs_t *refs, int n) {
+    return s_match(hyps, refs, n, s_trim_dup);
+}
+
+double metric_vqa_score(const char *const *hyps, const metric_refs_t *refs, int n) {
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        char *h = metric_normalize_answer(s_hyp(hyps, i));
+        int same = 0;
+        for (int r = 0; r < refs[i].nrefs; r++) {
+            char *t = metric_normalize_answer(refs[i].refs[r]);
+            same += !strcmp(h, t);
+            free(t);
+        }
+        int div = refs[i].nrefs < 3 ? refs[i].nrefs : 3;
+        sum += fmin((double)same / div, 1.0);
+        free(h);
+    }
+    return sum / n;
+}
+
+/* ---------------------------------------------------------------- boxes */
+
+int metric_parse_box(const char *s, double b[4], char *err, size_t errlen) {
+    if (!s)
+        return util_err(err, errlen, "no box (NULL)");
+    const char *p = s;
+    int k = 0;
+    while (*p) {
+        while (*p && (isspace((unsigned char)*p) || *p == ','))
+            p++;
+        if (!*p)
+            break;
+        if (k == 4)
+            return util_err(err, errlen, "box '%.60s' has more than 4 numbers", s);
+        char *end = NULL;
+        errno = 0;
+        if (!strncmp(p, "<bin_", 5)) {
+            long v = strtol(p + 5, &end, 10);
+            if (end == p + 5 || *end != '>' || v < 0 || errno)
+                return util_err(err, errlen, "box '%.60s': bad location token at column %d",
+                                s, (int)(p - s) + 1);
+            b[k++] = (double)v;
+            p = end + 1;
+        } else {
+            double v = strtod(p, &end);
+            if (end == p || errno || !isfinite(v) ||
+                (*end && !isspace((unsigned char)*end) && *end != ','))
+                return util_err(err, errlen, "box '%.60s': not a number at column %d",
+                                s, (int)(p - s) + 1);
+            b[k++] = v;
+            p = end;
+        }
+    }
+    if (k != 4)
+        return util_err(err, errlen, "box '%.60s' has %d numbers, expected 4", s, k);
+    if (b[2] < b[0] || b[3] < b[1])
+        return util_err(err, errlen, "box '%.60s' has x1 < x0 or y1 < y0", s);
+    return 0;
+}
+
+double metric_iou(const double a[4], const double b[4]) {
+    double iw = fmin(a[2], b[2]) - fmax(a[0], b[0]);
+    double ih = fmin(a[3], b[3]) - fmax(a[1], b[1]);
+    double inter = iw > 0 && ih > 0 ? iw * ih : 0;
+    double uni = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
+    return uni > 0 ? inter / uni : 0;
+}
+
+int metric_iou_acc(const char *const *hyps, const metric_refs_t *refs, int n,
+                   double *value, char *err, size_t errlen) {
+    int hits = 0;
+    for (int i = 0; i < n; i++) {
+        double h[4], r[4];
+        char why[160];
+        /* A model output that is not a box is a wrong answer, not an error. */
+        bool hok = metric_parse_box(s_hyp(hyps, i), h, NULL, 0) == 0;
+        bool hit = false;
+        for (int j = 0; j < refs[i].nrefs; j++) {
+            if (metric_parse_box(refs[i].refs[j], r, why, sizeof why) != 0)
+                return util_err(err, errlen, "sample %d reference %d: %s", i, j, why);
+            hit |= hok && metric_iou(h, r) >= 0.5;
+        }
+        hits += hit;
+    }
+    *value = (double)hits / n;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- WER, CER */
+
+/* Levenshtein distance between two sequences of n-byte-free items, compared by eq. */
+static int s_edit(int na, int nb, bool (*eq)(const void *, int, const void *, int),
+                  const void *a, const void *b) {
+    int *prev = util_malloc((nb + 1) * sizeof(int)), *cur = util_malloc((nb + 1) * sizeof(int));
+    for (int j = 0; j <= nb; j++)
+        prev[j] = j;
+    for (int i = 1; i <= na; i++) {
+        cur[0] = i;
+        for (int j = 1; j <= nb; j++) {
+            int sub = prev[j - 1] + !eq(a, i - 1, b, j - 1);
+            int del = prev[j] + 1, ins = cur[j - 1] + 1;
+            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+        int *t = prev;
+        prev = cur;
+        cur = t;
+    }
+    int d = prev[nb];
+    free(prev);
+    free(cur);
+    return d;
+}
+
+static bool s_word_eq(const void *a, int i, const void *b, int j) {
+    return !strcmp(((char *const *)a)[i], ((char *const *)b)[j]);
+}
+
+static bool s_cp_eq(const void *a, int i, const void *b, int j) {
+    return ((const uint32_t *)a)[i] == ((const uint32_t *)b)[j];
+}
+
+/* The normalised text as Unicode code points (UTF-8 decoded leniently: a byte that
+ * does not start a valid sequence counts as one character). */
+static uint32_t *s_codepoints(const char *s, int *n) {
+    char *norm = metric_normalize(s);
+    size_t len = strlen(norm);
+    uint32_t *cp = util_malloc((len + 1) * sizeof *cp);
+    int k = 0;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)norm[i];
+        int extra = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
+        uint32_t v = c;
+        size_t j = 1;
+        for (; j <= (size_t)extra && i + j < len && ((unsigned char)norm[i + j] & 0xC0) == 0x80; j++)
+            v = (v << 8) | (unsigned char)norm[i + j];
+        cp[k++] = v;
+        i += j;
+    }
+    free(norm);
+    *n = k;
+    return cp;
+}
+
+static int s_error_rate(const char *const *hyps, const metric_refs_t *refs, int n, bool chars,
+                        double *value, char *err, size_t errlen) {
+    double errors = 0, words = 0;
+    for (int i = 0; i < n; i++) {
+        int best = -1, best_len = 0;
+        if (chars) {
+            int nh;
+            uint32_t *h = s_codepoints(s_hyp(hyps, i), &nh);
+            for (int r = 0; r < refs[i].nrefs; r++) {
+                int nr;
+                uint32_t *t = s_codepoints(refs[i].refs[r], &nr);
+                int d = s_edit(nr, nh, s_cp_eq, t, h);
+                if (best < 0 || d < best)
+                    best = d, best_len = nr;
+                free(t);
+            }
+            free(h);
+        } else {
+            s_toks_t h;
+            s_toks_init(&h, s_hyp(hyps, i));
+            for (int r = 0; r < refs[i].nrefs; r++) {
+                s_toks_t t;
+                s_toks_init(&t, refs[i].refs[r]);
+                int d = s_edit(t.n, h.n, s_word_eq, t.w, h.w);
+                if (best < 0 || d < best)
+                    best = d, best_len = t.n;
+                s_toks_free(&t);
+            }
+            s_toks_free(&h);
+        }
+        errors += best;
+        words += best_len;
+    }
+    if (words == 0)
+        return util_err(err, errlen, "%s undefined: the references have no %s",
+                        chars ? "CER" : "WER", chars ? "characters" : "words");
+    *value = errors / words;
+    return 0;
+}
+
+int metric_wer(const char *const *hyps, const metric_refs_t *refs, int n,
+               double *value, char *err, size_t errlen) {
+    return s_error_rate(hyps, refs, n, false, value, err, errlen);
+}
+
+int metric_cer(const char *const *hyps, const metric_refs_t *refs, int n,
+               double *value, char *err, size_t errlen) {
+    return s_error_rate(hyps, refs, n, true, value, err, errlen);
+}
+
+/* ---------------------------------------------------------------- by name */
+
+typedef enum {
+    K_BLEU, K_CIDER, K_ROUGE_L, K_ACCURACY, K_EXACT_MATCH, K_VQA, K_IOU, K_WER, K_CER
+} s_kind_t;
+
+static const struct {
+    const char *name;
+    s_kind_t kind;
+    bool higher;
+} s_table[] = {
+    {"bleu", K_BLEU, true},           {"cider", K_CIDER, true},
+    {"rouge_l", K_ROUGE_L, true},     {"accuracy", K_ACCURACY, true},
+    {"exact_match", K_EXACT_MATCH, true}, {"vqa_score", K_VQA, true},
+    {"iou_acc", K_IOU, true},         {"wer", K_WER, false},
+    {"cer", K_CER, false},
+};
+#define NTABLE ((int)(sizeof s_table / sizeof s_table[0]))
+
+static int s_lookup(const char *name) {
+    for (int i = 0; name && i < NTABLE; i++)
+        if (!strcmp(s_table[i].name, name))
+            return i;
+    return -1;
+}
+
+bool metric_known(const char *name) {
+    return s_lookup(name) >= 0;
+}
+
+const char *metric_names(void) {
+    static char buf[160];
+    if (!buf[0])
+        for (int i = 0; i < NTABLE; i++) {
+            size_t used = strlen(buf);
+            snprintf(buf + used, sizeof buf - used, "%s%s", i ? ", " : "", s_table[i].name);
+        }
+    return buf;
+}
+
+bool metric_higher_is_better(const char *name) {
+    int i = s_lookup(name);
+    OFA_ASSERT(i >= 0);
+    return s_table[i].higher;
+}
+
+/* The checks every metric relies on: outside data can break them. */
+static int s_check(const char *name, const metric_refs_t *refs, int n, char *err,
+                   size_t errlen) {
+    if (s_lookup(name) < 0)
+        return util_err(err, errlen, "unknown metric '%s' (known: %s)", name ? name : "(null)",
+                        metric_names());
+    if (n <= 0)
+        return util_err(err, errlen, "%s: no samples to evaluate", name);
+    if (!refs)
+        return util_err(err, errlen, "%s: no references", name);
+    for (int i = 0; i < n; i++) {
+        if (refs[i].nrefs <= 0 || !refs[i].refs)
+            return util_err(err, errlen, "%s: sample %d has no reference", name, i);
+        for (int r = 0; r < refs[i].nrefs; r++)
+            if (!refs[i].refs[r])
+                return util_err(err, errlen, "%s: sample %d reference %d is missing", name,
+                                i, r);
+    }
+    return 0;
+}
+
+static int s_compute(s_kind_t kind, const char *const *hyps, const metric_refs_t *refs,
+                     int n, double *value, char *err, size_t errlen) {
+    switch (kind) {
+    case K_BLEU: *value = metric_bleu4(hyps, refs, n); return 0;
+    case K_CIDER: *value = metric_cider_d(hyps, refs, n); return 0;
+    case K_ROUGE_L: *value = metric_rouge_l(hyps, refs, n); return 0;
+    case K_ACCURACY: *value = metric_accuracy(hyps, refs, n); return 0;
+    case K_EXACT_MATCH: *value = metric_exact_match(hyps, refs, n); return 0;
+    case K_VQA: *value = metric_vqa_score(hyps, refs, n); return 0;
+    case K_IOU: return metric_iou_acc(hyps, refs, n, value, err, errlen);
+    case K_WER: return metric_wer(hyps, refs, n, value, err, errlen);
+    case K_CER: return metric_cer(hyps, refs, n, value, err, errlen);
+    }
+    OFA_ASSERT(!"unreachable");
+    return -1;
+}
+
+int metric_compute(const char *name, const char *const *hyps, const metric_refs_t *refs,
+                   int n, double *value, char *err, size_t errlen) {
+    OFA_ASSERT(value);
+    if (s_check(name, refs, n, err, errlen) != 0)
+        return -1;
+    return s_compute(s_table[s_lookup(name)].kind, hyps, refs, n, value, err, errlen);
+}
+
+/* ---------------------------------------------------------------- baseline */
+
+typedef struct {
+    const char *key;
+    double count;
+} s_cand_t;
+
+static int s_cand_cmp(const void *a, const void *b) {
+    const s_cand_t *x = a, *y = b;
+    if (x->count != y->count)
+        return x->count > y->count ? -1 : 1;
+    return strcmp(x->key, y->key);
+}
+
+/* Adds every candidate output a reference suggests to counts. */
+static void s_add_candidates(s_kind_t kind, const char *ref, s_map_t *counts) {
+    switch (kind) {
+    case K_WER:
+    case K_CER: {
+        s_toks_t t;
+        s_toks_init(&t, ref);
+        for (int i = 0; i < t.n; i++)
+            *s_map_ref(counts, t.w[i]) += 1.0;
+        s_toks_free(&t);
+        return;
+    }
+    case K_IOU: {
+        double b[4];
+        char buf[128];
+        if (metric_parse_box(ref, b, NULL, 0) == 0) {
+            snprintf(buf, sizeof buf, "%.17g %.17g %.17g %.17g", b[0], b[1], b[2], b[3]);
+            *s_map_ref(counts, buf) += 1.0;
+        }
+        return;
+    }
+    default: {
+        char *s = kind == K_EXACT_MATCH ? s_trim_dup(ref)
+                  : kind == K_VQA       ? metric_normalize_answer(ref)
+                                        : metric_normalize(ref);
+        *s_map_ref(counts, s) += 1.0;
+        free(s);
+        return;
+    }
+    }
+}
+
+static int s_dbl_cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int metric_baseline(const char *name, const metric_refs_t *refs, int n,
+                    metric_baseline_t *out, char *err, size_t errlen) {
+    OFA_ASSERT(out);
+    memset(out, 0, sizeof *out);
+    if (s_check(name, refs, n, err, errlen) != 0)
+        return -1;
+    int ti = s_lookup(name);
+    s_kind_t kind = s_table[ti].kind;
+    bool higher = s_table[ti].higher;
+
+    s_map_t counts;
+    s_map_init(&counts);
+    for (int i = 0; i < n; i++)
+        for (int r = 0; r < refs[i].nrefs; r++)
+            s_add_candidates(kind, refs[i].refs[r], &counts);
+    s_cand_t *cand = util_malloc((counts.len + 1) * sizeof *cand);
+    int nc = 0;
+    for (size_t s = 0; s < counts.cap; s++)
+        if (counts.keys[s])
+            cand[nc++] = (s_cand_t){counts.keys[s], counts.vals[s]};
+    qsort(cand, nc, sizeof *cand, s_cand_cmp);
+    if (nc > METRIC_BASELINE_TRIES)
+        nc = METRIC_BASELINE_TRIES;
+
+    /* Boxes rarely repeat exactly: the coordinate-wise median box is a candidate too. */
+    char median[128] = "";
+    if (kind == K_IOU) {
+        int nb = 0;
+        for (int i = 0; i < n; i++)
+            nb += refs[i].nrefs;
+        double *c[4];
+        for (int k = 0; k < 4; k++)
+            c[k] = util_malloc(nb * sizeof(double));
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            for (int r = 0; r < refs[i].nrefs; r++) {
+                double b[4];
+                if (metric_parse_box(refs[i].refs[r], b, NULL, 0) == 0) {
+                    for (int k = 0; k < 4; k++)
+                        c[k][m] = b[k];
+                    m++;
+                }
+            }
+        if (m > 0) {
+            double med[4];
+            for (int k = 0; k < 4; k++) {
+                qsort(c[k], m, sizeof(double), s_dbl_cmp);
+                med[k] = m % 2 ? c[k][m / 2] : 0.5 * (c[k][m / 2 - 1] + c[k][m / 2]);
+            }
+            snprintf(median, sizeof median, "%.17g %.17g %.17g %.17g", med[0], med[1], med[2],
+                     med[3]);
+            cand[nc++] = (s_cand_t){median, 0};
+        }
+        for (int k = 0; k < 4; k++)
+            free(c[k]);
+    }
+
+    const char **hyps = util_malloc(n * sizeof *hyps);
+    int rc = 0, best = -1;
+    double best_v = 0;
+    for (int c = 0; c < nc && rc == 0; c++) {
+        for (int i = 0; i < n; i++)
+            hyps[i] = cand[c].key;
+        double v;
+        rc = s_compute(kind, hyps, refs, n, &v, err, errlen);
+        if (rc == 0 && (best < 0 || (higher ? v > best_v : v < best_v)))
+            best = c, best_v = v;
+    }
+    if (rc == 0 && best < 0)
+        rc = util_err(err, errlen, "%s: the references suggest no constant output", name);
+    if (rc == 0) {
+        out->value = best_v;
+        out->output = util_strdup(cand[best].key);
+        out->candidates = nc;
+        out->kind = kind == K_WER || kind == K_CER                  ? "constant word"
+                    : kind == K_IOU                                 ? "constant box"
+                    : kind == K_BLEU || kind == K_CIDER || kind == K_ROUGE_L ? "constant caption"
+                                                                    : "constant answer";
+    }
+    free(hyps);
+    free(cand);
+    s_map_free(&counts);
+    return rc;
+}
+
+void metric_baseline_clear(metric_baseline_t *out) {
+    if (!out)
+        return;
+    free(out->output);
+    memset(out, 0, sizeof *out);
+}
