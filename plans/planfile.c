@@ -163,6 +163,7 @@ typedef struct {
     s_err_t *v;
     int n, cap;
     const char *name;      /* the plan file as named by the caller */
+    const char *dir;       /* its folder: @include paths are relative to it */
 } s_errs_t;
 
 static void s_errf(s_errs_t *e, const config_setting_t *at, const char *fmt, ...)
@@ -176,6 +177,13 @@ static void s_errf(s_errs_t *e, const config_setting_t *at, const char *fmt, ...
     const char *file = at ? config_setting_source_file(at) : NULL;
     int line = at ? (int)config_setting_source_line(at) : 0;
     file = file ? file : e->name;
+    /* libconfig names an included file as the @include wrote it, relative to the
+     * include folder; the message names it so that it can be opened from anywhere. */
+    char incl[1024];
+    if (file != e->name && strcmp(file, e->name) != 0 && file[0] != '/' && e->dir) {
+        snprintf(incl, sizeof incl, "%s/%s", e->dir, file);
+        file = incl;
+    }
     size_t n = strlen(file) + strlen(msg) + 32;
     char *text = util_malloc(n);
     if (line > 0)
@@ -750,7 +758,7 @@ static void s_load_stages(s_errs_t *e, plan_t *p, const config_setting_t *sg) {
 
 static plan_t *s_load(config_t *cfg, const char *name, const char *dir, const char *path,
                       char *err, size_t errlen) {
-    s_errs_t e = {.name = name};
+    s_errs_t e = {.name = name, .dir = dir};
     plan_t *p = util_calloc(1, sizeof *p);
     p->dir = util_strdup(dir);
     p->path = path ? util_strdup(path) : NULL;
@@ -880,7 +888,9 @@ static plan_t *s_load_cfg(config_t *cfg, int ok, const char *name, const char *d
     plan_t *p = NULL;
     if (!ok) {
         const char *f = config_error_file(cfg);
-        util_err(err, errlen, "%s:%d: syntax error: %s", f ? f : name, config_error_line(cfg),
+        bool included = f && f[0] != '/' && strcmp(f, name) != 0;
+        util_err(err, errlen, "%s%s%s:%d: syntax error: %s", included ? dir : "",
+                 included ? "/" : "", f ? f : name, config_error_line(cfg),
                  config_error_text(cfg));
     } else {
         p = s_load(cfg, name, dir, path, err, errlen);

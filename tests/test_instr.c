@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "instr.h"
+#include "util.h"
 
 static char err[512];
 
@@ -228,6 +229,42 @@ Test(instr, every_prefix_is_handled) {
         instr_t *in = instr_parse(buf, err, sizeof err);
         if (!in)
             cr_assert(strncmp(err, "instruction:", 12) == 0, "prefix %zu: %s", i, err);
+        instr_destroy(&in);
+    }
+}
+
+/* Random edits of real instructions (a bounded, deterministic fuzz): the parser gives an
+ * instruction or an "instruction:L:C:" error, never a crash (run under ASan in CI with
+ * OFA_SANITIZE=ON). */
+Test(instr, random_edits_never_crash) {
+    static const char *seeds[] = {
+        "[IMAGE:img] which region does the text \" [TEXT:cap] \" describe? -> [BOX:patch_boxes]",
+        "[IMAGE:img] what are the objects in the image? -> ( [BOX] [TEXT])*",
+        "what is the complete text of \" [TEXT:text,mask_ratio=0.3] \"? -> [TEXT:text]",
+        "[AUDIO:wav] what? -> [TEXT:text,preprocess=text_phone] ||| [AUDIO:wav] -> [TEXT:text]",
+    };
+    static const char alphabet[] = "[]():,=->|*<BOS>EOS_ aZ0.9\"\n\t";
+    util_rng_t rng = {12345};
+    char buf[512];
+    for (int it = 0; it < 20000; it++) {
+        const char *s = seeds[util_rng_next(&rng) % 4];
+        size_t n = strlen(s);
+        memcpy(buf, s, n + 1);
+        int edits = 1 + (int)(util_rng_next(&rng) % 4);
+        for (int e = 0; e < edits; e++) {
+            size_t at = util_rng_next(&rng) % (n + 1);
+            char c = alphabet[util_rng_next(&rng) % (sizeof alphabet - 1)];
+            switch (util_rng_next(&rng) % 3) {
+            case 0: if (at < n) buf[at] = c; break;                          /* replace */
+            case 1: if (n + 1 < sizeof buf) {                                /* insert */
+                        memmove(buf + at + 1, buf + at, n - at + 1); buf[at] = c; n++; }
+                    break;
+            case 2: if (at < n) { memmove(buf + at, buf + at + 1, n - at); n--; } break;
+            }
+        }
+        instr_t *in = instr_parse(buf, err, sizeof err);
+        if (!in)
+            cr_assert(strncmp(err, "instruction:", 12) == 0, "'%s': %s", buf, err);
         instr_destroy(&in);
     }
 }

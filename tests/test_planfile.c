@@ -311,3 +311,46 @@ Test(planfile, docs_list_every_key) {
     free(doc);
     free(buf);
 }
+
+/* An error inside an included task file names that file and its line. */
+Test(planfile, errors_in_included_files) {
+    char dir[] = "/tmp/test_planfile_inc_XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[256], e2[256];
+    snprintf(path, sizeof path, "%s/cap.conf", dir);
+    const char *frag = "{\n  name = \"cap\";\n  instruction = \"[IMAGE:img] -> [TEXT:cap]\";\n"
+                       "  train = \"t.tsv\"; columns = [\"img\", \"cap\"];\n  wieght = 2.0;\n}\n";
+    cr_assert_eq(util_write_file_atomic(path, frag, strlen(frag), e2, sizeof e2), 0);
+    plan_t *p = plan_load_string("seed = 2;\ntasks = (\n  @include \"cap.conf\"\n);\nsede = 1;\n",
+                                 "main.conf", dir, err, sizeof err);
+    cr_assert_null(p);
+    char want[512];
+    snprintf(want, sizeof want, "%s/cap.conf:5: task 'cap': unknown key 'wieght' (did you mean "
+             "'weight'?)", dir);
+    cr_assert(strstr(err, want), "want \"%s\" in:\n%s", want, err);
+    cr_assert(strstr(err, "main.conf:5: unknown key 'sede'"), "%s", err);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* Random bytes and random edits of a real plan: a plan or an error, never a crash. */
+Test(planfile, random_edits_never_crash) {
+    const char *base = "name = \"x\"; seed = 3;\nmodel = { size = \"nano\"; patch = 16; };\n"
+                       "trainer = { lr = 0.5; ranks = 1; };\ntasks = (\n" CAPTION_TASK ");\n"
+                       "stages = { image = { workers = 2; program = [\"a\", \"b\"]; }; };\n";
+    static const char alphabet[] = "{}()[];=,\"@ aZ_.0-9\nL";
+    util_rng_t rng = {99};
+    char buf[2048];
+    for (int it = 0; it < 3000; it++) {
+        size_t n = strlen(base);
+        memcpy(buf, base, n + 1);
+        for (int e = 0; e < 3; e++) {
+            size_t at = util_rng_next(&rng) % n;
+            buf[at] = alphabet[util_rng_next(&rng) % (sizeof alphabet - 1)];
+        }
+        plan_t *p = plan_load_string(buf, "f.conf", "/srv", err, sizeof err);
+        if (!p)
+            cr_assert(strncmp(err, "f.conf", 6) == 0 || strstr(err, ".conf"), "%s", err);
+        plan_destroy(&p);
+    }
+}
