@@ -346,3 +346,95 @@ Test(tokenize, decode_helpers) {
     cr_assert_str_eq(out, "a dog", "stops at </s>");
     tok_bpe_destroy(&bpe);
 }
+
+Test(tokenize, glue_echo_has_no_loss_and_ref_is_the_label) {
+    tok_bpe_t *bpe = s_bpe();
+    taskplan_t *tp = s_plan("is the sentiment of text \" [TEXT:sentence] \" positive or negative? "
+                            "-> is the sentiment of text \" [TEXT:sentence,no_loss] \" positive "
+                            "or negative? [TEXT:label,closed_set]");
+    tok_ctx_t *ctx = s_ctx(tp, bpe, 256, 64);
+    tok_value_t vals[] = {{.column = "sentence", .text = "a dog", .len = 5},
+                          {.column = "label", .text = "positive", .len = 8}};
+    tok_sample_t s = {.id = 2, .values = vals, .nvalues = 2};
+    tok_result_t r;
+    char err[256];
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(r.ref, "positive");
+    int32_t lab[64];
+    int nl = s_enc(bpe, "positive", lab);
+    /* Only the label's tokens and </s> carry loss. */
+    int with_loss = 0;
+    for (int i = 0; i < r.tgt_len; i++)
+        with_loss += r.tgt_out[i] != TOK_PAD;
+    cr_assert_eq(with_loss, nl + 1);
+    cr_assert(memcmp(r.tgt_out + r.tgt_len - 1 - nl, lab, nl * sizeof(int32_t)) == 0);
+    tok_ctx_destroy(&ctx);
+    taskplan_destroy(&tp);
+    tok_bpe_destroy(&bpe);
+}
+
+Test(tokenize, target_noise_touches_decoder_input_only) {
+    tok_bpe_t *bpe = s_bpe();
+    taskplan_t *tp = s_plan("what is the summary of article \" [TEXT:src] \"? -> "
+                            "[TEXT:tgt,noise_ratio=0.2]");
+    tok_ctx_t *ctx = s_ctx(tp, bpe, 256, 128);
+    const char *t = "a man riding a horse on the beach while two dogs playing in the snow";
+    tok_value_t vals[] = {{.column = "src", .text = "x", .len = 1},
+                          {.column = "tgt", .text = t, .len = strlen(t)}};
+    tok_sample_t s = {.id = 4, .values = vals, .nvalues = 2};
+    tok_result_t r;
+    char err[256];
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), 0, "%s", err);
+    int32_t clean[256];
+    int n = s_enc(bpe, t, clean);
+    cr_assert_eq(r.tgt_len, n + 1);
+    cr_assert(memcmp(r.tgt_out, clean, n * sizeof(int32_t)) == 0, "labels must stay clean");
+    int changed = 0;
+    for (int i = 0; i < n; i++)
+        changed += r.tgt_in[1 + i] != clean[i];
+    cr_assert_gt(r.masked, 0);
+    cr_assert_geq(r.masked, changed);
+    cr_assert_gt(changed, 0, "noise_ratio=0.2 changed nothing in %d tokens", n);
+    tok_ctx_destroy(&ctx);
+    taskplan_destroy(&tp);
+    tok_bpe_destroy(&bpe);
+}
+
+/* Every runnable text-output OFASys preset gets a context; the ones that need what this
+ * tier lacks are refused with a reason. */
+Test(tokenize, presets_accepted_or_refused_with_reason) {
+    tok_bpe_t *bpe = s_bpe();
+    const char *ok[] = {
+        "[IMAGE:img] what does the image describe? -> [TEXT:cap]",
+        "structured knowledge: \" [STRUCT:database,uncased] \"  . how to describe the tripleset ? -> [TEXT:tgt]",
+        "[IMAGE:img] what does the region describe? region: [BOX:patch_boxes] -> [TEXT:cap]",
+        "[TEXT:instruction] [TEXT:examples] [TEXT:src] -> [TEXT:tgt,max_length=128]",
+        "[IMAGE:img] can image and text1 \" [TEXT:cap] \" imply text2 \" [TEXT:hyp] \"? -> can image and text1 \" [TEXT:cap,no_loss] \" imply text2 \" [TEXT:hyp,no_loss] \"? [TEXT:label,closed_set]",
+        "\" [TEXT:src] \" ; structured knowledge: \" [STRUCT:database,max_length=876] \" . generating sql code. -> [TEXT:tgt]",
+        "[VIDEO:video] [TEXT:question] -> [TEXT:answer]",
+        "[IMAGE:image] [TEXT:question] -> [TEXT:answer,closed_set]",
+    };
+    const char *refused[] = {
+        "[IMAGE:img] what are the objects in the image? -> ( [BOX] [TEXT])*",
+        "[PHONE:text] -> [AUDIO:fbank,adaptor=audio_tgt_fbank]",
+        "what is the complete image of \"[IMAGE:img,mask_ratio=0.5]\"? -> [IMAGE,preprocess=image_vqgan,adaptor=image_vqgan]",
+    };
+    char err[512];
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        taskplan_t *tp = s_plan(ok[i]);
+        tok_ctx_t *ctx = tok_ctx_new(tp, bpe, NULL, err, sizeof err);
+        cr_expect(ctx, "%s: %s", ok[i], err);
+        tok_ctx_destroy(&ctx);
+        taskplan_destroy(&tp);
+    }
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        taskplan_t *tp = s_plan(refused[i]);
+        err[0] = 0;
+        tok_ctx_t *ctx = tok_ctx_new(tp, bpe, NULL, err, sizeof err);
+        cr_expect_null(ctx, "%s accepted", refused[i]);
+        cr_expect(err[0], "%s: no reason", refused[i]);
+        tok_ctx_destroy(&ctx);
+        taskplan_destroy(&tp);
+    }
+    tok_bpe_destroy(&bpe);
+}

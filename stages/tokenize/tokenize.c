@@ -21,6 +21,7 @@ typedef struct {
     int len;             /* tokens (or positions) */
     bool cuttable;       /* a text slot value */
     bool loss;           /* target: carries loss */
+    float tgt_noise;     /* target: noise_ratio applied to tgt_in only */
 } s_piece_t;
 
 struct tok_ctx_t {
@@ -378,7 +379,7 @@ static int s_side(tok_ctx_t *self, const taskplan_template_t *tm, const taskplan
                                 errlen) != 0)
                     return -1;
                 self->pieces[self->npieces - 1].loss = sl->loss;
-                if (target) {
+                if (target && sl->loss) {
                     size_t n = v->len;
                     const char *s = v->text;
                     while (n && isspace((unsigned char)*s))
@@ -389,7 +390,7 @@ static int s_side(tok_ctx_t *self, const taskplan_template_t *tm, const taskplan
                 }
             } else {
                 size_t n = s_normalize(self, sl->in, v->text, v->len);
-                if (target)
+                if (target && sl->loss)
                     s_ref_add(self, self->text, n);
                 s_piece_t *p = s_encode_piece(self, self->text, n, sl->mod);
                 p->cuttable = true;
@@ -402,6 +403,8 @@ static int s_side(tok_ctx_t *self, const taskplan_template_t *tm, const taskplan
                     (sl->in->mask_ratio > 0 || sl->in->noise_ratio > 0))
                     out->masked += s_mask_piece(self, p, sl->in->mask_ratio,
                                                 sl->in->noise_ratio, rng);
+                if (target && !self->opts.no_masking)
+                    p->tgt_noise = sl->in->noise_ratio;
             }
             any_loss |= target && sl->loss;
         }
@@ -504,12 +507,20 @@ int tok_build(tok_ctx_t *self, const tok_sample_t *sample, tok_result_t *out, ch
     /* Target: walk Y, writing tgt_in[j] = Y[j] and tgt_out[j-1] = Y[j] (or 1 when the
      * piece Y[j] comes from carries no loss). */
     int j = 0;
+    uint64_t nbpe = (uint64_t)(tok_bpe_bin0(self->bpe) - TOK_BYTE0);
     for (int i = nsrc_pieces; i < self->npieces; i++) {
         const s_piece_t *p = &self->pieces[i];
         for (int k = 0; k < p->len; k++, j++) {
             int32_t id = self->pool[p->off + k];
-            if (j < ny - 1)
+            /* noise_ratio on a target slot (gigaword's preset) perturbs what the decoder
+             * reads, never the labels. */
+            if (j < ny - 1) {
                 self->tgt_in[j] = id;
+                if (p->tgt_noise > 0 && util_rng_uniform(&rng) < p->tgt_noise) {
+                    self->tgt_in[j] = TOK_BYTE0 + (int32_t)(util_rng_next(&rng) % nbpe);
+                    out->masked++;
+                }
+            }
             if (j > 0)
                 self->tgt_out[j - 1] = p->loss ? id : TOK_PAD;
         }

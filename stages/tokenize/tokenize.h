@@ -19,7 +19,8 @@
  *    dropped) before BPE; max_length=N keeps a slot's first N tokens; mask_ratio=r
  *    (text infilling as BART/OFA: spans with Poisson(3) lengths, ~r of the slot's tokens
  *    in all, each span replaced by one <mask>); noise_ratio=r replaces ~r of the tokens
- *    by random BPE tokens. Masking and noise are a pure function of (seed, sample id).
+ *    by random BPE tokens (on a target slot: in tgt_in only, the labels stay clean).
+ *    Masking and noise are a pure function of (seed, sample id).
  *
  * TRUNCATION RULE (max_src_len / max_tgt_len): only the tokens of text slot values
  * (TEXT, CATEGORY, STRUCT; after max_length and masking) are ever cut, from the end of
@@ -28,8 +29,9 @@
  * still does not fit is rejected with the reason. The target budget counts tgt_in's
  * length (tokens + 1). Every cut is counted in tok_result_t.
  *
- * The "ref" string is the target as the model should produce it: the target slots'
- * normalised text joined by one space (box values as given), the prompt excluded.
+ * The "ref" string is the target as the model should produce it: the normalised text of
+ * the target slots that carry loss, joined by one space (box values as given); prompt
+ * text and no_loss slots (glue's and snli_ve's echoed inputs) are excluded.
  * tok_decode_text and tok_decode_boxes invert the target for evaluation.
  *
  * Usage: one tok_ctx_t per task and worker; tok_build reuses the context's buffers, and
@@ -78,7 +80,7 @@ typedef struct {
     const char *image_column;/* the IMAGE source column, or NULL */
     int image_positions;     /* its positions in src (its npos) */
     int src_cut, tgt_cut;    /* tokens removed by the truncation rule */
-    int masked;              /* source tokens replaced by mask spans or noise */
+    int masked;              /* tokens replaced by mask spans or noise (src and tgt_in) */
 } tok_result_t;
 
 typedef struct tok_ctx_t tok_ctx_t;
