@@ -15,6 +15,8 @@
 
 /* ---- modalities ---------------------------------------------------------------- */
 
+/* Indexed by mod_t: the spelling an instruction uses is the enum's name, so a modality
+ * added to the enum needs its name here and nowhere else. */
 static const char *s_mod_names[MOD__COUNT] = {
     "TEXT", "IMAGE", "BOX", "AUDIO", "VIDEO", "PHONE", "MOTION", "STRUCT", "CATEGORY",
 };
@@ -35,6 +37,8 @@ bool mod_is_textlike(mod_t mod) {
            mod == MOD_CATEGORY;
 }
 
+/* Sets of modalities as bit masks (one bit per mod_t), used by the attribute table and
+ * the registry to say where an entry applies. */
 #define M(x) (1u << (x))
 #define M_TEXTLIKE (M(MOD_TEXT) | M(MOD_BOX) | M(MOD_PHONE) | M(MOD_STRUCT) | M(MOD_CATEGORY))
 #define M_ALL ((1u << MOD__COUNT) - 1)
@@ -65,6 +69,7 @@ static const s_reg_t s_adaptor[] = {
 };
 #define NREG(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
+/* Registries are a dozen entries: a linear scan is the clearest lookup. */
 static const s_reg_t *s_reg_find(const s_reg_t *reg, int n, const char *name) {
     for (int i = 0; i < n; i++)
         if (strcmp(reg[i].name, name) == 0)
@@ -72,6 +77,8 @@ static const s_reg_t *s_reg_find(const s_reg_t *reg, int n, const char *name) {
     return NULL;
 }
 
+/* The modality an entry is "for", as the public lookups report it; text_embed serves
+ * every text-like modality and reports TEXT, the first of them. */
 static int s_reg_first_mod(const s_reg_t *r) {
     for (int m = 0; m < MOD__COUNT; m++)
         if (r->mods & M(m))
@@ -97,6 +104,8 @@ static void s_reg_join(const s_reg_t *reg, int n, char *out, size_t len) {
     }
 }
 
+/* The name lists are built once into static buffers: they appear in error messages,
+ * which must not allocate on paths that are already failing. */
 const char *instr_registry_preprocess_names(void) {
     static char buf[512];
     if (!buf[0])
@@ -113,6 +122,8 @@ const char *instr_registry_adaptor_names(void) {
 
 /* ---- attribute table ------------------------------------------------------------- */
 
+/* How an attribute's value is written and checked: a bare flag, a ratio in [0, 1], an
+ * integer within bounds, or a name that must be in one of the registries. */
 typedef enum { A_FLAG, A_RATIO, A_INT, A_PREPROCESS, A_ADAPTOR } s_atype_t;
 
 typedef struct {
@@ -125,6 +136,11 @@ typedef struct {
     size_t off;          /* destination in instr_slot_t */
 } s_attr_t;
 
+/* One row per attribute, Redis-config style: adding an attribute is one row here, one
+ * bit in instr_attr_t and one field in instr_slot_t. The modality masks follow what the
+ * stages can do with the attribute: masking makes sense for token and patch sequences,
+ * noise only for tokens, sizes only for pixels. closed_set and no_loss describe what the
+ * decoder learns, so they are refused on the source side rather than ignored there. */
 #define OFF(f) offsetof(instr_slot_t, f)
 static const s_attr_t s_attrs[] = {
     {"no_loss", INSTR_ATTR_NO_LOSS, A_FLAG, M_ALL, true, 0, 0, OFF(no_loss)},
@@ -169,12 +185,15 @@ static const char *s_attr_names(void) {
 
 /* ---- parser state ----------------------------------------------------------------- */
 
+/* The parser keeps the whole text so that any offset can be turned into a line and
+ * column when an error is reported, wherever in the nesting it is found. */
 typedef struct {
     const char *text;
     char *err;
     size_t errlen;
 } s_parser_t;
 
+/* 1-based line and column of byte offset off. Columns count bytes, as compilers do. */
 static void s_linecol(const char *text, size_t off, int *line, int *col) {
     int l = 1, c = 1;
     for (size_t i = 0; i < off && text[i]; i++) {
@@ -203,6 +222,7 @@ static int s_fail(s_parser_t *p, size_t off, const char *fmt, ...) {
     return util_err(p->err, p->errlen, "instruction:%d:%d: %s", line, col, msg);
 }
 
+/* Does tok start at text[i] and end before `end`? */
 static bool s_at(const char *text, size_t i, size_t end, const char *tok) {
     size_t n = strlen(tok);
     return i + n <= end && strncmp(text + i, tok, n) == 0;
@@ -224,6 +244,7 @@ static char *s_trimmed(const char *text, size_t a, size_t b, size_t *start) {
     return s;
 }
 
+/* Append a segment; the sentence owns the segment's strings from here on. */
 static void s_sentence_push(instr_sentence_t *s, int *cap, const instr_seg_t *seg) {
     if (s->nsegs == *cap) {
         *cap = *cap ? *cap * 2 : 8;
@@ -274,10 +295,17 @@ static int s_check_brackets(s_parser_t *p) {
 
 /* ---- slots ------------------------------------------------------------------------ */
 
+/* Column names are identifiers of data columns (TSV header names, JSON keys): letters,
+ * digits, '_', '-' and '.'. Anything else (a '/', a space) is far more likely a typo or a
+ * path than a column, so it is refused with the offending character's column. */
 static bool s_is_name_char(char c) {
     return isalnum((unsigned char)c) || c == '_' || c == '-' || c == '.';
 }
 
+/* Parse one attribute text[a..b) ("mask_ratio=0.3", "no_loss") into slot. Checks run in
+ * the order a user fixes them: is it an attribute at all, is it repeated, does it apply
+ * to this modality and side, and only then is its value right. Every message points at
+ * the attribute's name, or at its value when the value is what is wrong. */
 static int s_parse_attr(s_parser_t *p, instr_slot_t *slot, bool target, size_t a, size_t b) {
     const char *t = p->text;
     size_t start;
@@ -332,6 +360,7 @@ static int s_parse_attr(s_parser_t *p, instr_slot_t *slot, bool target, size_t a
         rc = s_fail(p, start, "attribute '%s' needs a value (%s=...)", piece, piece);
         goto out;
     } else if (at->type == A_RATIO) {
+        /* strtod alone would take "0.3abc" as 0.3: the whole value must be the number */
         char *end;
         errno = 0;
         double v = strtod(value, &end);
@@ -382,7 +411,10 @@ out:
     return rc;
 }
 
-/* Parse the slot text[open..close] where text[open]=='[' and text[close]==']'. */
+/* Parse the slot text[open..close] where text[open]=='[' and text[close]==']'.
+ * OFASys turns a malformed slot into plain text without a word; here every part of the
+ * slot is checked, since a slot that silently became prompt text would train a
+ * different task than the one written. */
 static int s_parse_slot(s_parser_t *p, instr_slot_t *slot, bool target, size_t open,
                         size_t close) {
     const char *t = p->text;
@@ -401,6 +433,7 @@ static int s_parse_slot(s_parser_t *p, instr_slot_t *slot, bool target, size_t o
         return s_fail(p, open + 1, "slot without a modality (write [TYPE:column])");
     int mod = mod_from_name(type);
     if (mod < 0) {
+        /* "[image:img]" is the common slip: say that the case is what is wrong. */
         char upper[64];
         size_t n = 0;
         for (; type[n] && n + 1 < sizeof upper; n++)
@@ -446,6 +479,8 @@ static int s_parse_slot(s_parser_t *p, instr_slot_t *slot, bool target, size_t o
             return -1;
         a = b;
     }
+    /* A target slot may be unnamed (the model generates it); a source slot is input,
+     * and input with no column to read it from is a mistake. */
     if (!target && !slot->column)
         return s_fail(p, open, "source slot [%s] needs a column name ([%s:column])",
                       mod_name(slot->mod), mod_name(slot->mod));
@@ -466,6 +501,7 @@ static void s_flush_text(s_parser_t *p, instr_sentence_t *s, int *cap, size_t a,
     s_sentence_push(s, cap, &seg);
 }
 
+/* First offset >= from where tok starts inside [from, end), or (size_t)-1. */
 static size_t s_find(const char *t, size_t from, size_t end, const char *tok) {
     for (size_t i = from; i < end; i++)
         if (s_at(t, i, end, tok))
@@ -473,6 +509,9 @@ static size_t s_find(const char *t, size_t from, size_t end, const char *tok) {
     return (size_t)-1;
 }
 
+/* Parse one side text[a..b) of a template. The scan cuts plain text at the four kinds of
+ * markup (slot, <BOS>/<EOS>, the '(' and ')*' of a repeated group); whatever lies between
+ * is prompt text, trimmed, and kept only when not empty. */
 static int s_parse_sentence(s_parser_t *p, instr_sentence_t *s, bool target, size_t a,
                             size_t b) {
     const char *t = p->text;
@@ -553,6 +592,8 @@ static int s_parse_sentence(s_parser_t *p, instr_sentence_t *s, bool target, siz
 
 /* ---- instructions ----------------------------------------------------------------- */
 
+/* Parse one ||| alternative text[a..b). The arrow is found before anything else is
+ * parsed: the side decides what a slot may carry (closed_set, no_loss, no name). */
 static int s_parse_template(s_parser_t *p, instr_template_t *tm, size_t a, size_t b) {
     const char *t = p->text;
     size_t arrow = (size_t)-1;
@@ -574,6 +615,8 @@ static int s_parse_template(s_parser_t *p, instr_template_t *tm, size_t a, size_
         return -1;
     if (s_parse_sentence(p, &tm->tgt, true, arrow + 2, b) < 0)
         return -1;
+    /* Either side may be without slots, but not both: an instruction without any slot
+     * reads no data and is almost always a slot that lost its brackets. */
     if (tm->src.nslots + tm->tgt.nslots == 0) {
         size_t at = a;
         while (at < b && isspace((unsigned char)t[at]))
@@ -593,6 +636,8 @@ static void s_instr_free(instr_t *in) {
     free(in);
 }
 
+/* Brackets are checked over the whole text first: an unclosed '[' would otherwise be
+ * reported as some later, unrelated error (a '->' inside what looks like a slot). */
 instr_t *instr_parse(const char *text, char *err, size_t errlen) {
     s_parser_t p = {.text = text ? text : "", .err = err, .errlen = errlen};
     size_t len = strlen(p.text);

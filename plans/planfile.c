@@ -41,6 +41,10 @@ typedef struct {
 #define SO(f) offsetof(plan_stage_t, f)
 #define BIG 1e15
 
+/* Bounds are generous where the value is a matter of taste (steps, rates) and tight where
+ * a wrong value would break a contract (the patch must divide the image, the label
+ * smoothing must leave mass on the label, at least one rank). The defaults are the
+ * values a first run on a laptop wants; docs/plan.md lists them from these rows. */
 static const s_key_t s_global_keys[] = {
     {"name", K_STR, "@", 0, 0, NULL, PO(name), 0,
      "Name of the plan (run folders are named after it). Default: the file name without "
@@ -102,6 +106,8 @@ static const s_key_t s_global_keys[] = {
      "Tokens generated at most; default model.max_tgt_len."},
 };
 
+/* Keys of one task group. The instruction is a string here; it is compiled against the
+ * model settings once every row is read (s_task_finish). */
 static const s_key_t s_task_keys[] = {
     {"name", K_STR, NULL, 0, 0, NULL, TO(name), 0,
      "Task name (letters, digits, '_', '-'), unique in the plan."},
@@ -132,6 +138,8 @@ static const s_key_t s_task_keys[] = {
     {"patch", K_INT, "@", 1, 256, NULL, TO(patch), 0, "Patch side for this task; default model.patch."},
 };
 
+/* Keys of one stage group. The credits bound how many samples a process may hold, which
+ * is what keeps the pipeline's memory bounded (the broker never pushes past them). */
 static const s_key_t s_stage_keys[] = {
     {"workers", K_INT, "1", 1, 256, NULL, SO(workers), 0,
      "Processes of this stage (source, broker and batcher: exactly 1; trainer: "
@@ -230,6 +238,7 @@ static void s_errs_flush(s_errs_t *e, char *err, size_t errlen) {
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
+/* libconfig's types as a message names them ("got a string"). */
 static const char *s_type_name(int type) {
     switch (type) {
     case CONFIG_TYPE_GROUP: return "a group";
@@ -254,7 +263,9 @@ static const char *s_want_name(s_ktype_t t) {
     return "?";
 }
 
-/* Lexically clean an absolute path: drop "." parts and fold "x/..". */
+/* Lexically clean an absolute path: drop "." parts and fold "x/..". Lexical, not
+ * realpath(): the files need not exist yet (a dry run, a dataset still to be built), and
+ * the resolved plan should show the path the user wrote, not where symlinks lead. */
 static char *s_normpath(const char *p) {
     char *out = util_malloc(strlen(p) + 2);
     size_t n = 0;
@@ -299,6 +310,8 @@ static char *s_abspath(const char *dir, const char *p) {
     return out;
 }
 
+/* Levenshtein distance, for "did you mean": keys are short, so the full table is cheap.
+ * A distance of at most 2 catches swapped, doubled and missing letters. */
 static int s_edit_distance(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
     if (la > 62 || lb > 62)
@@ -362,6 +375,8 @@ static void s_set_default(const s_key_t *k, void *base, const char *dir) {
 
 /* Read the value of setting s into the row's destination. `where` prefixes messages
  * ("task 'caption': "). Returns 0 or -1 (error recorded). */
+/* Integers are accepted for floats ("lr = 1") since nobody means anything else by them;
+ * a float for an integer is refused, since 2.5 workers has no meaning to round to. */
 static int s_read_value(s_errs_t *e, const s_key_t *k, const config_setting_t *s, void *base,
                         const char *dir, const char *where) {
     char *dst = (char *)base + k->off;
@@ -495,7 +510,8 @@ static void s_read_table(s_errs_t *e, const s_key_t *keys, int nkeys, const conf
 }
 
 /* Report every setting of group g that no row of the table knows. `prefix` is the
- * group path ("" or "model."). */
+ * group path ("" or "model."). This is the walk that makes a misspelled key an error:
+ * the first walk, driven by the table, would simply not see it and use the default. */
 static void s_check_unknown(s_errs_t *e, const s_key_t *keys, int nkeys,
                             const config_setting_t *g, const char *prefix, const char *where) {
     int n = config_setting_length(g);
@@ -581,6 +597,8 @@ void plan_destroy(plan_t **self_p) {
     *self_p = NULL;
 }
 
+/* Task names end up in file names, counter names ("task.NAME.read") and JSON keys:
+ * keep them to characters that need no escaping anywhere. */
 static bool s_good_name(const char *s) {
     if (!*s)
         return false;
@@ -660,6 +678,7 @@ static void s_task_finish(s_errs_t *e, plan_t *p, plan_task_t *t, const config_s
         }
 }
 
+/* Index of a stage name in s_stage_names, or -1. */
 static int s_stage_index(const char *name) {
     for (int i = 0; i < NSTAGES; i++)
         if (strcmp(s_stage_names[i], name) == 0)
@@ -682,6 +701,8 @@ static void s_needed_stages(const plan_t *p, bool need[NSTAGES]) {
             }
 }
 
+/* Read the `stages` group: check every written stage against the table, then build the
+ * list of the stages this run needs, each with its settings or the defaults. */
 static void s_load_stages(s_errs_t *e, plan_t *p, const config_setting_t *sg) {
     bool need[NSTAGES];
     s_needed_stages(p, need);
@@ -756,6 +777,10 @@ static void s_load_stages(s_errs_t *e, plan_t *p, const config_setting_t *sg) {
     }
 }
 
+/* The loader proper, on a parsed libconfig tree. The global rows come first because the
+ * tasks depend on them (data_dir for paths, model sizes and beam for compiling), then
+ * the tasks, then the stages (which depend on the tasks' routes). Derived defaults are
+ * filled between these steps. Nothing stops at the first error. */
 static plan_t *s_load(config_t *cfg, const char *name, const char *dir, const char *path,
                       char *err, size_t errlen) {
     s_errs_t e = {.name = name, .dir = dir};
@@ -883,6 +908,8 @@ static plan_t *s_load(config_t *cfg, const char *name, const char *dir, const ch
     return p;
 }
 
+/* Shared tail of plan_load and plan_load_string: a syntax error stops everything (the
+ * tree is not there to check), anything else goes through s_load. */
 static plan_t *s_load_cfg(config_t *cfg, int ok, const char *name, const char *dir,
                           const char *path, char *err, size_t errlen) {
     plan_t *p = NULL;
@@ -899,6 +926,8 @@ static plan_t *s_load_cfg(config_t *cfg, int ok, const char *name, const char *d
     return p;
 }
 
+/* Include paths and relative paths resolve against the plan file's folder, so that a
+ * plan works from whatever directory launch is started in. */
 plan_t *plan_load(const char *path, char *err, size_t errlen) {
     char *abs;
     char cwd[4096];
@@ -971,6 +1000,7 @@ const plan_stage_t *plan_stage(const plan_t *plan, const char *name) {
     return NULL;
 }
 
+/* Kept apart from loading: a dry run must show a plan whose data are not built yet. */
 int plan_check_files(const plan_t *plan, char *err, size_t errlen) {
     s_errs_t e = {.name = plan->path ? plan->path : "plan"};
     for (int i = 0; i < plan->ntasks; i++) {
@@ -1015,7 +1045,8 @@ static void s_out(s_out_t *o, const char *fmt, ...) {
     }
 }
 
-/* A libconfig string literal. */
+/* A libconfig string literal. Instructions are full of double quotes, so the escaping
+ * is what makes the resolved plan load again. */
 static void s_out_str(s_out_t *o, const char *s) {
     s_out(o, "\"");
     for (; *s; s++) {
@@ -1076,6 +1107,8 @@ static void s_out_value(s_out_t *o, const s_key_t *k, const void *base) {
     }
 }
 
+/* Write the rows of a table that belong to `group` ("model", or NULL for undotted keys),
+ * in table order, so the resolved plan reads in the same order as docs/plan.md. */
 static void s_out_rows(s_out_t *o, const s_key_t *keys, int nkeys, const void *base,
                        const char *group, const char *indent) {
     size_t gl = group ? strlen(group) : 0;
@@ -1090,6 +1123,9 @@ static void s_out_rows(s_out_t *o, const s_key_t *keys, int nkeys, const void *b
     }
 }
 
+/* The resolved plan is written from the same tables as the loader reads, so every key
+ * the loader knows is written, and only keys it knows: that is what makes the round trip
+ * hold without a separate writer to keep in step. */
 char *plan_resolved_text(const plan_t *plan) {
     s_out_t o = {util_malloc(1024), 0, 1024};
     o.s[0] = '\0';
@@ -1127,6 +1163,8 @@ int plan_write_resolved(const plan_t *plan, const char *path, char *err, size_t 
 
 /* ---- documentation ----------------------------------------------------------------- */
 
+/* One Markdown table per key table; test_planfile checks that docs/plan.md holds every
+ * key that this prints. */
 static void s_md_rows(FILE *out, const s_key_t *keys, int nkeys, const char *prefix) {
     static const char *tn[] = {[K_STR] = "string", [K_ENUM] = "string", [K_PATH] = "path",
                                [K_INT] = "int", [K_INT64] = "int64", [K_FLOAT] = "float",

@@ -13,6 +13,11 @@
 
 /* ---- steps ------------------------------------------------------------------------ */
 
+/* Each step is named as the stage that runs it logs it, and tagged with its tier: the
+ * route of a task is derived from these tags, so a step moved to another tier moves the
+ * work of every task that uses it. Decoding and resizing run in the modality tiers
+ * (they are the expensive, parallel part); everything that needs the vocabulary or the
+ * sample's other slots (BPE, bins, masking, stacking) runs in the tokenize tier. */
 static const struct {
     const char *name;
     const char *tier;
@@ -69,6 +74,8 @@ const char *taskplan_gen_name(taskplan_gen_t gen) {
     return "?";
 }
 
+/* Metric names the evaluators know (OFASys's names, so that the presets' metric column
+ * is accepted verbatim). */
 static const char *s_metrics[] = {
     "accuracy", "mcc", "f1", "rouge_l", "bleu", "cider", "vqa_score", "clip_ti", "iou_acc",
     "map", "wer", "cer", "mcd", "exact_match", "solved_acc",
@@ -85,6 +92,8 @@ const char *taskplan_metric_names(void) {
     return buf;
 }
 
+/* Defaults of the tiny CPU configuration (DESIGN.md, "Images"): 96 px with 16 px
+ * patches; audio at 16 kHz with 80 mel channels, as OFASys's speech tasks use. */
 void taskplan_opts_default(taskplan_opts_t *opts) {
     memset(opts, 0, sizeof *opts);
     opts->image_size = 96;
@@ -114,6 +123,8 @@ static void s_step(taskplan_slot_t *sl, step_kind_t kind, const char *fmt, ...) 
     }
 }
 
+/* The steps after tokenization common to token sequences. Truncation comes before masking
+ * so that the mask ratio applies to what the model actually sees. */
 static void s_text_tail(taskplan_slot_t *sl, const instr_slot_t *in) {
     if (in->max_length)
         s_step(sl, STEP_TRUNCATE, "%d tokens", in->max_length);
@@ -123,6 +134,7 @@ static void s_text_tail(taskplan_slot_t *sl, const instr_slot_t *in) {
         s_step(sl, STEP_NOISE, "ratio %.2f", in->noise_ratio);
 }
 
+/* Normalisation is a step only when asked for: most tasks keep case and punctuation. */
 static void s_normalize(taskplan_slot_t *sl, const instr_slot_t *in) {
     if (in->uncased || in->no_punctuation)
         s_step(sl, STEP_TEXT_NORMALIZE, "%s%s%s", in->uncased ? "lower case" : "",
@@ -130,7 +142,10 @@ static void s_normalize(taskplan_slot_t *sl, const instr_slot_t *in) {
                in->no_punctuation ? "strip punctuation" : "");
 }
 
-/* Fill the chain of steps of one slot. */
+/* Fill the chain of steps of one slot. A slot's own attributes (image_size=, patch=,
+ * sample_rate=, ...) win over the plan's options. The chains say what happens, in order,
+ * with the parameters a reader of `launch --dry-run` wants to check (sizes, counts);
+ * the stages implement them. */
 static void s_slot_steps(taskplan_slot_t *sl, const taskplan_opts_t *o) {
     const instr_slot_t *in = sl->in;
     int size = in->image_size ? in->image_size : o->image_size;
@@ -140,6 +155,8 @@ static void s_slot_steps(taskplan_slot_t *sl, const taskplan_opts_t *o) {
     switch (sl->mod) {
     case MOD_TEXT:
         s_normalize(sl, in);
+        /* OFASys's text_phone also derives phone targets for an auxiliary CTC loss; this
+         * system trains the text with BPE only, and the chain says so. */
         if (in->preprocess && strcmp(in->preprocess, "text_phone") == 0)
             s_step(sl, STEP_BPE, "text_phone: BPE text, no phone CTC targets");
         else
@@ -169,6 +186,8 @@ static void s_slot_steps(taskplan_slot_t *sl, const taskplan_opts_t *o) {
     case MOD_IMAGE:
         s_step(sl, STEP_IMAGE_DECODE, "JPEG or PNG");
         s_step(sl, STEP_IMAGE_RESIZE, "%dx%d", size, size);
+        /* VQGAN codes replace patches; the step exists so that the plan of an image
+         * generation task can be shown, while taskplan_runnable refuses to run it. */
         if (vqgan) {
             s_step(sl, STEP_IMAGE_VQGAN, "image codes");
         } else {
@@ -207,6 +226,7 @@ static void s_slot_steps(taskplan_slot_t *sl, const taskplan_opts_t *o) {
 
 /* ---- segments --------------------------------------------------------------------- */
 
+/* The segments of one side while they are being built. */
 typedef struct {
     taskplan_seg_t *segs;
     int nsegs, cap;
@@ -226,13 +246,17 @@ static taskplan_seg_t *s_seg_new(s_segs_t *ss, mod_t mod, bool wrapped, bool rep
     return seg;
 }
 
+/* A segment carries loss when any of its items does: the tokenize tier still masks the
+ * loss item by item (tgt_out = <pad> at no-loss positions). */
 static void s_seg_add(taskplan_seg_t *seg, taskplan_item_t item) {
     seg->items = util_realloc(seg->items, (size_t)(seg->nitems + 1) * sizeof *seg->items);
     seg->items[seg->nitems++] = item;
     seg->loss |= item.loss;
 }
 
-/* The sequence segment that takes the next text-like item (opening one if needed). */
+/* The sequence segment that takes the next text-like item (opening one if needed). The
+ * border of a repeated group also starts a new sequence: the group's body is repeated as
+ * a whole, so it cannot share a sequence with what is around it. */
 static taskplan_seg_t *s_seq(s_segs_t *ss, bool repeated) {
     if (!ss->open || ss->segs[ss->nsegs - 1].repeated != repeated) {
         s_seg_new(ss, MOD_TEXT, true, repeated);
@@ -241,6 +265,7 @@ static taskplan_seg_t *s_seq(s_segs_t *ss, bool repeated) {
     return &ss->segs[ss->nsegs - 1];
 }
 
+/* Turn one parsed side into segments and slots (appended to tm->slots). */
 static int s_compile_sentence(taskplan_template_t *tm, const instr_sentence_t *sen,
                               bool target, s_segs_t *ss, const taskplan_opts_t *o) {
     for (int i = 0; i < sen->nsegs; i++) {
@@ -270,6 +295,7 @@ static int s_compile_sentence(taskplan_template_t *tm, const instr_sentence_t *s
             s_slot_steps(sl, o);
             taskplan_item_t it = {.kind = TP_ITEM_SLOT, .slot = tm->nslots, .loss = sl->loss};
             tm->nslots++;
+            /* add_bos/add_eos of the older syntax are borders, as <BOS>/<EOS> are. */
             if (mod_is_textlike(in->mod)) {
                 if (in->add_bos)
                     ss->open = false;
@@ -289,6 +315,9 @@ static int s_compile_sentence(taskplan_template_t *tm, const instr_sentence_t *s
 
 /* ---- compile ---------------------------------------------------------------------- */
 
+/* The generator follows from what carries loss on the target side: a closed set is
+ * decoded by scoring its candidates, a lone box by decoding four location bins, and
+ * anything else (free text, a repeated box+text group) by greedy or beam search. */
 static taskplan_gen_t s_template_gen(const taskplan_template_t *tm, int beam) {
     int nloss = 0, nbox = 0;
     bool closed = false, repeated = false;
@@ -343,6 +372,8 @@ static const char *s_default_metric(const taskplan_t *tp) {
     return "bleu";
 }
 
+/* Record the column a slot reads, so that the source knows which columns to read and
+ * how (an IMAGE column is bytes to base64-decode, a TEXT column is a string). */
 static int s_add_column(taskplan_t *tp, const taskplan_slot_t *sl, char *err, size_t errlen) {
     if (!sl->column)
         return 0;
@@ -368,6 +399,10 @@ static int s_add_column(taskplan_t *tp, const taskplan_slot_t *sl, char *err, si
     return 0;
 }
 
+/* Parse, then compile every alternative. All alternatives of a task share one route and
+ * one generator: a sample may take any of them, and the batcher and the evaluator treat
+ * a task as one thing. The tokenize tier is always on the route, as the last tier,
+ * because it is the one that builds the model input. */
 taskplan_t *taskplan_compile(const char *instruction, const taskplan_opts_t *opts,
                              char *err, size_t errlen) {
     instr_t *in = instr_parse(instruction, err, errlen);
@@ -496,6 +531,10 @@ int taskplan_set_metric(taskplan_t *tp, const char *metric, char *err, size_t er
     return 0;
 }
 
+/* Generation of non-text outputs needs parts this system does not have (a VQGAN, a
+ * vocoder, a motion decoder). Such tasks still compile, so that their plan can be shown
+ * with --dry-run; a real run stops here with a message naming what is missing, rather
+ * than training something that cannot be evaluated. */
 int taskplan_runnable(const taskplan_t *tp, char *err, size_t errlen) {
     for (int a = 0; a < tp->ntmpls; a++) {
         const taskplan_template_t *tm = &tp->tmpls[a];
@@ -537,6 +576,7 @@ int taskplan_runnable(const taskplan_t *tp, char *err, size_t errlen) {
 
 /* ---- render ----------------------------------------------------------------------- */
 
+/* A growing string for the rendering. */
 typedef struct {
     char *s;
     size_t len, cap;
@@ -584,6 +624,9 @@ static void s_render_segs(s_buf_t *b, const taskplan_template_t *tm, const taskp
     }
 }
 
+/* The dry-run text: one line per segment, then per slot its chain grouped by tier
+ * ("image: jpeg-decode -> resize | tokenize: mask-patches"), so that the route a
+ * sample takes can be read off each slot. */
 char *taskplan_render(const taskplan_t *tp, const char *task_name) {
     s_buf_t b = {util_malloc(256), 0, 256};
     b.s[0] = '\0';
@@ -627,6 +670,8 @@ char *taskplan_render(const taskplan_t *tp, const char *task_name) {
     return b.s;
 }
 
+/* A hash of (seed, id) rather than a running counter: whichever worker tokenizes a
+ * sample, and however often it is re-dispatched, it takes the same template. */
 int taskplan_pick_template(const taskplan_t *tp, uint64_t seed, uint64_t sample_id) {
     if (tp->ntmpls <= 1)
         return 0;
