@@ -623,7 +623,11 @@ static void s_task_finish(s_errs_t *e, plan_t *p, plan_task_t *t, const config_s
         t->image_size = p->model.image_size;
     if (!t->patch)
         t->patch = p->model.patch;
-    if (t->image_size && t->patch && t->image_size % t->patch)
+    /* A bad model-level size is reported once, for the model, not again for each task
+     * that inherits it. */
+    bool own_size = config_setting_get_member(g, "image_size") ||
+                    config_setting_get_member(g, "patch");
+    if (own_size && t->image_size && t->patch && t->image_size % t->patch)
         s_errf(e, g, "%simage_size %d is not a multiple of patch %d", where, t->image_size,
                t->patch);
     if (!t->instruction)

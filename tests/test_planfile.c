@@ -354,3 +354,16 @@ Test(planfile, random_edits_never_crash) {
         plan_destroy(&p);
     }
 }
+
+/* Image sizes must split into whole patches; a bad model size is reported once. */
+Test(planfile, image_size_and_patch) {
+    load_fails("model = { image_size = 90; };\ntasks = (\n" CAPTION_TASK ");\n");
+    cr_assert_str_eq(err, "t.conf:1: model.image_size 90 is not a multiple of model.patch 16");
+    load_fails("tasks = ( { name = \"a\"; instruction = \"[IMAGE:i] -> [TEXT:c]\"; train = \"x\";\n"
+               "  columns = [\"i\", \"c\"]; image_size = 100; } );\n");
+    cr_assert_str_eq(err, "t.conf:1: task 'a': image_size 100 is not a multiple of patch 16");
+    plan_t *p = load_ok("tasks = ( { name = \"a\"; instruction = \"[IMAGE:i] -> [TEXT:c]\";\n"
+                        " train = \"x\"; columns = [\"i\", \"c\"]; image_size = 128; patch = 32; } );\n");
+    cr_assert_str_eq(p->tasks[0].plan->tmpls[0].slots[0].steps[2].arg, "32 px, 16 patches");
+    plan_destroy(&p);
+}
