@@ -437,17 +437,46 @@ static inline uint8_t s_clip8(int32_t v) {
     return (uint8_t)(v >> PRECISION_BITS);
 }
 
-/* Rows [y0, y0+rows) of src (., sw, 3) resampled horizontally into dst (rows, dw, 3). */
+/* Rows [y0, y0+rows) of src (., sw, 3) resampled horizontally into dst (rows, dw, 3).
+ * Two rows at a time: they share the weights, which halves the weight loads and gives
+ * the CPU six independent sums per tap. */
 static void s_horizontal(const uint8_t *src, int sw, int y0, int rows, uint8_t *dst, int dw,
                          const s_weights_t *wt) {
-    for (int y = 0; y < rows; y++) {
+    const int32_t half = 1 << (PRECISION_BITS - 1);
+    int y = 0;
+    for (; y + 1 < rows; y += 2) {
+        const uint8_t *in0 = src + (size_t)(y0 + y) * sw * 3, *in1 = in0 + (size_t)sw * 3;
+        uint8_t *o0 = dst + (size_t)y * dw * 3, *o1 = o0 + (size_t)dw * 3;
+        for (int xx = 0; xx < dw; xx++) {
+            int xmin = wt->bounds[xx * 2], n = wt->bounds[xx * 2 + 1];
+            const int32_t *k = wt->kk + (size_t)xx * wt->ksize;
+            const uint8_t *p0 = in0 + (size_t)xmin * 3, *p1 = in1 + (size_t)xmin * 3;
+            int32_t r0 = half, g0 = half, b0 = half, r1 = half, g1 = half, b1 = half;
+            for (int x = 0; x < n; x++) {
+                int32_t kx = k[x];
+                r0 += p0[3 * x] * kx;
+                g0 += p0[3 * x + 1] * kx;
+                b0 += p0[3 * x + 2] * kx;
+                r1 += p1[3 * x] * kx;
+                g1 += p1[3 * x + 1] * kx;
+                b1 += p1[3 * x + 2] * kx;
+            }
+            o0[3 * xx] = s_clip8(r0);
+            o0[3 * xx + 1] = s_clip8(g0);
+            o0[3 * xx + 2] = s_clip8(b0);
+            o1[3 * xx] = s_clip8(r1);
+            o1[3 * xx + 1] = s_clip8(g1);
+            o1[3 * xx + 2] = s_clip8(b1);
+        }
+    }
+    for (; y < rows; y++) {
         const uint8_t *in = src + (size_t)(y0 + y) * sw * 3;
         uint8_t *o = dst + (size_t)y * dw * 3;
         for (int xx = 0; xx < dw; xx++) {
             int xmin = wt->bounds[xx * 2], n = wt->bounds[xx * 2 + 1];
             const int32_t *k = wt->kk + (size_t)xx * wt->ksize;
             const uint8_t *p = in + (size_t)xmin * 3;
-            int32_t r = 1 << (PRECISION_BITS - 1), g = r, b = r;
+            int32_t r = half, g = half, b = half;
             for (int x = 0; x < n; x++) {
                 r += p[3 * x] * k[x];
                 g += p[3 * x + 1] * k[x];
