@@ -3,9 +3,9 @@
  *   ofa-bpe-train --out FILE (--vocab N | --merges M) [--min-count C]
  *                 [--tsv FILE --column K]... [--jsonl FILE --key NAME]... [--text FILE]...
  *
- * --vocab N is the size of the whole model vocabulary (5 specials + 256 bytes + merges +
- * 1000 location bins), so it learns N - 1261 merges; --merges M asks for M merges
- * directly. Each --tsv takes the --column (0-based index) that follows it; each --jsonl
+ * --vocab N is the plan's model.vocab_size, the BPE merges budget: it learns up to N
+ * merges, and the whole vocabulary is then 5 specials + 256 bytes + N + 1000 location
+ * bins. --merges M is the same thing under a plainer name. Each --tsv takes the --column (0-based index) that follows it; each --jsonl
  * the --key (a top-level string field) that follows it; --text reads every line as one
  * text. Training stops early when no pair occurs --min-count times (default 2); the
  * file then holds fewer merges and says how many. */
@@ -20,8 +20,9 @@ static void s_usage(FILE *f) {
             "usage: ofa-bpe-train --out FILE (--vocab N | --merges M) [--min-count C]\n"
             "                     [--tsv FILE --column K]... [--jsonl FILE --key NAME]...\n"
             "                     [--text FILE]...\n"
-            "  --vocab N      whole vocabulary size: 5 specials + 256 bytes + merges + 1000 bins\n"
-            "  --merges M     number of merges to learn (instead of --vocab)\n"
+            "  --vocab N      merges budget (the plan's model.vocab_size); the vocabulary is\n"
+            "                 then 5 specials + 256 bytes + N merges + 1000 location bins\n"
+            "  --merges M     the same as --vocab M\n"
             "  --min-count C  stop when the best pair occurs fewer than C times (default 2)\n"
             "  --tsv FILE --column K   text of column K (0-based) of each TSV row\n"
             "  --jsonl FILE --key NAME the string field NAME of each JSON line\n"
@@ -258,7 +259,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--out"))
             out = v;
         else if (!strcmp(a, "--vocab"))
-            vocab = s_int(a, v, TOK_NSPECIAL + TOK_NBYTES + TOK_NBINS, 10000000);
+            vocab = s_int(a, v, 0, 10000000);
         else if (!strcmp(a, "--merges"))
             merges = s_int(a, v, 0, 10000000);
         else if (!strcmp(a, "--min-count"))
@@ -295,7 +296,7 @@ int main(int argc, char **argv) {
             util_fatal(NULL, "--jsonl %s has no --key", srcs[i].path);
     }
     if (merges < 0)
-        merges = vocab - (TOK_NSPECIAL + TOK_NBYTES + TOK_NBINS);
+        merges = vocab;
 
     double t0 = util_now();
     tok_bpe_trainer_t *tr = tok_bpe_trainer_new();
