@@ -1,9 +1,12 @@
-# Tests of the image, text (BPE) and tokenize stages' libraries.
+# Tests of the image, text (BPE) and tokenize stages' libraries and programs.
 if(TARGET ofaimg)
   ofa_add_test(test_imgproc SOURCES test_imgproc.c LIBS ofaimg LABELS unit TIMEOUT 120)
 endif()
 if(TARGET ofatext)
   ofa_add_test(test_bpe SOURCES test_bpe.c LIBS ofatext LABELS unit TIMEOUT 120)
+  if(TARGET test_bpe AND TARGET ofa-bpe-train)
+    add_dependencies(test_bpe ofa-bpe-train)
+  endif()
 endif()
 if(TARGET ofatok)
   ofa_add_test(test_tokenize SOURCES test_tokenize.c LIBS ofatok LABELS unit TIMEOUT 120)

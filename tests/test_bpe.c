@@ -282,3 +282,55 @@ Test(bpe, special_and_bin_tokens_decode) {
     tok_bpe_destroy(&c);
     tok_bpe_destroy(&bpe);
 }
+
+/* ofa-bpe-train end to end: TSV column + JSONL key (with escapes) + text file. */
+Test(bpe, train_program_reads_tsv_jsonl_text) {
+    char dir[] = "/tmp/test_bpe_cli_XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char tsv[256], jsonl[256], txt[256], out[256], cmd[2048];
+    snprintf(tsv, sizeof tsv, "%s/a.tsv", dir);
+    snprintf(jsonl, sizeof jsonl, "%s/b.jsonl", dir);
+    snprintf(txt, sizeof txt, "%s/c.txt", dir);
+    snprintf(out, sizeof out, "%s/out.bpe", dir);
+    FILE *f = fopen(tsv, "w");
+    for (int i = 0; i < 50; i++)
+        fprintf(f, "%d\tIMAGEBYTES\ttwo dogs playing in the snow %d\n", i, i);
+    fclose(f);
+    f = fopen(jsonl, "w");
+    for (int i = 0; i < 50; i++)
+        fprintf(f, "{\"id\": %d, \"meta\": {\"cap\": \"no\"}, \"cap\": \"caf\\u00e9 \\\"latte\\\" art\"}\n", i);
+    fprintf(f, "not json\n");
+    fclose(f);
+    f = fopen(txt, "w");
+    fprintf(f, "what does the image describe?\n");
+    fclose(f);
+    snprintf(cmd, sizeof cmd,
+             "%s/bin/ofa-bpe-train --out %s --vocab 60 --tsv %s --column 2 --jsonl %s --key cap "
+             "--text %s 2>%s/log", OFA_BINARY_DIR, out, tsv, jsonl, txt, dir);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+    char err[256];
+    tok_bpe_t *bpe = tok_bpe_load(out, err, sizeof err);
+    cr_assert(bpe, "%s", err);
+    /* The corpus is tiny: it runs out of pairs seen twice before 60 merges. */
+    cr_assert(tok_bpe_n_merges(bpe) >= 20 && tok_bpe_n_merges(bpe) <= 60, "%d merges",
+              tok_bpe_n_merges(bpe));
+    /* The JSON escapes were decoded: "café" is one token or a few, never a backslash. */
+    int32_t ids[64];
+    size_t n = tok_bpe_encode(bpe, " caf\xc3\xa9", 6, ids, 64);
+    cr_assert_leq(n, 2, "café not learned (%zu ids)", n);
+    /* IMAGEBYTES (column 1) was not read: it is not a single token. */
+    cr_assert_gt(tok_bpe_encode(bpe, "IMAGEBYTES", 10, ids, 64), 3);
+    tok_bpe_destroy(&bpe);
+    /* Bad invocations fail with a reason. */
+    const char *bad[] = {"--out /dev/null --vocab 10",                  /* no corpus */
+                         "--out /dev/null --vocab x --text /dev/null",  /* bad number */
+                         "--out /dev/null --vocab 10 --tsv /dev/null",  /* no --column */
+                         "--out /dev/null --vocab 10 --text /nonexistent/file",
+                         "--frobnicate 1"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(cmd, sizeof cmd, "%s/bin/ofa-bpe-train %s 2>/dev/null", OFA_BINARY_DIR, bad[i]);
+        cr_expect_neq(system(cmd), 0, "accepted: %s", bad[i]);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
