@@ -267,6 +267,7 @@ Test(gen, closed_set_scores_every_answer_exactly) {
     cr_assert_eq(gen_trie_add(t, a3, 3, 3, err, sizeof err), 0);
     cr_assert_eq(gen_trie_size(t), 4);
     cr_assert_eq(gen_trie_depth(t), 4);
+    cr_assert_eq(gen_trie_width(t), 3, "levels {A,B} {AB,BA,BB} {ABB}");
     cr_assert_neq(gen_trie_add(t, a1, 2, 9, err, sizeof err), 0, "duplicate answer accepted");
     cr_assert(strstr(err, "answer 1"), "%s", err);
     cr_assert_neq(gen_trie_add(t, a1, 0, 9, err, sizeof err), 0, "empty answer accepted");

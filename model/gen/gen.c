@@ -11,7 +11,7 @@
 gen_opts_t gen_opts_default(void) {
     gen_opts_t o = {
         .beam = 5, .max_len = 32, .min_len = 0, .len_penalty = 1.0f,
-        .bos = 0, .eos = 2, .n_special = 5, .bin_first = -1, .n_bins = 1000,
+        .bos = 0, .eos = 2, .n_special = 5, .bin_first = -1, .n_bins = 1000, .first = NULL,
     };
     return o;
 }
@@ -102,7 +102,7 @@ int gen_greedy(const gen_step_i *st, int B, const gen_opts_t *opts, gen_hyp_t *o
     char *done = util_calloc(B, 1);
     int rc = 0, n_done = 0;
     for (int b = 0; b < B; b++)
-        feed[b] = opts->bos;
+        feed[b] = opts->first ? opts->first[b] : opts->bos;
     for (int t = 0; t < L && n_done < B; t++) {
         if (s_step(st, B, feed, lp, err, errlen) != 0) {
             rc = -1;
@@ -209,8 +209,8 @@ int gen_beam(const gen_step_i *st, int B, const gen_opts_t *opts, gen_hyp_t *out
         const int rows = n_act * K;
         for (int a = 0; a < n_act; a++)
             for (int k = 0; k < K; k++)
-                feed[a * K + k] = t == 0 ? opts->bos
-                                         : pre[((size_t)active[a] * K + k) * L + t - 1];
+                feed[a * K + k] = t > 0 ? pre[((size_t)active[a] * K + k) * L + t - 1]
+                                  : opts->first ? opts->first[active[a]] : opts->bos;
         if (s_step(st, rows, feed, lp, err, errlen) != 0) {
             rc = -1;
             break;
@@ -367,6 +367,15 @@ int gen_trie_add(gen_trie_t *self, const int32_t *tokens, int n, int answer,
 int gen_trie_size(const gen_trie_t *self) { return self->n_answers; }
 int gen_trie_depth(const gen_trie_t *self) { return self->depth + 1; }
 
+int gen_trie_width(const gen_trie_t *self) {
+    int *count = util_calloc(self->depth + 1, sizeof(int)), w = 1;
+    for (int i = 0; i < self->n; i++)
+        if (++count[self->nodes[i].depth] > w)
+            w = count[self->nodes[i].depth];
+    free(count);
+    return w;
+}
+
 int gen_closed_set(const gen_step_i *st, int B, const gen_trie_t *trie, const gen_opts_t *opts,
                    gen_hyp_t *out, char *err, size_t errlen) {
     if (!st || !st->step || !st->reorder || st->vocab <= 0 || B <= 0)
@@ -387,7 +396,8 @@ int gen_closed_set(const gen_step_i *st, int B, const gen_trie_t *trie, const ge
     int *best_ans = util_malloc(sizeof(int) * B), *best_node = util_malloc(sizeof(int) * B);
     float *lp = NULL;
     for (int b = 0; b < B; b++) {
-        row_b[b] = b, row_node[b] = 0, acc[b] = 0.0f, feed[b] = opts->bos;
+        row_b[b] = b, row_node[b] = 0, acc[b] = 0.0f;
+        feed[b] = opts->first ? opts->first[b] : opts->bos;
         best[b] = -INFINITY, best_ans[b] = -1, best_node[b] = -1;
     }
     while (n > 0) {
@@ -462,7 +472,7 @@ int gen_box(const gen_step_i *st, int B, const gen_opts_t *opts, gen_hyp_t *out,
     float *score = util_calloc(B, sizeof(float));
     int rc = 0;
     for (int b = 0; b < B; b++)
-        feed[b] = opts->bos;
+        feed[b] = opts->first ? opts->first[b] : opts->bos;
     for (int t = 0; t < 4; t++) {
         if (s_step(st, B, feed, lp, err, errlen) != 0) {
             rc = -1;

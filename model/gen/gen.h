@@ -8,7 +8,8 @@
  * for the next position, so a prefix is never re-run; between steps the search tells the
  * interface which old row each new row continues (reorder), which is how a KV cache
  * follows beam search. Rows start as one per input (the caller encoded B inputs); the
- * first step feeds <s> (opts.bos) to each row.
+ * first step feeds <s> (opts.bos) to each row, or opts.first[b] when the caller has fed
+ * a decoder prompt (all but its last token) into the rows already.
  *
  * Scores: every search turns logits into log-probabilities with a log-softmax over the
  * full vocabulary first and then forbids tokens by setting them to -inf (no
@@ -56,6 +57,8 @@ typedef struct {
                             (<s> <pad> </s> <unk> <mask>: 5) */
     int32_t bin_first;   /* id of <bin_0> (for gen_box) */
     int n_bins;          /* number of location bins (1000) */
+    const int32_t *first;/* (B) tokens fed at the first step instead of <s> (the last
+                            token of a decoder prompt the caller fed already), or NULL */
 } gen_opts_t;
 
 gen_opts_t gen_opts_default(void);
@@ -100,6 +103,8 @@ int gen_trie_add(gen_trie_t *self, const int32_t *tokens, int n, int answer,
                  char *err, size_t errlen);
 int gen_trie_size(const gen_trie_t *self);   /* number of answers */
 int gen_trie_depth(const gen_trie_t *self);  /* longest answer + 1 (the </s>) */
+/* Most trie nodes at one depth: gen_closed_set holds at most width x B decoder rows. */
+int gen_trie_width(const gen_trie_t *self);
 
 /* Closed-set decoding, exact: every answer of the trie is scored by its full
  * log-likelihood under the model, sum over its tokens and the final </s> of
