@@ -332,3 +332,42 @@ Test(imgproc, fit_names_and_sizes) {
     img_fit_size(IMG_FIT_PAD, 480, 640, 96, &rw, &rh);
     cr_assert(rw == 72 && rh == 96, "%dx%d", rw, rh);
 }
+
+/* The task-level glue: image columns of a real compiled plan and one run on a photo. */
+#include "imgtask.h"
+
+Test(imgproc, task_columns_and_run) {
+    char err[512];
+    taskplan_t *tp = taskplan_compile("[IMAGE:img,image_size=64,patch=8] what does the image "
+                                      "describe? -> [TEXT:cap] ||| [IMAGE:img] caption: -> "
+                                      "[TEXT:cap]", NULL, err, sizeof err);
+    cr_assert(tp, "%s", err);
+    img_task_col_t cols[4];
+    cr_assert_eq(img_task_columns(tp, IMG_FIT_RESIZE, cols, 4), 1, "img counted once");
+    cr_assert_str_eq(cols[0].column, "img");
+    cr_assert_eq(cols[0].size, 64);
+    cr_assert_eq(cols[0].patch, 8);
+    taskplan_destroy(&tp);
+    tp = taskplan_compile("[IMAGE:img] which region does the text \" [TEXT:cap] \" describe? -> "
+                          "[BOX:region]", NULL, err, sizeof err);
+    cr_assert(tp, "%s", err);
+    cr_assert_eq(img_task_columns(tp, IMG_FIT_PAD, cols, 4), 1);
+    cr_assert_eq(cols[0].size, tp->opts.image_size);
+    cr_assert_eq(cols[0].fit, IMG_FIT_PAD);
+    img_ctx_t *ctx = img_ctx_new(NULL);
+    size_t len;
+    uint8_t *data = s_read("building_868.jpg", &len);
+    int S = cols[0].size, grid, w, h;
+    uint8_t *patches = util_malloc((size_t)S * S * 3);
+    cr_assert_eq(img_task_run(ctx, &cols[0], data, len, patches, &grid, &w, &h, err,
+                              sizeof err), 0, "%s", err);
+    cr_assert_eq(grid, S / cols[0].patch);
+    cr_assert(w == 868 && h == 600, "source size %dx%d", w, h);
+    cr_assert_eq(img_task_run(ctx, &cols[0], data, 1000, patches, &grid, &w, &h, err,
+                              sizeof err), -1);
+    cr_assert(strncmp(err, "column img: ", 12) == 0, "%s", err);
+    free(patches);
+    free(data);
+    img_ctx_destroy(&ctx);
+    taskplan_destroy(&tp);
+}

@@ -38,6 +38,8 @@ struct img_ctx_t {
     png_bytep *rows;   size_t rows_cap;    /* row pointers for libpng */
     s_weights_t wc[WCACHE_SLOTS];
     uint64_t use_clock;
+    int last_w, last_h;                    /* img_last_source */
+    img_format_t last_format;
 };
 
 static void s_grow(void **buf, size_t *cap, size_t need) {
@@ -344,15 +346,34 @@ static int s_decode_png(img_ctx_t *self, const uint8_t *data, size_t len, img_vi
     return 0;
 }
 
+void img_last_source(const img_ctx_t *self, int *w, int *h, img_format_t *format) {
+    if (w)
+        *w = self->last_w;
+    if (h)
+        *h = self->last_h;
+    if (format)
+        *format = self->last_format;
+}
+
 int img_decode(img_ctx_t *self, const uint8_t *data, size_t len, int min_w, int min_h,
                img_view_t *out, char *err, size_t errlen) {
     if (!data || len == 0)
         return util_err(err, errlen, "empty image (0 bytes)");
-    switch (img_sniff(data, len)) {
+    img_format_t f = img_sniff(data, len);
+    int rc = -1;
+    if (f == IMG_FORMAT_JPEG)
+        rc = s_decode_jpeg(self, data, len, min_w, min_h, out, err, errlen);
+    else if (f == IMG_FORMAT_PNG)
+        rc = s_decode_png(self, data, len, out, err, errlen);
+    if (rc == 0) {
+        self->last_w = out->src_w;
+        self->last_h = out->src_h;
+        self->last_format = f;
+    }
+    switch (f) {
     case IMG_FORMAT_JPEG:
-        return s_decode_jpeg(self, data, len, min_w, min_h, out, err, errlen);
     case IMG_FORMAT_PNG:
-        return s_decode_png(self, data, len, out, err, errlen);
+        return rc;
     default:
         return util_err(err, errlen,
                         "not a JPEG or PNG image (%zu bytes, first bytes %02x %02x %02x %02x)",

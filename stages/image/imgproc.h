@@ -108,4 +108,9 @@ int img_process(img_ctx_t *ctx, const uint8_t *data, size_t len, img_fit_t fit, 
                 int P, uint8_t *patches, int *grid, uint8_t *hwc_out,
                 char *err, size_t errlen);
 
+/* Size in the file (before any scaling) and format of the image the last successful
+ * img_decode/img_process on ctx read; zeros before the first. Boxes on a task's
+ * target are in these pixels, so the image tier passes them on. */
+void img_last_source(const img_ctx_t *ctx, int *w, int *h, img_format_t *format);
+
 #endif
