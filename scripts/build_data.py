@@ -30,10 +30,10 @@ import subprocess
 import sys
 import time
 
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageFilter
 
 # Bump when the output of any builder changes, so that old data is rebuilt.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 MANIFEST_MAGIC = "OFADATA"
 
 STAMP_DIR = "/usr/share/tuxpaint/stamps"
@@ -42,6 +42,15 @@ SKIMAGE_DIR = "/usr/lib/python3/dist-packages/skimage/data"
 
 IMG_SIZE = 96          # the nano/tiny input size (DESIGN.md: 96 px / 16)
 JPEG_QUALITY = 90
+# Backgrounds are real photos, but muted (Gaussian blur, contrast scaled towards the
+# mean grey) so that the stamp is what a small model sees first. Measured with a
+# nano-sized patch transformer (d=64, 2 layers, 16 px patches, 1 CPU thread, 60 s) on
+# validation composites over held-out photos: raw photos gave 41% object / 25% place
+# accuracy (it learns the backgrounds); blur 2 + contrast 0.35 gave 76% / 82%.
+BG_BLUR = 2.0
+BG_CONTRAST = 0.35
+# The longer side of a stamp, in pixels of the 96 px image.
+STAMP_MIN, STAMP_MAX = 44, 56
 
 # The stamp set: K cut-out photos with distinct, short English captions. The second
 # field is the short name a VQA answer uses (one or two words); the caption's noun
@@ -275,19 +284,21 @@ def random_background(rng, photos):
     bg = ph.crop((x, y, x + s, y + s)).resize((IMG_SIZE, IMG_SIZE), Image.BILINEAR)
     if rng.random() < 0.5:
         bg = bg.transpose(Image.FLIP_LEFT_RIGHT)
+    if BG_BLUR > 0:
+        bg = bg.filter(ImageFilter.GaussianBlur(BG_BLUR))
+    if BG_CONTRAST != 1:
+        bg = ImageEnhance.Contrast(bg).enhance(BG_CONTRAST)
     return bg
 
 
-def compose(rng, photos, stamp, place):
-    """Paste one stamp on a background at one of PLACES. Returns (image, box) with box
-    (x0, y0, x1, y1) in pixels of the 96 px image, clipped to it."""
-    bg = random_background(rng, photos)
+def paste_stamp(rng, bg, stamp, place):
+    """Paste one stamp on bg (in place) at one of PLACES. Returns its box (x0, y0, x1,
+    y1) in pixels of the 96 px image; the stamp is always wholly inside."""
     st = stamp["img"]
     if rng.random() < 0.5:
         st = st.transpose(Image.FLIP_LEFT_RIGHT)   # a mirrored koala is still a koala
-    # The longer side of the stamp takes 34-46 px: big enough to recognise at 96 px,
-    # small enough that five places do not overlap much.
-    target = rng.randint(34, 46)
+    # Big enough to recognise at 96 px; the five places still differ by >= 20 px.
+    target = rng.randint(STAMP_MIN, STAMP_MAX)
     scale = target / max(st.size)
     w, h = max(4, round(st.width * scale)), max(4, round(st.height * scale))
     st = st.resize((w, h), Image.LANCZOS)
@@ -299,7 +310,13 @@ def compose(rng, photos, stamp, place):
     x0 = min(max(cx - w // 2, 0), IMG_SIZE - w)
     y0 = min(max(cy - h // 2, 0), IMG_SIZE - h)
     bg.paste(st, (x0, y0), st)
-    return bg, (x0, y0, x0 + w, y0 + h)
+    return (x0, y0, x0 + w, y0 + h)
+
+
+def compose(rng, photos, stamp, place):
+    """A new background with one stamp at one of PLACES. Returns (image, box)."""
+    bg = random_background(rng, photos)
+    return bg, paste_stamp(rng, bg, stamp, place)
 
 
 def composite_plan(rng, stamps, n):
@@ -359,6 +376,27 @@ def build_stamps_vqa(name, seed, stamps, splits):
     return result
 
 
+def build_stamps_ground(name, seed, stamps, splits):
+    """Rows: id, img, text, box. Two different stamps at two different places; text
+    names one of them ("a string of garlic") and box is where it is, "x0,y0,x1,y1" in
+    pixels of the 96x96 image. The named stamp is pasted last, so it is never covered."""
+    result = {}
+    for split, (photos, n, id0) in splits.items():
+        rng = seeded_rng(name, seed, split)
+        rows = []
+        for i, (si, pi) in enumerate(composite_plan(rng, stamps, n)):
+            sj = (si + rng.randint(1, len(stamps) - 1)) % len(stamps)
+            pj = (pi + rng.randint(1, len(PLACES) - 1)) % len(PLACES)
+            bg = random_background(rng, photos)
+            paste_stamp(rng, bg, stamps[sj], PLACES[pj])
+            box = paste_stamp(rng, bg, stamps[si], PLACES[pi])
+            b64, _ = b64_jpeg(bg)
+            text = "%s %s" % (stamps[si]["article"], stamps[si]["phrase"])
+            rows.append([str(id0 + i), b64, text, "%d,%d,%d,%d" % box])
+        result[split] = rows
+    return result
+
+
 DATASETS = {
     "stamps_caption": {
         "builder": build_stamps_caption,
@@ -368,10 +406,12 @@ DATASETS = {
         "how": ("Each row is a new 96x96 composite: a random square crop of a background "
                 "photo (train and valid use disjoint photos), with one of %d tuxpaint "
                 "cut-out photo stamps pasted at one of 5 places (left, right, top, bottom, "
-                "middle; +-5 px jitter), longer side 34-46 px, mirrored at random. Every "
+                "middle; +-5 px jitter), longer side %d-%d px, mirrored at random. Every "
                 "(stamp, place) pair occurs equally often. The caption is the stamp's own "
                 "English caption shortened to its noun phrase, plus the place phrase. "
-                "JPEG quality %d, URL-safe base64." % (len(STAMPS), JPEG_QUALITY)),
+                "The background crop is blurred (Gaussian, radius %g) and its contrast "
+                "scaled by %g. JPEG quality %d, URL-safe base64."
+                % (len(STAMPS), STAMP_MIN, STAMP_MAX, BG_BLUR, BG_CONTRAST, JPEG_QUALITY)),
     },
     "stamps_vqa": {
         "builder": build_stamps_vqa,
@@ -384,6 +424,16 @@ DATASETS = {
                 "'is there a NAME in the image?' -> yes/no (20%%, half about an absent "
                 "stamp). %d stamp names + 5 places + yes/no = %d answers."
                 % (len(STAMPS), len(STAMPS) + 7)),
+    },
+    "stamps_ground": {
+        "builder": build_stamps_ground,
+        "columns": ["id", "img", "text", "box"],
+        "sizes": {"train": 2560, "valid": 200},
+        "sources": ["tuxpaint-stamps-default", "opencv-doc", "python3-skimage"],
+        "how": ("Composites as in stamps_caption but with two different stamps at two "
+                "different places (the second pasted on top). text names the second "
+                "stamp (article + noun phrase); box is its bounding box of opaque pixels "
+                "as 'x0,y0,x1,y1' in pixels of the 96x96 image (x1, y1 exclusive)."),
     },
 }
 
