@@ -43,6 +43,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "real.h"
+
 #include "backend.h"
 
 #define MODEL_MOD_TEXT 0
@@ -61,13 +63,13 @@ typedef struct {
     int patch_dim;      /* P*P*3 of the image adapter; 0: no image adapter */
     int img_grid;       /* G: patches per image side (rows of img.row / img.col) */
     int pad_id;         /* 1: loss ignores it, it is never attended as a source key */
-    float ln_eps;       /* 1e-5 */
-    float label_smoothing;  /* 0.1 */
+    real_t ln_eps;       /* 1e-5 */
+    real_t label_smoothing;  /* 0.1 */
     /* AdamW */
-    float beta1, beta2, eps, weight_decay;   /* 0.9 0.999 1e-8 0.01 */
+    real_t beta1, beta2, eps, weight_decay;   /* 0.9 0.999 1e-8 0.01 */
     int decay_all;      /* 1: decay every tensor (golden, PyTorch's default param group);
                            0: matrices and embeddings only (no LayerNorm, no biases) */
-    float init_std;     /* weight init N(0, std) for matrices and embeddings (0.02) */
+    real_t init_std;     /* weight init N(0, std) for matrices and embeddings (0.02) */
 } model_config_t;
 
 /* Fill c for a named size ("nano", "tiny", "base") with vocabulary V: the sizes of
@@ -99,7 +101,7 @@ typedef struct {
     int64_t offset;     /* in floats, into each of the flat buffers */
     /* Backend memory (host memory on the CPU backend), owned by the model:
      * weight, gradient, AdamW first and second moments. */
-    float *w, *g, *m, *v;
+    real_t *w, *g, *m, *v;
 } model_param_t;
 
 int model_n_params(const model_t *self);
@@ -111,8 +113,8 @@ int model_param_find(const model_t *self, const char *name);
 
 typedef enum { MODEL_W = 0, MODEL_G, MODEL_M, MODEL_V } model_buf_t;
 /* Copy a whole flat buffer (model_numel floats) between the backend and the host. */
-void model_buf_download(model_t *self, model_buf_t which, float *host);
-void model_buf_upload(model_t *self, model_buf_t which, const float *host);
+void model_buf_download(model_t *self, model_buf_t which, real_t *host);
+void model_buf_upload(model_t *self, model_buf_t which, const real_t *host);
 /* AdamW's step count (number of model_step calls, or restored on resume). */
 int64_t model_adam_t(const model_t *self);
 void model_set_adam_t(model_t *self, int64_t t);
@@ -147,9 +149,9 @@ int model_batch_check(const model_t *self, const model_batch_t *b, char *err, si
  * (B,S,T) seen and reused. sample_loss (B), if not NULL, receives each row's sum of
  * per-token losses. Returns 0. */
 int model_forward(model_t *self, const model_batch_t *b, model_out_t *out,
-                  float *sample_loss, char *err, size_t errlen);
+                  real_t *sample_loss, char *err, size_t errlen);
 /* Logits of the last forward, (B, T, V), copied to host memory. */
-void model_logits(model_t *self, float *host);
+void model_logits(model_t *self, real_t *host);
 /* Gradients of the mean loss of the last forward into the G buffer (zeroed first).
  * Must follow model_forward with a batch that had tgt_out. */
 void model_backward(model_t *self);
@@ -158,7 +160,7 @@ void model_backward(model_t *self);
  * norm before clipping. */
 double model_clip_grad(model_t *self, double max_norm);
 /* One AdamW step at learning rate lr with the config's betas, eps and weight decay. */
-void model_step(model_t *self, float lr);
+void model_step(model_t *self, real_t lr);
 
 /* Linear warm-up to lr_max over `warmup` steps, then cosine decay to lr_min at `total`
  * steps (constant lr_min after). step counts from 0. */
@@ -197,7 +199,7 @@ int model_encode(model_t *self, const model_batch_t *b, model_cache_t *c, char *
  * write the logits of the next token, (n, V) host memory. One step costs one token of
  * work per row. 0 or -1 with err (n mismatch, cache full, token out of range). */
 int model_decode_step(model_t *self, model_cache_t *c, int n, const int32_t *tokens,
-                      float *logits, char *err, size_t errlen);
+                      real_t *logits, char *err, size_t errlen);
 /* New row i becomes a copy of old row src_rows[i] (n_new rows, n_new <= max_rows; rows
  * may repeat). 0 or -1 with err. */
 int model_cache_reorder(model_t *self, model_cache_t *c, int n_new, const int32_t *src_rows,
