@@ -33,7 +33,7 @@ import time
 from PIL import Image, ImageEnhance, ImageFilter
 
 # Bump when the output of any builder changes, so that old data is rebuilt.
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 MANIFEST_MAGIC = "OFADATA"
 
 STAMP_DIR = "/usr/share/tuxpaint/stamps"
@@ -350,7 +350,7 @@ def build_stamps_caption(name, seed, stamps, splits):
 
 
 def build_stamps_vqa(name, seed, stamps, splits):
-    """Rows: id, img, question, answer. One question per composite, drawn as
+    """Rows: id, image, question, answer. One question per composite, drawn as
     what (40%), where (40%), is-there (20%, half of them about an absent stamp)."""
     result = {}
     for split, (photos, n, id0) in splits.items():
@@ -377,9 +377,10 @@ def build_stamps_vqa(name, seed, stamps, splits):
 
 
 def build_stamps_ground(name, seed, stamps, splits):
-    """Rows: id, img, text, box. Two different stamps at two different places; text
-    names one of them ("a string of garlic") and box is where it is, "x0,y0,x1,y1" in
-    pixels of the 96x96 image. The named stamp is pasted last, so it is never covered."""
+    """Rows: id, img, cap, patch_boxes (the refcoco preset's columns). Two different
+    stamps at two different places; cap names one of them ("a string of garlic") and
+    patch_boxes is where it is, "x0,y0,x1,y1" in pixels of the 96x96 image (OFA's
+    refcoco layout). The named stamp is pasted last, so it is never covered."""
     result = {}
     for split, (photos, n, id0) in splits.items():
         rng = seeded_rng(name, seed, split)
@@ -415,7 +416,7 @@ DATASETS = {
     },
     "stamps_vqa": {
         "builder": build_stamps_vqa,
-        "columns": ["id", "img", "question", "answer"],
+        "columns": ["id", "image", "question", "answer"],
         "sizes": {"train": 2560, "valid": 200},
         "sources": ["tuxpaint-stamps-default", "opencv-doc", "python3-skimage"],
         "how": ("Composites made as in stamps_caption (own random draws). One closed-set "
@@ -427,12 +428,12 @@ DATASETS = {
     },
     "stamps_ground": {
         "builder": build_stamps_ground,
-        "columns": ["id", "img", "text", "box"],
+        "columns": ["id", "img", "cap", "patch_boxes"],
         "sizes": {"train": 2560, "valid": 200},
         "sources": ["tuxpaint-stamps-default", "opencv-doc", "python3-skimage"],
         "how": ("Composites as in stamps_caption but with two different stamps at two "
-                "different places (the second pasted on top). text names the second "
-                "stamp (article + noun phrase); box is its bounding box of opaque pixels "
+                "different places (the second pasted on top). cap names the second "
+                "stamp (article + noun phrase); patch_boxes is its bounding box of opaque pixels "
                 "as 'x0,y0,x1,y1' in pixels of the 96x96 image (x1, y1 exclusive)."),
     },
 }
