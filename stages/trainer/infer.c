@@ -1,0 +1,298 @@
+/* infer.c: ofa-infer, generation from one checkpoint file, outside any pipeline.
+ *
+ *   ofa-infer CKPT --instruction '[IMAGE:img] what does the image describe? -> [TEXT:cap]'
+ *             --input img=photo.jpg
+ *   ofa-infer CKPT --task vqa --input image=photo.jpg --input question='what colour?'
+ *
+ * The checkpoint carries everything (ckpt.h): the weights, the resolved plan (model size,
+ * image size, positions, generation settings), the BPE merges and the closed answer sets.
+ * The instruction is compiled with the plan's settings and its inputs are prepared as the
+ * pipeline would: image columns decoded, resized (OFA's direct resize) and cut into
+ * patches with the image tier's library; text columns tokenised with the task plan
+ * (prompt text, <s> </s>, BPE), no masking. Target columns get an empty value (a box
+ * target a dummy one) only so that the decoder prompt of the instruction is laid out;
+ * their tokens are never fed.
+ *
+ * The generator is the task's: closed-set instructions need the answer set of a plan
+ * task, found by --task or by an identical instruction text in the plan. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bpe.h"
+#include "ckpt.h"
+#include "gen.h"
+#include "imgproc.h"
+#include "imgtask.h"
+#include "planfile.h"
+#include "teval.h"
+#include "tgen.h"
+#include "tmodel.h"
+#include "tokenize.h"
+#include "util.h"
+
+#define MAX_INPUTS 16
+
+static void s_usage(FILE *f) {
+    fprintf(f,
+            "usage: ofa-infer CKPT [--instruction TEXT | --task NAME] --input COL=VALUE ...\n"
+            "  CKPT                 a checkpoint file (RUN/checkpoints/ckpt-*.safetensors)\n"
+            "  --instruction TEXT   the instruction ('[IMAGE:img] caption? -> [TEXT:cap]')\n"
+            "  --task NAME          a task of the checkpoint's plan (its instruction and,\n"
+            "                       for closed-set tasks, its answer set)\n"
+            "  --input COL=VALUE    a source column: a file path for IMAGE columns; the text\n"
+            "                       itself for text columns, or @FILE to read it from FILE\n"
+            "  --beam N             beam size (default: the plan's trainer.beam)\n"
+            "  --max-len N          most generated tokens (default: trainer.max_gen_len)\n"
+            "  --threads N          CPU threads (default 1)\n"
+            "  --help               this text\n"
+            "Prints the generated answer on stdout (boxes as x0 y0 x1 y1 in pixels of the\n"
+            "input image, and their location bins).\n");
+}
+
+int main(int argc, char **argv) {
+    util_set_progname(argv[0]);
+    const char *instruction = NULL, *task_name = NULL;
+    const char *inputs[MAX_INPUTS];
+    int ninputs = 0, beam = 0, max_len = 0, threads = 1;
+    static const struct option lo[] = {
+        {"instruction", required_argument, 0, 'i'}, {"task", required_argument, 0, 't'},
+        {"input", required_argument, 0, 'n'},       {"beam", required_argument, 0, 'b'},
+        {"max-len", required_argument, 0, 'm'},     {"threads", required_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        switch (c) {
+        case 'i': instruction = optarg; break;
+        case 't': task_name = optarg; break;
+        case 'n':
+            if (ninputs == MAX_INPUTS)
+                util_fatal(NULL, "more than %d --input flags", MAX_INPUTS);
+            if (!strchr(optarg, '='))
+                util_fatal("write --input COLUMN=VALUE", "--input '%s' has no '='", optarg);
+            inputs[ninputs++] = optarg;
+            break;
+        case 'b': beam = atoi(optarg); if (beam < 1) util_fatal(NULL, "--beam %s: want >= 1", optarg); break;
+        case 'm': max_len = atoi(optarg); if (max_len < 1) util_fatal(NULL, "--max-len %s: want >= 1", optarg); break;
+        case 'j': threads = atoi(optarg); if (threads < 1) util_fatal(NULL, "--threads %s: want >= 1", optarg); break;
+        case 'h': s_usage(stdout); return 0;
+        default: s_usage(stderr); return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "%s: want exactly one checkpoint file (got %d arguments)\n",
+                util_progname(), argc - optind);
+        s_usage(stderr);
+        return 2;
+    }
+    if (!instruction && !task_name)
+        util_fatal("give --instruction or --task", "no instruction");
+    const char *ckpt = argv[optind];
+    char err[4096];
+
+    ckpt_file_t *f = ckpt_file_open(ckpt, err, sizeof err);
+    if (!f)
+        util_fatal("is it a checkpoint written by ofa-trainer?", "%s", err);
+    const char *fmt = ckpt_file_meta(f, "format"), *plan_text = ckpt_file_meta(f, "plan");
+    const ckpt_tensor_t *bpe_t = ckpt_file_find(f, "meta.bpe");
+    if (!fmt || strcmp(fmt, "ofa-ckpt") || !plan_text || !bpe_t || bpe_t->dtype != CKPT_U8)
+        util_fatal("ofa-infer reads the checkpoints of ofa-trainer (with the plan and BPE inside)",
+                   "%s: not an ofa-ckpt checkpoint (format, plan or meta.bpe missing)", ckpt);
+    char what[600];
+    snprintf(what, sizeof what, "%s:plan", ckpt);
+    plan_t *plan = plan_load_string(plan_text, what, NULL, err, sizeof err);
+    if (!plan)
+        util_fatal(NULL, "the plan inside %s does not load: %s", ckpt, err);
+    tok_bpe_t *bpe = tok_bpe_parse(bpe_t->data, bpe_t->nbytes, err, sizeof err);
+    if (!bpe)
+        util_fatal(NULL, "%s: meta.bpe: %s", ckpt, err);
+
+    /* The task: named, or found by its instruction, or compiled afresh. */
+    const plan_task_t *pt = NULL;
+    if (task_name) {
+        pt = plan_task(plan, task_name);
+        if (!pt)
+            util_fatal("--task names a task of the plan inside the checkpoint",
+                       "no task '%s' in %s", task_name, ckpt);
+    } else {
+        for (int i = 0; i < plan->ntasks; i++)
+            if (!strcmp(plan->tasks[i].instruction, instruction))
+                pt = &plan->tasks[i];
+    }
+    taskplan_t *own = NULL;
+    const taskplan_t *tp = pt ? pt->plan : NULL;
+    if (instruction && (!pt || strcmp(pt->instruction, instruction))) {
+        taskplan_opts_t o;
+        taskplan_opts_default(&o);
+        o.image_size = pt ? pt->image_size : plan->model.image_size;
+        o.patch = pt ? pt->patch : plan->model.patch;
+        o.max_src_len = plan->model.max_src_len;
+        o.max_tgt_len = plan->model.max_tgt_len;
+        o.beam = plan->trainer.beam;
+        own = taskplan_compile(instruction, &o, err, sizeof err);
+        if (!own)
+            util_fatal(NULL, "%s", err);
+        tp = own;
+    }
+    if (taskplan_runnable(tp, err, sizeof err) != 0)
+        util_fatal(NULL, "%s", err);
+
+    /* Inputs. */
+    tok_value_t vals[MAX_INPUTS + 8];
+    int nvals = 0;
+    char *owned[MAX_INPUTS + 8];
+    int nowned = 0;
+    uint8_t *patches = NULL;
+    int grid = 0, img_w = 0, img_h = 0, npatch = 0;
+    img_task_col_t icols[4];
+    int nicols = img_task_columns(tp, IMG_FIT_RESIZE, icols, 4);
+    if (nicols > 1)
+        util_fatal(NULL, "instructions with %d image inputs are not supported here", nicols);
+    img_ctx_t *ictx = NULL;
+    for (int i = 0; i < tp->ncolumns; i++) {
+        const taskplan_column_t *col = &tp->columns[i];
+        const char *v = NULL;
+        size_t cl = strlen(col->name);
+        for (int k = 0; k < ninputs; k++)
+            if (!strncmp(inputs[k], col->name, cl) && inputs[k][cl] == '=')
+                v = inputs[k] + cl + 1;
+        tok_value_t *tv = &vals[nvals++];
+        memset(tv, 0, sizeof *tv);
+        tv->column = col->name;
+        if (!col->source) {
+            /* Target: a placeholder so that the layout (and the decoder prompt) is built. */
+            tv->text = col->mod == MOD_BOX ? "0,0,0,0" : "";
+            tv->len = strlen(tv->text);
+            continue;
+        }
+        if (!v)
+            util_fatal("give every source column with --input COL=VALUE",
+                       "no --input for column '%s'", col->name);
+        if (col->mod == MOD_IMAGE) {
+            size_t len;
+            char *bytes = util_read_file(v, &len, err, sizeof err);
+            if (!bytes)
+                util_fatal(NULL, "column %s: %s", col->name, err);
+            ictx = ictx ? ictx : img_ctx_new(NULL);
+            if (!ictx)
+                util_fatal(NULL, "cannot start the JPEG decoder");
+            const img_task_col_t *ic = &icols[0];
+            patches = util_malloc((size_t)ic->size * ic->size * 3);
+            if (img_task_run(ictx, ic, (const uint8_t *)bytes, len, patches, &grid, &img_w, &img_h,
+                             err, sizeof err) != 0)
+                util_fatal(NULL, "%s: %s", v, err);
+            free(bytes);
+            npatch = grid * grid;
+            tv->npos = npatch;
+            tv->width = img_w;
+            tv->height = img_h;
+        } else if (col->mod == MOD_AUDIO || col->mod == MOD_VIDEO || col->mod == MOD_MOTION) {
+            util_fatal(NULL, "column %s: %s inputs are not supported by ofa-infer yet", col->name,
+                       mod_name(col->mod));
+        } else {
+            if (v[0] == '@') {
+                size_t len;
+                char *t = util_read_file(v + 1, &len, err, sizeof err);
+                if (!t)
+                    util_fatal(NULL, "column %s: %s", col->name, err);
+                while (len > 0 && (t[len - 1] == '\n' || t[len - 1] == '\r'))
+                    t[--len] = 0;
+                owned[nowned++] = t;
+                v = t;
+            }
+            tv->text = v;
+            tv->len = strlen(v);
+        }
+    }
+    /* Image sizes for box targets: the bins are relative to the source image. */
+    for (int i = 0; i < nvals; i++)
+        if (!vals[i].npos && img_w > 0) {
+            vals[i].width = img_w;
+            vals[i].height = img_h;
+        }
+    tok_opts_t to = {.no_masking = true, .seed = (uint64_t)plan->seed};
+    tok_ctx_t *tctx = tok_ctx_new(tp, bpe, &to, err, sizeof err);
+    if (!tctx)
+        util_fatal(NULL, "%s", err);
+    tok_sample_t sample = {.id = 0, .values = vals, .nvalues = nvals};
+    tok_result_t r;
+    if (tok_build(tctx, &sample, &r, err, sizeof err) != 0)
+        util_fatal(NULL, "%s", err);
+
+    /* The model. */
+    tmodel_cfg_t cfg = {
+        .size = plan->model.size, .vocab = tok_bpe_vocab_size(bpe),
+        .max_src_len = plan->model.max_src_len, .max_tgt_len = plan->model.max_tgt_len,
+        .image_size = plan->model.image_size, .patch = plan->model.patch, .seed = 0,
+        .threads = threads, .backend = "cpu", .weight_decay = 0, .label_smoothing = 0,
+    };
+    tmodel_t *model = tmodel_new(&cfg, err, sizeof err);
+    if (!model)
+        util_fatal(NULL, "%s", err);
+    if (tmodel_load_weights(model, f, ckpt, err, sizeof err) != 0)
+        util_fatal(NULL, "%s", err);
+
+    /* Closed answer set of the plan task. */
+    gen_trie_t *trie = NULL;
+    teval_t *ev = teval_new();
+    if (tp->gen == GEN_CLOSED_SET) {
+        if (!pt)
+            util_fatal("use --task NAME of a closed-set task of the plan",
+                       "a closed-set instruction needs the answer set of a plan task");
+        char name[256];
+        snprintf(name, sizeof name, "meta.closed_set.%s", pt->name);
+        const ckpt_tensor_t *cs = ckpt_file_find(f, name);
+        if (!cs || cs->dtype != CKPT_I32 ||
+            teval_load_flat(ev, pt->name, cs->data, (int64_t)(cs->nbytes / 4), err, sizeof err) != 0)
+            util_fatal(NULL, "%s: no usable answer set %s", ckpt, name);
+        trie = teval_trie(ev, pt->name, err, sizeof err);
+        if (!trie)
+            util_fatal(NULL, "%s", err);
+    }
+
+    uint64_t id = 0;
+    int32_t src_len = r.src_len, tgt_len = r.tgt_len;
+    trainer_batch_t b = {
+        .task = pt ? pt->name : "infer", .B = 1, .S = r.src_len, .T = r.tgt_len, .ids = &id,
+        .src_tok = r.src_tok, .src_mod = r.src_mod, .src_len = &src_len, .tgt_in = r.tgt_in,
+        .tgt_out = r.tgt_out, .tgt_len = &tgt_len, .img = patches, .Np = npatch,
+        .patch_dim = plan->model.patch * plan->model.patch * 3, .grid = grid,
+    };
+    tgen_cfg_t gc = {
+        .gen = tp->gen, .beam = beam ? beam : plan->trainer.beam,
+        .max_gen_len = max_len ? max_len : plan->trainer.max_gen_len,
+        .max_tgt_len = plan->model.max_tgt_len, .len_penalty = 1.0f, .trie = trie,
+    };
+    if (gc.gen == GEN_GREEDY && gc.beam > 1)
+        gc.gen = GEN_BEAM;
+    char *hyp = NULL;
+    int p = tgen_prompt_len(&b, 0);
+    if (tgen_rows(model, bpe, &gc, &b, 0, 1, p, &hyp, err, sizeof err) != 0)
+        util_fatal(NULL, "generation failed: %s", err);
+    if (tp->gen == GEN_BOX && img_w > 0) {
+        int box[4];
+        if (sscanf(hyp, "<bin_%d> <bin_%d> <bin_%d> <bin_%d>", &box[0], &box[1], &box[2], &box[3]) == 4)
+            printf("%.1f %.1f %.1f %.1f\t%s\n", box[0] / 999.0 * img_w, box[1] / 999.0 * img_h,
+                   box[2] / 999.0 * img_w, box[3] / 999.0 * img_h, hyp);
+        else
+            printf("%s\n", hyp);
+    } else {
+        /* The BPE keeps the leading space of the first word: drop it for display. */
+        printf("%s\n", hyp[0] == ' ' ? hyp + 1 : hyp);
+    }
+    free(hyp);
+    gen_trie_destroy(&trie);
+    teval_destroy(&ev);
+    tmodel_destroy(&model);
+    tok_ctx_destroy(&tctx);
+    img_ctx_destroy(&ictx);
+    free(patches);
+    for (int i = 0; i < nowned; i++)
+        free(owned[i]);
+    taskplan_destroy(&own);
+    tok_bpe_destroy(&bpe);
+    plan_destroy(&plan);
+    ckpt_file_destroy(&f);
+    return 0;
+}

@@ -1,0 +1,223 @@
+/* tmodel.c: see tmodel.h. The only file of the trainer that calls model/model.h. */
+#include "tmodel.h"
+
+#include <string.h>
+
+#include "model.h"
+
+_Static_assert(sizeof(real_t) == sizeof(float), "the trainer links the float build of the model");
+#include "util.h"
+
+struct tmodel_t {
+    backend_t *be;
+    model_t *m;
+    int64_t numel;
+    float *hw, *hm, *hv;      /* host mirrors of the flat W/M/V buffers (lazy) */
+    model_cache_t *cache;     /* during generation */
+    int cache_rows, cache_src, cache_len;
+    char (*names)[MODEL_MAX_NAME];   /* (n_params) parameter names */
+};
+
+tmodel_t *tmodel_new(const tmodel_cfg_t *cfg, char *err, size_t errlen) {
+    const char *be = cfg->backend ? cfg->backend : "cpu";
+    if (strcmp(be, "cpu") && strcmp(be, "auto")) {
+        util_err(err, errlen, "trainer.backend '%s': this build has the cpu backend only", be);
+        return NULL;
+    }
+    model_config_t c;
+    if (model_config_preset(&c, cfg->size ? cfg->size : "nano", cfg->vocab, err, errlen) != 0)
+        return NULL;
+    if (cfg->max_src_len > 0)
+        c.max_src = cfg->max_src_len;
+    if (cfg->max_tgt_len > 0)
+        c.max_tgt = cfg->max_tgt_len;
+    if (cfg->patch > 0) {
+        c.patch_dim = cfg->patch * cfg->patch * 3;
+        if (cfg->image_size > 0) {
+            if (cfg->image_size % cfg->patch != 0) {
+                util_err(err, errlen, "model: image_size %d is not a multiple of patch %d",
+                         cfg->image_size, cfg->patch);
+                return NULL;
+            }
+            c.img_grid = cfg->image_size / cfg->patch;
+        }
+    }
+    c.weight_decay = (float)cfg->weight_decay;
+    c.label_smoothing = (float)cfg->label_smoothing;
+    if (model_config_check(&c, err, errlen) != 0)
+        return NULL;
+    tmodel_t *self = util_calloc(1, sizeof *self);
+    self->be = backend_cpu_new(cfg->threads > 0 ? cfg->threads : 1);
+    if (!self->be) {
+        util_err(err, errlen, "cannot start the cpu backend");
+        free(self);
+        return NULL;
+    }
+    self->m = model_new(&c, self->be, cfg->seed, err, errlen);
+    if (!self->m) {
+        tmodel_destroy(&self);
+        return NULL;
+    }
+    self->numel = model_numel(self->m);
+    int np = model_n_params(self->m);
+    self->names = util_calloc(np ? np : 1, MODEL_MAX_NAME);
+    for (int i = 0; i < np; i++) {
+        model_param_t p;
+        OFA_ASSERT(model_param(self->m, i, &p) == 0);
+        snprintf(self->names[i], MODEL_MAX_NAME, "%s", p.name);
+    }
+    return self;
+}
+
+void tmodel_destroy(tmodel_t **self_p) {
+    if (!self_p || !*self_p)
+        return;
+    tmodel_t *self = *self_p;
+    model_cache_destroy(&self->cache);
+    model_destroy(&self->m);
+    backend_destroy(&self->be);
+    free(self->hw);
+    free(self->hm);
+    free(self->hv);
+    free(self->names);
+    free(self);
+    *self_p = NULL;
+}
+
+int tmodel_vocab(const tmodel_t *self) { return model_config(self->m)->vocab; }
+
+static void s_batch(const trainer_batch_t *b, int r0, int n, model_batch_t *mb) {
+    memset(mb, 0, sizeof *mb);
+    mb->B = n;
+    mb->S = b->S;
+    mb->T = b->T;
+    mb->src_tok = b->src_tok + (size_t)r0 * b->S;
+    mb->src_mod = b->src_mod ? b->src_mod + (size_t)r0 * b->S : NULL;
+    mb->src_len = b->src_len + r0;
+    mb->tgt_in = b->tgt_in ? b->tgt_in + (size_t)r0 * b->T : NULL;
+    mb->tgt_out = b->tgt_out ? b->tgt_out + (size_t)r0 * b->T : NULL;
+    mb->img = b->img ? b->img + (size_t)r0 * b->Np * b->patch_dim : NULL;
+    mb->Np = b->img ? b->Np : 0;
+    mb->grid = b->img ? b->grid : 0;
+}
+
+int tmodel_loss(tmodel_t *self, const trainer_batch_t *b, float *loss, int64_t *ntok,
+                char *err, size_t errlen) {
+    model_batch_t mb;
+    s_batch(b, 0, b->B, &mb);
+    model_out_t out;
+    if (model_forward(self->m, &mb, &out, NULL, err, errlen) != 0)
+        return -1;
+    *loss = (float)out.loss;
+    *ntok = out.ntok;
+    return 0;
+}
+
+int tmodel_train(tmodel_t *self, const trainer_batch_t *b, double lr, double clip,
+                 float *loss, int64_t *ntok, char *err, size_t errlen) {
+    if (tmodel_loss(self, b, loss, ntok, err, errlen) != 0)
+        return -1;
+    model_backward(self->m);
+    model_clip_grad(self->m, clip);
+    model_step(self->m, (float)lr);
+    return 0;
+}
+
+void tmodel_sync_host(tmodel_t *self) {
+    if (!self->hw) {
+        self->hw = util_malloc(sizeof(float) * self->numel);
+        self->hm = util_malloc(sizeof(float) * self->numel);
+        self->hv = util_malloc(sizeof(float) * self->numel);
+    }
+    model_buf_download(self->m, MODEL_W, self->hw);
+    model_buf_download(self->m, MODEL_M, self->hm);
+    model_buf_download(self->m, MODEL_V, self->hv);
+}
+
+void tmodel_sync_device(tmodel_t *self) {
+    OFA_ASSERT(self->hw);
+    model_buf_upload(self->m, MODEL_W, self->hw);
+    model_buf_upload(self->m, MODEL_M, self->hm);
+    model_buf_upload(self->m, MODEL_V, self->hv);
+}
+
+int tmodel_n_params(const tmodel_t *self) { return model_n_params(self->m); }
+
+void tmodel_param(tmodel_t *self, int i, tmodel_param_t *out) {
+    OFA_ASSERT(self->hw);
+    model_param_t p;
+    OFA_ASSERT(model_param(self->m, i, &p) == 0);
+    memset(out, 0, sizeof *out);
+    out->name = self->names[i];   /* model_param gives a copy: keep ours */
+    out->ndim = p.ndim;
+    for (int d = 0; d < p.ndim && d < 4; d++)
+        out->shape[d] = p.shape[d];
+    out->numel = p.numel;
+    out->w = self->hw + p.offset;
+    out->m = self->hm + p.offset;
+    out->v = self->hv + p.offset;
+}
+
+int tmodel_load_weights(tmodel_t *self, const ckpt_file_t *f, const char *what, char *err,
+                        size_t errlen) {
+    int n = model_n_params(self->m);
+    for (int i = 0; i < n; i++) {
+        model_param_t p;
+        OFA_ASSERT(model_param(self->m, i, &p) == 0);
+        const ckpt_tensor_t *t = ckpt_file_find(f, self->names[i]);
+        if (!t || t->dtype != CKPT_F32 || t->nbytes != sizeof(float) * (size_t)p.numel)
+            return util_err(err, errlen, "%s: weight %s missing or of another shape (was the "
+                            "checkpoint made with another model size or BPE?)", what,
+                            self->names[i]);
+    }
+    tmodel_sync_host(self);
+    for (int i = 0; i < n; i++) {
+        model_param_t p;
+        model_param(self->m, i, &p);
+        const ckpt_tensor_t *t = ckpt_file_find(f, self->names[i]);
+        memcpy(self->hw + p.offset, t->data, t->nbytes);
+    }
+    tmodel_sync_device(self);
+    return 0;
+}
+
+int64_t tmodel_adam_t(const tmodel_t *self) { return model_adam_t(self->m); }
+void tmodel_set_adam_t(tmodel_t *self, int64_t t) { model_set_adam_t(self->m, t); }
+
+static int s_step(void *ctx, int n, const int32_t *tokens, float *logits, char *err, size_t errlen) {
+    tmodel_t *self = ctx;
+    return model_decode_step(self->m, self->cache, n, tokens, logits, err, errlen);
+}
+
+static int s_reorder(void *ctx, int n_new, const int32_t *src, char *err, size_t errlen) {
+    tmodel_t *self = ctx;
+    return model_cache_reorder(self->m, self->cache, n_new, src, err, errlen);
+}
+
+int tmodel_gen_begin(tmodel_t *self, const trainer_batch_t *b, int row0, int n, int max_rows,
+                     int max_len, gen_step_i *st, char *err, size_t errlen) {
+    if (max_rows < n)
+        max_rows = n;
+    /* Keep the cache while it is big enough: evaluation calls this per batch chunk. */
+    if (!self->cache || self->cache_rows < max_rows || self->cache_src < b->S ||
+        self->cache_len < max_len) {
+        model_cache_destroy(&self->cache);
+        int rows = max_rows > self->cache_rows ? max_rows : self->cache_rows;
+        int src = b->S > self->cache_src ? b->S : self->cache_src;
+        int len = max_len > self->cache_len ? max_len : self->cache_len;
+        self->cache = model_cache_new(self->m, rows, src, len, err, errlen);
+        if (!self->cache)
+            return -1;
+        self->cache_rows = rows, self->cache_src = src, self->cache_len = len;
+    }
+    model_batch_t mb;
+    s_batch(b, row0, n, &mb);
+    mb.tgt_in = NULL;
+    mb.tgt_out = NULL;
+    if (model_encode(self->m, &mb, self->cache, err, errlen) != 0)
+        return -1;
+    *st = (gen_step_i){.ctx = self, .vocab = tmodel_vocab(self), .step = s_step, .reorder = s_reorder};
+    return 0;
+}
+
+void tmodel_gen_end(tmodel_t *self) { (void)self; }

@@ -1,0 +1,75 @@
+/* tmodel.h: the trainer's narrow view of the model (model/model.h): build, one training
+ * step on a batch, the parameters and moments by name for checkpoints, and a gen_step_i
+ * over the KV-cache decoder for generation. Every call into the model library lives in
+ * tmodel.c, so the trainer and ofa-infer depend on this small surface only. */
+#ifndef OFA_TMODEL_H
+#define OFA_TMODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ckpt.h"
+#include "gen.h"
+#include "trainer.h"
+
+typedef struct tmodel_t tmodel_t;
+
+typedef struct {
+    const char *size;        /* "nano" | "tiny" | "base" */
+    int vocab;
+    int max_src_len, max_tgt_len;
+    int image_size, patch;
+    uint64_t seed;           /* weight initialisation */
+    int threads;
+    const char *backend;     /* "cpu" | "cuda" | "auto" */
+    double weight_decay;     /* AdamW */
+    double label_smoothing;
+} tmodel_cfg_t;
+
+/* NULL + err on failure. The caller owns the result. */
+tmodel_t *tmodel_new(const tmodel_cfg_t *cfg, char *err, size_t errlen);
+void tmodel_destroy(tmodel_t **self_p);
+int tmodel_vocab(const tmodel_t *self);
+
+/* Forward + backward on the batch, gradient clipping to `clip` (<= 0: none) and one
+ * AdamW step at lr. *loss = mean label-smoothed loss over the loss tokens, *ntok their
+ * count. Returns 0 or -1 with err (the weights are unchanged then). */
+int tmodel_train(tmodel_t *self, const trainer_batch_t *b, double lr, double clip,
+                 float *loss, int64_t *ntok, char *err, size_t errlen);
+
+/* Loss of the batch without training (tests, evaluation loss). */
+int tmodel_loss(tmodel_t *self, const trainer_batch_t *b, float *loss, int64_t *ntok,
+                char *err, size_t errlen);
+
+/* Parameters in a fixed order, with their AdamW moments, as HOST copies: call
+ * tmodel_sync_host() first (it downloads weights and moments from the backend), and
+ * tmodel_sync_device() after writing them (resume). Pointers are owned by tmodel. */
+typedef struct {
+    const char *name;
+    int ndim;
+    int64_t shape[4];
+    int64_t numel;
+    float *w, *m, *v;
+} tmodel_param_t;
+
+void tmodel_sync_host(tmodel_t *self);
+void tmodel_sync_device(tmodel_t *self);
+int tmodel_n_params(const tmodel_t *self);
+void tmodel_param(tmodel_t *self, int i, tmodel_param_t *out);
+/* Copy every weight from a checkpoint file (by name, F32, same shape) into the model.
+ * 0, or -1 with err naming the first missing or mismatched tensor (weights unchanged). */
+int tmodel_load_weights(tmodel_t *self, const ckpt_file_t *f, const char *what, char *err,
+                        size_t errlen);
+
+/* AdamW's step count t (bias correction). */
+int64_t tmodel_adam_t(const tmodel_t *self);
+void tmodel_set_adam_t(tmodel_t *self, int64_t t);
+
+/* Encode rows [row0, row0+n) of batch b and prepare the decoder: *st then drives
+ * model_decode_step on a KV cache of up to max_rows rows (beam x n, or the largest
+ * trie level x n). Valid until tmodel_gen_end. Returns 0 or -1 with err. */
+int tmodel_gen_begin(tmodel_t *self, const trainer_batch_t *b, int row0, int n, int max_rows,
+                     int max_len, gen_step_i *st, char *err, size_t errlen);
+void tmodel_gen_end(tmodel_t *self);
+
+#endif

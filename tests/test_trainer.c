@@ -1,0 +1,340 @@
+/* test_trainer.c: the trainer library (stages/trainer/trainer.c) on synthetic batches
+ * with the real nano model on the CPU: the loss falls on a repeated batch, a resumed run
+ * continues with exactly the losses of an uninterrupted one, a closed-set task and a
+ * text task are evaluated into eval.json, and malformed batches are refused. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bpe.h"
+#include "ckpt.h"
+#include "planfile.h"
+#include "trainer.h"
+#include "util.h"
+
+static char s_dir[256];
+
+static void s_setup(void) {
+    snprintf(s_dir, sizeof s_dir, "/tmp/test_trainer.XXXXXX");
+    cr_assert_not_null(mkdtemp(s_dir));
+    /* A BPE with no merges: V = 5 + 256 + 1000. */
+    char err[256], p[512];
+    tok_bpe_t *bpe = tok_bpe_new(NULL, 0, err, sizeof err);
+    cr_assert_not_null(bpe, "%s", err);
+    snprintf(p, sizeof p, "%s/bpe.bin", s_dir);
+    cr_assert_eq(tok_bpe_save(bpe, p, err, sizeof err), 0, "%s", err);
+    tok_bpe_destroy(&bpe);
+}
+
+static void s_teardown(void) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(trainer, .init = s_setup, .fini = s_teardown, .timeout = 240);
+
+static plan_t *s_plan(const char *trainer_extra) {
+    char text[4096], err[4096];
+    snprintf(text, sizeof text,
+             "name = \"synthetic\";\nseed = 3;\nrun_dir = \"%s\";\n"
+             "tasks = (\n"
+             " { name = \"copy\"; instruction = \"[TEXT:a] -> [TEXT:b]\"; train = [\"copy.tsv\"];"
+             "   columns = [\"a\", \"b\"]; batch_size = 4; metric = \"exact_match\"; },\n"
+             " { name = \"cls\"; instruction = \"[TEXT:q] -> [TEXT:ans,closed_set]\";"
+             "   train = [\"cls.tsv\"]; columns = [\"q\", \"ans\"]; batch_size = 4; }\n"
+             ");\n"
+             "model = { size = \"nano\"; max_src_len = 16; max_tgt_len = 10; image_size = 96; patch = 16; };\n"
+             "trainer = { backend = \"cpu\"; threads = 1; lr = 0.003; warmup = 5; label_smoothing = 0.0;"
+             " log_every = 5; keep_checkpoints = 2; %s };\n",
+             s_dir, trainer_extra);
+    plan_t *plan = plan_load_string(text, "test.conf", s_dir, err, sizeof err);
+    cr_assert_not_null(plan, "%s", err);
+    return plan;
+}
+
+/* A synthetic batch: storage for its arrays. */
+typedef struct {
+    trainer_batch_t b;
+    uint64_t ids[8];
+    int32_t src_tok[8 * 16], src_len[8], tgt_in[8 * 10], tgt_out[8 * 10], tgt_len[8];
+    uint8_t src_mod[8 * 16];
+    char refs[512];
+} sbatch_t;
+
+/* Put <s> toks </s> in src row r and toks as the target (tgt_in = <s> toks,
+ * tgt_out = toks </s>), padding the rest. */
+static void s_row(sbatch_t *s, int r, const int32_t *src, int ns, const int32_t *tgt, int nt) {
+    trainer_batch_t *b = &s->b;
+    int32_t *st = s->src_tok + r * b->S, *ti = s->tgt_in + r * b->T, *to = s->tgt_out + r * b->T;
+    for (int i = 0; i < b->S; i++)
+        st[i] = TOK_PAD;
+    st[0] = TOK_BOS;
+    memcpy(st + 1, src, sizeof(int32_t) * ns);
+    st[ns + 1] = TOK_EOS;
+    s->src_len[r] = ns + 2;
+    for (int i = 0; i < b->T; i++)
+        ti[i] = to[i] = TOK_PAD;
+    ti[0] = TOK_BOS;
+    memcpy(ti + 1, tgt, sizeof(int32_t) * nt);
+    memcpy(to, tgt, sizeof(int32_t) * nt);
+    to[nt] = TOK_EOS;
+    s->tgt_len[r] = nt + 1;
+}
+
+static void s_init(sbatch_t *s, const char *task, int64_t step, int B, int S, int T) {
+    memset(s, 0, sizeof *s);
+    trainer_batch_t *b = &s->b;
+    b->task = task, b->step = step, b->B = B, b->S = S, b->T = T;
+    b->ids = s->ids, b->src_tok = s->src_tok, b->src_mod = s->src_mod, b->src_len = s->src_len;
+    b->tgt_in = s->tgt_in, b->tgt_out = s->tgt_out, b->tgt_len = s->tgt_len;
+    for (int i = 0; i < B; i++)
+        s->ids[i] = (uint64_t)step * 16 + i;
+}
+
+/* Copy batch number `step`: 4 rows of 4 random lower-case letters, target = source. */
+static void s_copy_batch(sbatch_t *s, int64_t step) {
+    s_init(s, "copy", step, 4, 8, 6);
+    util_rng_t rng = {(uint64_t)step * 7919 + 1};
+    for (int r = 0; r < 4; r++) {
+        int32_t t[4];
+        for (int i = 0; i < 4; i++)
+            t[i] = TOK_BYTE0 + 'a' + (int)(util_rng_next(&rng) % 26);
+        s_row(s, r, t, 4, t, 4);
+    }
+}
+
+static int s_enc(const char *w, int32_t *out) {
+    int n = 0;
+    for (const char *c = w; *c; c++)
+        out[n++] = TOK_BYTE0 + (unsigned char)*c;
+    return n;
+}
+
+/* Closed-set batch: question colour -> answer word, 4 rows cycling through 3 pairs. */
+static const char *s_q[3] = {"red", "green", "amber"}, *s_a[3] = {"stop", "go", "wait"};
+
+static void s_cls_batch(sbatch_t *s, int64_t step, int valid) {
+    s_init(s, "cls", step, 4, 8, 6);
+    s->b.valid = valid;
+    size_t o = 0;
+    for (int r = 0; r < 4; r++) {
+        int k = (int)((step + r) % 3);
+        int32_t q[8], a[8];
+        int nq = s_enc(s_q[k], q), na = s_enc(s_a[k], a);
+        s_row(s, r, q, nq, a, na);
+        o += snprintf(s->refs + o, sizeof s->refs - o, "%s%s", r ? "\n" : "", s_a[k]);
+    }
+    if (valid)
+        s->b.refs = s->refs;
+}
+
+static trainer_t *s_trainer(const plan_t *plan, int resume) {
+    trainer_opts_t o = {.run_dir = s_dir, .resume = resume, .rank = 0, .world = 1, .tty = 0,
+                        .quiet = 1};
+    char err[1024];
+    trainer_t *tr = trainer_new(plan, &o, err, sizeof err);
+    cr_assert_not_null(tr, "%s", err);
+    return tr;
+}
+
+Test(trainer, schedule_warmup_then_cosine) {
+    cr_assert_float_eq(trainer_schedule(1.0, 10, 110, 1), 0.1, 1e-12);
+    cr_assert_float_eq(trainer_schedule(1.0, 10, 110, 10), 1.0, 1e-12);
+    cr_assert_float_eq(trainer_schedule(1.0, 10, 110, 60), 0.5, 1e-12);
+    cr_assert_float_eq(trainer_schedule(1.0, 10, 110, 110), 0.0, 1e-12);
+    cr_assert_float_eq(trainer_schedule(1.0, 10, 110, 500), 0.0, 1e-12);
+    cr_assert_float_eq(trainer_schedule(2.0, 0, 100, 1), 2.0 * 0.5 * (1 + cos(M_PI * 0.01)), 1e-12);
+}
+
+Test(trainer, loss_falls_on_a_repeated_batch) {
+    plan_t *plan = s_plan("max_steps = 50;");
+    trainer_t *tr = s_trainer(plan, 0);
+    cr_assert_eq(trainer_total_steps(tr), 50, "max_steps gives the schedule's total");
+    sbatch_t s;
+    s_copy_batch(&s, 0);
+    char err[512];
+    float first = 0, last = 0;
+    for (int i = 0; i < 50; i++) {
+        s.b.step = i;
+        cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0, "%s", err);
+        if (i == 0)
+            first = trainer_last_loss(tr);
+        last = trainer_last_loss(tr);
+    }
+    cr_assert_eq(trainer_step(tr), 50);
+    cr_assert(isfinite(first) && first > 5.0, "initial loss %g should be near log(V)=7.1", first);
+    cr_assert_lt(last, 0.3 * first, "loss %g -> %g did not fall", first, last);
+    /* Past max_steps batches are skipped. */
+    s.b.step = 50;
+    cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0);
+    cr_assert_eq(trainer_step(tr), 50);
+    trainer_destroy(&tr);
+    cr_assert_null(tr);
+    plan_destroy(&plan);
+    /* metrics.jsonl has lines for step 5, 10, ..., 50. */
+    char p[512];
+    size_t len;
+    snprintf(p, sizeof p, "%s/metrics.jsonl", s_dir);
+    char *text = util_read_file(p, &len, err, sizeof err);
+    cr_assert_not_null(text, "%s", err);
+    cr_assert(strstr(text, "{\"step\":5,\"task\":\"copy\""), "%s", text);
+    cr_assert(strstr(text, "{\"step\":50,\"task\":\"copy\""), "%s", text);
+    free(text);
+}
+
+Test(trainer, resume_continues_exactly) {
+    const int N = 20, CUT = 12;
+    char err[512];
+    float ref[20], got[20];
+    sbatch_t s;
+    /* Uninterrupted run. */
+    plan_t *plan = s_plan("max_steps = 20;");
+    trainer_t *tr = s_trainer(plan, 0);
+    for (int i = 0; i < N; i++) {
+        s_copy_batch(&s, i);
+        cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0, "%s", err);
+        ref[i] = trainer_last_loss(tr);
+    }
+    trainer_destroy(&tr);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/checkpoints' '%s/metrics.jsonl'", s_dir, s_dir);
+    cr_assert_eq(system(cmd), 0);
+
+    /* Interrupted after CUT batches (checkpoint as on SIGTERM), then resumed with the
+     * whole batch sequence replayed from the start. */
+    tr = s_trainer(plan, 0);
+    for (int i = 0; i < CUT; i++) {
+        s_copy_batch(&s, i);
+        cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0, "%s", err);
+        got[i] = trainer_last_loss(tr);
+    }
+    cr_assert_eq(trainer_checkpoint(tr, err, sizeof err), 0, "%s", err);
+    trainer_destroy(&tr);
+    char p[600];
+    ckpt_path(s_dir, 0, "x", p, sizeof p);
+    snprintf(p, sizeof p, "%s/checkpoints", s_dir);
+    cr_assert_eq(ckpt_latest(p), CUT);
+
+    tr = s_trainer(plan, 1);
+    cr_assert_eq(trainer_step(tr), CUT);
+    cr_assert_eq(trainer_cursor(tr), CUT - 1, "cursor = step field of the last batch consumed");
+    for (int i = 0; i < N; i++) {
+        s_copy_batch(&s, i);
+        cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0, "%s", err);
+        if (i < CUT)
+            cr_assert_eq(trainer_step(tr), CUT, "batch %d should have been skipped", i);
+        else
+            got[i] = trainer_last_loss(tr);
+    }
+    cr_assert_eq(trainer_step(tr), N);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(ref[i], got[i], "step %d: uninterrupted %.9g, resumed %.9g", i + 1, ref[i], got[i]);
+    trainer_destroy(&tr);
+    plan_destroy(&plan);
+}
+
+Test(trainer, evaluates_closed_set_and_text_tasks) {
+    plan_t *plan = s_plan("max_steps = 150; max_gen_len = 8;");
+    trainer_t *tr = s_trainer(plan, 0);
+    char err[512];
+    sbatch_t s;
+    for (int i = 0; i < 150; i++) {
+        if (i % 2)
+            s_cls_batch(&s, i, 0);
+        else
+            s_copy_batch(&s, i % 8);   /* a few copy batches, repeated */
+        s.b.step = i;
+        cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0, "%s", err);
+    }
+    /* Validation: the three questions, and two copy batches seen in training. */
+    s_cls_batch(&s, 1000, 1);
+    cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0, "%s", err);
+    s_cls_batch(&s, 1001, 1);
+    cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0, "%s", err);
+    s_copy_batch(&s, 0);
+    s.b.step = 1002, s.b.valid = 1;
+    /* Copy refs: the letters of each row. */
+    size_t o = 0;
+    for (int r = 0; r < 4; r++) {
+        o += snprintf(s.refs + o, sizeof s.refs - o, "%s", r ? "\n" : "");
+        for (int i = 0; i < 4; i++)
+            s.refs[o++] = (char)(s.src_tok[r * 8 + 1 + i] - TOK_BYTE0);
+        s.refs[o] = 0;
+    }
+    s.b.refs = s.refs;
+    cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(trainer_finish(tr, err, sizeof err), 0, "%s", err);
+    trainer_destroy(&tr);
+    plan_destroy(&plan);
+
+    char p[512];
+    size_t len;
+    snprintf(p, sizeof p, "%s/eval.json", s_dir);
+    char *text = util_read_file(p, &len, err, sizeof err);
+    cr_assert_not_null(text, "%s", err);
+    /* The closed set {stop, go, wait} is learnt perfectly; the most frequent answer
+     * gets at most 3/8 (the baseline). */
+    cr_assert(strstr(text, "\"cls\": {\"metric\": \"accuracy\", \"value\": 1,"), "%s", text);
+    cr_assert(strstr(text, "\"copy\": {\"metric\": \"exact_match\""), "%s", text);
+    cr_assert(strstr(text, "\"n\": 8, \"step\": 150"), "%s", text);
+    free(text);
+    /* The final checkpoint carries the closed set and the plan. */
+    snprintf(p, sizeof p, "%s/checkpoints/ckpt-00000150.safetensors", s_dir);
+    ckpt_file_t *f = ckpt_file_open(p, err, sizeof err);
+    cr_assert_not_null(f, "%s", err);
+    const ckpt_tensor_t *cs = ckpt_file_find(f, "meta.closed_set.cls");
+    cr_assert_not_null(cs);
+    cr_assert_eq(cs->nbytes / 4, 4 + 1 + 2 + 1 + 4 + 1, "go, stop, wait with -1 after each");
+    cr_assert_not_null(ckpt_file_find(f, "meta.bpe"));
+    cr_assert(strstr(ckpt_file_meta(f, "plan"), "closed_set"));
+    cr_assert_str_eq(ckpt_file_meta(f, "format"), "ofa-ckpt");
+    ckpt_file_destroy(&f);
+}
+
+Test(trainer, malformed_batches_are_refused_not_fatal) {
+    plan_t *plan = s_plan("max_steps = 10;");
+    trainer_t *tr = s_trainer(plan, 0);
+    char err[512];
+    sbatch_t s;
+    s_copy_batch(&s, 0);
+    s.b.task = "nope";
+    cr_assert_neq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0);
+    cr_assert(strstr(err, "unknown task 'nope'"), "%s", err);
+    s_copy_batch(&s, 0);
+    s.src_tok[3] = 99999;
+    cr_assert_neq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0);
+    cr_assert(strstr(err, "vocabulary"), "%s", err);
+    s_copy_batch(&s, 0);
+    s.src_len[2] = 0;
+    cr_assert_neq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0);
+    cr_assert(strstr(err, "src_len[2]"), "%s", err);
+    s_copy_batch(&s, 0);
+    s.b.S = 40;   /* more than max_src_len */
+    cr_assert_neq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0);
+    s_copy_batch(&s, 0);
+    s.src_mod[5] = 1;   /* an image position without an image */
+    cr_assert_neq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0);
+    cr_assert(strstr(err, "img"), "%s", err);
+    /* A good batch still trains. */
+    s_copy_batch(&s, 0);
+    cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(trainer_step(tr), 1);
+    int64_t bad;
+    trainer_counters(tr, NULL, NULL, NULL, &bad, NULL);
+    cr_assert_eq(bad, 5);
+    trainer_destroy(&tr);
+    plan_destroy(&plan);
+}
+
+Test(trainer, missing_bpe_file_is_a_setup_error) {
+    plan_t *plan = s_plan("");
+    trainer_opts_t o = {.run_dir = s_dir, .bpe_path = "/nonexistent/bpe.bin", .world = 1, .quiet = 1};
+    char err[512];
+    cr_assert_null(trainer_new(plan, &o, err, sizeof err));
+    cr_assert(strstr(err, "/nonexistent/bpe.bin"), "%s", err);
+    plan_destroy(&plan);
+}
