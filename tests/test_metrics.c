@@ -197,6 +197,43 @@ Test(metrics, vqa_score) {
     cr_assert_float_eq(compute("vqa_score", h, refs, 4), (1 + 1.0 / 3 + 0 + 1) / 4, EPS);
 }
 
+Test(metrics, f1_hand_computed) {
+    /* "The cat sat" vs "a cat sat down": articles dropped, words {cat, sat} vs
+     * {cat, sat, down}: 2 in common, P = 2/2, R = 2/3, F1 = 2 * 1 * 2/3 / (5/3) = 0.8.
+     * Second sample: "" vs "" is 1 (SQuAD); third: "dog" vs {"cat", "dog"}: 1.
+     * Mean = (0.8 + 1 + 1) / 3. */
+    const char *h[] = {"The cat sat", "", "dog"};
+    const char *r0[] = {"a cat sat down"}, *r1[] = {""}, *r2[] = {"cat", "dog"};
+    metric_refs_t refs[] = {{r0, 1}, {r1, 1}, {r2, 2}};
+    cr_assert_float_eq(compute("f1", h, refs, 3), (0.8 + 1 + 1) / 3, EPS);
+    /* A repeated word earns at most as many matches as the reference holds:
+     * "cat cat" vs "cat": common 1, P = 1/2, R = 1, F1 = 2/3. */
+    const char *h2[] = {"cat cat"}, *r3[] = {"cat"};
+    metric_refs_t refs2[] = {{r3, 1}};
+    cr_assert_float_eq(compute("f1", h2, refs2, 1), 2.0 / 3, EPS);
+}
+
+Test(metrics, mcc_hand_computed) {
+    /* Predictions yes yes no no yes, truth yes no no no yes:
+     * TP = 2, FP = 1, TN = 2, FN = 0:
+     *   (TP*TN - FP*FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)) = 4 / sqrt(3*2*3*2) = 2/3.
+     * The multi-class form gives the same: s = 5, c = 4, t = (2, 3), p = (3, 2):
+     *   (4*5 - (3*2 + 2*3)) / sqrt((25 - 13)(25 - 13)) = 8/12. */
+    const char *h[] = {"yes", "yes", "no", "no", "Yes"};
+    const char *r[] = {"yes", "no", "no", "no", "yes"};
+    metric_refs_t *refs = one_ref_each(r, 5);
+    cr_assert_float_eq(compute("mcc", h, refs, 5), 2.0 / 3, EPS);
+    /* A constant prediction: the denominator is 0, MCC is 0. */
+    const char *c[] = {"no", "no", "no", "no", "no"};
+    cr_assert_float_eq(compute("mcc", c, refs, 5), 0.0, EPS);
+    /* All wrong on a balanced binary set: -1. */
+    const char *w[] = {"no", "yes"}, *rw[] = {"yes", "no"};
+    metric_refs_t *refs2 = one_ref_each(rw, 2);
+    cr_assert_float_eq(compute("mcc", w, refs2, 2), -1.0, EPS);
+    free(refs);
+    free(refs2);
+}
+
 /* ---------------------------------------------------------------- boxes */
 
 Test(metrics, iou_and_box_parsing) {
@@ -365,7 +402,8 @@ Test(metrics, bad_input_is_an_error) {
     metric_baseline_t b;
     cr_assert_eq(metric_baseline("accuracy", none, 1, &b, err, sizeof err), -1);
     cr_assert_null(b.output);
-    cr_assert(metric_known("vqa_score") && !metric_known("map") && !metric_known(NULL));
+    cr_assert(metric_known("vqa_score") && metric_known("mcc") && !metric_known("map") &&
+              !metric_known(NULL));
     free(refs);
 }
 

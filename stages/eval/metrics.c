@@ -482,6 +482,84 @@ double metric_vqa_score(const char *const *hyps, const metric_refs_t *refs, int 
     return sum / n;
 }
 
+/* SQuAD's token F1: the multiset overlap of the answer-normalised words, best over the
+ * references. Both empty counts as a match (SQuAD's rule for unanswerable questions). */
+double metric_f1(const char *const *hyps, const metric_refs_t *refs, int n) {
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        char *hn = metric_normalize_answer(s_hyp(hyps, i));
+        s_toks_t h;
+        s_toks_init(&h, hn);
+        free(hn);
+        double best = 0;
+        for (int r = 0; r < refs[i].nrefs; r++) {
+            char *tn = metric_normalize_answer(refs[i].refs[r]);
+            s_toks_t t;
+            s_toks_init(&t, tn);
+            free(tn);
+            double f1;
+            if (h.n == 0 || t.n == 0) {
+                f1 = h.n == t.n;
+            } else {
+                /* Count the reference's words, then take each hypothesis word once. */
+                s_map_t left;
+                s_map_init(&left);
+                for (int k = 0; k < t.n; k++)
+                    *s_map_ref(&left, t.w[k]) += 1.0;
+                int common = 0;
+                for (int k = 0; k < h.n; k++) {
+                    double *c = s_map_ref(&left, h.w[k]);
+                    if (*c > 0) {
+                        *c -= 1.0;
+                        common++;
+                    }
+                }
+                s_map_free(&left);
+                double p = (double)common / h.n, rc = (double)common / t.n;
+                f1 = common ? 2 * p * rc / (p + rc) : 0;
+            }
+            best = fmax(best, f1);
+            s_toks_free(&t);
+        }
+        sum += best;
+        s_toks_free(&h);
+    }
+    return sum / n;
+}
+
+/* Matthews correlation over labels (normalised text; the first reference is the true
+ * label). The multi-class form (Gorodkin's R_K, as scikit-learn computes it):
+ *   (c*s - sum_k p_k t_k) / sqrt((s^2 - sum_k p_k^2) (s^2 - sum_k t_k^2))
+ * with s samples, c correct, t_k / p_k how often label k is true / predicted; 0 when
+ * the denominator is 0 (a constant prediction or a single true label). */
+double metric_mcc(const char *const *hyps, const metric_refs_t *refs, int n) {
+    s_map_t t, p;
+    s_map_init(&t);
+    s_map_init(&p);
+    double c = 0;
+    for (int i = 0; i < n; i++) {
+        char *h = metric_normalize(s_hyp(hyps, i)), *r = metric_normalize(refs[i].refs[0]);
+        *s_map_ref(&t, r) += 1.0;
+        *s_map_ref(&p, h) += 1.0;
+        c += !strcmp(h, r);
+        free(h);
+        free(r);
+    }
+    double s = n, pt = 0, pp = 0, tt = 0;
+    for (size_t k = 0; k < p.cap; k++)
+        if (p.keys[k]) {
+            pp += p.vals[k] * p.vals[k];
+            pt += p.vals[k] * s_map_get(&t, p.keys[k]);
+        }
+    for (size_t k = 0; k < t.cap; k++)
+        if (t.keys[k])
+            tt += t.vals[k] * t.vals[k];
+    s_map_free(&t);
+    s_map_free(&p);
+    double den = sqrt((s * s - pp) * (s * s - tt));
+    return den > 0 ? (c * s - pt) / den : 0.0;
+}
+
 /* ---------------------------------------------------------------- boxes */
 
 int metric_parse_box(const char *s, double b[4], char *err, size_t errlen) {
@@ -658,7 +736,8 @@ int metric_cer(const char *const *hyps, const metric_refs_t *refs, int n,
 /* ---------------------------------------------------------------- by name */
 
 typedef enum {
-    K_BLEU, K_CIDER, K_ROUGE_L, K_ACCURACY, K_EXACT_MATCH, K_VQA, K_IOU, K_WER, K_CER
+    K_BLEU, K_CIDER, K_ROUGE_L, K_ACCURACY, K_EXACT_MATCH, K_VQA, K_F1, K_MCC, K_IOU, K_WER,
+    K_CER
 } s_kind_t;
 
 static const struct {
@@ -669,6 +748,7 @@ static const struct {
     {"bleu", K_BLEU, true},           {"cider", K_CIDER, true},
     {"rouge_l", K_ROUGE_L, true},     {"accuracy", K_ACCURACY, true},
     {"exact_match", K_EXACT_MATCH, true}, {"vqa_score", K_VQA, true},
+    {"f1", K_F1, true},               {"mcc", K_MCC, true},
     {"iou_acc", K_IOU, true},         {"wer", K_WER, false},
     {"cer", K_CER, false},
 };
@@ -731,6 +811,8 @@ static int s_compute(s_kind_t kind, const char *const *hyps, const metric_refs_t
     case K_ACCURACY: *value = metric_accuracy(hyps, refs, n); return 0;
     case K_EXACT_MATCH: *value = metric_exact_match(hyps, refs, n); return 0;
     case K_VQA: *value = metric_vqa_score(hyps, refs, n); return 0;
+    case K_F1: *value = metric_f1(hyps, refs, n); return 0;
+    case K_MCC: *value = metric_mcc(hyps, refs, n); return 0;
     case K_IOU: return metric_iou_acc(hyps, refs, n, value, err, errlen);
     case K_WER: return metric_wer(hyps, refs, n, value, err, errlen);
     case K_CER: return metric_cer(hyps, refs, n, value, err, errlen);
@@ -783,9 +865,9 @@ static void s_add_candidates(s_kind_t kind, const char *ref, s_map_t *counts) {
         return;
     }
     default: {
-        char *s = kind == K_EXACT_MATCH ? s_trim_dup(ref)
-                  : kind == K_VQA       ? metric_normalize_answer(ref)
-                                        : metric_normalize(ref);
+        char *s = kind == K_EXACT_MATCH           ? s_trim_dup(ref)
+                  : kind == K_VQA || kind == K_F1 ? metric_normalize_answer(ref)
+                                                  : metric_normalize(ref);
         *s_map_ref(counts, s) += 1.0;
         free(s);
         return;

@@ -41,6 +41,12 @@
  *   normalised as the VQA evaluation does (normalisation above, articles a/an/the
  *   dropped, number words zero..ten written as digits). With fewer than 3 references
  *   the divisor is their count, so a single reference is exact match.
+ * - "f1": SQuAD's token F1 (multiset overlap of the words after the VQA answer
+ *   normalisation), best over the references, mean over samples; two empty answers
+ *   count as 1.
+ * - "mcc": Matthews correlation coefficient of labels (normalised; the first reference
+ *   is the true label), in the multi-class form scikit-learn uses; 0 when undefined
+ *   (e.g. a constant prediction). Range -1..1.
  * - "iou_acc": fraction of samples whose box has IoU >= 0.5 with one of its reference
  *   boxes. A box is four numbers "x0 y0 x1 y1" (spaces or commas) or four location
  *   tokens "<bin_12> <bin_40> <bin_80> <bin_99>"; hypothesis and references must use
@@ -91,7 +97,7 @@ int metric_compute(const char *name, const char *const *hyps, const metric_refs_
                    int n, double *value, char *err, size_t errlen);
 
 /* Score of the best constant output, tried among the most frequent references (for
- * accuracy, exact_match, vqa_score: answers; bleu, cider, rouge_l: captions; wer, cer:
+ * accuracy, exact_match, vqa_score, f1, mcc: answers; bleu, cider, rouge_l: captions; wer, cer:
  * single words; iou_acc: boxes, plus the coordinate-wise median box). At most
  * METRIC_BASELINE_TRIES candidates are scored, taken in order of frequency (ties broken
  * by byte order, so the result is deterministic), and the best one is reported.
@@ -111,6 +117,8 @@ double metric_rouge_l(const char *const *hyps, const metric_refs_t *refs, int n)
 double metric_accuracy(const char *const *hyps, const metric_refs_t *refs, int n);
 double metric_exact_match(const char *const *hyps, const metric_refs_t *refs, int n);
 double metric_vqa_score(const char *const *hyps, const metric_refs_t *refs, int n);
+double metric_f1(const char *const *hyps, const metric_refs_t *refs, int n);
+double metric_mcc(const char *const *hyps, const metric_refs_t *refs, int n);
 
 /* iou_acc, wer and cer can meet a reference they cannot use: they return 0 or -1. */
 int metric_iou_acc(const char *const *hyps, const metric_refs_t *refs, int n,
