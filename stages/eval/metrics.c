@@ -23,6 +23,10 @@
 
 /* ---------------------------------------------------------------- normalisation */
 
+/* Why not the PTB tokenizer coco-caption runs: it needs Java, and on the lowercase,
+ * punctuation-free captions every dataset here has, splitting on spaces after folding
+ * case and punctuation gives the same words. Both sides of every comparison go through
+ * the same function, so the choice cannot favour the model. */
 char *metric_normalize(const char *s) {
     if (!s)
         s = "";
@@ -86,6 +90,8 @@ typedef struct {
     int n;
 } s_toks_t;
 
+/* Normalise s and split it in place; at most (len + 1) / 2 words fit in len bytes,
+ * which bounds the word array without a second pass. */
 static void s_toks_init(s_toks_t *t, const char *s) {
     t->buf = metric_normalize(s);
     t->n = 0;
@@ -183,6 +189,8 @@ typedef struct {
     int len;   /* words */
 } s_ngrams_t;
 
+/* One scratch key buffer as long as the whole sentence serves every n-gram: an n-gram
+ * is never longer than the sentence it comes from. */
 static void s_ngrams_init(s_ngrams_t *g, const s_toks_t *t) {
     g->len = t->n;
     size_t total = 0;
@@ -221,12 +229,18 @@ static s_ngrams_t s_ngrams_of(const char *s) {
     return g;
 }
 
+/* A missing output (the generator produced nothing, or the caller passed NULL) is
+ * scored as the empty string: it is a wrong answer, not an error of the evaluation. */
 static const char *s_hyp(const char *const *hyps, int i) {
     return hyps && hyps[i] ? hyps[i] : "";
 }
 
 /* ---------------------------------------------------------------- BLEU-4 */
 
+/* Corpus BLEU sums the clipped matches and the candidate n-grams over all samples before
+ * dividing, so a short corpus of perfect sentences and one bad one is not averaged away
+ * as a mean of sentence scores would be; the brevity penalty is also taken on the summed
+ * lengths. */
 double metric_bleu4(const char *const *hyps, const metric_refs_t *refs, int n) {
     double correct[NGRAM_MAX] = {0}, guess[NGRAM_MAX] = {0};
     double hyp_len = 0, ref_len = 0;
@@ -328,6 +342,12 @@ static double s_cider_sim(const s_cvec_t *h, const s_cvec_t *r) {
     return total;
 }
 
+/* CIDEr-D rewards n-grams that the references of this image share and the other
+ * images' references do not (the idf part), compares each reference separately (the
+ * consensus part), caps a hypothesis weight at the reference's (the "-D": repeating a
+ * rare word does not pay) and penalises length differences. Reference vectors are
+ * rebuilt for each sample: memory stays proportional to one sample, and the cost (a few
+ * hundred milliseconds for thousands of samples) is far below one evaluation step. */
 double metric_cider_d(const char *const *hyps, const metric_refs_t *refs, int n) {
     /* Document frequency: in how many samples' reference sets each n-gram occurs. */
     s_map_t df[NGRAM_MAX];
@@ -375,6 +395,8 @@ double metric_cider_d(const char *const *hyps, const metric_refs_t *refs, int n)
 
 /* ---------------------------------------------------------------- ROUGE-L */
 
+/* Length of the longest common subsequence of two word lists, with two rows of the
+ * dynamic-programming table (O(|b|) memory: captions are short, transcripts are not). */
 static int s_lcs(const s_toks_t *a, const s_toks_t *b) {
     int *prev = util_calloc(b->n + 1, sizeof(int)), *cur = util_calloc(b->n + 1, sizeof(int));
     for (int i = 1; i <= a->n; i++) {
@@ -392,6 +414,9 @@ static int s_lcs(const s_toks_t *a, const s_toks_t *b) {
     return r;
 }
 
+/* Precision and recall are maximised separately over the references, as coco-caption
+ * does, rather than taking the F-measure of the best single reference: the two can come
+ * from different references. beta > 1 weighs recall more. */
 double metric_rouge_l(const char *const *hyps, const metric_refs_t *refs, int n) {
     double sum = 0;
     for (int i = 0; i < n; i++) {
@@ -420,6 +445,8 @@ double metric_rouge_l(const char *const *hyps, const metric_refs_t *refs, int n)
 
 /* ---------------------------------------------------------------- answers */
 
+/* exact_match's only normalisation: surrounding white space is an artefact of how an
+ * output was detokenised or a TSV cell was written, not part of the answer. */
 static char *s_trim_dup(const char *s) {
     if (!s)
         s = "";
@@ -465,6 +492,9 @@ double metric_exact_match(const char *const *hyps, const metric_refs_t *refs, in
     return s_match(hyps, refs, n, s_trim_dup);
 }
 
+/* The official VQA metric also averages min(#matches/3, 1) over the ten 9-of-10 subsets
+ * of the human answers; with three or more agreeing answers that changes nothing, and
+ * our datasets have one reference, so the simple form is kept. */
 double metric_vqa_score(const char *const *hyps, const metric_refs_t *refs, int n) {
     double sum = 0;
     for (int i = 0; i < n; i++) {
@@ -562,6 +592,9 @@ double metric_mcc(const char *const *hyps, const metric_refs_t *refs, int n) {
 
 /* ---------------------------------------------------------------- boxes */
 
+/* Boxes come as text because the evaluator only has text: the model's generated
+ * location tokens, or a TSV cell. Both notations are accepted so either side can be
+ * compared with the other without the image size, as long as both use the same units. */
 int metric_parse_box(const char *s, double b[4], char *err, size_t errlen) {
     if (!s)
         return util_err(err, errlen, "no box (NULL)");
@@ -663,6 +696,8 @@ static bool s_cp_eq(const void *a, int i, const void *b, int j) {
 
 /* The normalised text as Unicode code points (UTF-8 decoded leniently: a byte that
  * does not start a valid sequence counts as one character). */
+/* Characters, not bytes: a CER over bytes would count one wrong accented letter as two
+ * errors and make non-English transcripts look worse than they are. */
 static uint32_t *s_codepoints(const char *s, int *n) {
     char *norm = metric_normalize(s);
     size_t len = strlen(norm);
@@ -683,6 +718,9 @@ static uint32_t *s_codepoints(const char *s, int *n) {
     return cp;
 }
 
+/* WER and CER at corpus level: total edits over total reference length, so long
+ * utterances weigh more than short ones, as speech toolkits (sclite, jiwer) report it.
+ * With several references the closest one counts, for both the edits and the length. */
 static int s_error_rate(const char *const *hyps, const metric_refs_t *refs, int n, bool chars,
                         double *value, char *err, size_t errlen) {
     double errors = 0, words = 0;
@@ -781,7 +819,8 @@ bool metric_higher_is_better(const char *name) {
     return s_table[i].higher;
 }
 
-/* The checks every metric relies on: outside data can break them. */
+/* The checks every metric relies on, done once here so that the metric functions
+ * themselves stay free of error paths. */
 static int s_check(const char *name, const metric_refs_t *refs, int n, char *err,
                    size_t errlen) {
     if (s_lookup(name) < 0)
@@ -802,6 +841,8 @@ static int s_check(const char *name, const metric_refs_t *refs, int n, char *err
     return 0;
 }
 
+/* Dispatch without the input checks: metric_baseline calls it once per candidate after
+ * checking the references once. */
 static int s_compute(s_kind_t kind, const char *const *hyps, const metric_refs_t *refs,
                      int n, double *value, char *err, size_t errlen) {
     switch (kind) {
@@ -836,6 +877,8 @@ typedef struct {
     double count;
 } s_cand_t;
 
+/* Most frequent first; equal counts in byte order, so the candidates, and with them
+ * the reported baseline, do not depend on hash-table order. */
 static int s_cand_cmp(const void *a, const void *b) {
     const s_cand_t *x = a, *y = b;
     if (x->count != y->count)
@@ -843,7 +886,10 @@ static int s_cand_cmp(const void *a, const void *b) {
     return strcmp(x->key, y->key);
 }
 
-/* Adds every candidate output a reference suggests to counts. */
+/* Adds every candidate output a reference suggests to counts. Candidates are stored in
+ * the form the metric compares (normalised, or trimmed for exact_match, or a box
+ * printed with full precision), so that spelling variants of one answer pool their
+ * counts instead of splitting them. */
 static void s_add_candidates(s_kind_t kind, const char *ref, s_map_t *counts) {
     switch (kind) {
     case K_WER:
@@ -880,6 +926,12 @@ static int s_dbl_cmp(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* Why a baseline at all: a model that learnt nothing but the output distribution emits
+ * one frequent answer for every input, and on a skewed validation set that can look
+ * like a good score. eval.json puts the best such constant beside the real value, so a
+ * reader sees at once whether the model used its inputs. Trying the most frequent
+ * references (not only the first) matters for BLEU and CIDEr-D, where the most frequent
+ * caption need not be the best-scoring constant. */
 int metric_baseline(const char *name, const metric_refs_t *refs, int n,
                     metric_baseline_t *out, char *err, size_t errlen) {
     OFA_ASSERT(out);
