@@ -33,7 +33,7 @@ import time
 from PIL import Image, ImageEnhance, ImageFilter
 
 # Bump when the output of any builder changes, so that old data is rebuilt.
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4
 MANIFEST_MAGIC = "OFADATA"
 
 STAMP_DIR = "/usr/share/tuxpaint/stamps"
@@ -495,8 +495,8 @@ def build(name, out, seed, force=False):
         "builder": "scripts/build_data.py %s --seed %d" % (name, seed),
         "stamps": [{"file": s["file"], "caption": s["caption"], "phrase": s["phrase"],
                     "name": s["name"]} for s in stamps],
-        "background_photos": {"train": [p for _, p in TRAIN_PHOTOS],
-                              "valid": [p for _, p in VALID_PHOTOS]},
+        "background_photos": {"train": [os.path.join(d_, p) for d_, p in TRAIN_PHOTOS],
+                              "valid": [os.path.join(d_, p) for d_, p in VALID_PHOTOS]},
     }
     for split, r in rows.items():
         fname = split + ".tsv"
