@@ -551,6 +551,17 @@ def build_fixtures(outdir, seed):
     with open(p, "wb") as f:
         f.write(raw[:len(raw) // 2])
     written.append(p)
+    # A real JPEG with garbage bytes in the middle of its header: the code counts of the
+    # first Huffman table (the 16 bytes after the DHT marker, its length and its class
+    # byte) are overwritten with 0xFF, so they add up to more than 256 codes. libjpeg-turbo
+    # fails at the header ("Bogus Huffman table definition"), a fatal error.
+    i = raw.find(b"\xff\xc4")
+    check(i > 0, "no DHT marker in the JPEG")
+    bad = raw[:i + 5] + b"\xff" * 16 + raw[i + 21:]
+    p = os.path.join(outdir, "fruits_bad_huffman.jpg")
+    with open(p, "wb") as f:
+        f.write(bad)
+    written.append(p)
 
     # The caption TSV: same composites as stamps_caption, at lower JPEG quality to keep
     # the file small. Bad rows are made from good ones, at fixed positions.
@@ -563,13 +574,14 @@ def build_fixtures(outdir, seed):
         img, _ = compose(rng, bg, st, pl)
         b64, raw = b64_jpeg(img, quality=60)
         rows.append([str(i), b64, "%s %s %s" % (st["article"], st["phrase"], pl[0])])
-    # Row 7 (0-based line index): a corrupt JPEG. The header is kept, then 64 bytes in the
-    # middle of the scan data are garbage and the file is cut 100 bytes short, so there
-    # is no end-of-image marker: libjpeg-turbo reports an error, not just a warning.
+    # Row 7 (0-based line index): a corrupt JPEG, valid base64 of the first 55% of a real
+    # JPEG: the header is intact and the scan data stops in the middle, with no end-of-
+    # image marker. Every decoder rejects this (libjpeg-turbo: "Premature end of JPEG
+    # file"; PIL: "image file is truncated"). Garbage bytes inside the scan data were
+    # tried first, but libjpeg-turbo reports them as a mere warning that decoders may
+    # choose to accept; that case lives in fruits_bad_huffman.jpg instead, made fatal.
     raw = base64.urlsafe_b64decode(rows[7][1])
-    mid = len(raw) // 2
-    bad = raw[:mid] + bytes((rng.randrange(256) for _ in range(64))) + raw[mid + 64:-100]
-    rows[7][1] = base64.urlsafe_b64encode(bad).decode("ascii")
+    rows[7][1] = base64.urlsafe_b64encode(raw[:len(raw) * 55 // 100]).decode("ascii")
     # Row 19: a missing column (the caption is gone; only id and image remain).
     rows[19] = rows[19][:2]
     # Row 31: invalid base64 ('*' and '!' are in neither alphabet; length not a multiple
