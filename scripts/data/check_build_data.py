@@ -144,6 +144,19 @@ def check_fixtures():
             im.load()
         except OSError:
             bad[i] = "jpeg"
+    # The photo fixtures: these decode, and these must not.
+    d = os.path.join(SRC, "tests", "data")
+    for f, ok in (("astronaut_96.jpg", True), ("fruits_161x97.jpg", True),
+                  ("coffee_gray_120x80.jpg", True), ("rocket_progressive_96x64.jpg", True),
+                  ("fruits_truncated.jpg", False), ("fruits_bad_huffman.jpg", False)):
+        try:
+            with Image.open(os.path.join(d, f)) as im:
+                im.load()
+            decoded = True
+        except OSError:
+            decoded = False
+        if decoded != ok:
+            fail("tests/data/%s: %s" % (f, "does not decode" if ok else "decodes"))
     want = {7: "jpeg", 19: "columns", 31: "base64"}
     if bad != want:
         fail("%s: bad rows %r, tests/data/README.md documents %r" % (tsv, bad, want))
