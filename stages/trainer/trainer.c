@@ -338,6 +338,8 @@ void trainer_destroy(trainer_t **self_p) {
     if (!self_p || !*self_p)
         return;
     trainer_t *self = *self_p;
+    if (self->log)   /* pending metrics lines (a run stopped by a signal) */
+        trainlog_flush(self->log, self->step, trainer_lr_at(self, self->step));
     trainlog_destroy(&self->log);
     teval_destroy(&self->ev);
     tmodel_destroy(&self->model);

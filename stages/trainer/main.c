@@ -1,0 +1,336 @@
+/* main.c: ofa-trainer, one trainer rank: a consumer of the batcher that trains the model
+ * (trainer.h does the work; this file only wires the sockets, signals and stats).
+ *
+ *   ofa-trainer --id trainer.0 --in ipc://RUN/batches.sock --plan RUN/plan.resolved.conf
+ *               --stats ipc://RUN/stats.sock --run-dir RUN [--resume] [--rank R --world W]
+ *               [--credits N] [--bpe FILE] [--threads N]
+ *
+ * Protocol (the consumer side of the shared contracts): a DEALER connects to --in and
+ * sends CONTROL op="hello" {role "trainer", id, rank, world, credits}, then CREDIT {n}
+ * for the window; every BATCH received is trained (or kept for evaluation) and answered
+ * with CREDIT {n: 1}; CONTROL op="end" ends the data: the trainer writes its final
+ * checkpoint, evaluates the validation batches into RUN/eval.json, sends final stats and
+ * exits 0. While it waits it sends CONTROL op="heartbeat" every 500 ms.
+ *
+ * SIGINT/SIGTERM: the current batch finishes, a checkpoint is written, final stats are
+ * sent, exit 0. A malformed batch is counted and dropped (its credit is returned), never
+ * fatal. Stats (PROTO_STATS, once a second, on --stats): items_in (batches received),
+ * items_out (batches trained), bytes_in, busy_s, wait_s, queue_depth 0, and step, loss,
+ * skipped, bad. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "planfile.h"
+#include "proto.h"
+#include "trainer.h"
+#include "util.h"
+
+static volatile sig_atomic_t s_stop;
+
+static void s_on_signal(int sig) {
+    (void)sig;
+    s_stop = 1;
+}
+
+typedef struct {
+    const char *id, *in, *plan, *stats, *run_dir, *bpe;
+    int resume, rank, world, credits, threads;
+} s_args_t;
+
+static void s_usage(FILE *f) {
+    fprintf(f,
+            "usage: ofa-trainer --id ID --in ENDPOINT --plan PLAN --stats ENDPOINT --run-dir DIR\n"
+            "                   [--resume] [--rank R --world W] [--credits N] [--bpe FILE]\n"
+            "                   [--threads N]\n"
+            "  --id ID          process name in stats and logs (trainer.0)\n"
+            "  --in ENDPOINT    the batcher's consumer socket (ipc://RUN/batches.sock)\n"
+            "  --plan PLAN      the resolved plan (RUN/plan.resolved.conf)\n"
+            "  --stats ENDPOINT where to push stats (launch's PULL socket)\n"
+            "  --run-dir DIR    RUN: checkpoints/, metrics.jsonl, eval.json; BPE at DIR/bpe.bin\n"
+            "  --resume         continue from the newest checkpoint in DIR/checkpoints\n"
+            "  --rank R --world W  this rank and the number of ranks (0 and 1)\n"
+            "  --credits N      batches requested ahead (default 4)\n"
+            "  --bpe FILE       BPE file (default DIR/bpe.bin)\n"
+            "  --threads N      CPU threads (default: the plan's trainer.threads, else 1)\n");
+}
+
+static void s_parse(int argc, char **argv, s_args_t *a) {
+    memset(a, 0, sizeof *a);
+    a->world = 1;
+    a->credits = 4;
+    static const struct option lo[] = {
+        {"id", required_argument, 0, 'i'},      {"in", required_argument, 0, 'n'},
+        {"plan", required_argument, 0, 'p'},    {"stats", required_argument, 0, 's'},
+        {"run-dir", required_argument, 0, 'r'}, {"resume", no_argument, 0, 'R'},
+        {"rank", required_argument, 0, 'k'},    {"world", required_argument, 0, 'w'},
+        {"credits", required_argument, 0, 'c'}, {"bpe", required_argument, 0, 'b'},
+        {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
+        {"ctl", required_argument, 0, 'x'},     {0, 0, 0, 0},
+    };
+    int c;
+    char *end;
+    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        switch (c) {
+        case 'i': a->id = optarg; break;
+        case 'n': a->in = optarg; break;
+        case 'p': a->plan = optarg; break;
+        case 's': a->stats = optarg; break;
+        case 'r': a->run_dir = optarg; break;
+        case 'R': a->resume = 1; break;
+        case 'b': a->bpe = optarg; break;
+        case 'x': break;   /* accepted for uniformity with stage programs; unused */
+        case 'k': case 'w': case 'c': case 't': {
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < (c == 'k' ? 0 : 1) || v > 1000000)
+                util_fatal(NULL, "--%s %s: not a valid number",
+                           c == 'k' ? "rank" : c == 'w' ? "world" : c == 'c' ? "credits" : "threads",
+                           optarg);
+            if (c == 'k') a->rank = (int)v;
+            else if (c == 'w') a->world = (int)v;
+            else if (c == 'c') a->credits = (int)v;
+            else a->threads = (int)v;
+            break;
+        }
+        case 'h': s_usage(stdout); exit(0);
+        default: s_usage(stderr); exit(2);
+        }
+    }
+    if (optind < argc)
+        util_fatal("see --help", "unexpected argument '%s'", argv[optind]);
+    if (!a->in || !a->plan || !a->run_dir)
+        util_fatal("see --help", "--in, --plan and --run-dir are required");
+    if (a->rank >= a->world)
+        util_fatal(NULL, "--rank %d is not below --world %d", a->rank, a->world);
+    if (!a->id)
+        a->id = "trainer";
+}
+
+/* A field as a tensor of dtype and rank ndim, or NULL (and the reason in err). */
+static const proto_field_t *s_tensor(const proto_msg_t *m, const char *key, proto_dtype_t dt,
+                                     int ndim, int required, char *err, size_t errlen) {
+    const proto_field_t *f = proto_msg_get_tensor(m, key, dt);
+    if (!f) {
+        if (required || proto_msg_get(m, key))
+            util_err(err, errlen, "field %s: missing or not a %s tensor", key, proto_dtype_name(dt));
+        return NULL;
+    }
+    if (f->ndim != ndim) {
+        util_err(err, errlen, "field %s: %d dimensions, want %d", key, f->ndim, ndim);
+        return NULL;
+    }
+    return f;
+}
+
+/* BATCH message -> trainer_batch_t (arrays borrowed from the message). */
+static int s_batch(const proto_msg_t *m, trainer_batch_t *b, char *err, size_t errlen) {
+    memset(b, 0, sizeof *b);
+    err[0] = 0;
+    const proto_field_t *st = s_tensor(m, "src_tok", PROTO_I32, 2, 1, err, errlen);
+    const proto_field_t *sm = s_tensor(m, "src_mod", PROTO_U8, 2, 1, err, errlen);
+    const proto_field_t *sl = s_tensor(m, "src_len", PROTO_I32, 1, 1, err, errlen);
+    const proto_field_t *ti = s_tensor(m, "tgt_in", PROTO_I32, 2, 1, err, errlen);
+    const proto_field_t *to = s_tensor(m, "tgt_out", PROTO_I32, 2, 1, err, errlen);
+    const proto_field_t *tl = s_tensor(m, "tgt_len", PROTO_I32, 1, 0, err, errlen);
+    const proto_field_t *im = s_tensor(m, "img", PROTO_U8, 3, 0, err, errlen);
+    if (err[0])
+        return -1;
+    int B = (int)st->shape[0], S = (int)st->shape[1], T = (int)ti->shape[1];
+    if (sm->shape[0] != B || sm->shape[1] != S || sl->shape[0] != B || ti->shape[0] != B ||
+        to->shape[0] != B || to->shape[1] != T || (tl && tl->shape[0] != B) ||
+        (im && im->shape[0] != B))
+        return util_err(err, errlen, "tensor shapes disagree (src_tok (%d, %d), tgt_in (%d, %d))",
+                        B, S, (int)ti->shape[0], T);
+    if (proto_msg_n_ids(m) != B)
+        return util_err(err, errlen, "%d ids for %d rows", proto_msg_n_ids(m), B);
+    b->task = proto_msg_task(m);
+    b->step = proto_msg_get_int(m, "step", -1);
+    if (b->step < 0)
+        return util_err(err, errlen, "field step: missing or negative");
+    b->epoch = (int)proto_msg_get_int(m, "epoch", 0);
+    const char *split = proto_msg_get_str(m, "split");
+    b->valid = split && !strcmp(split, "valid");
+    b->B = B, b->S = S, b->T = T;
+    b->ids = proto_msg_ids(m);
+    b->src_tok = st->data, b->src_mod = sm->data, b->src_len = sl->data;
+    b->tgt_in = ti->data, b->tgt_out = to->data, b->tgt_len = tl ? tl->data : NULL;
+    if (im) {
+        b->img = im->data;
+        b->Np = (int)im->shape[1];
+        b->patch_dim = (int)im->shape[2];
+        b->grid = (int)proto_msg_get_int(m, "img.grid", 0);
+    }
+    b->refs = proto_msg_get_str(m, "refs");
+    return 0;
+}
+
+typedef struct {
+    void *in, *stats;
+    const s_args_t *a;
+    trainer_t *tr;
+    double last_sent, last_stats, t_start, wait_s;
+    int64_t items_in, bytes_in;
+} s_self_t;
+
+static void s_send(s_self_t *self, proto_msg_t *m) {
+    if (proto_send(self->in, NULL, 0, &m, 0) != 0)
+        fprintf(stderr, "%s: send to %s failed: %s\n", util_progname(), self->a->in,
+                zmq_strerror(errno));
+    self->last_sent = util_now();
+}
+
+static void s_control(s_self_t *self, const char *op) {
+    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(m, op);
+    proto_msg_set_str(m, "id", self->a->id);
+    if (!strcmp(op, "hello")) {
+        proto_msg_set_str(m, "role", "trainer");
+        proto_msg_set_int(m, "rank", self->a->rank);
+        proto_msg_set_int(m, "world", self->a->world);
+        proto_msg_set_int(m, "credits", self->a->credits);
+    }
+    s_send(self, m);
+}
+
+static void s_credit(s_self_t *self, int n) {
+    proto_msg_t *m = proto_msg_new(PROTO_CREDIT, NULL);
+    proto_msg_set_int(m, "n", n);
+    s_send(self, m);
+}
+
+static void s_stats(s_self_t *self, int final) {
+    if (!self->stats)
+        return;
+    int64_t batches, samples, skipped, bad;
+    double busy;
+    trainer_counters(self->tr, &batches, &samples, &skipped, &bad, &busy);
+    proto_msg_t *m = proto_msg_new(PROTO_STATS, NULL);
+    proto_msg_set_str(m, "id", self->a->id);
+    proto_msg_set_str(m, "role", "trainer");
+    proto_msg_set_int(m, "items_in", self->items_in);
+    proto_msg_set_int(m, "items_out", batches);
+    proto_msg_set_int(m, "bytes_in", self->bytes_in);
+    proto_msg_set_int(m, "bytes_out", 0);
+    proto_msg_set_float(m, "busy_s", busy);
+    proto_msg_set_float(m, "wait_s", self->wait_s);
+    proto_msg_set_int(m, "queue_depth", 0);
+    proto_msg_set_int(m, "samples", samples);
+    proto_msg_set_int(m, "step", trainer_step(self->tr));
+    proto_msg_set_float(m, "loss", trainer_last_loss(self->tr));
+    proto_msg_set_int(m, "skipped", skipped);
+    proto_msg_set_int(m, "bad", bad);
+    proto_msg_set_int(m, "final", final);
+    proto_msg_set_float(m, "uptime_s", util_now() - self->t_start);
+    if (proto_send(self->stats, NULL, 0, &m, ZMQ_DONTWAIT) != 0 && final)
+        fprintf(stderr, "%s: final stats not sent: %s\n", util_progname(), zmq_strerror(errno));
+    self->last_stats = util_now();
+}
+
+int main(int argc, char **argv) {
+    util_set_progname(argv[0]);
+    s_args_t a;
+    s_parse(argc, argv, &a);
+    char err[8192];
+    plan_t *plan = plan_load(a.plan, err, sizeof err);
+    if (!plan)
+        util_fatal("is --plan the run's plan.resolved.conf?", "%s", err);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    trainer_opts_t to = {.run_dir = a.run_dir, .bpe_path = a.bpe, .resume = a.resume,
+                         .rank = a.rank, .world = a.world, .tty = -1, .threads = a.threads};
+    trainer_t *tr = trainer_new(plan, &to, err, sizeof err);
+    if (!tr)
+        util_fatal("the BPE file is written by launch before the trainer starts (RUN/bpe.bin)",
+                   "%s", err);
+
+    void *zctx = zmq_ctx_new();
+    s_self_t self = {.a = &a, .tr = tr, .t_start = util_now()};
+    self.in = zmq_socket(zctx, ZMQ_DEALER);
+    int linger = 2000;
+    zmq_setsockopt(self.in, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(self.in, a.in) != 0)
+        util_fatal("check --in", "cannot connect to %s: %s", a.in, zmq_strerror(errno));
+    if (a.stats) {
+        self.stats = zmq_socket(zctx, ZMQ_PUSH);
+        zmq_setsockopt(self.stats, ZMQ_LINGER, &linger, sizeof linger);
+        if (zmq_connect(self.stats, a.stats) != 0)
+            util_fatal("check --stats", "cannot connect to %s: %s", a.stats, zmq_strerror(errno));
+    }
+    s_control(&self, "hello");
+    s_credit(&self, a.credits);
+
+    int rc = 0, ended = 0;
+    double wait_from = util_now();
+    while (!s_stop && !ended) {
+        zmq_pollitem_t it = {self.in, 0, ZMQ_POLLIN, 0};
+        int n = zmq_poll(&it, 1, 200);
+        double now = util_now();
+        if (n < 0 && errno != EINTR) {
+            fprintf(stderr, "%s: poll: %s\n", util_progname(), zmq_strerror(errno));
+            rc = 1;
+            break;
+        }
+        if (now - self.last_sent >= 0.5)
+            s_control(&self, "heartbeat");
+        if (now - self.last_stats >= 1.0)
+            s_stats(&self, 0);
+        if (n <= 0 || !(it.revents & ZMQ_POLLIN))
+            continue;
+        proto_msg_t *m = proto_recv(self.in, NULL, NULL, ZMQ_DONTWAIT, err, sizeof err);
+        if (!m) {
+            if (err[0])
+                fprintf(stderr, "%s: dropped a malformed message: %s\n", util_progname(), err);
+            continue;
+        }
+        proto_kind_t kind = proto_msg_kind(m);
+        if (kind == PROTO_BATCH) {
+            double wait = util_now() - wait_from;
+            self.wait_s += wait;
+            self.items_in++;
+            self.bytes_in += (int64_t)proto_msg_bytes(m);
+            trainer_batch_t b;
+            if (s_batch(m, &b, err, sizeof err) != 0 ||
+                trainer_feed(tr, &b, wait, err, sizeof err) != 0)
+                fprintf(stderr, "%s: batch %lld (%s) dropped: %s\n", util_progname(),
+                        (long long)proto_msg_get_int(m, "step", -1), proto_msg_task(m), err);
+            proto_msg_destroy(&m);
+            s_credit(&self, 1);
+            wait_from = util_now();
+        } else if (kind == PROTO_CONTROL && !strcmp(proto_msg_op(m), "end")) {
+            ended = 1;
+            proto_msg_destroy(&m);
+        } else {
+            proto_msg_destroy(&m);
+        }
+    }
+    if (ended) {
+        if (trainer_finish(tr, err, sizeof err) != 0) {
+            fprintf(stderr, "%s: end of training: %s\n", util_progname(), err);
+            rc = 1;
+        }
+    } else if (s_stop) {
+        fprintf(stderr, "%s: signal: writing a checkpoint at step %lld\n", util_progname(),
+                (long long)trainer_step(tr));
+        if (trainer_checkpoint(tr, err, sizeof err) != 0) {
+            fprintf(stderr, "%s: checkpoint failed: %s\n", util_progname(), err);
+            rc = 1;
+        }
+    }
+    s_stats(&self, 1);
+    zmq_close(self.in);
+    if (self.stats)
+        zmq_close(self.stats);
+    zmq_ctx_term(zctx);
+    trainer_destroy(&tr);
+    plan_destroy(&plan);
+    return rc;
+}
