@@ -1,0 +1,256 @@
+/* stage.c: see stage.h. */
+#include "stage.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+volatile sig_atomic_t stage_stop_flag = 0;
+
+static void s_on_signal(int sig) { stage_stop_flag = sig; }
+
+void stage_install_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static void s_usage(const char *usage, FILE *out) {
+    fprintf(out, "%s\n", usage ? usage : util_progname());
+    fprintf(out,
+            "common flags:\n"
+            "  --id ID          process id (names its log and stats)\n"
+            "  --ctl ENDPOINT   broker endpoint to connect to\n"
+            "  --plan FILE      resolved plan (plan.resolved.conf)\n"
+            "  --stats ENDPOINT where to push stats (launch's PULL socket)\n"
+            "  --run-dir DIR    run directory\n"
+            "  --tier NAME      stage tier this worker serves\n"
+            "  --credits N      items this process may hold at once (default 8)\n");
+}
+
+void stage_args_parse(stage_args_t *a, int argc, char **argv, const char *usage,
+                      stage_extra_fn extra_fn, void *extra_ctx) {
+    memset(a, 0, sizeof *a);
+    util_set_progname(argv[0]);
+    snprintf(a->id, sizeof a->id, "%s", util_progname());
+    a->credits = 8;
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
+            s_usage(usage, stdout);
+            exit(0);
+        }
+        struct { const char *flag; char *dst; size_t cap; } str_flags[] = {
+            {"--id", a->id, sizeof a->id},           {"--ctl", a->ctl, sizeof a->ctl},
+            {"--plan", a->plan, sizeof a->plan},     {"--stats", a->stats, sizeof a->stats},
+            {"--run-dir", a->run_dir, sizeof a->run_dir},
+            {"--tier", a->tier, sizeof a->tier},
+        };
+        int took = 0;
+        for (size_t k = 0; k < sizeof str_flags / sizeof *str_flags; k++) {
+            if (strcmp(f, str_flags[k].flag) != 0)
+                continue;
+            if (!v) {
+                fprintf(stderr, "%s: %s needs a value\n", util_progname(), f);
+                exit(2);
+            }
+            snprintf(str_flags[k].dst, str_flags[k].cap, "%s", v);
+            took = 1;
+        }
+        if (!took && strcmp(f, "--credits") == 0) {
+            char *end = NULL;
+            long n = v ? strtol(v, &end, 10) : 0;
+            if (!v || *end || n < 1 || n > 100000) {
+                fprintf(stderr, "%s: --credits needs a number from 1 to 100000\n",
+                        util_progname());
+                exit(2);
+            }
+            a->credits = (int)n;
+            took = 1;
+        }
+        if (took) {
+            i++;
+            continue;
+        }
+        int r = extra_fn ? extra_fn(extra_ctx, f, v) : 0;
+        if (r == 1) {
+            i++;
+            continue;
+        }
+        if (r == 2)
+            continue;
+        fprintf(stderr, "%s: unknown flag '%s' (see --help)\n", util_progname(), f);
+        exit(2);
+    }
+}
+
+struct stage_conn {
+    void *sock;
+    double last_send;
+};
+
+stage_conn_t *stage_conn_new(void *zctx, const char *endpoint, const char *role,
+                             const char *id, const char *tier, int credits,
+                             proto_msg_t *hello, char *err, size_t errlen) {
+    if (!endpoint || !*endpoint) {
+        proto_msg_destroy(&hello);
+        util_err(err, errlen, "no endpoint to connect to");
+        return NULL;
+    }
+    stage_conn_t *self = util_calloc(1, sizeof *self);
+    self->sock = zmq_socket(zctx, ZMQ_DEALER);
+    int linger = 1000;
+    zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
+    /* The identity names the process in the broker's logs. */
+    zmq_setsockopt(self->sock, ZMQ_ROUTING_ID, id, strlen(id) < 255 ? strlen(id) : 255);
+    if (zmq_connect(self->sock, endpoint) != 0) {
+        util_err(err, errlen, "connect %s: %s", endpoint, zmq_strerror(errno));
+        zmq_close(self->sock);
+        free(self);
+        proto_msg_destroy(&hello);
+        return NULL;
+    }
+    if (!hello)
+        hello = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_kind(hello, PROTO_CONTROL);
+    proto_msg_set_op(hello, "hello");
+    proto_msg_set_str(hello, "role", role);
+    proto_msg_set_str(hello, "id", id);
+    proto_msg_set_str(hello, "tier", tier ? tier : "");
+    proto_msg_set_int(hello, "credits", credits);
+    if (stage_conn_send(self, &hello) != 0) {
+        util_err(err, errlen, "hello to %s: %s", endpoint, zmq_strerror(errno));
+        stage_conn_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+void stage_conn_destroy(stage_conn_t **self_p) {
+    if (!self_p || !*self_p)
+        return;
+    zmq_close((*self_p)->sock);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+void *stage_conn_socket(stage_conn_t *self) { return self->sock; }
+
+int stage_conn_send(stage_conn_t *self, proto_msg_t **msg_p) {
+    self->last_send = util_now();
+    return proto_send(self->sock, NULL, 0, msg_p, 0);
+}
+
+void stage_conn_heartbeat(stage_conn_t *self) {
+    if ((util_now() - self->last_send) * 1000.0 < STAGE_HEARTBEAT_MS)
+        return;
+    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(m, "heartbeat");
+    stage_conn_send(self, &m);
+}
+
+int stage_conn_credit(stage_conn_t *self, int n) {
+    proto_msg_t *m = proto_msg_new(PROTO_CREDIT, NULL);
+    proto_msg_set_int(m, "n", n);
+    return stage_conn_send(self, &m);
+}
+
+proto_msg_t *stage_make_reject(const proto_msg_t *sample, const char *stage,
+                               const char *reason) {
+    proto_msg_t *r = proto_msg_new(PROTO_REJECT, proto_msg_task(sample));
+    proto_msg_set_ids(r, proto_msg_ids(sample), proto_msg_n_ids(sample));
+    proto_msg_set_int(r, "seq", proto_msg_get_int(sample, "seq", -1));
+    proto_msg_set_int(r, "row", proto_msg_get_int(sample, "row", -1));
+    const char *split = proto_msg_get_str(sample, "split");
+    if (split)
+        proto_msg_set_str(r, "split", split);
+    proto_msg_set_str(r, "stage", stage);
+    proto_msg_set_str(r, "reason", reason);
+    return r;
+}
+
+int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
+    stage_install_signals();
+    void *zctx = zmq_ctx_new();
+    char err[1024];
+    stats_t *st = stats_new(zctx, a->stats, a->id, a->tier);
+    stage_conn_t *conn = stage_conn_new(zctx, a->ctl, "worker", a->id, a->tier, a->credits,
+                                        NULL, err, sizeof err);
+    if (!conn) {
+        fprintf(stderr, "%s: %s\n", util_progname(), err);
+        stats_destroy(&st);
+        zmq_ctx_term(zctx);
+        return 1;
+    }
+    void *sock = stage_conn_socket(conn);
+    double wait_start = util_now();
+    int rc = 0;
+    while (!stage_stop_flag) {
+        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+        int n = zmq_poll(&it, 1, 100);
+        if (n < 0 && errno != EINTR) {
+            fprintf(stderr, "%s: poll: %s\n", util_progname(), zmq_strerror(errno));
+            rc = 1;
+            break;
+        }
+        while (!stage_stop_flag) {
+            proto_msg_t *m = proto_recv(sock, NULL, NULL, ZMQ_DONTWAIT, err, sizeof err);
+            if (!m) {
+                if (err[0])
+                    fprintf(stderr, "%s: dropped a malformed message: %s\n", util_progname(),
+                            err);
+                break;
+            }
+            proto_kind_t kind = proto_msg_kind(m);
+            if (kind == PROTO_CONTROL) {
+                if (strcmp(proto_msg_op(m), "stop") == 0)
+                    stage_stop_flag = SIGTERM;
+                proto_msg_destroy(&m);
+                continue;
+            }
+            if (kind != PROTO_SAMPLE) {
+                fprintf(stderr, "%s: ignored a %s message\n", util_progname(),
+                        proto_kind_name(proto_msg_kind(m)));
+                proto_msg_destroy(&m);
+                continue;
+            }
+            double t0 = util_now();
+            stats_add(st, "wait_s", t0 - wait_start);
+            stats_add(st, "items_in", 1);
+            stats_add(st, "bytes_in", (double)proto_msg_bytes(m));
+            err[0] = 0;
+            int ok = fn(ctx, m, err, sizeof err);
+            proto_msg_t *out;
+            if (ok == 0) {
+                proto_msg_set_int(m, "@hop", proto_msg_get_int(m, "@hop", 0) + 1);
+                stats_add(st, "items_out", 1);
+                stats_add(st, "bytes_out", (double)proto_msg_bytes(m));
+                out = m;
+            } else {
+                out = stage_make_reject(m, a->tier[0] ? a->tier : a->id,
+                                        err[0] ? err : "rejected (no reason given)");
+                stats_add(st, "rejected", 1);
+                stats_task_add(st, proto_msg_task(m), "rejected_here", 1);
+                proto_msg_destroy(&m);
+            }
+            double t1 = util_now();
+            stats_add(st, "busy_s", t1 - t0);
+            stats_latency(st, t1 - t0);
+            wait_start = t1;
+            if (stage_conn_send(conn, &out) != 0 && errno != EINTR)
+                fprintf(stderr, "%s: send: %s\n", util_progname(), zmq_strerror(errno));
+        }
+        stage_conn_heartbeat(conn);
+        stats_tick(st);
+    }
+    stage_conn_destroy(&conn);
+    stats_destroy(&st);   /* sends the final snapshot */
+    zmq_ctx_term(zctx);
+    return rc;
+}

@@ -1,0 +1,84 @@
+/* stage.h: what every stage program shares: the common command-line flags, the
+ * connection to the broker (hello, credits, heartbeats), the stats reporter, signal
+ * handling, and the whole poll loop of a worker.
+ *
+ * A worker's main is a few lines:
+ *
+ *     stage_args_t a;
+ *     stage_args_parse(&a, argc, argv, "usage text of my extra flags", NULL, NULL);
+ *     my_ctx_t *ctx = my_ctx_new(a.plan, ...);           // set-up failures: util_fatal
+ *     return stage_worker_run(&a, my_work, ctx);
+ *
+ * where my_work(ctx, msg, err, errlen) transforms one sample in place and returns 0, or
+ * returns -1 with the reason in err, which becomes a REJECT naming the stage.
+ *
+ * Common flags: --id ID --ctl ENDPOINT --plan FILE --stats ENDPOINT --run-dir DIR
+ * --tier NAME --credits N --help. Other flags are handed to the program's own parser
+ * (extra_fn); an unknown flag is an error with a one-line reason. */
+#ifndef OFA_STAGE_H
+#define OFA_STAGE_H
+
+#include "proto.h"
+#include "stats.h"
+
+#include <signal.h>
+#include <stdbool.h>
+
+typedef struct {
+    char id[64];
+    char ctl[512];        /* broker endpoint (--ctl) */
+    char plan[1024];
+    char stats[512];
+    char run_dir[1024];
+    char tier[32];
+    int credits;          /* items this process may hold (default 8) */
+} stage_args_t;
+
+/* extra_fn(ctx, flag, value) handles a program-specific flag: returns 1 when it took
+ * the flag and its value, 2 when it took the flag alone (a switch), 0 when unknown. */
+typedef int (*stage_extra_fn)(void *ctx, const char *flag, const char *value);
+
+/* Parse argv. Prints usage and exits 0 on --help; exits 2 with a one-line reason on an
+ * unknown or incomplete flag. `usage` describes the program (first line) and its extra
+ * flags. */
+void stage_args_parse(stage_args_t *a, int argc, char **argv, const char *usage,
+                      stage_extra_fn extra_fn, void *extra_ctx);
+
+/* SIGINT/SIGTERM set this flag (installed by stage_install_signals). */
+extern volatile sig_atomic_t stage_stop_flag;
+void stage_install_signals(void);
+
+/* A DEALER connection to the broker or the batcher, with hello and heartbeats. */
+typedef struct stage_conn stage_conn_t;
+
+/* Connect to endpoint and say hello: role ("worker", "source", "batcher", "consumer"),
+ * the process id and tier, and the credits it grants. Extra hello fields can be set
+ * on `hello` (may be NULL; ownership taken). Returns NULL with err on failure. */
+stage_conn_t *stage_conn_new(void *zctx, const char *endpoint, const char *role,
+                             const char *id, const char *tier, int credits,
+                             proto_msg_t *hello, char *err, size_t errlen);
+void stage_conn_destroy(stage_conn_t **self_p);
+void *stage_conn_socket(stage_conn_t *self);
+/* Send a message (takes ownership); records the time for heartbeats. */
+int stage_conn_send(stage_conn_t *self, proto_msg_t **msg_p);
+/* Send a heartbeat when nothing was sent for heartbeat_ms. */
+void stage_conn_heartbeat(stage_conn_t *self);
+/* Send CREDIT n. */
+int stage_conn_credit(stage_conn_t *self, int n);
+
+/* Heartbeat period (ms): every process sends something at least this often. */
+#define STAGE_HEARTBEAT_MS 500
+
+typedef int (*stage_work_fn)(void *ctx, proto_msg_t *msg, char *err, size_t errlen);
+
+/* The worker loop: connect to a.ctl as a worker of a.tier, take samples, call fn,
+ * answer each with the processed sample (@hop + 1) or a REJECT, heartbeat, report
+ * stats, stop on CONTROL "stop" or a signal. Returns the exit code for main. */
+int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx);
+
+/* Make a REJECT answering `sample`: same task and ids, "seq", "stage" (the tier) and
+ * "reason". The caller owns the result. */
+proto_msg_t *stage_make_reject(const proto_msg_t *sample, const char *stage,
+                               const char *reason);
+
+#endif
