@@ -1,0 +1,225 @@
+/* graph.c: see graph.h. Every stage is an argv list: the plan's `program` when given
+ * (the user's own binary), else the built-in ofa-<stage> beside launch. Common flags
+ * (--id, --ctl, --plan, --stats, --run-dir) are appended after the plan's argv. */
+#include "graph.h"
+#include "util.h"
+
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_ARGS 64
+
+typedef struct {
+    char *argv[MAX_ARGS + 1];
+    int n;
+    char store[MAX_ARGS][1024];
+} s_argv_t;
+
+static void s_arg(s_argv_t *a, const char *s) {
+    OFA_ASSERT(a->n < MAX_ARGS);
+    snprintf(a->store[a->n], sizeof a->store[a->n], "%s", s);
+    a->argv[a->n] = a->store[a->n];
+    a->n++;
+    a->argv[a->n] = NULL;
+}
+
+/* Start an argv with the stage's program: the plan's argv list, or bin_dir/ofa-NAME. */
+static void s_program(s_argv_t *a, const plan_t *plan, const graph_env_t *env,
+                      const char *stage) {
+    a->n = 0;
+    a->argv[0] = NULL;
+    const plan_stage_t *st = plan_stage(plan, stage);
+    if (st && st->program && st->nprogram > 0) {
+        /* A bare built-in name runs the copy beside launch, not whatever PATH finds. */
+        char built[1400];
+        snprintf(built, sizeof built, "%s/%s", env->bin_dir, st->program[0]);
+        if (!strchr(st->program[0], '/') && access(built, X_OK) == 0) {
+            s_arg(a, built);
+            for (int i = 1; i < st->nprogram; i++)
+                s_arg(a, st->program[i]);
+            return;
+        }
+        for (int i = 0; i < st->nprogram; i++)
+            s_arg(a, st->program[i]);
+        return;
+    }
+    char path[1400];
+    snprintf(path, sizeof path, "%s/ofa-%s", env->bin_dir, stage);
+    s_arg(a, path);
+}
+
+static void s_common(s_argv_t *a, const graph_env_t *env, const char *id) {
+    char buf[1200];
+    s_arg(a, "--id");
+    s_arg(a, id);
+    s_arg(a, "--plan");
+    snprintf(buf, sizeof buf, "%s/plan.resolved.conf", env->run_dir);
+    s_arg(a, buf);
+    s_arg(a, "--stats");
+    s_arg(a, env->stats_ep);
+    s_arg(a, "--run-dir");
+    s_arg(a, env->run_dir);
+}
+
+int graph_tiers(const plan_t *plan, const char **tiers, int max) {
+    int n = 0;
+    for (int t = 0; t < plan->ntasks; t++) {
+        const taskplan_t *tp = plan->tasks[t].plan;
+        for (int i = 0; i < tp->ntiers; i++) {
+            int seen = 0;
+            for (int j = 0; j < n; j++)
+                seen |= strcmp(tiers[j], tp->tiers[i]) == 0;
+            if (!seen && n < max)
+                tiers[n++] = tp->tiers[i];
+        }
+    }
+    return n;
+}
+
+static int s_workers(const plan_t *plan, const char *stage, int dflt) {
+    const plan_stage_t *st = plan_stage(plan, stage);
+    return st && st->workers > 0 ? st->workers : dflt;
+}
+
+static int s_credits(const plan_t *plan, const char *stage) {
+    const plan_stage_t *st = plan_stage(plan, stage);
+    return st && st->credits > 0 ? st->credits : 0;
+}
+
+int graph_build(const plan_t *plan, const graph_env_t *env, proctab_t *procs,
+                char *err, size_t errlen) {
+    s_argv_t a;
+    char buf[64];
+
+    s_program(&a, plan, env, "broker");
+    s_common(&a, env, "broker");
+    s_arg(&a, "--bind");
+    s_arg(&a, env->broker_ep);
+    proctab_add(procs, "broker", "broker", PROC_CRITICAL, a.argv);
+
+    s_program(&a, plan, env, "batcher");
+    s_common(&a, env, "batcher");
+    s_arg(&a, "--ctl");
+    s_arg(&a, env->broker_ep);
+    s_arg(&a, "--out");
+    s_arg(&a, env->batches_ep);
+    proctab_add(procs, "batcher", "batcher", PROC_CRITICAL, a.argv);
+
+    const char *tiers[16];
+    int ntiers = graph_tiers(plan, tiers, 16);
+    for (int t = 0; t < ntiers; t++) {
+        int n = s_workers(plan, tiers[t], 1);
+        for (int w = 0; w < n; w++) {
+            char id[64];
+            snprintf(id, sizeof id, "%s.%d", tiers[t], w);
+            s_program(&a, plan, env, tiers[t]);
+            s_common(&a, env, id);
+            s_arg(&a, "--ctl");
+            s_arg(&a, env->broker_ep);
+            s_arg(&a, "--tier");
+            s_arg(&a, tiers[t]);
+            int credits = s_credits(plan, tiers[t]);
+            if (credits > 0) {
+                snprintf(buf, sizeof buf, "%d", credits);
+                s_arg(&a, "--credits");
+                s_arg(&a, buf);
+            }
+            proctab_add(procs, id, tiers[t], PROC_WORKER, a.argv);
+        }
+    }
+
+    s_program(&a, plan, env, "source");
+    s_common(&a, env, "source");
+    s_arg(&a, "--ctl");
+    s_arg(&a, env->broker_ep);
+    proctab_add(procs, "source", "source", PROC_CRITICAL, a.argv);
+
+    const char *consumer = plan->trainer.consumer ? plan->trainer.consumer : "trainer";
+    if (strcmp(consumer, "sink") == 0) {
+        char out[1200];
+        s_program(&a, plan, env, "sink");
+        s_common(&a, env, "sink");
+        s_arg(&a, "--in");
+        s_arg(&a, env->batches_ep);
+        s_arg(&a, "--out");
+        snprintf(out, sizeof out, "%s/delivered.tsv", env->run_dir);
+        s_arg(&a, out);
+        proctab_add(procs, "sink", "sink", PROC_CONSUMER, a.argv);
+    } else if (strcmp(consumer, "trainer") == 0) {
+        int world = plan->trainer.ranks > 0 ? plan->trainer.ranks : 1;
+        for (int r = 0; r < world; r++) {
+            char id[64], rank[16], ws[16];
+            snprintf(id, sizeof id, "trainer.%d", r);
+            snprintf(rank, sizeof rank, "%d", r);
+            snprintf(ws, sizeof ws, "%d", world);
+            s_program(&a, plan, env, "trainer");
+            s_common(&a, env, id);
+            s_arg(&a, "--in");
+            s_arg(&a, env->batches_ep);
+            s_arg(&a, "--rank");
+            s_arg(&a, rank);
+            s_arg(&a, "--world");
+            s_arg(&a, ws);
+            if (env->resume)
+                s_arg(&a, "--resume");
+            proctab_add(procs, id, "trainer", PROC_CONSUMER, a.argv);
+        }
+    } else {
+        return util_err(err, errlen, "trainer.consumer: unknown consumer '%s'", consumer);
+    }
+    return 0;
+}
+
+int graph_write_dot(const plan_t *plan, proctab_t *procs, const char *path,
+                    char *err, size_t errlen) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    fprintf(f, "digraph \"%s\" {\n  rankdir=LR;\n  node [shape=box];\n", plan->name);
+    const char *tiers[16];
+    int ntiers = graph_tiers(plan, tiers, 16);
+    for (int i = 0; i < proctab_count(procs); i++) {
+        proc_t *p = proctab_get(procs, i);
+        fprintf(f, "  \"%s\" [label=\"%s\\n%s\"];\n", p->name, p->name, p->argv[0]);
+    }
+    fprintf(f, "  \"source\" -> \"broker\";\n");
+    for (int i = 0; i < proctab_count(procs); i++) {
+        proc_t *p = proctab_get(procs, i);
+        if (p->role == PROC_WORKER)
+            fprintf(f, "  \"broker\" -> \"%s\" [dir=both];\n", p->name);
+        if (p->role == PROC_CONSUMER)
+            fprintf(f, "  \"batcher\" -> \"%s\";\n", p->name);
+    }
+    fprintf(f, "  \"broker\" -> \"batcher\";\n");
+    /* Per task, the route its samples take through the tiers. */
+    for (int t = 0; t < plan->ntasks; t++)
+        fprintf(f, "  // task %s: source -> %s -> batcher\n", plan->tasks[t].name,
+                plan->tasks[t].plan->route);
+    (void)ntiers;
+    fprintf(f, "}\n");
+    fclose(f);
+    int rc = util_write_file_atomic(path, buf, len, err, errlen);
+    free(buf);
+    return rc;
+}
+
+void graph_print(const plan_t *plan, proctab_t *procs, FILE *out) {
+    fprintf(out, "plan %s: %d task(s), model %s, consumer %s\n", plan->name, plan->ntasks,
+            plan->model.size, plan->trainer.consumer);
+    fprintf(out, "processes:\n");
+    for (int i = 0; i < proctab_count(procs); i++) {
+        proc_t *p = proctab_get(procs, i);
+        fprintf(out, "  %-12s", p->name);
+        for (char **a = p->argv; *a; a++)
+            fprintf(out, " %s", *a);
+        fprintf(out, "\n");
+    }
+    for (int t = 0; t < plan->ntasks; t++) {
+        char *r = taskplan_render(plan->tasks[t].plan, plan->tasks[t].name);
+        fprintf(out, "%s", r);
+        free(r);
+        char why[512];
+        if (taskplan_runnable(plan->tasks[t].plan, why, sizeof why) != 0)
+            fprintf(out, "  (a real run refuses this task: %s)\n", why);
+    }
+}

@@ -1,0 +1,38 @@
+/* statsdb.h: what launch knows of every process's counters. The supervisor feeds it the
+ * key/value pairs of each stats message (the latest message of a process replaces its
+ * earlier one: counters are cumulative), and at the end writes stages.json (per process)
+ * and summary.json (per task: read, delivered, rejected, lost, redispatched,
+ * duplicates_dropped, summed over the processes that count them). */
+#ifndef OFA_LAUNCH_STATSDB_H
+#define OFA_LAUNCH_STATSDB_H
+
+#include <stddef.h>
+
+typedef struct statsdb statsdb_t;
+
+statsdb_t *statsdb_new(void);
+void statsdb_destroy(statsdb_t **self_p);
+
+/* Start a new snapshot of process `proc` (its previous values are dropped) and record
+ * its tier and role. Then statsdb_put() each counter. */
+void statsdb_begin(statsdb_t *self, const char *proc, const char *tier);
+void statsdb_put(statsdb_t *self, const char *proc, const char *key, double value);
+/* Attach a string (e.g. node name, step id) to the process's record. */
+void statsdb_put_str(statsdb_t *self, const char *proc, const char *key, const char *value);
+
+/* Sum of `key` over all processes (0 when absent). */
+double statsdb_sum(const statsdb_t *self, const char *key);
+
+/* Sum over the current incarnations AND the final snapshots of processes that were
+ * replaced (a restarted worker starts counting from zero). statsdb_retire() moves a
+ * process's snapshot into that history when it exits. */
+void statsdb_retire(statsdb_t *self, const char *proc);
+
+/* Write stages.json: {"processes": {name: {"tier": .., counters...}}}. */
+int statsdb_write_stages(const statsdb_t *self, const char *path, char *err, size_t errlen);
+
+/* Write summary.json for the given task names. */
+int statsdb_write_summary(const statsdb_t *self, const char *const *tasks, int n_tasks,
+                          const char *path, char *err, size_t errlen);
+
+#endif
