@@ -276,6 +276,7 @@ Test(trainer, evaluates_closed_set_and_text_tasks) {
     snprintf(p, sizeof p, "%s/eval.json", s_dir);
     char *text = util_read_file(p, &len, err, sizeof err);
     cr_assert_not_null(text, "%s", err);
+    cr_log_info("eval.json: %s", text);
     /* The closed set {stop, go, wait} is learnt perfectly; the most frequent answer
      * gets at most 3/8 (the baseline). */
     cr_assert(strstr(text, "\"cls\": {\"metric\": \"accuracy\", \"value\": 1,"), "%s", text);
@@ -337,4 +338,50 @@ Test(trainer, missing_bpe_file_is_a_setup_error) {
     cr_assert_null(trainer_new(plan, &o, err, sizeof err));
     cr_assert(strstr(err, "/nonexistent/bpe.bin"), "%s", err);
     plan_destroy(&plan);
+}
+
+/* Train on one copy batch until it is memorised, then evaluate that batch: greedy and
+ * beam search must reproduce the targets (exact match 1). */
+static void s_memorise(const char *extra, const char *want) {
+    plan_t *plan = s_plan(extra);
+    trainer_t *tr = s_trainer(plan, 0);
+    char err[512];
+    sbatch_t s;
+    s_copy_batch(&s, 0);
+    for (int i = 0; i < 120; i++) {
+        s.b.step = i;
+        cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0, "%s", err);
+    }
+    s.b.step = 120, s.b.valid = 1;
+    size_t o = 0;
+    for (int r = 0; r < 4; r++) {
+        o += snprintf(s.refs + o, sizeof s.refs - o, "%s", r ? "\n" : "");
+        for (int i = 0; i < 4; i++)
+            s.refs[o++] = (char)(s.src_tok[r * 8 + 1 + i] - TOK_BYTE0);
+        s.refs[o] = 0;
+    }
+    s.b.refs = s.refs;
+    cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(trainer_finish(tr, err, sizeof err), 0, "%s", err);
+    cr_log_info("final loss %g", trainer_last_loss(tr));
+    trainer_destroy(&tr);
+    plan_destroy(&plan);
+    char p[512];
+    size_t len;
+    snprintf(p, sizeof p, "%s/eval.json", s_dir);
+    char *text = util_read_file(p, &len, err, sizeof err);
+    cr_assert_not_null(text, "%s", err);
+    cr_log_info("eval.json: %s", text);
+    cr_assert(strstr(text, want), "%s", text);
+    free(text);
+}
+
+Test(trainer, greedy_reproduces_a_memorised_batch) {
+    s_memorise("max_steps = 120; beam = 1;",
+               "\"copy\": {\"metric\": \"exact_match\", \"value\": 1,");
+}
+
+Test(trainer, beam_reproduces_a_memorised_batch) {
+    s_memorise("max_steps = 120; beam = 3;",
+               "\"copy\": {\"metric\": \"exact_match\", \"value\": 1,");
 }

@@ -53,7 +53,15 @@ int tgen_rows(tmodel_t *model, const tok_bpe_t *bpe, const tgen_cfg_t *cfg,
         max_rows = n * o.beam;
     else if (cfg->gen == GEN_CLOSED_SET)
         max_rows = n * gen_trie_width(cfg->trie);
-    int max_len = p + 1 + (cfg->gen == GEN_CLOSED_SET ? gen_trie_depth(cfg->trie) : o.max_len);
+    /* Tokens the decoder is fed: the prompt's first p, then one per search step (the
+     * prompt's last token or <s>, then every generated token but the last). */
+    int max_len = p + (cfg->gen == GEN_CLOSED_SET ? gen_trie_depth(cfg->trie)
+                       : cfg->gen == GEN_BOX ? 4 : o.max_len);
+    if (max_len > cfg->max_tgt_len) {
+        free(first);
+        return util_err(err, errlen, "decoder prompt (%d tokens) and answer (%d) exceed the "
+                        "model's %d target positions", p, max_len - p, cfg->max_tgt_len);
+    }
     gen_step_i st;
     gen_hyp_t *h = util_calloc(n, sizeof(gen_hyp_t));
     int32_t *tok = util_malloc(sizeof(int32_t) * n);
