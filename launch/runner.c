@@ -36,7 +36,6 @@ static void s_on_exit(void *ctx, proc_t *p) {
     s_run_t *run = ctx;
     char how[128];
     proctab_describe_status(p->last_status, how, sizeof how);
-    statsdb_retire(run->db, p->name);
     if (p->role == PROC_CONSUMER) {
         if (p->exited_ok) {
             run->consumers_left--;

@@ -17,8 +17,7 @@ typedef struct {
     char tier[32];
     s_kv_t *kv;
     int n, cap;
-    int retired;   /* 1: a past incarnation; counted in sums, listed under its name */
-    int serial;
+    long pid;      /* the incarnation: a restarted process gets a record of its own */
 } s_rec_t;
 
 struct statsdb {
@@ -47,9 +46,10 @@ void statsdb_destroy(statsdb_t **self_p) {
     *self_p = NULL;
 }
 
-static s_rec_t *s_find(statsdb_t *self, const char *proc, int create) {
-    for (int i = 0; i < self->n; i++)
-        if (!self->recs[i].retired && strcmp(self->recs[i].name, proc) == 0)
+/* The record of (proc, pid); pid < 0 finds the newest incarnation of proc. */
+static s_rec_t *s_find(statsdb_t *self, const char *proc, long pid, int create) {
+    for (int i = self->n - 1; i >= 0; i--)
+        if (strcmp(self->recs[i].name, proc) == 0 && (pid < 0 || self->recs[i].pid == pid))
             return &self->recs[i];
     if (!create)
         return NULL;
@@ -60,11 +60,12 @@ static s_rec_t *s_find(statsdb_t *self, const char *proc, int create) {
     s_rec_t *r = &self->recs[self->n++];
     memset(r, 0, sizeof *r);
     snprintf(r->name, sizeof r->name, "%s", proc);
+    r->pid = pid;
     return r;
 }
 
-void statsdb_begin(statsdb_t *self, const char *proc, const char *tier) {
-    s_rec_t *r = s_find(self, proc, 1);
+void statsdb_begin(statsdb_t *self, const char *proc, long pid, const char *tier) {
+    s_rec_t *r = s_find(self, proc, pid, 1);
     s_rec_clear(r);
     if (tier && *tier)
         snprintf(r->tier, sizeof r->tier, "%s", tier);
@@ -85,28 +86,16 @@ static s_kv_t *s_slot(s_rec_t *r, const char *key) {
 }
 
 void statsdb_put(statsdb_t *self, const char *proc, const char *key, double value) {
-    s_kv_t *kv = s_slot(s_find(self, proc, 1), key);
+    s_kv_t *kv = s_slot(s_find(self, proc, -1, 1), key);
     free(kv->str);
     kv->str = NULL;
     kv->value = value;
 }
 
 void statsdb_put_str(statsdb_t *self, const char *proc, const char *key, const char *value) {
-    s_kv_t *kv = s_slot(s_find(self, proc, 1), key);
+    s_kv_t *kv = s_slot(s_find(self, proc, -1, 1), key);
     free(kv->str);
     kv->str = util_strdup(value);
-}
-
-void statsdb_retire(statsdb_t *self, const char *proc) {
-    s_rec_t *r = s_find(self, proc, 0);
-    if (!r)
-        return;
-    int serial = 0;
-    for (int i = 0; i < self->n; i++)
-        if (self->recs[i].retired && strcmp(self->recs[i].name, proc) == 0)
-            serial++;
-    r->retired = 1;
-    r->serial = serial + 1;
 }
 
 double statsdb_sum(const statsdb_t *self, const char *key) {
@@ -149,13 +138,15 @@ int statsdb_write_stages(const statsdb_t *self, const char *path, char *err, siz
     fprintf(f, "{\"processes\": {");
     for (int i = 0; i < self->n; i++) {
         const s_rec_t *r = &self->recs[i];
+        /* The newest incarnation goes under the process name, earlier ones (crashed and
+         * restarted) under name#pid. */
         char name[96];
-        if (r->retired)
-            snprintf(name, sizeof name, "%s#%d", r->name, r->serial);
-        else
+        if (s_find((statsdb_t *)self, r->name, -1, 0) == r)
             snprintf(name, sizeof name, "%s", r->name);
-        fprintf(f, "%s\n  \"%s\": {\"tier\": \"%s\", \"retired\": %s", i ? "," : "", name,
-                r->tier, r->retired ? "true" : "false");
+        else
+            snprintf(name, sizeof name, "%s#%ld", r->name, r->pid);
+        fprintf(f, "%s\n  \"%s\": {\"tier\": \"%s\", \"pid\": %ld", i ? "," : "", name,
+                r->tier, r->pid);
         for (int j = 0; j < r->n; j++) {
             fprintf(f, ", \"%s\": ", r->kv[j].key);
             s_write_value(f, &r->kv[j]);

@@ -13,20 +13,17 @@ typedef struct statsdb statsdb_t;
 statsdb_t *statsdb_new(void);
 void statsdb_destroy(statsdb_t **self_p);
 
-/* Start a new snapshot of process `proc` (its previous values are dropped) and record
- * its tier and role. Then statsdb_put() each counter. */
-void statsdb_begin(statsdb_t *self, const char *proc, const char *tier);
+/* Start a new snapshot of process `proc` with process id `pid` (the previous snapshot of
+ * the same incarnation is dropped: counters are cumulative) and record its tier. Then
+ * statsdb_put() each counter. A restarted worker has a new pid, so the counts of its
+ * earlier incarnations stay in the sums. */
+void statsdb_begin(statsdb_t *self, const char *proc, long pid, const char *tier);
 void statsdb_put(statsdb_t *self, const char *proc, const char *key, double value);
 /* Attach a string (e.g. node name, step id) to the process's record. */
 void statsdb_put_str(statsdb_t *self, const char *proc, const char *key, const char *value);
 
-/* Sum of `key` over all processes (0 when absent). */
+/* Sum of `key` over all processes and all their incarnations (0 when absent). */
 double statsdb_sum(const statsdb_t *self, const char *key);
-
-/* Sum over the current incarnations AND the final snapshots of processes that were
- * replaced (a restarted worker starts counting from zero). statsdb_retire() moves a
- * process's snapshot into that history when it exits. */
-void statsdb_retire(statsdb_t *self, const char *proc);
 
 /* Write stages.json: {"processes": {name: {"tier": .., counters...}}}. */
 int statsdb_write_stages(const statsdb_t *self, const char *path, char *err, size_t errlen);

@@ -24,10 +24,11 @@ int statsrx_drain(void *socket, statsdb_t *db) {
             proto_msg_destroy(&m);
             continue;
         }
-        statsdb_begin(db, proc, proto_msg_get_str(m, "tier"));
+        statsdb_begin(db, proc, (long)proto_msg_get_int(m, "pid", 0), proto_msg_get_str(m, "tier"));
         for (int i = 0; i < proto_msg_n_fields(m); i++) {
             const proto_field_t *f = proto_msg_field(m, i);
-            if (strcmp(f->key, "proc") == 0 || strcmp(f->key, "tier") == 0)
+            if (strcmp(f->key, "proc") == 0 || strcmp(f->key, "tier") == 0 ||
+                strcmp(f->key, "pid") == 0)
                 continue;
             if (f->type == PV_INT)
                 statsdb_put(db, proc, f->key, (double)f->i);
