@@ -12,6 +12,7 @@
 #include "bpe.h"
 #include "ckpt.h"
 #include "planfile.h"
+#include "tokenize.h"
 #include "trainer.h"
 #include "util.h"
 
@@ -107,29 +108,47 @@ static void s_copy_batch(sbatch_t *s, int64_t step) {
     }
 }
 
-static int s_enc(const char *w, int32_t *out) {
-    int n = 0;
-    for (const char *c = w; *c; c++)
-        out[n++] = TOK_BYTE0 + (unsigned char)*c;
-    return n;
-}
-
-/* Closed-set batch: question colour -> answer word, 4 rows cycling through 3 pairs. */
+/* Closed-set batch: question colour -> answer word, 4 rows cycling through 3 pairs,
+ * built by the tokenize tier's library from the task plan exactly as the pipeline (and
+ * ofa-infer) builds samples: " red" with its leading space, <s> ... </s>. */
 static const char *s_q[3] = {"red", "green", "amber"}, *s_a[3] = {"stop", "go", "wait"};
 
-static void s_cls_batch(sbatch_t *s, int64_t step, int valid) {
+static void s_cls_batch(sbatch_t *s, const plan_t *plan, int64_t step, int valid) {
     s_init(s, "cls", step, 4, 8, 6);
     s->b.valid = valid;
+    char err[512], p[512];
+    snprintf(p, sizeof p, "%s/bpe.bin", s_dir);
+    tok_bpe_t *bpe = tok_bpe_load(p, err, sizeof err);
+    cr_assert_not_null(bpe, "%s", err);
+    tok_opts_t to = {.no_masking = true};
+    tok_ctx_t *tc = tok_ctx_new(plan_task(plan, "cls")->plan, bpe, &to, err, sizeof err);
+    cr_assert_not_null(tc, "%s", err);
     size_t o = 0;
     for (int r = 0; r < 4; r++) {
         int k = (int)((step + r) % 3);
-        int32_t q[8], a[8];
-        int nq = s_enc(s_q[k], q), na = s_enc(s_a[k], a);
-        s_row(s, r, q, nq, a, na);
-        o += snprintf(s->refs + o, sizeof s->refs - o, "%s%s", r ? "\n" : "", s_a[k]);
+        tok_value_t v[2] = {{.column = "q", .text = s_q[k], .len = strlen(s_q[k])},
+                            {.column = "ans", .text = s_a[k], .len = strlen(s_a[k])}};
+        tok_sample_t smp = {.id = (uint64_t)r, .values = v, .nvalues = 2};
+        tok_result_t res;
+        cr_assert_eq(tok_build(tc, &smp, &res, err, sizeof err), 0, "%s", err);
+        cr_assert_leq(res.src_len, 8);
+        cr_assert_leq(res.tgt_len, 6);
+        for (int i = 0; i < 8; i++) {
+            s->src_tok[r * 8 + i] = i < res.src_len ? res.src_tok[i] : TOK_PAD;
+            s->src_mod[r * 8 + i] = i < res.src_len ? res.src_mod[i] : 0;
+        }
+        for (int i = 0; i < 6; i++) {
+            s->tgt_in[r * 6 + i] = i < res.tgt_len ? res.tgt_in[i] : TOK_PAD;
+            s->tgt_out[r * 6 + i] = i < res.tgt_len ? res.tgt_out[i] : TOK_PAD;
+        }
+        s->src_len[r] = res.src_len;
+        s->tgt_len[r] = res.tgt_len;
+        o += snprintf(s->refs + o, sizeof s->refs - o, "%s%s", r ? "\n" : "", res.ref);
     }
     if (valid)
         s->b.refs = s->refs;
+    tok_ctx_destroy(&tc);
+    tok_bpe_destroy(&bpe);
 }
 
 static trainer_t *s_trainer(const plan_t *plan, int resume) {
@@ -238,22 +257,22 @@ Test(trainer, resume_continues_exactly) {
 }
 
 Test(trainer, evaluates_closed_set_and_text_tasks) {
-    plan_t *plan = s_plan("max_steps = 150; max_gen_len = 8;");
+    plan_t *plan = s_plan("max_steps = 300; max_gen_len = 8;");
     trainer_t *tr = s_trainer(plan, 0);
     char err[512];
     sbatch_t s;
-    for (int i = 0; i < 150; i++) {
+    for (int i = 0; i < 300; i++) {
         if (i % 2)
-            s_cls_batch(&s, i, 0);
+            s_cls_batch(&s, plan, i, 0);
         else
             s_copy_batch(&s, i % 8);   /* a few copy batches, repeated */
         s.b.step = i;
         cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0, "%s", err);
     }
     /* Validation: the three questions, and two copy batches seen in training. */
-    s_cls_batch(&s, 1000, 1);
+    s_cls_batch(&s, plan, 1000, 1);
     cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0, "%s", err);
-    s_cls_batch(&s, 1001, 1);
+    s_cls_batch(&s, plan, 1001, 1);
     cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0, "%s", err);
     s_copy_batch(&s, 0);
     s.b.step = 1002, s.b.valid = 1;
@@ -281,19 +300,44 @@ Test(trainer, evaluates_closed_set_and_text_tasks) {
      * gets at most 3/8 (the baseline). */
     cr_assert(strstr(text, "\"cls\": {\"metric\": \"accuracy\", \"value\": 1,"), "%s", text);
     cr_assert(strstr(text, "\"copy\": {\"metric\": \"exact_match\""), "%s", text);
-    cr_assert(strstr(text, "\"n\": 8, \"step\": 150"), "%s", text);
+    cr_assert(strstr(text, "\"n\": 8, \"step\": 300"), "%s", text);
     free(text);
     /* The final checkpoint carries the closed set and the plan. */
-    snprintf(p, sizeof p, "%s/checkpoints/ckpt-00000150.safetensors", s_dir);
+    snprintf(p, sizeof p, "%s/checkpoints/ckpt-00000300.safetensors", s_dir);
     ckpt_file_t *f = ckpt_file_open(p, err, sizeof err);
     cr_assert_not_null(f, "%s", err);
     const ckpt_tensor_t *cs = ckpt_file_find(f, "meta.closed_set.cls");
     cr_assert_not_null(cs);
-    cr_assert_eq(cs->nbytes / 4, 4 + 1 + 2 + 1 + 4 + 1, "go, stop, wait with -1 after each");
+    cr_assert_eq(cs->nbytes / 4, 5 + 1 + 3 + 1 + 5 + 1, "' go', ' stop', ' wait' with -1 after each");
     cr_assert_not_null(ckpt_file_find(f, "meta.bpe"));
     cr_assert(strstr(ckpt_file_meta(f, "plan"), "closed_set"));
     cr_assert_str_eq(ckpt_file_meta(f, "format"), "ofa-ckpt");
     ckpt_file_destroy(&f);
+
+    /* ofa-infer answers from this one file: by task name, and by the instruction. */
+    char cmd[2048], out[256];
+    const char *q[3] = {"red", "green", "amber"}, *want[3] = {"stop", "go", "wait"};
+    for (int k = 0; k < 3; k++) {
+        if (k < 2)
+            snprintf(cmd, sizeof cmd, "%s/bin/ofa-infer '%s' --task cls --input q=%s", OFA_BINARY_DIR, p, q[k]);
+        else
+            snprintf(cmd, sizeof cmd, "%s/bin/ofa-infer '%s' --instruction '[TEXT:q] -> [TEXT:ans,closed_set]' "
+                     "--input q=%s", OFA_BINARY_DIR, p, q[k]);
+        FILE *pp = popen(cmd, "r");
+        cr_assert_not_null(pp);
+        out[0] = 0;
+        cr_assert_not_null(fgets(out, sizeof out, pp), "no output from: %s", cmd);
+        cr_assert_eq(pclose(pp), 0, "%s failed", cmd);
+        out[strcspn(out, "\n")] = 0;
+        cr_assert_str_eq(out, want[k], "%s", cmd);
+    }
+    /* Bad invocations: a clear message and a non-zero status. */
+    snprintf(cmd, sizeof cmd, "%s/bin/ofa-infer '%s' --task nope --input q=red 2>/dev/null", OFA_BINARY_DIR, p);
+    cr_assert_neq(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s/bin/ofa-infer '%s' --task cls 2>/dev/null", OFA_BINARY_DIR, p);
+    cr_assert_neq(system(cmd), 0, "missing --input accepted");
+    snprintf(cmd, sizeof cmd, "%s/bin/ofa-infer %s/bpe.bin --task cls --input q=red 2>/dev/null", OFA_BINARY_DIR, s_dir);
+    cr_assert_neq(system(cmd), 0, "a non-checkpoint accepted");
 }
 
 Test(trainer, malformed_batches_are_refused_not_fatal) {
