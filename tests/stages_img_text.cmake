@@ -1,6 +1,6 @@
 # Tests of the image, text (BPE) and tokenize stages' libraries and programs.
 if(TARGET ofaimg)
-  ofa_add_test(test_imgproc SOURCES test_imgproc.c LIBS ofaimgtask LABELS unit TIMEOUT 120)
+  ofa_add_test(test_imgproc SOURCES test_imgproc.c LIBS ofaimgstage LABELS unit TIMEOUT 120)
 endif()
 if(TARGET ofatext)
   ofa_add_test(test_bpe SOURCES test_bpe.c LIBS ofatext LABELS unit TIMEOUT 120)

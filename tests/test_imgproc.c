@@ -371,3 +371,86 @@ Test(imgproc, task_columns_and_run) {
     img_ctx_destroy(&ctx);
     taskplan_destroy(&tp);
 }
+
+/* ---- imgstage: the worker's transform on a real message ---- */
+#include "imgstage.h"
+
+static const char *s_plan_text =
+    "name = \"t\";\n"
+    "tasks = (\n"
+    "  { name = \"caption\"; instruction = \"[IMAGE:img] what does the image describe? -> "
+    "[TEXT:cap]\";\n"
+    "    train = [\"x.tsv\"]; format = \"tsv\"; columns = [\"id\", \"img\", \"cap\"]; },\n"
+    "  { name = \"qa\"; instruction = \"[IMAGE:photo,image_size=32,patch=8] [TEXT:q] -> "
+    "[TEXT:a]\";\n"
+    "    train = [\"y.tsv\"]; format = \"tsv\"; columns = [\"id\", \"photo\", \"q\", \"a\"]; }\n"
+    ");\n"
+    "model = { size = \"nano\"; };\n";
+
+TestSuite(imgstage);
+
+Test(imgstage, replaces_bytes_by_patches_and_rejects_with_column) {
+    char err[1024];
+    plan_t *plan = plan_load_string(s_plan_text, "test.conf", "/tmp", err, sizeof err);
+    cr_assert(plan, "%s", err);
+    imgstage_t *st = imgstage_new(plan, IMG_FIT_RESIZE, NULL);
+    cr_assert(st);
+    size_t len;
+    uint8_t *jpg = s_read("messi_640.jpg", &len);
+    proto_msg_t *m = proto_msg_new(PROTO_SAMPLE, "caption");
+    proto_msg_add_id(m, 42);
+    proto_msg_set_bin(m, "img", jpg, len);
+    proto_msg_set_str(m, "cap", "a man");
+    cr_assert_eq(imgstage_process(st, m, err, sizeof err), 0, "%s", err);
+    int S = plan->tasks[0].image_size, P = plan->tasks[0].patch;
+    const proto_field_t *f = proto_msg_get_tensor(m, "img", PROTO_U8);
+    cr_assert(f, "img is not a u8 tensor");
+    cr_assert_eq(f->ndim, 2);
+    cr_assert_eq(f->shape[0], (S / P) * (S / P));
+    cr_assert_eq(f->shape[1], P * P * 3);
+    cr_assert_eq(proto_msg_get_int(m, "img.grid", -1), S / P);
+    cr_assert_eq(proto_msg_get_int(m, "img.width", -1), 640);
+    cr_assert_eq(proto_msg_get_int(m, "img.height", -1), 480);
+    cr_assert_str_eq(proto_msg_get_str(m, "cap"), "a man");
+    /* Same pixels as the library gives directly. */
+    img_ctx_t *ctx = img_ctx_new(NULL);
+    uint8_t *want = util_malloc((size_t)S * S * 3);
+    int grid;
+    cr_assert_eq(img_process(ctx, jpg, len, IMG_FIT_RESIZE, S, P, want, &grid, NULL, err,
+                             sizeof err), 0);
+    cr_assert(memcmp(f->data, want, (size_t)S * S * 3) == 0);
+    proto_msg_destroy(&m);
+
+    /* The second task: its own column name and slot size. */
+    m = proto_msg_new(PROTO_SAMPLE, "qa");
+    proto_msg_set_bin(m, "photo", jpg, len);
+    cr_assert_eq(imgstage_process(st, m, err, sizeof err), 0, "%s", err);
+    f = proto_msg_get_tensor(m, "photo", PROTO_U8);
+    cr_assert(f && f->shape[0] == 16 && f->shape[1] == 8 * 8 * 3);
+    cr_assert_eq(proto_msg_get_int(m, "photo.grid", -1), 4);
+    proto_msg_destroy(&m);
+
+    /* Rejects name the column (or the task) and the reason. */
+    m = proto_msg_new(PROTO_SAMPLE, "caption");
+    proto_msg_set_bin(m, "img", jpg, len / 3);
+    cr_assert_eq(imgstage_process(st, m, err, sizeof err), -1);
+    cr_assert(strstr(err, "column img: ") == err && strstr(err, "truncated"), "%s", err);
+    proto_msg_remove(m, "img");
+    cr_assert_eq(imgstage_process(st, m, err, sizeof err), -1);
+    cr_assert_str_eq(err, "column img: missing from the sample");
+    proto_msg_set_int(m, "img", 3);
+    cr_assert_eq(imgstage_process(st, m, err, sizeof err), -1);
+    cr_assert(strstr(err, "column img"), "%s", err);
+    proto_msg_set_task(m, "nope");
+    cr_assert_eq(imgstage_process(st, m, err, sizeof err), -1);
+    cr_assert(strstr(err, "unknown task 'nope'"), "%s", err);
+    proto_msg_destroy(&m);
+    uint64_t ns, ni;
+    imgstage_counts(st, &ns, &ni);
+    cr_assert(ns == 2 && ni == 2, "%lu %lu", (unsigned long)ns, (unsigned long)ni);
+    free(want);
+    free(jpg);
+    img_ctx_destroy(&ctx);
+    imgstage_destroy(&st);
+    plan_destroy(&plan);
+}
