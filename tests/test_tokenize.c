@@ -438,3 +438,135 @@ Test(tokenize, presets_accepted_or_refused_with_reason) {
     }
     tok_bpe_destroy(&bpe);
 }
+
+/* ---- tokstage: the worker's transform on real messages, after the image tier ---- */
+#include "imgstage.h"
+#include "tokstage.h"
+
+static const char *s_plan_text =
+    "name = \"t\";\nseed = 3;\n"
+    "tasks = (\n"
+    "  { name = \"vqa\"; instruction = \"[IMAGE:photo] [TEXT:q] -> [TEXT:a]\";\n"
+    "    train = [\"y.tsv\"]; format = \"tsv\"; columns = [\"id\", \"photo\", \"q\", \"a\"]; },\n"
+    "  { name = \"ground\"; instruction = \"[IMAGE:img] which region does the text \\\" "
+    "[TEXT:text] \\\" describe? -> [BOX:box]\";\n"
+    "    train = [\"z.tsv\"]; format = \"tsv\"; columns = [\"id\", \"img\", \"text\", \"box\"]; },\n"
+    "  { name = \"infill\"; instruction = \"what is the complete text of \\\" "
+    "[TEXT:s,mask_ratio=0.5] \\\"? -> [TEXT:s]\";\n"
+    "    train = [\"w.tsv\"]; format = \"tsv\"; columns = [\"id\", \"s\"]; },\n"
+    "  { name = \"det\"; instruction = \"[IMAGE:img] what are the objects in the image? -> "
+    "( [BOX] [TEXT])*\";\n"
+    "    train = [\"v.tsv\"]; format = \"tsv\"; columns = [\"id\", \"img\"]; }\n"
+    ");\n"
+    "model = { size = \"nano\"; };\n";
+
+static void s_warn(void *arg, const char *task, const char *reason) {
+    (*(int *)arg)++;
+    cr_log_info("task %s refused: %s", task, reason);
+}
+
+static uint8_t *s_photo(size_t *len) {
+    char err[256];
+    uint8_t *b = (uint8_t *)util_read_file(OFA_SOURCE_DIR "/tests/data/images/fruits_640.jpg",
+                                           len, err, sizeof err);
+    cr_assert(b, "%s", err);
+    return b;
+}
+
+Test(tokstage, image_then_tokenize_on_messages) {
+    char err[1024];
+    plan_t *plan = plan_load_string(s_plan_text, "t.conf", "/tmp", err, sizeof err);
+    cr_assert(plan, "%s", err);
+    tok_bpe_t *bpe = s_bpe();
+    int refused = 0;
+    imgstage_t *is = imgstage_new(plan, IMG_FIT_RESIZE, NULL);
+    tokstage_t *ts = tokstage_new(plan, bpe, s_warn, &refused);
+    cr_assert_eq(refused, 1, "the detection task is refused up front");
+    size_t len;
+    uint8_t *jpg = s_photo(&len);
+
+    proto_msg_t *m = proto_msg_new(PROTO_SAMPLE, "vqa");
+    proto_msg_add_id(m, 7);
+    proto_msg_set_str(m, "split", "train");
+    proto_msg_set_bin(m, "photo", jpg, len);
+    proto_msg_set_str(m, "q", "what is in the image?");
+    proto_msg_set_str(m, "a", "a dog");
+    /* Tokenize before the image tier: rejected, naming the column. */
+    cr_assert_eq(tokstage_process(ts, m, err, sizeof err), -1);
+    cr_assert(strstr(err, "column photo"), "%s", err);
+    cr_assert_eq(imgstage_process(is, m, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(tokstage_process(ts, m, err, sizeof err), 0, "%s", err);
+    const proto_field_t *img = proto_msg_get_tensor(m, "img", PROTO_U8);
+    cr_assert(img, "image not renamed to img");
+    cr_assert_null(proto_msg_get(m, "photo"));
+    int np = (int)img->shape[0];
+    cr_assert_eq(proto_msg_get_int(m, "img.grid", -1), plan->tasks[0].image_size /
+                                                           plan->tasks[0].patch);
+    cr_assert_eq(proto_msg_get_int(m, "img.width", -1), 640);
+    const proto_field_t *st = proto_msg_get_tensor(m, "src_tok", PROTO_I32);
+    const proto_field_t *sm = proto_msg_get_tensor(m, "src_mod", PROTO_U8);
+    const proto_field_t *ti = proto_msg_get_tensor(m, "tgt_in", PROTO_I32);
+    const proto_field_t *to = proto_msg_get_tensor(m, "tgt_out", PROTO_I32);
+    cr_assert(st && sm && ti && to);
+    cr_assert_eq(st->shape[0], sm->shape[0]);
+    cr_assert_eq(ti->shape[0], to->shape[0]);
+    int nimg = 0;
+    for (int i = 0; i < st->shape[0]; i++)
+        if (((uint8_t *)sm->data)[i] == MOD_IMAGE) {
+            nimg++;
+            cr_assert_eq(((int32_t *)st->data)[i], TOK_PAD);
+        }
+    cr_assert_eq(nimg, np);
+    cr_assert_str_eq(proto_msg_get_str(m, "ref"), "a dog");
+    cr_assert_eq(((int32_t *)to->data)[to->shape[0] - 1], TOK_EOS);
+    proto_msg_destroy(&m);
+
+    /* Grounding: the box in source pixels becomes bins with the size ofa-image passed. */
+    m = proto_msg_new(PROTO_SAMPLE, "ground");
+    proto_msg_add_id(m, 8);
+    proto_msg_set_bin(m, "img", jpg, len);
+    proto_msg_set_str(m, "text", "the orange");
+    proto_msg_set_str(m, "box", "64,48,320,240");
+    cr_assert_eq(imgstage_process(is, m, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(tokstage_process(ts, m, err, sizeof err), 0, "%s", err);
+    to = proto_msg_get_tensor(m, "tgt_out", PROTO_I32);
+    int b0 = tok_bpe_bin0(bpe);
+    int want[4] = {100, 100, 500, 500};   /* round(64/640*999) = 100 ... 320/640 -> 500 */
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(((int32_t *)to->data)[i], b0 + want[i], "bin %d", i);
+    proto_msg_destroy(&m);
+
+    /* Masking on train samples only. */
+    const char *text = "a man riding a horse on the beach while two dogs playing in the snow";
+    int masks[2];
+    for (int v = 0; v < 2; v++) {
+        m = proto_msg_new(PROTO_SAMPLE, "infill");
+        proto_msg_add_id(m, 9);
+        proto_msg_set_str(m, "split", v ? "valid" : "train");
+        proto_msg_set_str(m, "s", text);
+        cr_assert_eq(tokstage_process(ts, m, err, sizeof err), 0, "%s", err);
+        st = proto_msg_get_tensor(m, "src_tok", PROTO_I32);
+        masks[v] = 0;
+        for (int i = 0; i < st->shape[0]; i++)
+            masks[v] += ((int32_t *)st->data)[i] == TOK_MASK;
+        cr_assert_eq(proto_msg_get_int(m, "tok.masked", -1) > 0, v == 0);
+        proto_msg_destroy(&m);
+    }
+    cr_assert(masks[0] > 0 && masks[1] == 0, "train %d masks, valid %d", masks[0], masks[1]);
+
+    /* The refused task's samples are rejected with its reason; unknown tasks too. */
+    m = proto_msg_new(PROTO_SAMPLE, "det");
+    proto_msg_add_id(m, 10);
+    cr_assert_eq(tokstage_process(ts, m, err, sizeof err), -1);
+    cr_assert(strstr(err, "task det: "), "%s", err);
+    proto_msg_set_task(m, "zzz");
+    cr_assert_eq(tokstage_process(ts, m, err, sizeof err), -1);
+    cr_assert(strstr(err, "unknown task"), "%s", err);
+    proto_msg_destroy(&m);
+
+    free(jpg);
+    tokstage_destroy(&ts);
+    imgstage_destroy(&is);
+    tok_bpe_destroy(&bpe);
+    plan_destroy(&plan);
+}

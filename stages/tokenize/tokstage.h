@@ -1,0 +1,37 @@
+/* tokstage.h: the tokenize tier's work on one sample message, without sockets.
+ *
+ * For the sample's task (and the template taskplan_pick_template picks for its id) it
+ * reads every column the plan names: text-like columns as str (or bin) fields; IMAGE
+ * columns as the u8 patch tensors the image tier made, with "<col>.width"/".height";
+ * AUDIO/VIDEO/MOTION columns as tensors whose first dimension is the positions. It then
+ * adds, as the shared contracts say:
+ *     "src_tok" i32 (S), "src_mod" u8 (S), "tgt_in" i32 (T), "tgt_out" i32 (T),
+ *     "ref" str, and the image tensor under "img" with "img.grid" (renamed from its
+ *     column; "img.width"/"img.height" follow it),
+ * plus ints "tok.src_cut", "tok.tgt_cut", "tok.masked" (what the truncation rule and
+ * masking did). Masking and noise are applied to "train" samples only (field "split").
+ * The raw text columns are left in the message.
+ *
+ * A task the tokenizer cannot serve (tok_ctx_new refused it) has every sample rejected
+ * with that reason; tokstage_new reports such tasks through its warning callback. */
+#ifndef OFA_TOKSTAGE_H
+#define OFA_TOKSTAGE_H
+
+#include "planfile.h"
+#include "proto.h"
+#include "tokenize.h"
+
+typedef struct tokstage_t tokstage_t;
+
+/* plan and bpe are borrowed (bpe is used by this stage only: its cache mutates).
+ * warn(arg, task, reason) is called for each task that cannot be tokenized (may be
+ * NULL). The caller owns the result. */
+tokstage_t *tokstage_new(const plan_t *plan, tok_bpe_t *bpe,
+                         void (*warn)(void *arg, const char *task, const char *reason),
+                         void *warn_arg);
+void tokstage_destroy(tokstage_t **self_p);
+
+/* Transforms msg in place; 0, or -1 with err naming the column or task. */
+int tokstage_process(tokstage_t *self, proto_msg_t *msg, char *err, size_t errlen);
+
+#endif
