@@ -153,22 +153,28 @@ int32_t *teval_targets_flat(teval_t *self, const char *task, int64_t *n) {
     return flat;
 }
 
-int teval_load_flat(teval_t *self, const char *task, const int32_t *flat, int64_t n,
+int teval_load_flat(teval_t *self, const char *task, const void *flat_bytes, int64_t n,
                     char *err, size_t errlen) {
+    /* The tensor may sit at any byte offset of a file: copy it to aligned memory. */
+    int32_t *flat = util_malloc(sizeof(int32_t) * (n ? n : 1));
+    memcpy(flat, flat_bytes, sizeof(int32_t) * n);
     int64_t start = 0;
-    for (int64_t i = 0; i < n; i++) {
+    int rc = 0;
+    for (int64_t i = 0; i < n && rc == 0; i++) {
         if (flat[i] == -1) {
             if (i == start)
-                return util_err(err, errlen, "closed set of %s: empty answer at %lld", task, (long long)i);
-            teval_add_target(self, task, flat + start, (int)(i - start));
+                rc = util_err(err, errlen, "closed set of %s: empty answer at %lld", task, (long long)i);
+            else
+                teval_add_target(self, task, flat + start, (int)(i - start));
             start = i + 1;
         } else if (flat[i] < 0) {
-            return util_err(err, errlen, "closed set of %s: bad token %d at %lld", task, flat[i], (long long)i);
+            rc = util_err(err, errlen, "closed set of %s: bad token %d at %lld", task, flat[i], (long long)i);
         }
     }
-    if (start != n)
-        return util_err(err, errlen, "closed set of %s: last answer is not terminated by -1", task);
-    return 0;
+    if (rc == 0 && start != n)
+        rc = util_err(err, errlen, "closed set of %s: last answer is not terminated by -1", task);
+    free(flat);
+    return rc;
 }
 
 void teval_add_result(teval_t *self, const char *task, const char *hyp, const char *ref) {

@@ -42,8 +42,9 @@ const int32_t *teval_target(teval_t *self, const char *task, int i, int *n);
 gen_trie_t *teval_trie(teval_t *self, const char *task, char *err, size_t errlen);
 /* Flattened for the checkpoint: each sequence followed by -1. Caller frees. */
 int32_t *teval_targets_flat(teval_t *self, const char *task, int64_t *n);
-/* The inverse of teval_targets_flat (checkpoint -> sets). Returns 0 or -1 with err. */
-int teval_load_flat(teval_t *self, const char *task, const int32_t *flat, int64_t n,
+/* The inverse of teval_targets_flat (checkpoint -> sets): n int32 values at flat (any
+ * alignment). Returns 0 or -1 with err. */
+int teval_load_flat(teval_t *self, const char *task, const void *flat, int64_t n,
                     char *err, size_t errlen);
 
 /* Record one evaluated validation sample (strings copied). */

@@ -150,7 +150,8 @@ void tmodel_param(tmodel_t *self, int i, tmodel_param_t *out) {
     memset(out, 0, sizeof *out);
     out->name = self->names[i];   /* model_param gives a copy: keep ours */
     out->ndim = p.ndim;
-    for (int d = 0; d < p.ndim && d < 4; d++)
+    OFA_ASSERT(p.ndim >= 0 && p.ndim <= (int)(sizeof p.shape / sizeof p.shape[0]));
+    for (int d = 0; d < p.ndim; d++)
         out->shape[d] = p.shape[d];
     out->numel = p.numel;
     out->w = self->hw + p.offset;

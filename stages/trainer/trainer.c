@@ -208,8 +208,6 @@ int trainer_checkpoint(trainer_t *self, char *err, size_t errlen) {
         v[i] = pm.v;
     }
     int k = n;
-    t[k++] = (ckpt_tensor_t){.name = "meta.bpe", .dtype = CKPT_U8, .ndim = 1,
-                             .shape = {(int64_t)self->bpe_len}, .data = self->bpe_bytes};
     char (*csname)[160] = util_calloc(ncs + 1, sizeof *csname);
     int32_t **flat = util_calloc(ncs + 1, sizeof(int32_t *));
     int c = 0;
@@ -223,6 +221,9 @@ int trainer_checkpoint(trainer_t *self, char *err, size_t errlen) {
                                  .data = flat[c]};
         c++;
     }
+    /* The BPE bytes go last: every tensor before it keeps 4-byte alignment. */
+    t[k++] = (ckpt_tensor_t){.name = "meta.bpe", .dtype = CKPT_U8, .ndim = 1,
+                             .shape = {(int64_t)self->bpe_len}, .data = self->bpe_bytes};
     char *plan_text = plan_resolved_text(self->plan);
     char sstep[32], svocab[32];
     snprintf(sstep, sizeof sstep, "%lld", (long long)self->step);
