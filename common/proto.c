@@ -397,6 +397,25 @@ void *proto_encode_bytes(const proto_msg_t *self, size_t *len) {
     return sb.data;   /* msgpack_sbuffer's buffer is malloc'd: the caller frees it */
 }
 
+proto_msg_t *proto_msg_clone(const proto_msg_t *self) {
+    proto_msg_t *c = proto_msg_new(self->kind, self->task);
+    proto_msg_set_op(c, self->op);
+    proto_msg_set_ids(c, self->ids, self->n_ids);
+    for (int i = 0; i < self->n_fields; i++) {
+        const proto_field_t *f = &self->fields[i];
+        switch (f->type) {
+        case PV_INT: proto_msg_set_int(c, f->key, f->i); break;
+        case PV_FLOAT: proto_msg_set_float(c, f->key, f->f); break;
+        case PV_STR: proto_msg_set_str(c, f->key, f->data); break;
+        case PV_BIN: proto_msg_set_bin(c, f->key, f->data, f->len); break;
+        case PV_TENSOR:
+            proto_msg_set_tensor(c, f->key, f->dtype, f->ndim, f->shape, f->data);
+            break;
+        }
+    }
+    return c;
+}
+
 static void s_free_cb(void *data, void *hint) {
     (void)hint;
     free(data);

@@ -160,6 +160,10 @@ proto_msg_t *proto_recv(void *socket, void *ident, size_t *identlen, int flags,
 proto_msg_t *proto_decode_frames(const void *const *bufs, const size_t *lens, int n,
                                  char *err, size_t errlen);
 
+/* A deep copy (every field's data copied; the copy holds no frames or mappings).
+ * The caller owns the result. */
+proto_msg_t *proto_msg_clone(const proto_msg_t *self);
+
 /* Encode with every field inline into one malloc'd buffer (the caller frees it). */
 void *proto_encode_bytes(const proto_msg_t *self, size_t *len);
 
