@@ -9,5 +9,10 @@ if(TARGET ofatext)
   endif()
 endif()
 if(TARGET ofatok)
-  ofa_add_test(test_tokenize SOURCES test_tokenize.c LIBS ofatokstage ofaimgstage LABELS unit TIMEOUT 120)
+  # test_tokenize also runs ofa-image and ofa-tokenize over ZeroMQ.
+  ofa_add_test(test_tokenize SOURCES test_tokenize.c LIBS ofatokstage ofaimgstage
+               LABELS unit TIMEOUT 120)
+  if(TARGET test_tokenize AND TARGET ofa-image AND TARGET ofa-tokenize)
+    add_dependencies(test_tokenize ofa-image ofa-tokenize)
+  endif()
 endif()

@@ -570,3 +570,148 @@ Test(tokstage, image_then_tokenize_on_messages) {
     tok_bpe_destroy(&bpe);
     plan_destroy(&plan);
 }
+
+/* ---- the two programs over ZeroMQ, with this test as the broker ---- */
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
+
+static pid_t s_spawn(char *const argv[], const char *log) {
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        FILE *f = freopen(log, "w", stderr);
+        (void)f;
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Next non-heartbeat message on the ROUTER within timeout_ms; ident/identlen filled. */
+static proto_msg_t *s_next(void *router, uint8_t *ident, size_t *identlen, int timeout_ms) {
+    double end = util_now() + timeout_ms / 1000.0;
+    char err[256];
+    while (util_now() < end) {
+        zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 50);
+        proto_msg_t *m = proto_recv(router, ident, identlen, ZMQ_DONTWAIT, err, sizeof err);
+        if (!m)
+            continue;
+        if (proto_msg_kind(m) == PROTO_CONTROL && !strcmp(proto_msg_op(m), "heartbeat")) {
+            proto_msg_destroy(&m);
+            continue;
+        }
+        return m;
+    }
+    return NULL;
+}
+
+Test(workers, image_and_tokenize_programs_over_zeromq, .timeout = 60) {
+    char dir[] = "/tmp/test_workers_XXXXXX", path[256], ep[300], stats[300], err[512];
+    cr_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/plan.conf", dir);
+    cr_assert_eq(util_write_file_atomic(path, s_plan_text, strlen(s_plan_text), err,
+                                        sizeof err), 0, "%s", err);
+    tok_bpe_t *bpe = s_bpe();
+    char bpe_path[300];
+    snprintf(bpe_path, sizeof bpe_path, "%s/bpe.bin", dir);
+    cr_assert_eq(tok_bpe_save(bpe, bpe_path, err, sizeof err), 0, "%s", err);
+    snprintf(ep, sizeof ep, "ipc://%s/broker.sock", dir);
+    snprintf(stats, sizeof stats, "ipc://%s/stats.sock", dir);
+    void *zctx = zmq_ctx_new();
+    void *router = zmq_socket(zctx, ZMQ_ROUTER);
+    cr_assert_eq(zmq_bind(router, ep), 0);
+
+    char img_bin[300], tok_bin[300], log1[300], log2[300];
+    snprintf(img_bin, sizeof img_bin, "%s/bin/ofa-image", OFA_BINARY_DIR);
+    snprintf(tok_bin, sizeof tok_bin, "%s/bin/ofa-tokenize", OFA_BINARY_DIR);
+    snprintf(log1, sizeof log1, "%s/image.log", dir);
+    snprintf(log2, sizeof log2, "%s/tokenize.log", dir);
+    char *a1[] = {img_bin, "--id", "image.0", "--ctl", ep, "--plan", path, "--stats", stats,
+                  "--tier", "image", "--credits", "4", NULL};
+    char *a2[] = {tok_bin, "--id", "tokenize.0", "--ctl", ep, "--plan", path, "--stats", stats,
+                  "--tier", "tokenize", "--run-dir", dir, NULL};
+    pid_t p1 = s_spawn(a1, log1), p2 = s_spawn(a2, log2);
+
+    /* Both say hello; remember who is who. */
+    uint8_t id_img[256], id_tok[256], ident[256];
+    size_t l_img = 0, l_tok = 0, l;
+    for (int k = 0; k < 2; k++) {
+        proto_msg_t *h = s_next(router, ident, &l, 10000);
+        cr_assert(h, "no hello from the workers (see %s, %s)", log1, log2);
+        cr_assert_str_eq(proto_msg_op(h), "hello");
+        const char *tier = proto_msg_get_str(h, "tier");
+        cr_assert(tier);
+        if (!strcmp(tier, "image"))
+            memcpy(id_img, ident, l_img = l);
+        else
+            memcpy(id_tok, ident, l_tok = l);
+        proto_msg_destroy(&h);
+    }
+    cr_assert(l_img && l_tok);
+
+    size_t len;
+    uint8_t *jpg = s_photo(&len);
+    proto_msg_t *m = proto_msg_new(PROTO_SAMPLE, "vqa");
+    proto_msg_add_id(m, 11);
+    proto_msg_set_str(m, "@route", "image,tokenize");
+    proto_msg_set_int(m, "@hop", 0);
+    proto_msg_set_str(m, "split", "train");
+    proto_msg_set_bin(m, "photo", jpg, len);
+    proto_msg_set_str(m, "q", "what is in the image?");
+    proto_msg_set_str(m, "a", "fruits");
+    cr_assert_eq(proto_send(router, id_img, l_img, &m, 0), 0);
+    m = s_next(router, ident, &l, 10000);
+    cr_assert(m, "no answer from ofa-image");
+    cr_assert_eq(proto_msg_kind(m), PROTO_SAMPLE, "%s: %s", proto_kind_name(proto_msg_kind(m)),
+                 proto_msg_get_str(m, "reason") ? proto_msg_get_str(m, "reason") : "");
+    cr_assert_eq(proto_msg_get_int(m, "@hop", -1), 1);
+    cr_assert(proto_msg_get_tensor(m, "photo", PROTO_U8));
+    cr_assert_eq(proto_send(router, id_tok, l_tok, &m, 0), 0);
+    m = s_next(router, ident, &l, 10000);
+    cr_assert(m, "no answer from ofa-tokenize");
+    cr_assert_eq(proto_msg_kind(m), PROTO_SAMPLE, "%s",
+                 proto_msg_get_str(m, "reason") ? proto_msg_get_str(m, "reason") : "");
+    cr_assert_eq(proto_msg_get_int(m, "@hop", -1), 2);
+    cr_assert(proto_msg_get_tensor(m, "src_tok", PROTO_I32));
+    cr_assert(proto_msg_get_tensor(m, "img", PROTO_U8));
+    cr_assert_str_eq(proto_msg_get_str(m, "ref"), "fruits");
+    proto_msg_destroy(&m);
+
+    /* A truncated JPEG comes back as a REJECT naming the column. */
+    m = proto_msg_new(PROTO_SAMPLE, "vqa");
+    proto_msg_add_id(m, 12);
+    proto_msg_set_int(m, "seq", 5);
+    proto_msg_set_bin(m, "photo", jpg, len / 2);
+    cr_assert_eq(proto_send(router, id_img, l_img, &m, 0), 0);
+    m = s_next(router, ident, &l, 10000);
+    cr_assert(m);
+    cr_assert_eq(proto_msg_kind(m), PROTO_REJECT);
+    cr_assert_eq(proto_msg_ids(m)[0], 12);
+    const char *reason = proto_msg_get_str(m, "reason");
+    cr_assert(reason && strstr(reason, "column photo: "), "%s", reason ? reason : "(none)");
+    proto_msg_destroy(&m);
+
+    /* Stop: both exit 0. */
+    proto_msg_t *stop = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(stop, "stop");
+    cr_assert_eq(proto_send(router, id_img, l_img, &stop, 0), 0);
+    stop = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(stop, "stop");
+    cr_assert_eq(proto_send(router, id_tok, l_tok, &stop, 0), 0);
+    int st1, st2;
+    cr_assert_eq(waitpid(p1, &st1, 0), p1);
+    cr_assert_eq(waitpid(p2, &st2, 0), p2);
+    cr_assert(WIFEXITED(st1) && WEXITSTATUS(st1) == 0, "ofa-image status %d", st1);
+    cr_assert(WIFEXITED(st2) && WEXITSTATUS(st2) == 0, "ofa-tokenize status %d", st2);
+
+    free(jpg);
+    tok_bpe_destroy(&bpe);
+    zmq_close(router);
+    zmq_ctx_term(zctx);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
