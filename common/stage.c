@@ -167,6 +167,8 @@ proto_msg_t *stage_make_reject(const proto_msg_t *sample, const char *stage,
     proto_msg_set_ids(r, proto_msg_ids(sample), proto_msg_n_ids(sample));
     proto_msg_set_int(r, "seq", proto_msg_get_int(sample, "seq", -1));
     proto_msg_set_int(r, "row", proto_msg_get_int(sample, "row", -1));
+    proto_msg_set_int(r, "slot", proto_msg_get_int(sample, "slot", -1));
+    proto_msg_set_int(r, "epoch", proto_msg_get_int(sample, "epoch", 0));
     const char *split = proto_msg_get_str(sample, "split");
     if (split)
         proto_msg_set_str(r, "split", split);

@@ -76,8 +76,8 @@ typedef int (*stage_work_fn)(void *ctx, proto_msg_t *msg, char *err, size_t errl
  * stats, stop on CONTROL "stop" or a signal. Returns the exit code for main. */
 int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx);
 
-/* Make a REJECT answering `sample`: same task and ids, "seq", "stage" (the tier) and
- * "reason". The caller owns the result. */
+/* Make a REJECT answering `sample`: same task and ids, "seq", "slot", "row", "epoch",
+ * "split", "stage" (the tier) and "reason". The caller owns the result. */
 proto_msg_t *stage_make_reject(const proto_msg_t *sample, const char *stage,
                                const char *reason);
 

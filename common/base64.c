@@ -1,0 +1,74 @@
+/* base64.c: see base64.h. */
+#include "base64.h"
+#include "util.h"
+
+#include <string.h>
+
+static int s_val(unsigned char c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+' || c == '-') return 62;
+    if (c == '/' || c == '_') return 63;
+    return -1;
+}
+
+uint8_t *base64_decode(const char *s, size_t len, size_t *outlen, char *err, size_t errlen) {
+    /* Padding: up to two '=' at the very end only. */
+    size_t n = len;
+    int pad = 0;
+    while (n > 0 && s[n - 1] == '=' && pad < 2) {
+        n--;
+        pad++;
+    }
+    if (n % 4 == 1) {
+        util_err(err, errlen, "base64: %zu characters cannot be a whole number of bytes", n);
+        return NULL;
+    }
+    if (pad && (n + (size_t)pad) % 4 != 0) {
+        util_err(err, errlen, "base64: padding at offset %zu does not end a 4-character group",
+                 n);
+        return NULL;
+    }
+    uint8_t *out = util_malloc(n / 4 * 3 + 3);
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = s_val((unsigned char)s[i]);
+        if (v < 0) {
+            unsigned char c = (unsigned char)s[i];
+            if (c >= 0x20 && c < 0x7f)
+                util_err(err, errlen, "base64: bad character '%c' at offset %zu", c, i);
+            else
+                util_err(err, errlen, "base64: bad byte 0x%02x at offset %zu", c, i);
+            free(out);
+            return NULL;
+        }
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    *outlen = o;
+    return out;
+}
+
+char *base64_encode(const uint8_t *data, size_t len) {
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *out = util_malloc((len + 2) / 3 * 4 + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)data[i] << 16;
+        if (i + 1 < len) v |= (uint32_t)data[i + 1] << 8;
+        if (i + 2 < len) v |= data[i + 2];
+        out[o++] = tab[(v >> 18) & 63];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = i + 1 < len ? tab[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < len ? tab[v & 63] : '=';
+    }
+    out[o] = 0;
+    return out;
+}
