@@ -225,6 +225,16 @@ Test(tokenize, infilling_masks_deterministically) {
         differs |= r.src_len != n1 || memcmp(r.src_tok, first, n1 * sizeof(int32_t)) != 0;
     }
     cr_assert(differs);
+    /* Another epoch of the same sample: other masks (for at least one of 5 epochs). */
+    s.id = 77;
+    differs = false;
+    for (int e = 1; e < 6; e++) {
+        s.epoch = e;
+        cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), 0);
+        differs |= r.src_len != n1 || memcmp(r.src_tok, first, n1 * sizeof(int32_t)) != 0;
+    }
+    cr_assert(differs, "masks do not change with the epoch");
+    s.epoch = 0;
     tok_ctx_destroy(&ctx);
     /* Evaluation turns masking off. */
     tok_opts_t o = {.max_src_len = 256, .max_tgt_len = 64, .seed = 1, .no_masking = true};

@@ -472,6 +472,7 @@ int tok_build(tok_ctx_t *self, const tok_sample_t *sample, tok_result_t *out, ch
     if (self->ref_cap)
         self->ref[0] = 0;
     util_rng_t rng = {.s = self->opts.seed * 0x9e3779b97f4a7c15ULL ^ sample->id};
+    rng.s ^= util_rng_next(&rng) * (uint64_t)(sample->epoch + 1);
     util_rng_next(&rng);
 
     if (s_side(self, tm, tm->src, tm->nsrc, false, sample, &rng, out, err, errlen) != 0)

@@ -20,7 +20,8 @@
  *    (text infilling as BART/OFA: spans with Poisson(3) lengths, ~r of the slot's tokens
  *    in all, each span replaced by one <mask>); noise_ratio=r replaces ~r of the tokens
  *    by random BPE tokens (on a target slot: in tgt_in only, the labels stay clean).
- *    Masking and noise are a pure function of (seed, sample id).
+ *    Masking and noise are a pure function of (seed, sample id, epoch), so each epoch
+ *    sees other masks of the same sentence, yet a rerun sees the same ones.
  *
  * TRUNCATION RULE (max_src_len / max_tgt_len): only the tokens of text slot values
  * (TEXT, CATEGORY, STRUCT; after max_length and masking) are ever cut, from the end of
@@ -66,6 +67,7 @@ typedef struct {
     uint64_t id;
     const tok_value_t *values;
     int nvalues;
+    int epoch;           /* masking/noise differ per epoch (0 when unknown) */
 } tok_sample_t;
 
 typedef struct {

@@ -114,7 +114,8 @@ int tokstage_process(tokstage_t *self, proto_msg_t *msg, char *err, size_t errle
             v->height = (int)s_get_int(msg, col->name, "height");
         }
     }
-    tok_sample_t sample = {.id = proto_msg_ids(msg)[0], .values = self->vals, .nvalues = nv};
+    tok_sample_t sample = {.id = proto_msg_ids(msg)[0], .values = self->vals, .nvalues = nv,
+                           .epoch = (int)proto_msg_get_int(msg, "epoch", 0)};
     tok_result_t r;
     if (tok_build(train ? st->train : st->eval, &sample, &r, err, errlen) != 0)
         return -1;
