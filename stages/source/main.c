@@ -1,0 +1,85 @@
+/* ofa-source: emits the plan's rows (source.h) to the broker, as many as the broker's
+ * credits allow, then the end of data; then idles (heartbeats) until launch stops it. */
+#include "source.h"
+#include "stage.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+int main(int argc, char **argv) {
+    stage_args_t a;
+    stage_args_parse(&a, argc, argv,
+                     "usage: ofa-source --ctl BROKER --plan PLAN [common flags]\n"
+                     "Reads every task's train and valid rows and sends them to the broker.",
+                     NULL, NULL);
+    char err[65536];
+    plan_t *plan = plan_load(a.plan, err, sizeof err);
+    if (!plan)
+        util_fatal("launch passes the resolved plan with --plan", "%s", err);
+    source_t *src = source_new(plan, err, sizeof err);
+    if (!src)
+        util_fatal("build the datasets with `launch data NAME`", "%s", err);
+    stage_install_signals();
+    void *zctx = zmq_ctx_new();
+    stats_t *st = stats_new(zctx, a.stats, a.id, "source");
+    stage_conn_t *conn = stage_conn_new(zctx, a.ctl, "source", a.id, "source", 0, NULL, err,
+                                        sizeof err);
+    if (!conn)
+        util_fatal("is the broker running?", "%s", err);
+    void *sock = stage_conn_socket(conn);
+    long credits = 0;
+    int finished = 0;
+    double busy = 0;
+    while (!stage_stop_flag) {
+        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 100) < 0 && errno != EINTR)
+            break;
+        for (;;) {
+            proto_msg_t *m = proto_recv(sock, NULL, NULL, ZMQ_DONTWAIT, err, sizeof err);
+            if (!m) {
+                if (err[0])
+                    fprintf(stderr, "ofa-source: dropped a malformed message: %s\n", err);
+                break;
+            }
+            if (proto_msg_kind(m) == PROTO_CREDIT)
+                credits += proto_msg_get_int(m, "n", 0);
+            else if (proto_msg_kind(m) == PROTO_CONTROL && strcmp(proto_msg_op(m), "stop") == 0)
+                stage_stop_flag = SIGTERM;
+            proto_msg_destroy(&m);
+        }
+        double t0 = util_now();
+        while (credits > 0 && !finished && !stage_stop_flag) {
+            proto_msg_t *m = source_next(src);
+            if (!m) {
+                proto_msg_t *eof = proto_msg_new(PROTO_CONTROL, NULL);
+                proto_msg_set_op(eof, "eof");
+                proto_msg_set_int(eof, "count", source_emitted(src));
+                stage_conn_send(conn, &eof);
+                finished = 1;
+                fprintf(stderr, "ofa-source: all %lld rows sent\n",
+                        (long long)source_emitted(src));
+                break;
+            }
+            stats_task_add(st, proto_msg_task(m), "read", 1);
+            if (proto_msg_kind(m) == PROTO_REJECT)
+                stats_task_add(st, proto_msg_task(m), "rejected_here", 1);
+            stats_add(st, "items_out", 1);
+            stats_add(st, "bytes_out", (double)proto_msg_bytes(m));
+            stage_conn_send(conn, &m);
+            credits--;
+        }
+        busy += util_now() - t0;
+        stats_set(st, "busy_s", busy);
+        stage_conn_heartbeat(conn);
+        stats_tick(st);
+    }
+    stage_conn_destroy(&conn);
+    stats_destroy(&st);
+    zmq_ctx_term(zctx);
+    source_destroy(&src);
+    plan_destroy(&plan);
+    return 0;
+}

@@ -1,0 +1,523 @@
+/* source.c: see source.h. Files are mapped read-only and indexed by line once at
+ * start; a row is parsed only when it is emitted, so memory holds offsets, not rows. */
+#include "source.h"
+#include "base64.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct {
+    char *path;
+    char *dir;             /* folder of the file: file-path columns resolve against it */
+    const char *data;      /* mapped contents */
+    size_t len;
+} s_file_t;
+
+typedef struct {
+    int file;              /* index into files */
+    size_t off, len;       /* the line without its newline */
+    int line;              /* 1-based line number */
+} s_row_t;
+
+typedef struct {
+    s_row_t *rows;
+    int64_t n, cap;
+} s_rows_t;
+
+typedef struct {
+    s_rows_t train, valid;
+    int epoch;             /* current training epoch */
+    int64_t *order;        /* permutation of train rows for the epoch */
+    int64_t pos;           /* next position in order */
+    int done;              /* finished all epochs */
+    double weight;
+} s_task_t;
+
+struct source {
+    const plan_t *plan;
+    s_file_t *files;
+    int nfiles;
+    s_task_t *tasks;
+    util_rng_t rng;        /* task choice per slot */
+    int64_t seq, slot;
+    int cur_task;          /* task of the current slot, -1 = none */
+    int left_in_slot;
+    int phase;             /* 0 training, 1 validation, 2 done */
+    int valid_task;        /* validation: current task */
+    int64_t valid_pos;
+};
+
+uint64_t source_sample_id(int task_index, int valid, int64_t row) {
+    return ((uint64_t)task_index << 40) | (valid ? (1ull << 39) : 0) | (uint64_t)row;
+}
+
+static int s_map_file(source_t *self, const char *path, char *err, size_t errlen) {
+    for (int i = 0; i < self->nfiles; i++)
+        if (strcmp(self->files[i].path, path) == 0)
+            return i;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return util_err(err, errlen, "%s: %s", path, strerror(errno)), -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return util_err(err, errlen, "%s: %s", path, strerror(errno)), -1;
+    }
+    const char *data = "";
+    if (st.st_size > 0) {
+        data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (data == MAP_FAILED) {
+            close(fd);
+            return util_err(err, errlen, "%s: mmap: %s", path, strerror(errno)), -1;
+        }
+    }
+    close(fd);
+    self->files = util_realloc(self->files, (size_t)(self->nfiles + 1) * sizeof *self->files);
+    s_file_t *f = &self->files[self->nfiles];
+    f->path = util_strdup(path);
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    f->dir = util_strdup(dirname(tmp));
+    f->data = data;
+    f->len = (size_t)st.st_size;
+    return self->nfiles++;
+}
+
+/* Index the non-empty lines of a file (up to max rows in all; 0 = no limit). */
+static void s_index(source_t *self, int fi, s_rows_t *rows, int64_t max) {
+    const s_file_t *f = &self->files[fi];
+    size_t p = 0;
+    int line = 0;
+    while (p < f->len && (max <= 0 || rows->n < max)) {
+        const char *nl = memchr(f->data + p, '\n', f->len - p);
+        size_t end = nl ? (size_t)(nl - f->data) : f->len;
+        line++;
+        size_t e = end;
+        if (e > p && f->data[e - 1] == '\r')
+            e--;
+        if (e > p) {
+            if (rows->n == rows->cap) {
+                rows->cap = rows->cap ? rows->cap * 2 : 1024;
+                rows->rows = util_realloc(rows->rows, (size_t)rows->cap * sizeof *rows->rows);
+            }
+            rows->rows[rows->n++] = (s_row_t){fi, p, e - p, line};
+        }
+        p = end + 1;
+    }
+}
+
+static void s_shuffle(s_task_t *t, uint64_t seed, int ti) {
+    util_rng_t r = {seed ^ (0x51ed270b27e5a1c3ULL * (uint64_t)(ti + 1)) ^
+                    (0x2545f4914f6cdd1dULL * (uint64_t)(t->epoch + 1))};
+    for (int64_t i = 0; i < t->train.n; i++)
+        t->order[i] = i;
+    for (int64_t i = t->train.n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(util_rng_next(&r) % (uint64_t)(i + 1));
+        int64_t tmp = t->order[i];
+        t->order[i] = t->order[j];
+        t->order[j] = tmp;
+    }
+    t->pos = 0;
+}
+
+source_t *source_new(const plan_t *plan, char *err, size_t errlen) {
+    source_t *self = util_calloc(1, sizeof *self);
+    self->plan = plan;
+    self->tasks = util_calloc((size_t)plan->ntasks, sizeof *self->tasks);
+    self->rng.s = (uint64_t)plan->seed * 0x9e3779b97f4a7c15ULL + 12345;
+    self->cur_task = -1;
+    for (int t = 0; t < plan->ntasks; t++) {
+        const plan_task_t *pt = &plan->tasks[t];
+        s_task_t *st = &self->tasks[t];
+        st->weight = pt->weight;
+        for (int i = 0; i < pt->ntrain; i++) {
+            int fi = s_map_file(self, pt->train[i], err, errlen);
+            if (fi < 0)
+                goto fail;
+            s_index(self, fi, &st->train, pt->max_rows);
+        }
+        for (int i = 0; i < pt->nvalid; i++) {
+            int fi = s_map_file(self, pt->valid[i], err, errlen);
+            if (fi < 0)
+                goto fail;
+            s_index(self, fi, &st->valid, pt->max_rows);
+        }
+        st->order = util_malloc((size_t)(st->train.n + 1) * sizeof *st->order);
+        st->done = st->train.n == 0 || pt->epochs <= 0;
+        if (!st->done)
+            s_shuffle(st, (uint64_t)plan->seed, t);
+    }
+    return self;
+fail:
+    source_destroy(&self);
+    return NULL;
+}
+
+void source_destroy(source_t **self_p) {
+    if (!self_p || !*self_p)
+        return;
+    source_t *self = *self_p;
+    for (int i = 0; i < self->nfiles; i++) {
+        if (self->files[i].len)
+            munmap((void *)self->files[i].data, self->files[i].len);
+        free(self->files[i].path);
+        free(self->files[i].dir);
+    }
+    free(self->files);
+    if (self->tasks)
+        for (int t = 0; t < self->plan->ntasks; t++) {
+            free(self->tasks[t].train.rows);
+            free(self->tasks[t].valid.rows);
+            free(self->tasks[t].order);
+        }
+    free(self->tasks);
+    free(self);
+    *self_p = NULL;
+}
+
+int64_t source_emitted(const source_t *self) { return self->seq; }
+
+/* ---------------------------------------------------------------- row parsing */
+
+/* Split a TSV line into at most max cells (pointers into a copy the caller frees). */
+static int s_split_tsv(char *line, char **cells, int max) {
+    int n = 0;
+    char *p = line;
+    for (;;) {
+        char *tab = strchr(p, '\t');
+        if (n < max)
+            cells[n] = p;
+        n++;
+        if (!tab)
+            break;
+        *tab = 0;
+        p = tab + 1;
+    }
+    return n;
+}
+
+/* Append the UTF-8 encoding of code point cp. */
+static size_t s_utf8(char *out, unsigned cp) {
+    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    if (cp < 0x800) { out[0] = (char)(0xc0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 63)); return 2; }
+    out[0] = (char)(0xe0 | (cp >> 12));
+    out[1] = (char)(0x80 | ((cp >> 6) & 63));
+    out[2] = (char)(0x80 | (cp & 63));
+    return 3;
+}
+
+/* Parse a JSON string at *p (after the opening quote) into out (in place is fine:
+ * the output is never longer than the input). Returns 0, or -1 with err. */
+static int s_json_string(char **pp, char **out, char *err, size_t errlen) {
+    char *p = *pp, *w = p;
+    *out = w;
+    for (;;) {
+        char c = *p++;
+        if (c == 0)
+            return util_err(err, errlen, "unterminated string");
+        if (c == '"')
+            break;
+        if (c != '\\') {
+            *w++ = c;
+            continue;
+        }
+        c = *p++;
+        switch (c) {
+        case '"': case '\\': case '/': *w++ = c; break;
+        case 'n': *w++ = '\n'; break;
+        case 't': *w++ = '\t'; break;
+        case 'r': *w++ = '\r'; break;
+        case 'b': *w++ = '\b'; break;
+        case 'f': *w++ = '\f'; break;
+        case 'u': {
+            unsigned cp = 0;
+            for (int k = 0; k < 4; k++) {
+                char h = *p++;
+                int v = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                        : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+                if (v < 0)
+                    return util_err(err, errlen, "bad \\u escape");
+                cp = cp * 16 + (unsigned)v;
+            }
+            w += s_utf8(w, cp);
+            break;
+        }
+        default: return util_err(err, errlen, "bad escape '\\%c'", c ? c : '0');
+        }
+    }
+    *w = 0;
+    *pp = p;
+    return 0;
+}
+
+static char *s_skip_ws(char *p) {
+    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+        p++;
+    return p;
+}
+
+/* Parse one flat JSON object: string keys; string, number, true/false/null values
+ * (numbers and literals kept as their text). Nested values are an error. */
+static int s_parse_jsonl(char *line, char **keys, char **vals, int max, int *n, char *err,
+                         size_t errlen) {
+    char *p = s_skip_ws(line);
+    *n = 0;
+    if (*p++ != '{')
+        return util_err(err, errlen, "not a JSON object");
+    p = s_skip_ws(p);
+    if (*p == '}')
+        return 0;
+    for (;;) {
+        p = s_skip_ws(p);
+        if (*p++ != '"')
+            return util_err(err, errlen, "expected a string key");
+        char *k, *v;
+        if (s_json_string(&p, &k, err, errlen))
+            return -1;
+        p = s_skip_ws(p);
+        if (*p++ != ':')
+            return util_err(err, errlen, "expected ':' after key \"%s\"", k);
+        p = s_skip_ws(p);
+        if (*p == '"') {
+            p++;
+            if (s_json_string(&p, &v, err, errlen))
+                return -1;
+        } else if (*p == '{' || *p == '[') {
+            return util_err(err, errlen, "key \"%s\": nested values are not supported", k);
+        } else {
+            /* A number or literal: kept as its text. Terminating it in place would erase
+             * the delimiter that follows, so the delimiter is remembered in `d`. */
+            v = p;
+            while (*p && *p != ',' && *p != '}' && *p != ' ' && *p != '\t')
+                p++;
+            if (v == p)
+                return util_err(err, errlen, "key \"%s\": missing value", k);
+            char d = *p;
+            *p = 0;
+            if (d == ' ' || d == '\t') {
+                p = s_skip_ws(p + 1);
+                d = *p;
+            }
+            if (*n < max) {
+                keys[*n] = k;
+                vals[*n] = v;
+                (*n)++;
+            }
+            if (d == ',') {
+                p++;
+                continue;
+            }
+            if (d == '}')
+                break;
+            return util_err(err, errlen, "expected ',' or '}' after key \"%s\"", k);
+        }
+        if (*n < max) {
+            keys[*n] = k;
+            vals[*n] = v;
+            (*n)++;
+        }
+        p = s_skip_ws(p);
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p == '}')
+            break;
+        return util_err(err, errlen, "expected ',' or '}' after key \"%s\"", k);
+    }
+    p = s_skip_ws(p + 1);
+    if (*p)
+        return util_err(err, errlen, "trailing text after the object");
+    return 0;
+}
+
+/* Bytes of a media column: base64, or else a readable file path. */
+static uint8_t *s_media(const s_file_t *f, const char *col, const char *v, size_t *len,
+                        char *err, size_t errlen) {
+    char b64err[256];
+    uint8_t *b = base64_decode(v, strlen(v), len, b64err, sizeof b64err);
+    if (b)
+        return b;
+    if (*v && strlen(v) < 2048 && !strchr(v, '\n')) {
+        char path[4200];
+        if (v[0] == '/')
+            snprintf(path, sizeof path, "%s", v);
+        else
+            snprintf(path, sizeof path, "%s/%s", f->dir, v);
+        if (access(path, R_OK) == 0) {
+            char ferr[512];
+            char *data = util_read_file(path, len, ferr, sizeof ferr);
+            if (!data)
+                util_err(err, errlen, "column %s: %s", col, ferr);
+            return (uint8_t *)data;
+        }
+    }
+    util_err(err, errlen, "column %s: %s (and not a readable file path)", col, b64err);
+    return NULL;
+}
+
+/* Build the message for one row: a SAMPLE, or a REJECT with the reason. */
+static proto_msg_t *s_emit(source_t *self, int ti, int valid, int64_t row_ix, int epoch) {
+    const plan_task_t *pt = &self->plan->tasks[ti];
+    const s_task_t *st = &self->tasks[ti];
+    const s_row_t *row = &(valid ? st->valid.rows : st->train.rows)[row_ix];
+    const s_file_t *f = &self->files[row->file];
+    proto_msg_t *m = proto_msg_new(PROTO_SAMPLE, pt->name);
+    proto_msg_add_id(m, source_sample_id(ti, valid, row_ix));
+    proto_msg_set_int(m, "seq", self->seq++);
+    proto_msg_set_int(m, "slot", self->slot);
+    proto_msg_set_int(m, "epoch", epoch);
+    proto_msg_set_int(m, "row", row_ix);
+    proto_msg_set_str(m, "split", valid ? "valid" : "train");
+
+    char *line = util_malloc(row->len + 1);
+    memcpy(line, f->data + row->off, row->len);
+    line[row->len] = 0;
+    enum { MAXC = 64 };
+    char *keys[MAXC], *vals[MAXC];
+    int n = 0;
+    char err[600] = "", why[900];
+    int bad = 0;
+    if (strcmp(pt->format, "jsonl") == 0) {
+        if (s_parse_jsonl(line, keys, vals, MAXC, &n, err, sizeof err))
+            bad = 1;
+    } else {
+        n = s_split_tsv(line, vals, MAXC);
+        if (n != pt->ncolumns) {
+            snprintf(err, sizeof err, "row has %d columns, the plan names %d", n,
+                     pt->ncolumns);
+            bad = 1;
+        }
+    }
+    const taskplan_t *tp = pt->plan;
+    for (int c = 0; !bad && c < tp->ncolumns; c++) {
+        const char *name = tp->columns[c].name;
+        const char *v = NULL;
+        if (strcmp(pt->format, "jsonl") == 0) {
+            for (int k = 0; k < n; k++)
+                if (strcmp(keys[k], name) == 0)
+                    v = vals[k];
+        } else {
+            for (int k = 0; k < pt->ncolumns && k < n; k++)
+                if (strcmp(pt->columns[k], name) == 0)
+                    v = vals[k];
+        }
+        if (!v) {
+            snprintf(err, sizeof err, "column %s missing", name);
+            bad = 1;
+            break;
+        }
+        mod_t mod = tp->columns[c].mod;
+        if (mod == MOD_IMAGE || mod == MOD_AUDIO || mod == MOD_VIDEO || mod == MOD_MOTION) {
+            size_t len = 0;
+            uint8_t *bytes = s_media(f, name, v, &len, err, sizeof err);
+            if (!bytes) {
+                bad = 1;
+                break;
+            }
+            proto_msg_take_bin(m, name, bytes, len);
+        } else {
+            proto_msg_set_str(m, name, v);
+        }
+    }
+    free(line);
+    if (bad) {
+        snprintf(why, sizeof why, "%s:%d: %s", f->path, row->line, err);
+        proto_msg_t *r = proto_msg_new(PROTO_REJECT, pt->name);
+        proto_msg_set_ids(r, proto_msg_ids(m), 1);
+        proto_msg_set_int(r, "seq", proto_msg_get_int(m, "seq", -1));
+        proto_msg_set_int(r, "slot", self->slot);
+        proto_msg_set_int(r, "epoch", epoch);
+        proto_msg_set_int(r, "row", row_ix);
+        proto_msg_set_str(r, "split", valid ? "valid" : "train");
+        proto_msg_set_str(r, "stage", "source");
+        proto_msg_set_str(r, "reason", why);
+        proto_msg_destroy(&m);
+        return r;
+    }
+    proto_msg_set_str(m, "@route", tp->route);
+    proto_msg_set_int(m, "@hop", 0);
+    return m;
+}
+
+/* Pick the task of the next training slot, or -1 when every task is done. */
+static int s_pick_task(source_t *self) {
+    double total = 0;
+    for (int t = 0; t < self->plan->ntasks; t++)
+        if (!self->tasks[t].done)
+            total += self->tasks[t].weight;
+    if (total <= 0)
+        return -1;
+    double x = util_rng_uniform(&self->rng) * total;
+    int last = -1;
+    for (int t = 0; t < self->plan->ntasks; t++) {
+        if (self->tasks[t].done)
+            continue;
+        last = t;
+        if (x < self->tasks[t].weight)
+            return t;
+        x -= self->tasks[t].weight;
+    }
+    return last;
+}
+
+proto_msg_t *source_next(source_t *self) {
+    while (self->phase == 0) {
+        if (self->cur_task >= 0 && self->left_in_slot > 0) {
+            int ti = self->cur_task;
+            s_task_t *st = &self->tasks[ti];
+            int64_t row = st->order[st->pos++];
+            int epoch = st->epoch;
+            self->left_in_slot--;
+            if (st->pos == st->train.n) {
+                /* End of an epoch: the slot ends here too. */
+                self->left_in_slot = 0;
+                st->epoch++;
+                if (st->epoch >= self->plan->tasks[ti].epochs)
+                    st->done = 1;
+                else
+                    s_shuffle(st, (uint64_t)self->plan->seed, ti);
+            }
+            proto_msg_t *m = s_emit(self, ti, 0, row, epoch);
+            if (self->left_in_slot == 0) {
+                self->slot++;
+                self->cur_task = -1;
+            }
+            return m;
+        }
+        int t = s_pick_task(self);
+        if (t < 0) {
+            self->phase = 1;
+            break;
+        }
+        self->cur_task = t;
+        self->left_in_slot = self->plan->tasks[t].batch_size;
+    }
+    while (self->phase == 1) {
+        if (self->valid_task >= self->plan->ntasks) {
+            self->phase = 2;
+            break;
+        }
+        s_task_t *st = &self->tasks[self->valid_task];
+        if (self->valid_pos >= st->valid.n) {
+            if (self->valid_pos > 0 && self->valid_pos % self->plan->tasks[self->valid_task]
+                                               .batch_size != 0)
+                self->slot++;   /* close the task's last, partial slot */
+            self->valid_task++;
+            self->valid_pos = 0;
+            continue;
+        }
+        int64_t row = self->valid_pos++;
+        proto_msg_t *m = s_emit(self, self->valid_task, 1, row, 0);
+        if (self->valid_pos % self->plan->tasks[self->valid_task].batch_size == 0)
+            self->slot++;
+        return m;
+    }
+    return NULL;
+}

@@ -1,0 +1,48 @@
+/* source.h: reads the dataset rows of every task of a plan and emits them as sample
+ * messages in one deterministic order, which is also the order of the batches.
+ *
+ * Order (DESIGN.md, Determinism: a pure function of plan, seed and epoch):
+ *  - Training rows are cut into batch slots. For each slot the source picks a task at
+ *    random in proportion to its weight (one seeded RNG for the run), among the tasks
+ *    that still have training rows left in their epochs, and emits that task's next
+ *    batch_size rows of its current epoch (fewer at the end of an epoch: a slot never
+ *    spans two epochs). Each task's rows are shuffled per epoch with a seed made of
+ *    (plan seed, task index, epoch). A task with fewer rows simply runs out earlier;
+ *    the run's training part ends when every task finished its epochs.
+ *  - Then the validation rows of each task, in file order, in slots of batch_size.
+ * Every sample carries "seq" (its position in this order, from 0), "slot" (the batch
+ * it belongs to), "epoch", "row", "split", its route ("@route", "@hop") and the
+ * columns its task's instruction names.
+ *
+ * Rows: TSV (tab-separated, no header; columns named by the task's `columns` list) or
+ * JSONL (one flat JSON object per line). IMAGE/AUDIO/VIDEO/MOTION columns hold base64
+ * (standard or URL-safe) or, when the value is not base64, a path to a file (relative
+ * to the data file's folder) that is read. A row that cannot be read becomes a REJECT
+ * message naming file:line and column; it still takes its seq, so nothing downstream
+ * waits for it. */
+#ifndef OFA_SOURCE_H
+#define OFA_SOURCE_H
+
+#include "planfile.h"
+#include "proto.h"
+
+#include <stdint.h>
+
+typedef struct source source_t;
+
+/* Index every train/valid file of the plan. NULL + err when a file cannot be opened.
+ * The plan is borrowed and must outlive the source. The caller owns the result. */
+source_t *source_new(const plan_t *plan, char *err, size_t errlen);
+void source_destroy(source_t **self_p);
+
+/* The next message (a SAMPLE, or a REJECT for a bad row), or NULL at the end.
+ * The caller owns it. */
+proto_msg_t *source_next(source_t *self);
+
+/* Messages emitted so far (= the next seq). */
+int64_t source_emitted(const source_t *self);
+
+/* Sample id of a row: (task_index << 40) | row, bit 39 set for validation rows. */
+uint64_t source_sample_id(int task_index, int valid, int64_t row);
+
+#endif
