@@ -6,17 +6,17 @@
  *               [--credits N] [--bpe FILE] [--threads N]
  *
  * Protocol (the consumer side of the shared contracts): a DEALER connects to --in and
- * sends CONTROL op="hello" {role "trainer", id, rank, world, credits}, then CREDIT {n}
- * for the window; every BATCH received is trained (or kept for evaluation) and answered
+ * sends CONTROL op="hello" {role "consumer", tier "trainer", id, rank, world, credits},
+ * then CREDIT {n = credits} for the window; every BATCH received is trained (or kept for evaluation) and answered
  * with CREDIT {n: 1}; CONTROL op="end" ends the data: the trainer writes its final
  * checkpoint, evaluates the validation batches into RUN/eval.json, sends final stats and
  * exits 0. While it waits it sends CONTROL op="heartbeat" every 500 ms.
  *
  * SIGINT/SIGTERM: the current batch finishes, a checkpoint is written, final stats are
  * sent, exit 0. A malformed batch is counted and dropped (its credit is returned), never
- * fatal. Stats (PROTO_STATS, once a second, on --stats): items_in (batches received),
- * items_out (batches trained), bytes_in, busy_s, wait_s, queue_depth 0, and step, loss,
- * skipped, bad. */
+ * fatal. Stats (common/stats.h, about once a second and at exit): items_in (batches
+ * received), items_out (batches trained), bytes_in, busy_s, wait_s, queue_depth 0,
+ * latency per batch, task.<T>.delivered (samples), and step, loss, skipped, bad. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -26,6 +26,8 @@
 
 #include "planfile.h"
 #include "proto.h"
+#include "stage.h"
+#include "stats.h"
 #include "trainer.h"
 #include "util.h"
 
@@ -168,65 +170,25 @@ static int s_batch(const proto_msg_t *m, trainer_batch_t *b, char *err, size_t e
 }
 
 typedef struct {
-    void *in, *stats;
-    const s_args_t *a;
+    stage_conn_t *conn;
+    stats_t *stats;
     trainer_t *tr;
-    double last_sent, last_stats, t_start, wait_s;
-    int64_t items_in, bytes_in;
 } s_self_t;
 
-static void s_send(s_self_t *self, proto_msg_t *m) {
-    if (proto_send(self->in, NULL, 0, &m, 0) != 0)
-        fprintf(stderr, "%s: send to %s failed: %s\n", util_progname(), self->a->in,
-                zmq_strerror(errno));
-    self->last_sent = util_now();
-}
-
-static void s_control(s_self_t *self, const char *op) {
-    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
-    proto_msg_set_op(m, op);
-    proto_msg_set_str(m, "id", self->a->id);
-    if (!strcmp(op, "hello")) {
-        proto_msg_set_str(m, "role", "trainer");
-        proto_msg_set_int(m, "rank", self->a->rank);
-        proto_msg_set_int(m, "world", self->a->world);
-        proto_msg_set_int(m, "credits", self->a->credits);
-    }
-    s_send(self, m);
-}
-
-static void s_credit(s_self_t *self, int n) {
-    proto_msg_t *m = proto_msg_new(PROTO_CREDIT, NULL);
-    proto_msg_set_int(m, "n", n);
-    s_send(self, m);
-}
-
-static void s_stats(s_self_t *self, int final) {
-    if (!self->stats)
-        return;
+/* Cumulative counters into the stats reporter (sent about once a second). */
+static void s_stats(s_self_t *self) {
     int64_t batches, samples, skipped, bad;
     double busy;
     trainer_counters(self->tr, &batches, &samples, &skipped, &bad, &busy);
-    proto_msg_t *m = proto_msg_new(PROTO_STATS, NULL);
-    proto_msg_set_str(m, "id", self->a->id);
-    proto_msg_set_str(m, "role", "trainer");
-    proto_msg_set_int(m, "items_in", self->items_in);
-    proto_msg_set_int(m, "items_out", batches);
-    proto_msg_set_int(m, "bytes_in", self->bytes_in);
-    proto_msg_set_int(m, "bytes_out", 0);
-    proto_msg_set_float(m, "busy_s", busy);
-    proto_msg_set_float(m, "wait_s", self->wait_s);
-    proto_msg_set_int(m, "queue_depth", 0);
-    proto_msg_set_int(m, "samples", samples);
-    proto_msg_set_int(m, "step", trainer_step(self->tr));
-    proto_msg_set_float(m, "loss", trainer_last_loss(self->tr));
-    proto_msg_set_int(m, "skipped", skipped);
-    proto_msg_set_int(m, "bad", bad);
-    proto_msg_set_int(m, "final", final);
-    proto_msg_set_float(m, "uptime_s", util_now() - self->t_start);
-    if (proto_send(self->stats, NULL, 0, &m, ZMQ_DONTWAIT) != 0 && final)
-        fprintf(stderr, "%s: final stats not sent: %s\n", util_progname(), zmq_strerror(errno));
-    self->last_stats = util_now();
+    stats_set(self->stats, "items_out", (double)batches);
+    stats_set(self->stats, "busy_s", busy);
+    stats_set(self->stats, "queue_depth", 0);
+    stats_set(self->stats, "samples", (double)samples);
+    stats_set(self->stats, "step", (double)trainer_step(self->tr));
+    stats_set(self->stats, "loss", trainer_last_loss(self->tr));
+    stats_set(self->stats, "skipped", (double)skipped);
+    stats_set(self->stats, "bad", (double)bad);
+    stats_tick(self->stats);
 }
 
 int main(int argc, char **argv) {
@@ -253,39 +215,36 @@ int main(int argc, char **argv) {
                    "%s", err);
 
     void *zctx = zmq_ctx_new();
-    s_self_t self = {.a = &a, .tr = tr, .t_start = util_now()};
-    self.in = zmq_socket(zctx, ZMQ_DEALER);
-    int linger = 2000;
-    zmq_setsockopt(self.in, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_connect(self.in, a.in) != 0)
-        util_fatal("check --in", "cannot connect to %s: %s", a.in, zmq_strerror(errno));
-    if (a.stats) {
-        self.stats = zmq_socket(zctx, ZMQ_PUSH);
-        zmq_setsockopt(self.stats, ZMQ_LINGER, &linger, sizeof linger);
-        if (zmq_connect(self.stats, a.stats) != 0)
-            util_fatal("check --stats", "cannot connect to %s: %s", a.stats, zmq_strerror(errno));
-    }
-    s_control(&self, "hello");
-    s_credit(&self, a.credits);
+    s_self_t self = {.tr = tr};
+    self.stats = stats_new(zctx, a.stats, a.id, "trainer");
+    /* hello carries rank, world and the credit window; a first CREDIT of the same
+     * window follows (a batcher that counts only CREDIT messages still starts). */
+    proto_msg_t *hello = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_int(hello, "rank", a.rank);
+    proto_msg_set_int(hello, "world", a.world);
+    self.conn = stage_conn_new(zctx, a.in, "consumer", a.id, "trainer", a.credits, hello, err,
+                               sizeof err);
+    if (!self.conn)
+        util_fatal("check --in (the batcher's consumer endpoint)", "%s", err);
+    if (stage_conn_credit(self.conn, a.credits) != 0)
+        util_fatal(NULL, "first credit to %s failed: %s", a.in, zmq_strerror(errno));
+    void *sock = stage_conn_socket(self.conn);
 
     int rc = 0, ended = 0;
     double wait_from = util_now();
     while (!s_stop && !ended) {
-        zmq_pollitem_t it = {self.in, 0, ZMQ_POLLIN, 0};
+        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
         int n = zmq_poll(&it, 1, 200);
-        double now = util_now();
         if (n < 0 && errno != EINTR) {
             fprintf(stderr, "%s: poll: %s\n", util_progname(), zmq_strerror(errno));
             rc = 1;
             break;
         }
-        if (now - self.last_sent >= 0.5)
-            s_control(&self, "heartbeat");
-        if (now - self.last_stats >= 1.0)
-            s_stats(&self, 0);
+        stage_conn_heartbeat(self.conn);
+        s_stats(&self);
         if (n <= 0 || !(it.revents & ZMQ_POLLIN))
             continue;
-        proto_msg_t *m = proto_recv(self.in, NULL, NULL, ZMQ_DONTWAIT, err, sizeof err);
+        proto_msg_t *m = proto_recv(sock, NULL, NULL, ZMQ_DONTWAIT, err, sizeof err);
         if (!m) {
             if (err[0])
                 fprintf(stderr, "%s: dropped a malformed message: %s\n", util_progname(), err);
@@ -294,16 +253,21 @@ int main(int argc, char **argv) {
         proto_kind_t kind = proto_msg_kind(m);
         if (kind == PROTO_BATCH) {
             double wait = util_now() - wait_from;
-            self.wait_s += wait;
-            self.items_in++;
-            self.bytes_in += (int64_t)proto_msg_bytes(m);
+            stats_add(self.stats, "wait_s", wait);
+            stats_add(self.stats, "items_in", 1);
+            stats_add(self.stats, "bytes_in", (double)proto_msg_bytes(m));
+            double t0 = util_now();
             trainer_batch_t b;
             if (s_batch(m, &b, err, sizeof err) != 0 ||
-                trainer_feed(tr, &b, wait, err, sizeof err) != 0)
+                trainer_feed(tr, &b, wait, err, sizeof err) != 0) {
                 fprintf(stderr, "%s: batch %lld (%s) dropped: %s\n", util_progname(),
                         (long long)proto_msg_get_int(m, "step", -1), proto_msg_task(m), err);
+            } else {
+                stats_task_add(self.stats, b.task, "delivered", b.B);
+                stats_latency(self.stats, util_now() - t0);
+            }
             proto_msg_destroy(&m);
-            s_credit(&self, 1);
+            stage_conn_credit(self.conn, 1);
             wait_from = util_now();
         } else if (kind == PROTO_CONTROL && !strcmp(proto_msg_op(m), "end")) {
             ended = 1;
@@ -325,10 +289,9 @@ int main(int argc, char **argv) {
             rc = 1;
         }
     }
-    s_stats(&self, 1);
-    zmq_close(self.in);
-    if (self.stats)
-        zmq_close(self.stats);
+    s_stats(&self);
+    stage_conn_destroy(&self.conn);
+    stats_destroy(&self.stats);   /* sends the final snapshot */
     zmq_ctx_term(zctx);
     trainer_destroy(&tr);
     plan_destroy(&plan);
