@@ -522,4 +522,36 @@ Test(trainer, image_caption_and_box_tasks_train_and_evaluate) {
     cr_assert(strstr(text, "\"cap\": {\"metric\": \"exact_match\", \"value\": 1,"), "%s", text);
     cr_assert(strstr(text, "\"where\": {\"metric\": \"iou_acc\", \"value\": 1,"), "%s", text);
     free(text);
+
+    /* ofa-infer on real image files (PNG, uniform grey like the training images). */
+    char cmd[2048], out[256];
+    snprintf(cmd, sizeof cmd, "convert -size 96x96 xc:'rgb(20,20,20)' %s/dark.png && "
+             "convert -size 96x96 xc:'rgb(230,230,230)' %s/bright.png", s_dir, s_dir);
+    if (system(cmd) != 0) {
+        cr_log_warn("ImageMagick's convert is missing: ofa-infer on image files not tested");
+        return;
+    }
+    snprintf(p, sizeof p, "%s/checkpoints/ckpt-00000240.safetensors", s_dir);
+    const char *img[2] = {"dark", "bright"}, *want[2] = {"night", "day"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd, "%s/bin/ofa-infer %s --task cap --input img=%s/%s.png",
+                 OFA_BINARY_DIR, p, s_dir, img[k]);
+        FILE *pp = popen(cmd, "r");
+        out[0] = 0;
+        cr_assert_not_null(fgets(out, sizeof out, pp), "no output: %s", cmd);
+        cr_assert_eq(pclose(pp), 0);
+        out[strcspn(out, "\n")] = 0;
+        cr_assert_str_eq(out, want[k], "%s", cmd);
+    }
+    /* The box of the bright image: "50,10,90,60" in pixels, printed in pixels and bins. */
+    snprintf(cmd, sizeof cmd, "%s/bin/ofa-infer %s --instruction '[IMAGE:img] where? -> [BOX:box]' "
+             "--input img=%s/bright.png", OFA_BINARY_DIR, p, s_dir);
+    FILE *pp = popen(cmd, "r");
+    out[0] = 0;
+    cr_assert_not_null(fgets(out, sizeof out, pp), "no output: %s", cmd);
+    cr_assert_eq(pclose(pp), 0);
+    double x0, y0, x1, y1;
+    cr_assert_eq(sscanf(out, "%lf %lf %lf %lf", &x0, &y0, &x1, &y1), 4, "%s", out);
+    cr_log_info("box: %s", out);
+    cr_assert(fabs(x0 - 50) < 6 && fabs(y0 - 10) < 6 && fabs(x1 - 90) < 6 && fabs(y1 - 60) < 6, "%s", out);
 }
