@@ -42,6 +42,9 @@ struct img_ctx_t {
     img_format_t last_format;
 };
 
+/* Scratch buffers only ever grow: after the largest image of a data set has gone
+ * through, the context allocates nothing more. The old contents are not kept (every
+ * user overwrites the whole buffer), so free + malloc beats realloc's copy. */
 static void s_grow(void **buf, size_t *cap, size_t need) {
     if (*cap >= need)
         return;
@@ -50,6 +53,8 @@ static void s_grow(void **buf, size_t *cap, size_t need) {
     *cap = need;
 }
 
+/* The defaults bound what one bad row can cost: 64 Mpx is ~200 MB of RGB, far above any
+ * photo in OFA's data, and a side of 32768 stops headers that claim absurd widths. */
 img_ctx_t *img_ctx_new(const img_opts_t *opts) {
     img_ctx_t *self = util_calloc(1, sizeof *self);
     if (opts)
@@ -130,6 +135,8 @@ static uint32_t s_be32(const uint8_t *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* Reads the size straight from IHDR so that an oversized PNG is refused before libpng
+ * allocates anything for it. */
 static int s_png_probe(const uint8_t *data, size_t len, int *w, int *h, char *err,
                        size_t errlen) {
     /* Signature, then the IHDR chunk must come first: length 13, type, w, h. */
@@ -187,6 +194,8 @@ int img_probe(const uint8_t *data, size_t len, int *w, int *h, img_format_t *for
     return rc;
 }
 
+/* The pixel limit is checked on the size in the file, before decoding: a decompression
+ * bomb (a tiny file declaring a huge image) costs a header read, not the memory. */
 static int s_check_size(const img_ctx_t *self, int w, int h, const char *fmt, char *err,
                         size_t errlen) {
     if (w > self->opts.max_side || h > self->opts.max_side ||
@@ -268,6 +277,8 @@ typedef struct {
     char msg[200];
 } s_png_src_t;
 
+/* libpng reads through this callback; running past the end of the buffer is a
+ * truncated file, reported as such rather than as libpng's generic read error. */
 static void s_png_read(png_structp png, png_bytep out, png_size_t n) {
     s_png_src_t *src = png_get_io_ptr(png);
     if (n > src->len - src->pos) {
@@ -278,6 +289,8 @@ static void s_png_read(png_structp png, png_bytep out, png_size_t n) {
     src->pos += n;
 }
 
+/* libpng must not return from its error handler: keep the message and jump back to the
+ * setjmp in s_decode_png, which frees the read structs and reports it. */
 static void s_png_error(png_structp png, png_const_charp msg) {
     s_png_src_t *src = png_get_error_ptr(png);
     snprintf(src->msg, sizeof src->msg, "corrupt PNG: %s", msg);
@@ -396,6 +409,12 @@ static double s_bicubic(double x) {
     return 0.0;
 }
 
+/* Pillow's precompute_coeffs + normalize_coeffs_8bpc, line for line. On a downscale the
+ * kernel is stretched by the scale (support 2*scale) so that every input pixel
+ * contributes: this is the antialiasing that distinguishes PIL (and OFA's inputs) from
+ * a plain bicubic sampler. Weights are normalised to sum to 1 in double, then rounded
+ * half away from zero to 22-bit fixed point; the rounding is part of what makes the
+ * results bit-identical. */
 static void s_weights_build(s_weights_t *wt, int in_size, int out_size) {
     double scale = (double)in_size / out_size, filterscale = scale < 1.0 ? 1.0 : scale;
     double support = 2.0 * filterscale;
@@ -450,6 +469,8 @@ static const s_weights_t *s_weights(img_ctx_t *self, int in_size, int out_size) 
     return victim;
 }
 
+/* Fixed point back to a byte, saturating like Pillow's clip8 (the sums start at 0.5 in
+ * fixed point, so the shift rounds to nearest). */
 static inline uint8_t s_clip8(int32_t v) {
     if (v >= (1 << PRECISION_BITS << 8))
         return 255;
@@ -533,6 +554,9 @@ static void s_vertical(img_ctx_t *self, const uint8_t *src, int w, int y0, uint8
     }
 }
 
+/* As Pillow: a pass is skipped when its size does not change, and the horizontal pass
+ * comes first, into an 8-bit intermediate holding only the rows the vertical pass reads.
+ * Keeping that 8-bit rounding between the passes is needed to match PIL exactly. */
 void img_resize(img_ctx_t *self, const uint8_t *src, int sw, int sh, uint8_t *dst, int dw,
                 int dh) {
     OFA_ASSERT(sw > 0 && sh > 0 && dw > 0 && dh > 0);
@@ -616,6 +640,7 @@ void img_fit(img_ctx_t *self, const uint8_t *src, int sw, int sh, img_fit_t fit,
     s_fit_sized(self, src, sw, sh, fit, S, rw, rh, dst);
 }
 
+/* Each patch row is P*3 contiguous bytes in both layouts, so a patch is P memcpy's. */
 void img_patchify(const uint8_t *hwc, int H, int W, int P, uint8_t *out) {
     OFA_ASSERT(P > 0 && H % P == 0 && W % P == 0);
     int gw = W / P, gh = H / P;
@@ -628,6 +653,8 @@ void img_patchify(const uint8_t *hwc, int H, int W, int P, uint8_t *out) {
         }
 }
 
+/* The header is read first so that the DCT scale can be chosen from the size the fit
+ * will resample to (for center_crop and pad that is not S x S). */
 int img_process(img_ctx_t *self, const uint8_t *data, size_t len, img_fit_t fit, int S,
                 int P, uint8_t *patches, int *grid, uint8_t *hwc_out, char *err,
                 size_t errlen) {

@@ -52,6 +52,8 @@ void imgstage_counts(const imgstage_t *self, uint64_t *samples, uint64_t *images
         *images = self->images;
 }
 
+/* The columns come from the task plan, not from the message: a field the plan does not
+ * name as an IMAGE slot passes through untouched, and a missing one is a reject. */
 int imgstage_process(imgstage_t *self, proto_msg_t *msg, char *err, size_t errlen) {
     const char *task = proto_msg_task(msg);
     int t = plan_task_index(self->plan, task);

@@ -5,6 +5,9 @@
 
 #include <string.h>
 
+/* All templates are scanned because ||| alternatives may use different image columns
+ * (or sizes); a column shared by several keeps the first slot's size, as the plan's
+ * column table does. */
 int img_task_columns(const taskplan_t *tp, img_fit_t fit, img_task_col_t *out, int max) {
     int n = 0;
     for (int t = 0; t < tp->ntmpls; t++) {

@@ -28,6 +28,8 @@ typedef struct {
     size_t cap, n;    /* cap is a power of two */
 } s_map_t;
 
+/* murmur3's finaliser: pair keys are small dense integers, which a plain modulo would
+ * cluster into a few buckets. */
 static uint64_t s_mix(uint64_t x) {
     x ^= x >> 33;
     x *= 0xff51afd7ed558ccdULL;
@@ -104,6 +106,7 @@ typedef struct {
     size_t pool_len, pool_cap;
 } s_smap_t;
 
+/* FNV-1a: pre-tokens are short, and this is cheap and good enough for them. */
 static uint64_t s_hash_bytes(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ULL;
     for (size_t i = 0; i < n; i++)
@@ -126,6 +129,8 @@ static void s_smap_free(s_smap_t *m) {
     memset(m, 0, sizeof *m);
 }
 
+/* Empties the map but keeps its memory (the encode cache is cleared when full and then
+ * refilled to the same size). */
 static void s_smap_clear(s_smap_t *m) {
     memset(m->slots, 0, m->cap * sizeof *m->slots);
     m->n = 0;
@@ -192,6 +197,9 @@ static size_t s_smap_add(s_smap_t *m, const char *key, size_t n, int32_t val) {
 
 typedef enum { C_LETTER, C_DIGIT, C_SPACE, C_OTHER } s_class_t;
 
+/* Byte classes of the pre-tokeniser. Every byte >= 0x80 counts as a letter: then a
+ * UTF-8 character never splits between pre-tokens (its lead and continuation bytes are
+ * all >= 0x80), and text in any script groups into words without a Unicode table. */
 static inline s_class_t s_class(uint8_t c) {
     if (c >= 0x80 || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
         return C_LETTER;
@@ -251,6 +259,9 @@ struct tok_bpe_t {
     size_t scratch_cap;
 };
 
+/* Builds the rank table and every token's bytes. A merge may only combine tokens that
+ * exist before it; checking that here is what lets decode and the encoder trust ids
+ * from a file without further bounds checks. */
 tok_bpe_t *tok_bpe_new(const int32_t *merges, int n, char *err, size_t errlen) {
     if (n < 0)
         return util_err(err, errlen, "negative merge count %d", n), NULL;
@@ -328,6 +339,9 @@ int tok_bpe_vocab_size(const tok_bpe_t *self) { return FIRST_MERGE + self->n_mer
 int tok_bpe_bin0(const tok_bpe_t *self) { return FIRST_MERGE + self->n_merges; }
 const int32_t *tok_bpe_merges(const tok_bpe_t *self) { return self->merges; }
 
+/* Line-oriented on purpose: an error can name its line, and a checkpoint that embeds the
+ * file can be inspected with a text editor. Nothing here trusts the input: counts are
+ * bounded, numbers checked, and tok_bpe_new validates the merges themselves. */
 tok_bpe_t *tok_bpe_parse(const char *text, size_t len, char *err, size_t errlen) {
     /* Header: "OFABPE <version>\nmerges <M>\n". */
     const char *p = text, *end = text + len;
@@ -553,6 +567,9 @@ typedef struct {
     size_t cap, n;
 } s_enc_t;
 
+/* One pre-token: from the cache when seen before, else encoded and remembered. The ids
+ * are copied out to the caller's buffer only up to its capacity, while the count goes
+ * on, so the caller learns how much room the whole text needs. */
 static void s_enc_piece(const char *piece, size_t n, void *arg) {
     s_enc_t *st = arg;
     tok_bpe_t *self = st->self;
@@ -597,6 +614,9 @@ size_t tok_bpe_encode(tok_bpe_t *self, const char *text, size_t len, int32_t *ou
 
 static const char *s_special_names[TOK_NSPECIAL] = {"", "", "", "<unk>", "<mask>"};
 
+/* <s>, </s> and <pad> render as nothing because they frame text rather than belong to
+ * it; <mask>, <unk> and bins render as their names so that a decoded sequence shows
+ * where they were. */
 const char *tok_bpe_token_bytes(const tok_bpe_t *self, int32_t id, size_t *len) {
     static __thread char binbuf[16];
     if (id >= 0 && id < TOK_NSPECIAL) {
@@ -675,6 +695,9 @@ void tok_bpe_trainer_destroy(tok_bpe_trainer_t **self_p) {
     *self_p = NULL;
 }
 
+/* Training counts distinct pre-tokens: a caption corpus repeats its words so often that
+ * the merge loop below works on tens of thousands of words, not millions of
+ * occurrences. */
 static void s_train_piece(const char *piece, size_t n, void *arg) {
     tok_bpe_trainer_t *self = arg;
     long e = s_smap_find(&self->words, piece, n, NULL);
@@ -755,6 +778,8 @@ typedef struct {
     size_t n, cap;
 } s_pairs_t;
 
+/* The stats of pair (a, b), created at count 0 when new. The returned pointer is valid
+ * only until the next call (the array may move). */
 static s_pairstat_t *s_pairs_get(s_pairs_t *ps, int32_t a, int32_t b) {
     int32_t i = s_map_get(&ps->index, s_pair(a, b), -1);
     if (i >= 0)
@@ -771,6 +796,8 @@ static s_pairstat_t *s_pairs_get(s_pairs_t *ps, int32_t a, int32_t b) {
     return st;
 }
 
+/* Word lists may hold a word twice or a word that lost the pair since: both are
+ * harmless (the merge loop checks each word) and cheaper than keeping them exact. */
 static void s_pairstat_addword(s_pairstat_t *st, int32_t w) {
     if (st->nw && st->words[st->nw - 1] == w)
         return;

@@ -147,6 +147,9 @@ static int s_json_skip(const char **p, const char *end) {
 /* The top-level string field key of a one-line JSON object, decoded into out (which must
  * hold len bytes: a decoded string is never longer than its source). 1 found, 0 absent
  * or not a string, -1 malformed. */
+/* Only what ofa-bpe-train needs from JSON: one top-level string field of a one-line
+ * object, with escapes decoded (\uXXXX and surrogate pairs to UTF-8). Nested values are
+ * skipped by bracket depth, honouring strings, so a key inside them never matches. */
 static int s_json_field(const char *line, size_t len, const char *key, char *out,
                         size_t *outlen) {
     const char *p = line, *end = line + len;
@@ -178,6 +181,9 @@ static int s_json_field(const char *line, size_t len, const char *key, char *out
     }
 }
 
+/* Feeds one corpus file to the trainer, one text per line. Lines without the column or
+ * key are counted and reported, not fatal: OFA's TSVs have the odd short row, and one
+ * bad line must not stop a run's set-up. */
 static size_t s_feed(tok_bpe_trainer_t *tr, const s_source_t *src) {
     FILE *f = fopen(src->path, "rb");
     if (!f)

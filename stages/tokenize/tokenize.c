@@ -68,6 +68,8 @@ static void s_special(tok_ctx_t *self, int32_t id, bool loss) {
 }
 
 /* BPE of " " + text appended to the pool as a new piece. */
+/* Encodes in two calls (count, then ids) so that the pool grows exactly once and the
+ * ids land directly in it, with no temporary buffer. */
 static s_piece_t *s_encode_piece(tok_ctx_t *self, const char *text, size_t len, mod_t mod) {
     if (self->text_cap < len + 2) {
         self->text_cap = len * 2 + 64;
@@ -99,6 +101,9 @@ static void s_ref_add(tok_ctx_t *self, const char *s, size_t n) {
 
 /* ---- context ---- */
 
+/* Everything that depends only on the plan is checked here, once, so that a task this
+ * tier cannot serve is refused with one clear message instead of a reject per sample
+ * whose reason would only hint at it. */
 tok_ctx_t *tok_ctx_new(const taskplan_t *tp, tok_bpe_t *bpe, const tok_opts_t *opts,
                        char *err, size_t errlen) {
     OFA_ASSERT(tp && bpe);
@@ -171,6 +176,10 @@ static const tok_value_t *s_value(const tok_sample_t *s, const char *column) {
 }
 
 /* Trimmed, normalised copy of a text value in self->text; returns its length. */
+/* Only ASCII is lower-cased and stripped: that is what OFA's uncased/no_punctuation do
+ * to English captions and answers, and it leaves other scripts' bytes (and invalid
+ * UTF-8) untouched rather than guessing at them. The value is trimmed because every
+ * item already gets one leading space of its own. */
 static size_t s_normalize(tok_ctx_t *self, const instr_slot_t *in, const char *s, size_t n) {
     while (n && isspace((unsigned char)*s))
         s++, n--;
@@ -192,6 +201,7 @@ static size_t s_normalize(tok_ctx_t *self, const instr_slot_t *in, const char *s
 
 /* ---- masking and noise ---- */
 
+/* Knuth's method: span lengths of BART's text infilling, Poisson with lambda 3. */
 static int s_poisson3(util_rng_t *rng) {
     double l = exp(-3.0), p = 1.0;
     int k = 0;
@@ -256,6 +266,8 @@ static int s_mask_piece(tok_ctx_t *self, s_piece_t *p, double ratio, double nois
 
 /* ---- boxes ---- */
 
+/* nearbyint rounds half to even, like Python's round() in OFA's own preprocessing;
+ * NaN falls to bin 0 through the !(b >= 0) test. */
 int tok_coord_bin(double c, double size) {
     double b = nearbyint(c / size * (TOK_NBINS - 1));
     if (!(b >= 0))
@@ -328,6 +340,9 @@ static int s_box_piece(tok_ctx_t *self, const char *column, const char *s, size_
 /* ---- build ---- */
 
 /* Turns one side's segments into pieces. Returns 0 or -1 with err. */
+/* The target side is always one sequence <s> ... </s> whatever the segments' wrapping:
+ * the decoder needs a start token to be fed and an end token to learn to stop, and the
+ * plans' runnable targets are one text-like group anyway. */
 static int s_side(tok_ctx_t *self, const taskplan_template_t *tm, const taskplan_seg_t *segs,
                   int nsegs, bool target, const tok_sample_t *sample, util_rng_t *rng,
                   tok_result_t *out, char *err, size_t errlen) {
@@ -417,6 +432,9 @@ static int s_side(tok_ctx_t *self, const taskplan_template_t *tm, const taskplan
 }
 
 /* Applies the truncation rule to pieces [first, npieces): total must become <= budget. */
+/* Cutting the longest value first keeps short fields (a question, a label) whole while
+ * a long context gives way; cutting it down to the second longest at a time makes the
+ * loop run once per distinct length, not once per token. */
 static int s_truncate(tok_ctx_t *self, int first, int budget, int *cut) {
     int total = 0;
     for (int i = first; i < self->npieces; i++)
@@ -568,6 +586,8 @@ size_t tok_decode_text(const tok_bpe_t *bpe, const int32_t *ids, size_t n, char 
     return total;
 }
 
+/* Non-bin ids between bins are skipped rather than fatal: a model early in training
+ * emits stray tokens, and the evaluation should still score the boxes it did emit. */
 int tok_decode_boxes(const tok_bpe_t *bpe, const int32_t *ids, size_t n, double width,
                      double height, double *boxes, int max_boxes) {
     int bin0 = tok_bpe_bin0(bpe), have = 0, nb = 0;

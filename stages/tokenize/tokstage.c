@@ -54,6 +54,8 @@ void tokstage_destroy(tokstage_t **self_p) {
     *self_p = NULL;
 }
 
+/* "<col>.<suffix>" as an int, 0 when absent (an image that did not come through
+ * ofa-image has no size, and boxes then must be normalised). */
 static int64_t s_get_int(const proto_msg_t *m, const char *col, const char *suffix) {
     char key[PROTO_MAX_KEY];
     snprintf(key, sizeof key, "%s.%s", col, suffix);
@@ -74,6 +76,8 @@ int tokstage_process(tokstage_t *self, proto_msg_t *msg, char *err, size_t errle
     int t = plan_task_index(self->plan, task);
     if (t < 0)
         return util_err(err, errlen, "unknown task '%s' (not in the plan)", task);
+    /* Two contexts per task: masking and noise are for training only, and the samples of
+     * the valid split must give the same input on every evaluation. */
     s_task_t *st = &self->tasks[t];
     if (!st->train)
         return util_err(err, errlen, "task %s: %s", task, st->why);
