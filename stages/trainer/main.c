@@ -18,6 +18,7 @@
  * received), items_out (batches trained), bytes_in, busy_s, wait_s, queue_depth 0,
  * latency per batch, task.<T>.delivered (samples), and step, loss, skipped, bad. */
 #include <errno.h>
+#include <stdint.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -127,8 +128,32 @@ static const proto_field_t *s_tensor(const proto_msg_t *m, const char *key, prot
     return f;
 }
 
-/* BATCH message -> trainer_batch_t (arrays borrowed from the message). */
-static int s_batch(const proto_msg_t *m, trainer_batch_t *b, char *err, size_t errlen) {
+/* Aligned copies of tensors that arrived at odd offsets (an inline msgpack bin can
+ * start anywhere in its frame; int32 loads need 4-byte alignment). */
+typedef struct {
+    void *copies[8];
+    int n;
+} s_align_t;
+
+static const void *s_aligned(s_align_t *al, const proto_field_t *f) {
+    if (!f || ((uintptr_t)f->data % 8) == 0)
+        return f ? f->data : NULL;
+    OFA_ASSERT(al->n < 8);
+    void *c = util_malloc(f->len ? f->len : 1);
+    memcpy(c, f->data, f->len);
+    al->copies[al->n++] = c;
+    return c;
+}
+
+static void s_align_free(s_align_t *al) {
+    for (int i = 0; i < al->n; i++)
+        free(al->copies[i]);
+    al->n = 0;
+}
+
+/* BATCH message -> trainer_batch_t (arrays borrowed from the message or from al). */
+static int s_batch(const proto_msg_t *m, s_align_t *al, trainer_batch_t *b, char *err,
+                   size_t errlen) {
     memset(b, 0, sizeof *b);
     err[0] = 0;
     const proto_field_t *st = s_tensor(m, "src_tok", PROTO_I32, 2, 1, err, errlen);
@@ -157,8 +182,8 @@ static int s_batch(const proto_msg_t *m, trainer_batch_t *b, char *err, size_t e
     b->valid = split && !strcmp(split, "valid");
     b->B = B, b->S = S, b->T = T;
     b->ids = proto_msg_ids(m);
-    b->src_tok = st->data, b->src_mod = sm->data, b->src_len = sl->data;
-    b->tgt_in = ti->data, b->tgt_out = to->data, b->tgt_len = tl ? tl->data : NULL;
+    b->src_tok = s_aligned(al, st), b->src_mod = sm->data, b->src_len = s_aligned(al, sl);
+    b->tgt_in = s_aligned(al, ti), b->tgt_out = s_aligned(al, to), b->tgt_len = s_aligned(al, tl);
     if (im) {
         b->img = im->data;
         b->Np = (int)im->shape[1];
@@ -258,7 +283,8 @@ int main(int argc, char **argv) {
             stats_add(self.stats, "bytes_in", (double)proto_msg_bytes(m));
             double t0 = util_now();
             trainer_batch_t b;
-            if (s_batch(m, &b, err, sizeof err) != 0 ||
+            s_align_t al = {0};
+            if (s_batch(m, &al, &b, err, sizeof err) != 0 ||
                 trainer_feed(tr, &b, wait, err, sizeof err) != 0) {
                 fprintf(stderr, "%s: batch %lld (%s) dropped: %s\n", util_progname(),
                         (long long)proto_msg_get_int(m, "step", -1), proto_msg_task(m), err);
@@ -266,6 +292,7 @@ int main(int argc, char **argv) {
                 stats_task_add(self.stats, b.task, "delivered", b.B);
                 stats_latency(self.stats, util_now() - t0);
             }
+            s_align_free(&al);
             proto_msg_destroy(&m);
             stage_conn_credit(self.conn, 1);
             wait_from = util_now();
