@@ -1,0 +1,53 @@
+/* batcher.h: restores the source's order and cuts padded batches.
+ *
+ * Samples (and reject notices) arrive in any order, each with its "seq" (position in the
+ * source's order) and "slot" (the batch it belongs to). The batcher keeps a reorder
+ * buffer by seq and walks it in order: consecutive samples of one slot form one batch
+ * (a slot never mixes tasks, see source.h); a reject only moves the walk on. So the
+ * batches, their contents and their order are a pure function of the source's order,
+ * whatever the number of workers and the timing. A seq seen twice, or one already
+ * passed, is a duplicate and is dropped (counted).
+ *
+ * Padding (DESIGN.md, Batches): "src_tok" i32 (B,S) with pad id 1, "src_mod" u8 (B,S)
+ * with 255 at padded positions, "src_len" i32 (B), "tgt_in"/"tgt_out" i32 (B,T) with 1,
+ * "tgt_len" i32 (B), "img" u8 (B,Np,P*P*3) with "img.grid" when the samples have images
+ * (a sample whose image shape differs from the batch's first is dropped with a reason),
+ * plus "step" (the slot), "epoch", "split", and "refs" (the references joined by '\n'). */
+#ifndef OFA_BATCHER_H
+#define OFA_BATCHER_H
+
+#include "proto.h"
+
+#include <stdint.h>
+
+typedef struct batcher batcher_t;
+
+/* The caller owns the result. */
+batcher_t *batcher_new(void);
+void batcher_destroy(batcher_t **self_p);
+
+/* A finished SAMPLE or a REJECT notice (ownership passes). */
+void batcher_add(batcher_t *self, proto_msg_t *msg);
+/* The source emitted count messages in all (seq 0 .. count-1). */
+void batcher_set_eof(batcher_t *self, int64_t count);
+
+/* The next complete batch, or NULL. The caller owns it. */
+proto_msg_t *batcher_next(batcher_t *self);
+/* Every seq up to eof has been walked and every batch taken. */
+int batcher_done(const batcher_t *self);
+
+/* Items held in the reorder buffer, and whether the walk waits for a missing seq. */
+int64_t batcher_buffered(const batcher_t *self);
+int batcher_waiting_for_gap(const batcher_t *self);
+int64_t batcher_next_seq(const batcher_t *self);
+
+/* Counters. */
+long batcher_duplicates(const batcher_t *self);
+long batcher_samples_out(const batcher_t *self);
+long batcher_batches_out(const batcher_t *self);
+
+/* Pad and stack samples of one task into a batch message (exposed for tests).
+ * Takes ownership of the n samples. Returns NULL when n is 0. */
+proto_msg_t *batcher_make_batch(proto_msg_t **samples, int n, int64_t step);
+
+#endif

@@ -1,0 +1,257 @@
+/* ofa-batcher: pulls finished samples from the broker (role "batcher", by credit),
+ * cuts batches in the source's order (batcher.h) and hands batch k of the run to
+ * consumer rank k % world, each consumer by its own credit. After the end of data it
+ * answers every consumer with CONTROL "end".
+ *
+ * Memory: the batcher asks the broker for at most WINDOW samples beyond what it has
+ * turned into batches, and stops asking while the consumers are behind; when the walk
+ * waits for a missing seq with a full window, it asks for up to --max-inflight more, so
+ * the missing one can never be stuck behind others in the broker's queue. */
+#include "batcher.h"
+#include "planfile.h"
+#include "stage.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+enum { WINDOW = 512, READY_PER_RANK = 4, MAX_RANKS = 64 };
+
+typedef struct {
+    char out[512];
+    int max_inflight;
+} s_opts_t;
+
+typedef struct {
+    char ident[256];
+    size_t identlen;
+    int known;
+    long credits;
+    proto_msg_t **q;          /* batches for this rank, FIFO */
+    int nq, capq;
+    int ended;
+} s_rank_t;
+
+static int s_extra(void *ctx, const char *flag, const char *value) {
+    s_opts_t *o = ctx;
+    if (value && strcmp(flag, "--out") == 0) {
+        snprintf(o->out, sizeof o->out, "%s", value);
+        return 1;
+    }
+    if (value && strcmp(flag, "--max-inflight") == 0) {
+        o->max_inflight = atoi(value);
+        return 1;
+    }
+    return 0;
+}
+
+static void s_enqueue(s_rank_t *r, proto_msg_t *b) {
+    if (r->nq == r->capq) {
+        r->capq = r->capq ? r->capq * 2 : 8;
+        r->q = util_realloc(r->q, (size_t)r->capq * sizeof *r->q);
+    }
+    r->q[r->nq++] = b;
+}
+
+int main(int argc, char **argv) {
+    stage_args_t a;
+    s_opts_t o = {.max_inflight = 256};
+    stage_args_parse(&a, argc, argv,
+                     "usage: ofa-batcher --ctl BROKER --out ENDPOINT [common flags]\n"
+                     "  --out ENDPOINT      ROUTER endpoint the consumers connect to\n"
+                     "  --max-inflight N    the broker's bound (for the gap rule; 256)",
+                     s_extra, &o);
+    if (!o.out[0])
+        util_fatal("launch passes --out", "no --out endpoint");
+    char err[65536];
+    int world = 1;
+    if (a.plan[0]) {
+        plan_t *plan = plan_load(a.plan, err, sizeof err);
+        if (!plan)
+            util_fatal("launch passes the resolved plan with --plan", "%s", err);
+        if (plan->trainer.consumer && strcmp(plan->trainer.consumer, "trainer") == 0)
+            world = plan->trainer.ranks > 0 ? plan->trainer.ranks : 1;
+        plan_destroy(&plan);
+    }
+    if (world > MAX_RANKS)
+        util_fatal(NULL, "%d ranks (at most %d)", world, MAX_RANKS);
+
+    stage_install_signals();
+    void *zctx = zmq_ctx_new();
+    stats_t *st = stats_new(zctx, a.stats, a.id, "batcher");
+    void *out = zmq_socket(zctx, ZMQ_ROUTER);
+    int linger = 1000;
+    zmq_setsockopt(out, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_bind(out, o.out) != 0)
+        util_fatal(NULL, "bind %s: %s", o.out, zmq_strerror(errno));
+    stage_conn_t *conn = stage_conn_new(zctx, a.ctl, "batcher", a.id, "batcher", 0, NULL, err,
+                                        sizeof err);
+    if (!conn)
+        util_fatal("is the broker running?", "%s", err);
+    void *in = stage_conn_socket(conn);
+
+    batcher_t *bt = batcher_new();
+    s_rank_t ranks[MAX_RANKS];
+    memset(ranks, 0, sizeof ranks);
+    long requested = 0;     /* samples asked of the broker, not yet received */
+    long k = 0;             /* batches cut so far: batch k goes to rank k % world */
+    int eof = 0, ended = 0;
+    double busy = 0;
+    while (!stage_stop_flag && !ended) {
+        zmq_pollitem_t items[2] = {{in, 0, ZMQ_POLLIN, 0}, {out, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 2, 100) < 0 && errno != EINTR)
+            break;
+        double t0 = util_now();
+        /* From the broker: samples, rejects, eof. */
+        for (;;) {
+            proto_msg_t *m = proto_recv(in, NULL, NULL, ZMQ_DONTWAIT, err, sizeof err);
+            if (!m) {
+                if (err[0])
+                    fprintf(stderr, "ofa-batcher: dropped a malformed message: %s\n", err);
+                if (!err[0])
+                    break;
+                continue;
+            }
+            proto_kind_t kind = proto_msg_kind(m);
+            if (kind == PROTO_SAMPLE || kind == PROTO_REJECT) {
+                if (requested > 0)
+                    requested--;
+                stats_add(st, "items_in", 1);
+                stats_add(st, "bytes_in", (double)proto_msg_bytes(m));
+                long dup0 = batcher_duplicates(bt);
+                char task[128];
+                snprintf(task, sizeof task, "%s", proto_msg_task(m));
+                batcher_add(bt, m);
+                if (batcher_duplicates(bt) > dup0)
+                    stats_task_add(st, task, "duplicates_dropped", 1);
+            } else if (kind == PROTO_CONTROL && strcmp(proto_msg_op(m), "eof") == 0) {
+                batcher_set_eof(bt, proto_msg_get_int(m, "count", 0));
+                eof = 1;
+                proto_msg_destroy(&m);
+            } else if (kind == PROTO_CONTROL && strcmp(proto_msg_op(m), "stop") == 0) {
+                stage_stop_flag = SIGTERM;
+                proto_msg_destroy(&m);
+            } else {
+                proto_msg_destroy(&m);
+            }
+        }
+        /* From the consumers: hello and credits. */
+        for (;;) {
+            char ident[256];
+            size_t identlen = 0;
+            proto_msg_t *m = proto_recv(out, ident, &identlen, ZMQ_DONTWAIT, err, sizeof err);
+            if (!m) {
+                if (!err[0])
+                    break;
+                fprintf(stderr, "ofa-batcher: dropped a malformed message from a consumer: "
+                        "%s\n", err);
+                continue;
+            }
+            int rank = -1;
+            for (int r = 0; r < world; r++)
+                if (ranks[r].known && ranks[r].identlen == identlen &&
+                    memcmp(ranks[r].ident, ident, identlen) == 0)
+                    rank = r;
+            if (proto_msg_kind(m) == PROTO_CONTROL && strcmp(proto_msg_op(m), "hello") == 0) {
+                int64_t r = proto_msg_get_int(m, "rank", 0);
+                if (r < 0 || r >= world) {
+                    fprintf(stderr, "ofa-batcher: hello from rank %lld of a world of %d; "
+                            "ignored\n", (long long)r, world);
+                } else {
+                    memcpy(ranks[r].ident, ident, identlen);
+                    ranks[r].identlen = identlen;
+                    ranks[r].known = 1;
+                    ranks[r].credits = proto_msg_get_int(m, "credits", 0);
+                    fprintf(stderr, "ofa-batcher: consumer rank %lld connected\n",
+                            (long long)r);
+                }
+            } else if (proto_msg_kind(m) == PROTO_CREDIT && rank >= 0) {
+                int64_t n = proto_msg_get_int(m, "n", 0);
+                if (n > 0 && n < 1000000)
+                    ranks[rank].credits += n;
+            }
+            proto_msg_destroy(&m);
+        }
+        /* Cut batches and hand them out. */
+        for (proto_msg_t *b; (b = batcher_next(bt));) {
+            stats_task_add(st, proto_msg_task(b), "batched", proto_msg_n_ids(b));
+            s_enqueue(&ranks[k % world], b);
+            k++;
+        }
+        int backlog = 0;
+        for (int r = 0; r < world; r++) {
+            s_rank_t *rk = &ranks[r];
+            while (rk->known && rk->credits > 0 && rk->nq > 0) {
+                proto_msg_t *b = rk->q[0];
+                memmove(rk->q, rk->q + 1, (size_t)(rk->nq - 1) * sizeof *rk->q);
+                rk->nq--;
+                rk->credits--;
+                stats_add(st, "items_out", 1);
+                stats_add(st, "bytes_out", (double)proto_msg_bytes(b));
+                proto_send(out, rk->ident, rk->identlen, &b, 0);
+            }
+            backlog += rk->nq;
+        }
+        /* Ask the broker for more while there is room. */
+        long held = batcher_buffered(bt) + requested;
+        long limit = WINDOW;
+        if (batcher_waiting_for_gap(bt))
+            limit = WINDOW + 2L * o.max_inflight;
+        if (!eof && backlog < READY_PER_RANK * world && held < limit) {
+            long n = limit - held;
+            if (n >= 16 || requested == 0) {
+                stage_conn_credit(conn, (int)n);
+                requested += n;
+            }
+        }
+        if (eof && batcher_done(bt) && backlog == 0) {
+            int all = 1;
+            for (int r = 0; r < world; r++) {
+                if (!ranks[r].known) {
+                    all = 0;
+                    continue;
+                }
+                if (!ranks[r].ended) {
+                    proto_msg_t *e = proto_msg_new(PROTO_CONTROL, NULL);
+                    proto_msg_set_op(e, "end");
+                    proto_send(out, ranks[r].ident, ranks[r].identlen, &e, 0);
+                    ranks[r].ended = 1;
+                }
+            }
+            if (all) {
+                fprintf(stderr, "ofa-batcher: %ld batches, %ld samples; end sent\n",
+                        batcher_batches_out(bt), batcher_samples_out(bt));
+                ended = 1;
+            }
+        }
+        busy += util_now() - t0;
+        stats_set(st, "busy_s", busy);
+        stats_set(st, "queue_depth", (double)(batcher_buffered(bt) + backlog));
+        stats_set(st, "batches_out", (double)batcher_batches_out(bt));
+        stats_set(st, "samples_out", (double)batcher_samples_out(bt));
+        stage_conn_heartbeat(conn);
+        stats_tick(st);
+    }
+    /* Stay until launch stops the run, so late consumers still find the socket. */
+    while (!stage_stop_flag) {
+        zmq_pollitem_t it = {in, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 200);
+        for (proto_msg_t *m; (m = proto_recv(in, NULL, NULL, ZMQ_DONTWAIT, err, sizeof err));)
+            proto_msg_destroy(&m);
+        stage_conn_heartbeat(conn);
+        stats_tick(st);
+    }
+    for (int r = 0; r < MAX_RANKS; r++) {
+        for (int i = 0; i < ranks[r].nq; i++)
+            proto_msg_destroy(&ranks[r].q[i]);
+        free(ranks[r].q);
+    }
+    batcher_destroy(&bt);
+    stage_conn_destroy(&conn);
+    zmq_close(out);
+    stats_destroy(&st);
+    zmq_ctx_term(zctx);
+    return 0;
+}
