@@ -40,7 +40,10 @@ void gen_log_softmax(float *x, int V) {
         x[v] -= lse;
 }
 
-/* Forbid the specials (except </s>) and, by step, </s> itself or everything but </s>. */
+/* Forbid the specials (except </s>) and, by step, </s> itself or everything but </s>.
+ * Forbidding means -inf after the log-softmax, never renormalising over what is left:
+ * the scores stay comparable with the model's own log-likelihoods (and with fairseq's),
+ * and a search under constraints ranks hypotheses by what the model actually believes. */
 static void s_mask_step(float *lp, int V, const gen_opts_t *o, int t) {
     for (int v = 0; v < o->n_special && v < V; v++)
         if (v != o->eos)
@@ -103,6 +106,8 @@ int gen_greedy(const gen_step_i *st, int B, const gen_opts_t *opts, gen_hyp_t *o
     int rc = 0, n_done = 0;
     for (int b = 0; b < B; b++)
         feed[b] = opts->first ? opts->first[b] : opts->bos;
+    /* All B rows advance together even when some have finished: the decoder's rows
+     * stay aligned with the inputs, so greedy never needs a reorder. */
     for (int t = 0; t < L && n_done < B; t++) {
         if (s_step(st, B, feed, lp, err, errlen) != 0) {
             rc = -1;
@@ -145,7 +150,9 @@ typedef struct {
     int32_t tok;
 } s_cand_t;
 
-/* Better candidate first: higher score, then lower (beam, token). */
+/* Better candidate first: higher score, then lower (beam, token). A total order with
+ * stated ties makes the search deterministic (torch.topk leaves ties unspecified); the
+ * hand-worked tests rely on it. */
 static int s_cand_better(const s_cand_t *a, const s_cand_t *b) {
     if (a->score != b->score)
         return a->score > b->score;
@@ -154,7 +161,9 @@ static int s_cand_better(const s_cand_t *a, const s_cand_t *b) {
     return a->tok < b->tok;
 }
 
-/* Keep the best `cap` candidates in c[0..*n) sorted best-first (insertion). */
+/* Keep the best `cap` candidates in c[0..*n) sorted best-first (insertion). cap = 2K is
+ * small, and most of the K*V candidates fail the first comparison, so this costs about
+ * one comparison per candidate: no sort of the whole vocabulary per beam. */
 static void s_cand_push(s_cand_t *c, int *n, int cap, s_cand_t x) {
     if (*n == cap && !s_cand_better(&x, &c[cap - 1]))
         return;
@@ -192,6 +201,9 @@ int gen_beam(const gen_step_i *st, int B, const gen_opts_t *opts, gen_hyp_t *out
     float *lp = util_malloc(sizeof(float) * (size_t)B * K * V);
     s_cand_t *cand = util_malloc(sizeof(s_cand_t) * C);
     int n_act = B, rc = 0;
+    /* Finished sentences leave the decoder (their rows are dropped by the reorder after
+     * the step they finish in), as fairseq shrinks its batch: later steps cost only the
+     * sentences still searching. active[a] maps decoder sentence slot a to input b. */
 
     for (int b = 0; b < B; b++) {
         active[b] = b;
@@ -235,7 +247,8 @@ int gen_beam(const gen_step_i *st, int B, const gen_opts_t *opts, gen_hyp_t *out
                     s_cand_push(cand, &nc, C, c);
                 }
             }
-            /* Finished hypotheses: </s> among the first K ranks. */
+            /* Finished hypotheses: </s> among the first K ranks. A </s> ranked K..2K-1
+             * is dropped, as in fairseq: it could not have displaced a live beam. */
             for (int i = 0; i < nc && i < K; i++) {
                 if (cand[i].tok != opts->eos || n_fin[b] >= K)
                     continue;
@@ -298,7 +311,10 @@ int gen_beam(const gen_step_i *st, int B, const gen_opts_t *opts, gen_hyp_t *out
     return rc;
 }
 
-/* ---------------------------------------------------------------- trie */
+/* ---------------------------------------------------------------- trie
+ * The answers of a closed set share prefixes ("a red car", "a red bus"): a trie lets the
+ * exact search feed each shared prefix once. Nodes live in one array (children as a
+ * sibling list) so that a trie of a few thousand answers is a few allocations. */
 
 typedef struct {
     int32_t tok;       /* the token on the edge into this node (root: -1) */
@@ -387,7 +403,10 @@ int gen_closed_set(const gen_step_i *st, int B, const gen_trie_t *trie, const ge
         if (trie->nodes[i].tok < 0 || trie->nodes[i].tok >= V)
             return util_err(err, errlen, "closed set: token %d outside the vocabulary of %d",
                             trie->nodes[i].tok, V);
-    /* Rows are (sentence, trie node) pairs; acc = log-prob of the node's prefix. */
+    /* Rows are (sentence, trie node) pairs; acc = log-prob of the node's prefix. Each
+     * level feeds every child's token to a copy of its parent's row, so every answer's
+     * full log-likelihood is computed exactly once and no candidate is ever pruned: the
+     * result is the true argmax over the set, unlike a trie-constrained beam search. */
     int cap = B, n = B, rc = 0;
     int *row_b = util_malloc(sizeof(int) * cap), *row_node = util_malloc(sizeof(int) * cap);
     float *acc = util_malloc(sizeof(float) * cap);

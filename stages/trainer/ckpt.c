@@ -25,6 +25,9 @@ size_t ckpt_dtype_size(ckpt_dtype_t dt) { return (unsigned)dt < 4 ? s_dt_sizes[d
 
 /* ---------------------------------------------------------------- atomic writer */
 
+/* A file written through a temp name beside its final one (same folder, so the rename
+ * is atomic on POSIX file systems). The FNV-1a hash runs over every byte as it is
+ * written, which gives the state file its checksum without a second pass. */
 typedef struct {
     FILE *f;
     char tmp[4096];
@@ -69,7 +72,10 @@ static int s_fsync_dir(const char *path) {
     return rc;
 }
 
-/* Flush, fsync, rename into place, fsync the folder; on any failure remove the temp. */
+/* Flush, fsync, rename into place, fsync the folder; on any failure remove the temp.
+ * The data must be on disk before the rename makes it visible (else a crash can leave a
+ * complete-looking name over empty blocks); the folder fsync makes the rename itself
+ * durable. A failure leaves the previous file untouched. */
 static int s_aw_commit(s_aw_t *w, char *err, size_t errlen) {
     int rc = 0;
     if (w->failed || fflush(w->f) != 0 || fsync(fileno(w->f)) != 0) {
@@ -221,7 +227,10 @@ struct ckpt_file_t {
     int nmeta;
 };
 
-/* A tiny JSON reader over the header text. */
+/* A tiny JSON reader over the header text. A general JSON library would be one more
+ * dependency for the one object this file format needs; this reader accepts exactly
+ * that shape and reports the byte offset of anything else. Every read is bounds-checked
+ * against j->end: the header comes from a file that may be truncated or hostile. */
 typedef struct {
     const char *p, *end, *begin;
     char *err;
@@ -475,6 +484,8 @@ ckpt_file_t *ckpt_file_open(const char *path, char *err, size_t errlen) {
         goto fail;
     }
     const size_t data0 = 8 + hl;
+    /* Every tensor's byte range is checked against its dtype and shape and against the
+     * file size before any pointer into the buffer is handed out. */
     s_js_t j = {buf + 8, buf + 8 + hl, buf + 8, err, errlen, path, 0};
     if (s_js_lit(&j, '{') != 0)
         goto fail;
@@ -582,6 +593,9 @@ static uint64_t s_rd(const uint8_t *b, int n) {
     return v;
 }
 
+/* The state file is this project's own format (not safetensors) because it must
+ * round-trip exactly what a resume needs, with a checksum that catches a torn or
+ * corrupted file before a run silently continues from garbage moments. */
 int ckpt_state_write(const char *path, const ckpt_state_t *st, char *err, size_t errlen) {
     s_aw_t w;
     if (s_aw_open(&w, path, err, errlen) != 0)
@@ -631,6 +645,9 @@ void ckpt_state_free(ckpt_state_t *st) {
     memset(st, 0, sizeof *st);
 }
 
+/* The checksum is verified before any field is trusted; then every length is checked
+ * against the bytes left, so a file that passes the checksum but was written by a
+ * buggy writer still cannot make the reader run past its buffer. */
 int ckpt_state_read(const char *path, ckpt_state_t *st, char *err, size_t errlen) {
     memset(st, 0, sizeof *st);
     size_t len = 0;
@@ -798,6 +815,9 @@ int ckpt_save(const char *dir, int64_t step, const ckpt_tensor_t *tensors, int n
     return ckpt_prune(dir, keep, err, errlen);
 }
 
+/* A complete checkpoint is one whose weights exist (written last) and whose state file
+ * reads back: checking the state here means --resume never picks a step it then cannot
+ * load, and falls back to the one before instead. */
 int64_t ckpt_latest(const char *dir) {
     int n;
     int64_t *steps = s_list_steps(dir, &n), best = -1;

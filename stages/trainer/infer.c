@@ -108,7 +108,9 @@ int main(int argc, char **argv) {
     if (!bpe)
         util_fatal(NULL, "%s: meta.bpe: %s", ckpt, err);
 
-    /* The task: named, or found by its instruction, or compiled afresh. */
+    /* The task: named, or found by its instruction, or compiled afresh. A plan task
+     * brings its closed answer set and its own image size; a fresh instruction gets the
+     * model's image size, which is what the weights were trained at. */
     const plan_task_t *pt = NULL;
     if (task_name) {
         pt = plan_task(plan, task_name);
@@ -233,7 +235,8 @@ int main(int argc, char **argv) {
     if (tmodel_load_weights(model, f, ckpt, err, sizeof err) != 0)
         util_fatal(NULL, "%s", err);
 
-    /* Closed answer set of the plan task. */
+    /* Closed answer set of the plan task: the set the trainer evaluated with, so
+     * ofa-infer and eval.json agree on what the model can answer. */
     gen_trie_t *trie = NULL;
     teval_t *ev = teval_new();
     if (tp->gen == GEN_CLOSED_SET) {

@@ -34,6 +34,8 @@
 
 static volatile sig_atomic_t s_stop;
 
+/* The handler only sets a flag: the loop finishes the batch in progress, so the
+ * checkpoint written on the way out is consistent with the data cursor. */
 static void s_on_signal(int sig) {
     (void)sig;
     s_stop = 1;
@@ -297,6 +299,8 @@ int main(int argc, char **argv) {
             stage_conn_credit(self.conn, 1);
             wait_from = util_now();
         } else if (kind == PROTO_CONTROL && !strcmp(proto_msg_op(m), "end")) {
+            /* The batcher sends end after the last batch of this rank: no batch can
+             * follow, so evaluation starts now. */
             ended = 1;
             proto_msg_destroy(&m);
         } else {

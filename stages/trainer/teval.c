@@ -73,6 +73,8 @@ static uint64_t s_hash(const int32_t *tok, int n) {
     return h ^ (uint64_t)n;
 }
 
+/* Called for every row of every training batch of a closed-set task: cheap in the
+ * common case (the answer is already known), one hash compare per known answer. */
 void teval_add_target(teval_t *self, const char *task, const int32_t *tokens, int n) {
     if (n <= 0)
         return;
@@ -227,6 +229,10 @@ static void s_put_num(s_buf_t *b, double v) {
         s_put(b, "null");
 }
 
+/* Every task of the plan gets an entry, also one that could not be scored: a missing
+ * key would read as "the task did not run", a null value with a note says why. The
+ * baseline is computed from the same references in the same call, so value and baseline
+ * always describe the same samples. */
 int teval_write(teval_t *self, const char *const *tasks, const char *const *metrics, int ntasks,
                 int64_t step, const char *path, char *err, size_t errlen) {
     s_buf_t b = {0};

@@ -6,6 +6,8 @@
 #include "tokenize.h"
 #include "util.h"
 
+/* The tokenizer marks decoder-prompt tokens (target-side plain text, no_loss slots) with
+ * label <pad>: the first labelled position is where the answer starts. */
 int tgen_prompt_len(const trainer_batch_t *b, int r) {
     for (int t = 0; t < b->T; t++)
         if (b->tgt_out[(size_t)r * b->T + t] != TOK_PAD)

@@ -18,6 +18,9 @@ struct tmodel_t {
     char (*names)[MODEL_MAX_NAME];   /* (n_params) parameter names */
 };
 
+/* The plan's model section overrides the preset's positions and image grid: the preset
+ * knows the sizes of DESIGN.md, the plan knows this run's inputs (max lengths after the
+ * tokenizer's truncation rule, image side / patch). */
 tmodel_t *tmodel_new(const tmodel_cfg_t *cfg, char *err, size_t errlen) {
     const char *be = cfg->backend ? cfg->backend : "cpu";
     if (strcmp(be, "cpu") && strcmp(be, "auto")) {
@@ -123,6 +126,9 @@ int tmodel_train(tmodel_t *self, const trainer_batch_t *b, double lr, double cli
     return 0;
 }
 
+/* Checkpoints go through host copies of the flat buffers because backend memory is
+ * device memory on a GPU backend; on the CPU this is one memcpy per buffer, a small cost
+ * next to writing the file. */
 void tmodel_sync_host(tmodel_t *self) {
     if (!self->hw) {
         self->hw = util_malloc(sizeof(float) * self->numel);
@@ -195,6 +201,8 @@ static int s_reorder(void *ctx, int n_new, const int32_t *src, char *err, size_t
     return model_cache_reorder(self->m, self->cache, n_new, src, err, errlen);
 }
 
+/* Rows [row0, row0+n) of a batch are contiguous in every (B, ...) array, so the model
+ * sees them as a smaller batch through offset pointers: no copy per chunk. */
 int tmodel_gen_begin(tmodel_t *self, const trainer_batch_t *b, int row0, int n, int max_rows,
                      int max_len, gen_step_i *st, char *err, size_t errlen) {
     if (max_rows < n)

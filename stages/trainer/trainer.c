@@ -59,6 +59,9 @@ struct trainer_t {
     int nvalid, capvalid;
 };
 
+/* The model library has its own schedule (model_lr_at, 0-based); the trainer keeps this
+ * 1-based one because its step numbers are the ones written to metrics.jsonl and the
+ * checkpoint, and tests pin the exact values. */
 double trainer_schedule(double lr, int64_t warmup, int64_t total, int64_t step) {
     if (step < 1)
         step = 1;
@@ -70,7 +73,9 @@ double trainer_schedule(double lr, int64_t warmup, int64_t total, int64_t step) 
     return lr * 0.5 * (1.0 + cos(M_PI * p));
 }
 
-/* Non-empty lines of a file (rows of a TSV or JSONL file); -1 if unreadable. */
+/* Non-empty lines of a file (rows of a TSV or JSONL file); -1 if unreadable. Counting
+ * is a read of the files at start-up only (MB/s of I/O, once), cheaper and simpler than
+ * asking the source, which may not have started yet. */
 static int64_t s_count_rows(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -127,6 +132,9 @@ static s_task_t *s_find_task(trainer_t *self, const char *name) {
 
 /* ---------------------------------------------------------------- checkpoints */
 
+/* Restore weights, moments, counters and closed sets of checkpoint `step`. The weights
+ * are checked against the model built from the plan: a plan edited between the run and
+ * its resume (another size, another BPE) is refused instead of half-loaded. */
 static int s_load_checkpoint(trainer_t *self, int64_t step, char *err, size_t errlen) {
     char p[2400];
     ckpt_path(self->ckpt_dir, step, "safetensors", p, sizeof p);
@@ -186,6 +194,8 @@ out:
 }
 
 int trainer_checkpoint(trainer_t *self, char *err, size_t errlen) {
+    /* Ranks hold the same data cursor rule and (without all-reduce) rank 0's weights are
+     * the ones a resume needs; one writer avoids ranks racing on the same files. */
     if (self->opts.rank != 0)
         return 0;
     int n = tmodel_n_params(self->model);
@@ -356,6 +366,9 @@ void trainer_destroy(trainer_t **self_p) {
 
 /* ---------------------------------------------------------------- batches */
 
+/* Everything the model would index with values from the message is checked here, with
+ * the batch's step and task in the reason: a bad batch costs one dropped batch and one
+ * line on stderr, never the run. model_forward checks again (its own contract). */
 static int s_check_batch(trainer_t *self, const trainer_batch_t *b, char *err, size_t errlen) {
     const int V = tmodel_vocab(self->model);
     if (!b->task || !s_find_task(self, b->task))
@@ -421,6 +434,9 @@ static void *s_dup(const void *p, size_t n) {
     return q;
 }
 
+/* Validation batches arrive after all training batches, while the model is still
+ * training on nothing: keeping copies and evaluating once at the end evaluates the final
+ * weights, which is what eval.json reports. Validation splits are small. */
 static void s_keep_valid(trainer_t *self, const trainer_batch_t *b) {
     if (self->nvalid == self->capvalid) {
         self->capvalid = self->capvalid ? 2 * self->capvalid : 16;
@@ -455,6 +471,8 @@ int trainer_feed(trainer_t *self, const trainer_batch_t *b, double wait_s, char 
         return 0;
     }
     s_task_t *task = s_find_task(self, b->task);
+    /* Closed sets are collected before the skip rules below, so a resumed run (which
+     * skips the batches it trained already) ends with the same answer set. */
     if (task->closed) {
         int32_t *tmp = util_malloc(sizeof(int32_t) * b->T);
         for (int r = 0; r < b->B; r++)
@@ -467,6 +485,8 @@ int trainer_feed(trainer_t *self, const trainer_batch_t *b, double wait_s, char 
         return 0;
     }
     double t0 = util_now();
+    /* The schedule is a function of the optimizer step only, so a resumed run continues
+     * it exactly where the checkpoint left it. */
     double lr = trainer_schedule(pt->lr, pt->warmup, self->total, self->step + 1);
     float loss = 0;
     int64_t ntok = 0;
@@ -551,6 +571,9 @@ static int s_eval_rows(trainer_t *self, const s_task_t *task, const trainer_batc
     return rc;
 }
 
+/* Every rank evaluates the validation batches it received (batch i goes to rank
+ * i % world); only rank 0 writes eval.json, so with several ranks it covers rank 0's
+ * share of the validation batches (trainer.h states this). */
 static int s_evaluate(trainer_t *self, char *err, size_t errlen) {
     gen_trie_t **tries = util_calloc(self->ntasks, sizeof(gen_trie_t *));
     int rc = 0;

@@ -33,8 +33,11 @@
  *    detokenised with the BPE; boxes are compared in location-bin units against the
  *    reference bins of tgt_out (IoU is invariant to scaling each axis, so this equals the
  *    pixel IoU up to bin rounding). eval.json goes to RUN/eval.json (teval.h).
- *  - Only rank 0 writes checkpoints, metrics.jsonl and eval.json. Ranks do not average
- *    gradients (no all-reduce yet): world > 1 trains independent replicas.
+ *  - Only rank 0 writes checkpoints, metrics.jsonl and eval.json (eval.json then covers
+ *    the validation batches rank 0 received). Ranks do not average gradients (no
+ *    all-reduce yet): world > 1 trains independent replicas.
+ *  - trainer.eval_every is not used: validation batches arrive only after the training
+ *    batches, so evaluation happens once, at the end.
  */
 #ifndef OFA_TRAINER_H
 #define OFA_TRAINER_H

@@ -119,6 +119,9 @@ static void s_emit(trainlog_t *self, s_task_t *t, int64_t step, double lr) {
     t->last_step = step;
 }
 
+/* Loss is averaged per task and weighted by tokens (a batch of long captions counts
+ * more than one of short answers, as in the gradient); rates count every task, because
+ * throughput is a property of the run, not of one task. */
 void trainlog_batch(trainlog_t *self, int64_t step, const char *task, double loss, double lr,
                     int samples, int64_t tokens, double wait_s, int log_every, int force) {
     s_task_t *t = s_task(self, task);
