@@ -99,6 +99,7 @@ static int s_recv(peer_t *p, int timeout_ms) {
         cr_assert_eq(proto_msg_get_int(m, "rank", -1), 0);
         cr_assert_eq(proto_msg_get_int(m, "world", -1), 1);
         cr_assert_eq(proto_msg_get_int(m, "credits", -1), 3);
+        p->credits += 3;   /* hello's credits are the initial window */
     } else if (kind == PROTO_CONTROL && !strcmp(proto_msg_op(m), "heartbeat")) {
         p->heartbeats++;
     } else if (kind == PROTO_CREDIT) {
@@ -201,7 +202,7 @@ Test(trainer_proc, trains_until_end_then_evaluates) {
     s_send_end(&p);
     cr_assert_eq(s_wait_exit(pid, &p), 0);
     cr_assert_eq(p.hello, 1);
-    /* The window: 3 credits up front (CREDIT after hello), then one back per batch. */
+    /* The window: 3 credits in hello, then one CREDIT back per batch. */
     cr_assert_eq(p.credits, 3, "every batch answered by one credit");
     char path[512];
     snprintf(path, sizeof path, "%s/eval.json", s_dir);

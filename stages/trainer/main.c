@@ -6,8 +6,8 @@
  *               [--credits N] [--bpe FILE] [--threads N]
  *
  * Protocol (the consumer side of the shared contracts): a DEALER connects to --in and
- * sends CONTROL op="hello" {role "consumer", tier "trainer", id, rank, world, credits},
- * then CREDIT {n = credits} for the window; every BATCH received is trained (or kept for evaluation) and answered
+ * sends CONTROL op="hello" {role "consumer", tier "trainer", id, rank, world, credits}
+ * (credits = the initial window, as ofa-batcher reads it); every BATCH received is trained (or kept for evaluation) and answered
  * with CREDIT {n: 1}; CONTROL op="end" ends the data: the trainer writes its final
  * checkpoint, evaluates the validation batches into RUN/eval.json, sends final stats and
  * exits 0. While it waits it sends CONTROL op="heartbeat" every 500 ms.
@@ -244,8 +244,8 @@ int main(int argc, char **argv) {
     void *zctx = zmq_ctx_new();
     s_self_t self = {.tr = tr};
     self.stats = stats_new(zctx, a.stats, a.id, "trainer");
-    /* hello carries rank, world and the credit window; a first CREDIT of the same
-     * window follows (a batcher that counts only CREDIT messages still starts). */
+    /* hello carries rank, world and the credit window (the batcher's initial credit);
+     * every batch is then answered by CREDIT 1, so at most `credits` batches wait here. */
     proto_msg_t *hello = proto_msg_new(PROTO_CONTROL, NULL);
     proto_msg_set_int(hello, "rank", a.rank);
     proto_msg_set_int(hello, "world", a.world);
@@ -253,8 +253,6 @@ int main(int argc, char **argv) {
                                sizeof err);
     if (!self.conn)
         util_fatal("check --in (the batcher's consumer endpoint)", "%s", err);
-    if (stage_conn_credit(self.conn, a.credits) != 0)
-        util_fatal(NULL, "first credit to %s failed: %s", a.in, zmq_strerror(errno));
     void *sock = stage_conn_socket(self.conn);
 
     int rc = 0, ended = 0;
