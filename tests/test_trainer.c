@@ -369,13 +369,21 @@ Test(trainer, malformed_batches_are_refused_not_fatal) {
     s.src_mod[5] = 1;   /* an image position without an image */
     cr_assert_neq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0);
     cr_assert(strstr(err, "img"), "%s", err);
-    /* A good batch still trains. */
     s_copy_batch(&s, 0);
+    s.src_mod[2] = 255;   /* a real position with an unknown modality */
+    cr_assert_neq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0);
+    cr_assert(strstr(err, "modality 255"), "%s", err);
+    /* A good batch still trains, with 255 at padded positions as ofa-batcher writes. */
+    s_copy_batch(&s, 0);
+    s.src_len[1] = 4;
+    s.src_tok[8 + 4] = s.src_tok[8 + 5] = TOK_PAD;
+    for (int j = 4; j < 8; j++)
+        s.src_mod[8 + j] = 255;
     cr_assert_eq(trainer_feed(tr, &s.b, 0, err, sizeof err), 0, "%s", err);
     cr_assert_eq(trainer_step(tr), 1);
     int64_t bad;
     trainer_counters(tr, NULL, NULL, NULL, &bad, NULL);
-    cr_assert_eq(bad, 5);
+    cr_assert_eq(bad, 6);
     trainer_destroy(&tr);
     plan_destroy(&plan);
 }

@@ -386,20 +386,31 @@ static int s_check_batch(trainer_t *self, const trainer_batch_t *b, char *err, s
         if (b->src_len[i] < 1 || b->src_len[i] > b->S)
             return util_err(err, errlen, "batch %lld (%s): src_len[%d] = %d outside 1..%d",
                             (long long)b->step, b->task, i, b->src_len[i], b->S);
-    int64_t n = (int64_t)b->B * b->S;
-    for (int64_t i = 0; i < n; i++)
-        if (b->src_tok[i] < 0 || b->src_tok[i] >= V || b->src_mod[i] >= MOD__COUNT)
-            return util_err(err, errlen, "batch %lld (%s): source token %d / modality %d at %lld "
-                            "outside the vocabulary of %d", (long long)b->step, b->task,
-                            b->src_tok[i], b->src_mod[i], (long long)i, V);
-    n = (int64_t)b->B * b->T;
+    /* Padded source positions (j >= src_len) carry no modality: ofa-batcher writes 255
+     * there. Only real positions are checked; s_fix_mod clears the padding. */
+    for (int r = 0; r < b->B; r++)
+        for (int j = 0; j < b->S; j++) {
+            int64_t i = (int64_t)r * b->S + j;
+            if (b->src_tok[i] < 0 || b->src_tok[i] >= V)
+                return util_err(err, errlen, "batch %lld (%s): source token %d at row %d position %d "
+                                "outside the vocabulary of %d", (long long)b->step, b->task,
+                                b->src_tok[i], r, j, V);
+            if (j < b->src_len[r] && b->src_mod[i] >= MOD__COUNT)
+                return util_err(err, errlen, "batch %lld (%s): modality %d at row %d position %d "
+                                "is unknown", (long long)b->step, b->task, b->src_mod[i], r, j);
+        }
+    int64_t n = (int64_t)b->B * b->T;
     for (int64_t i = 0; i < n; i++)
         if (b->tgt_in[i] < 0 || b->tgt_in[i] >= V || b->tgt_out[i] < 0 || b->tgt_out[i] >= V)
             return util_err(err, errlen, "batch %lld (%s): target token at %lld outside the "
                             "vocabulary of %d", (long long)b->step, b->task, (long long)i, V);
-    int image_pos = 0;
-    for (int64_t i = 0; i < (int64_t)b->S; i++)
-        image_pos += b->src_mod[i] == MOD_IMAGE;
+    int image_pos = 0;   /* most image positions of a row */
+    for (int r = 0; r < b->B; r++) {
+        int k = 0;
+        for (int j = 0; j < b->src_len[r]; j++)
+            k += b->src_mod[(size_t)r * b->S + j] == MOD_IMAGE;
+        image_pos = k > image_pos ? k : image_pos;
+    }
     if (image_pos > 0) {
         if (!b->img)
             return util_err(err, errlen, "batch %lld (%s): image positions but no img tensor",
@@ -461,11 +472,32 @@ static void s_keep_valid(trainer_t *self, const trainer_batch_t *b) {
     v->b.tgt_len = v->tgt_len, v->b.img = v->img, v->b.refs = v->refs;
 }
 
-int trainer_feed(trainer_t *self, const trainer_batch_t *b, double wait_s, char *err, size_t errlen) {
-    if (s_check_batch(self, b, err, errlen) != 0) {
+/* A copy of src_mod with padded positions set to TEXT (0), which the model accepts
+ * everywhere (their keys are masked by src_len anyway). Caller frees. */
+static uint8_t *s_fix_mod(const trainer_batch_t *b) {
+    uint8_t *m = util_malloc((size_t)b->B * b->S);
+    for (int r = 0; r < b->B; r++)
+        for (int j = 0; j < b->S; j++)
+            m[(size_t)r * b->S + j] = j < b->src_len[r] ? b->src_mod[(size_t)r * b->S + j] : 0;
+    return m;
+}
+
+static int s_feed(trainer_t *self, const trainer_batch_t *b, double wait_s, char *err, size_t errlen);
+
+int trainer_feed(trainer_t *self, const trainer_batch_t *b0, double wait_s, char *err, size_t errlen) {
+    if (s_check_batch(self, b0, err, errlen) != 0) {
         self->n_bad++;
         return -1;
     }
+    trainer_batch_t b = *b0;
+    uint8_t *mod = s_fix_mod(b0);
+    b.src_mod = mod;
+    int rc = s_feed(self, &b, wait_s, err, errlen);
+    free(mod);
+    return rc;
+}
+
+static int s_feed(trainer_t *self, const trainer_batch_t *b, double wait_s, char *err, size_t errlen) {
     if (b->valid) {
         s_keep_valid(self, b);
         return 0;
