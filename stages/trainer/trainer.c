@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "bpe.h"
 #include "ckpt.h"
@@ -299,11 +300,18 @@ trainer_t *trainer_new(const plan_t *plan, const trainer_opts_t *opts, char *err
             goto fail;
         }
     }
+    /* trainer.threads = 0: the cores of this machine shared among the ranks. */
+    int threads = opts->threads > 0 ? opts->threads : plan->trainer.threads;
+    if (threads <= 0) {
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = nc > 0 ? (int)(nc / self->opts.world) : 1;
+        threads = threads > 0 ? threads : 1;
+    }
     tmodel_cfg_t cfg = {
         .size = plan->model.size, .vocab = tok_bpe_vocab_size(self->bpe),
         .max_src_len = plan->model.max_src_len, .max_tgt_len = plan->model.max_tgt_len,
         .image_size = plan->model.image_size, .patch = plan->model.patch,
-        .seed = (uint64_t)plan->seed, .threads = opts->threads > 0 ? opts->threads : plan->trainer.threads,
+        .seed = (uint64_t)plan->seed, .threads = threads,
         .backend = plan->trainer.backend, .weight_decay = plan->trainer.weight_decay,
         .label_smoothing = plan->trainer.label_smoothing,
     };
