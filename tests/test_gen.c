@@ -394,3 +394,30 @@ Test(gen, log_softmax_normalises) {
     NEAR(x[2] - x[1], 1.0);
     cr_assert(x[3] == -INFINITY);
 }
+
+Test(gen, first_token_continues_a_decoder_prompt) {
+    /* opts.first replaces <s> as the first feed (the last token of a prompt the caller
+     * fed already). Table 1 after "A": </s> .4 is the best -> greedy gives [] with log .4.
+     * After "B": </s> .9 ranks first at t=0, so beam K=2 finishes [] with log .9 / 1;
+     * at t=1 "BA</s>" and "BB</s>" (.05 * .6 each) finish too; [] wins. */
+    char err[256];
+    fake_t f;
+    gen_step_i st = s_iface(&f, 1, 1);
+    gen_opts_t o = gen_opts_default();
+    const int32_t fa[1] = {TA}, fb[1] = {TB};
+    o.first = fa;
+    gen_hyp_t h[1];
+    cr_assert_eq(gen_greedy(&st, 1, &o, h, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(h[0].len, 0);
+    NEAR(h[0].score, log(.4));
+    cr_assert_eq(f.len[0], 1, "the first feed went into the row's prefix");
+    cr_assert_eq(f.pre[0][0], TA);
+    gen_hyps_free(h, 1);
+    st = s_iface(&f, 1, 1);
+    o.first = fb;
+    o.beam = 2;
+    cr_assert_eq(gen_beam(&st, 1, &o, h, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(h[0].len, 0);
+    NEAR(h[0].score, log(.9));
+    gen_hyps_free(h, 1);
+}
