@@ -54,9 +54,12 @@ typedef struct {
     int nheld, capheld;
 } s_peer_t;
 
+/* Finished samples waiting for the batcher, as a min-heap by seq: the batcher walks
+ * seqs in order, so the lowest one is always the most useful to send. */
 typedef struct {
     proto_msg_t **v;
-    int head, n, cap;
+    int64_t *seq;
+    int n, cap;
 } s_msgq_t;
 
 struct broker {
@@ -78,6 +81,7 @@ struct broker {
 
     s_msgq_t toward_batcher;
     int batcher_credits;
+    int64_t batcher_want;        /* the seq the batcher's walk waits for (-1: none) */
     int source_requested;        /* samples asked of the source, not yet received */
     proto_msg_t *eof;            /* the source's eof, forwarded once all is resolved */
     int eof_forwarded;
@@ -114,25 +118,48 @@ static s_ref_t s_fifo_pop(s_fifo_t *q) {
     return r;
 }
 
+static void s_msgq_swap(s_msgq_t *q, int i, int j) {
+    proto_msg_t *m = q->v[i];
+    q->v[i] = q->v[j];
+    q->v[j] = m;
+    int64_t t = q->seq[i];
+    q->seq[i] = q->seq[j];
+    q->seq[j] = t;
+}
+
 static void s_msgq_push(s_msgq_t *q, proto_msg_t *m) {
     if (q->n == q->cap) {
-        int cap = q->cap ? q->cap * 2 : 64;
-        proto_msg_t **v = util_malloc((size_t)cap * sizeof *v);
-        for (int i = 0; i < q->n; i++)
-            v[i] = q->v[(q->head + i) % q->cap];
-        free(q->v);
-        q->v = v;
-        q->head = 0;
-        q->cap = cap;
+        q->cap = q->cap ? q->cap * 2 : 64;
+        q->v = util_realloc(q->v, (size_t)q->cap * sizeof *q->v);
+        q->seq = util_realloc(q->seq, (size_t)q->cap * sizeof *q->seq);
     }
-    q->v[(q->head + q->n) % q->cap] = m;
-    q->n++;
+    int i = q->n++;
+    q->v[i] = m;
+    q->seq[i] = proto_msg_get_int(m, "seq", 0);
+    while (i > 0 && q->seq[(i - 1) / 2] > q->seq[i]) {
+        s_msgq_swap(q, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
 }
 
 static proto_msg_t *s_msgq_pop(s_msgq_t *q) {
-    proto_msg_t *m = q->v[q->head];
-    q->head = (q->head + 1) % q->cap;
+    proto_msg_t *m = q->v[0];
     q->n--;
+    if (q->n > 0) {
+        q->v[0] = q->v[q->n];
+        q->seq[0] = q->seq[q->n];
+        for (int i = 0;;) {
+            int l = 2 * i + 1, r = l + 1, min = i;
+            if (l < q->n && q->seq[l] < q->seq[min])
+                min = l;
+            if (r < q->n && q->seq[r] < q->seq[min])
+                min = r;
+            if (min == i)
+                break;
+            s_msgq_swap(q, i, min);
+            i = min;
+        }
+    }
     return m;
 }
 
@@ -266,6 +293,7 @@ broker_t *broker_new(const broker_opts_t *opts, broker_send_fn send, void *send_
     self->send = send;
     self->send_ctx = send_ctx;
     self->stats = stats;
+    self->batcher_want = -1;
     if (opts->rejects_path) {
         self->rejects = fopen(opts->rejects_path, "a");
         if (!self->rejects)
@@ -294,6 +322,7 @@ void broker_destroy(broker_t **self_p) {
         proto_msg_destroy(&m);
     }
     free(self->toward_batcher.v);
+    free(self->toward_batcher.seq);
     proto_msg_destroy(&self->eof);
     if (self->rejects)
         fclose(self->rejects);
@@ -432,6 +461,8 @@ void broker_on_garbage(broker_t *self, const void *ident, size_t identlen, const
         stats_add(self->stats, "malformed", 1);
 }
 
+static void s_requeue_held(broker_t *self, s_peer_t *p);
+
 void broker_on_message(broker_t *self, const void *ident, size_t identlen, proto_msg_t *m) {
     s_peer_t *p = s_peer(self, ident, identlen, 1);
     p->last_seen = util_now();
@@ -452,6 +483,13 @@ void broker_on_message(broker_t *self, const void *ident, size_t identlen, proto
             const char *tier = proto_msg_get_str(m, "tier");
             snprintf(p->id, sizeof p->id, "%s", id ? id : "?");
             p->alive = 1;
+            if (p->nheld > 0) {
+                /* A restarted process reuses its identity: what the old one held is gone
+                 * with it. */
+                fprintf(stderr, "broker: %s said hello again (restarted); re-dispatching the "
+                        "%d item(s) it held\n", p->id, p->nheld);
+                s_requeue_held(self, p);
+            }
             if (role && strcmp(role, "worker") == 0) {
                 p->role = ROLE_WORKER;
                 p->tier = s_tier_index(self, tier ? tier : "", 1);
@@ -482,6 +520,7 @@ void broker_on_message(broker_t *self, const void *ident, size_t identlen, proto
             int64_t n = proto_msg_get_int(m, "n", 0);
             if (n > 0 && n <= 1000000)
                 self->batcher_credits += (int)n;
+            self->batcher_want = proto_msg_get_int(m, "want_seq", -1);
         }
         proto_msg_destroy(&m);
         return;
@@ -524,6 +563,11 @@ static void s_declare_dead(broker_t *self, s_peer_t *p) {
     p->alive = 0;
     fprintf(stderr, "broker: worker %s silent for %d ms; re-dispatching the %d item(s) it "
             "held\n", p->id, self->opts.dead_ms, p->nheld);
+    s_requeue_held(self, p);
+}
+
+/* Put everything p holds back at the front of its tier's queue. */
+static void s_requeue_held(broker_t *self, s_peer_t *p) {
     /* Front of the queue, in the order they were held, so they go out first. */
     for (int i = p->nheld - 1; i >= 0; i--) {
         s_entry_t *e = s_lookup(self, p->held[i].seq);
@@ -579,9 +623,15 @@ static void s_dispatch(broker_t *self) {
     }
     /* Finished samples to the batcher. */
     s_peer_t *b = s_find_role(self, ROLE_BATCHER);
-    while (b && self->batcher_credits > 0 && self->toward_batcher.n) {
+    /* The seq the batcher waits for goes out even without credit: with its window full
+     * of later samples, it could otherwise never arrive. */
+    while (b && self->toward_batcher.n &&
+           (self->batcher_credits > 0 || self->toward_batcher.seq[0] == self->batcher_want)) {
         proto_msg_t *m = s_msgq_pop(&self->toward_batcher);
-        self->batcher_credits--;
+        if (self->batcher_credits > 0)
+            self->batcher_credits--;
+        else
+            self->batcher_want = -1;
         self->send(self->send_ctx, b->ident, b->identlen, &m);
     }
     /* The end of data, once nothing before it is left. */
@@ -621,5 +671,8 @@ void broker_tick(broker_t *self) {
             depth += self->tiers[t].queue.n;
         stats_set(self->stats, "queue_depth", (double)depth);
         stats_set(self->stats, "in_system", (double)broker_in_system(self));
+        stats_set(self->stats, "in_tiers", (double)self->nentries);
+        stats_set(self->stats, "toward_batcher", (double)self->toward_batcher.n);
+        stats_set(self->stats, "batcher_credits", (double)self->batcher_credits);
     }
 }

@@ -4,9 +4,9 @@
  * answers every consumer with CONTROL "end".
  *
  * Memory: the batcher asks the broker for at most WINDOW samples beyond what it has
- * turned into batches, and stops asking while the consumers are behind; when the walk
- * waits for a missing seq with a full window, it asks for up to --max-inflight more, so
- * the missing one can never be stuck behind others in the broker's queue. */
+ * turned into batches, and stops asking while the consumers are behind. Every credit
+ * names the seq the walk waits for ("want_seq"); the broker sends that one even when
+ * the window is full, so a re-dispatched sample can never be stuck behind later ones. */
 #include "batcher.h"
 #include "planfile.h"
 #include "stage.h"
@@ -98,6 +98,7 @@ int main(int argc, char **argv) {
     long requested = 0;     /* samples asked of the broker, not yet received */
     long k = 0;             /* batches cut so far: batch k goes to rank k % world */
     int eof = 0, ended = 0;
+    int64_t last_want = -1;
     double busy = 0;
     while (!stage_stop_flag && !ended) {
         zmq_pollitem_t items[2] = {{in, 0, ZMQ_POLLIN, 0}, {out, 0, ZMQ_POLLIN, 0}};
@@ -196,15 +197,25 @@ int main(int argc, char **argv) {
         }
         /* Ask the broker for more while there is room. */
         long held = batcher_buffered(bt) + requested;
-        long limit = WINDOW;
-        if (batcher_waiting_for_gap(bt))
-            limit = WINDOW + 2L * o.max_inflight;
-        if (!eof && backlog < READY_PER_RANK * world && held < limit) {
-            long n = limit - held;
+        int gap = batcher_waiting_for_gap(bt);
+        if (!eof && backlog < READY_PER_RANK * world && held < WINDOW) {
+            long n = WINDOW - held;
             if (n >= 16 || requested == 0) {
-                stage_conn_credit(conn, (int)n);
+                proto_msg_t *c = proto_msg_new(PROTO_CREDIT, NULL);
+                proto_msg_set_int(c, "n", n);
+                proto_msg_set_int(c, "want_seq", batcher_next_seq(bt));
+                stage_conn_send(conn, &c);
                 requested += n;
+                last_want = batcher_next_seq(bt);
             }
+        } else if (gap && last_want != batcher_next_seq(bt)) {
+            /* The window is full of later samples: name the one the walk waits for, which
+             * the broker sends even without credit. */
+            proto_msg_t *c = proto_msg_new(PROTO_CREDIT, NULL);
+            proto_msg_set_int(c, "n", 0);
+            proto_msg_set_int(c, "want_seq", batcher_next_seq(bt));
+            stage_conn_send(conn, &c);
+            last_want = batcher_next_seq(bt);
         }
         if (eof && batcher_done(bt) && backlog == 0) {
             int all = 1;
@@ -230,6 +241,8 @@ int main(int argc, char **argv) {
         stats_set(st, "busy_s", busy);
         stats_set(st, "queue_depth", (double)(batcher_buffered(bt) + backlog));
         stats_set(st, "batches_out", (double)batcher_batches_out(bt));
+        stats_set(st, "next_seq", (double)batcher_next_seq(bt));
+        stats_set(st, "requested", (double)requested);
         stats_set(st, "samples_out", (double)batcher_samples_out(bt));
         stage_conn_heartbeat(conn);
         stats_tick(st);

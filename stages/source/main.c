@@ -35,8 +35,10 @@ int main(int argc, char **argv) {
     double busy = 0;
     while (!stage_stop_flag) {
         zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, 100) < 0 && errno != EINTR)
+        if (zmq_poll(&it, 1, 100) < 0 && errno != EINTR) {
+            fprintf(stderr, "ofa-source: poll: %s\n", zmq_strerror(errno));
             break;
+        }
         for (;;) {
             proto_msg_t *m = proto_recv(sock, NULL, NULL, ZMQ_DONTWAIT, err, sizeof err);
             if (!m) {
@@ -76,6 +78,9 @@ int main(int argc, char **argv) {
         stage_conn_heartbeat(conn);
         stats_tick(st);
     }
+    if (stage_stop_flag)
+        fprintf(stderr, "ofa-source: stopped by signal %d after %lld rows\n",
+                (int)stage_stop_flag, (long long)source_emitted(src));
     stage_conn_destroy(&conn);
     stats_destroy(&st);
     zmq_ctx_term(zctx);

@@ -1,0 +1,8 @@
+# End-to-end tests of the pipeline through launch (real processes, real data).
+find_program(PYTHON3 python3 REQUIRED)
+ofa_add_script_test(e2e_pipeline_rejects
+  COMMAND ${PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/e2e/pipeline_test.py rejects
+  LABELS e2e TIMEOUT 300)
+ofa_add_script_test(e2e_pipeline_kill_worker
+  COMMAND ${PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/e2e/pipeline_test.py kill
+  LABELS e2e TIMEOUT 300)
