@@ -14,12 +14,24 @@ static int s_val(unsigned char c) {
 }
 
 uint8_t *base64_decode(const char *s, size_t len, size_t *outlen, char *err, size_t errlen) {
-    /* Padding: up to two '=' at the very end only. */
+    /* Padding: up to two '=' at the very end only; anywhere else '=' is a bad character. */
     size_t n = len;
     int pad = 0;
     while (n > 0 && s[n - 1] == '=' && pad < 2) {
         n--;
         pad++;
+    }
+    /* Characters first, so that the error names the first bad one even when the
+     * length is wrong too (a cell with junk in it is usually both). */
+    for (size_t i = 0; i < n; i++) {
+        if (s_val((unsigned char)s[i]) >= 0)
+            continue;
+        unsigned char c = (unsigned char)s[i];
+        if (c > 0x20 && c < 0x7f)
+            util_err(err, errlen, "base64: bad character '%c' at offset %zu", c, i);
+        else
+            util_err(err, errlen, "base64: bad byte 0x%02x at offset %zu", c, i);
+        return NULL;
     }
     if (n % 4 == 1) {
         util_err(err, errlen, "base64: %zu characters cannot be a whole number of bytes", n);
@@ -35,17 +47,7 @@ uint8_t *base64_decode(const char *s, size_t len, size_t *outlen, char *err, siz
     uint32_t acc = 0;
     int bits = 0;
     for (size_t i = 0; i < n; i++) {
-        int v = s_val((unsigned char)s[i]);
-        if (v < 0) {
-            unsigned char c = (unsigned char)s[i];
-            if (c >= 0x20 && c < 0x7f)
-                util_err(err, errlen, "base64: bad character '%c' at offset %zu", c, i);
-            else
-                util_err(err, errlen, "base64: bad byte 0x%02x at offset %zu", c, i);
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (uint32_t)v;
+        acc = (acc << 6) | (uint32_t)s_val((unsigned char)s[i]);
         bits += 6;
         if (bits >= 8) {
             bits -= 8;

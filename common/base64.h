@@ -1,5 +1,6 @@
 /* base64.h: base64 as OFA's TSV files carry images and audio: both the standard
- * (+/) and the URL-safe (-_) alphabet are accepted, padding is optional, and no
+ * (+/) and the URL-safe (-_) alphabet are accepted (even mixed in one value), padding
+ * is optional (but when present it must end a 4-character group), and no
  * whitespace is allowed inside a value (a TSV cell never wraps). */
 #ifndef OFA_BASE64_H
 #define OFA_BASE64_H

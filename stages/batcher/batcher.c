@@ -3,6 +3,7 @@
 #include "batcher.h"
 #include "util.h"
 
+#include <stdio.h>
 #include <string.h>
 
 struct batcher {
@@ -17,7 +18,7 @@ struct batcher {
     int64_t cur_slot;
     proto_msg_t **ready;       /* finished batches, FIFO */
     int nready, capready;
-    long duplicates, samples_out, batches_out;
+    long duplicates, malformed, samples_out, batches_out;
 };
 
 batcher_t *batcher_new(void) {
@@ -116,6 +117,18 @@ static void s_walk(batcher_t *self) {
 
 void batcher_add(batcher_t *self, proto_msg_t *m) {
     int64_t seq = proto_msg_get_int(m, "seq", -1);
+    /* A message without a seq, or one so far ahead that the ring would have to grow past
+     * any window the batcher asks for, cannot come from the source: it is dropped, so a
+     * bad message never makes the buffer allocate without bound. */
+    if (seq < 0 || seq - self->next_seq >= BATCHER_MAX_AHEAD ||
+        (proto_msg_kind(m) != PROTO_SAMPLE && proto_msg_kind(m) != PROTO_REJECT)) {
+        fprintf(stderr, "ofa-batcher: dropped a %s message of task %s with seq %lld "
+                "(the walk is at %lld)\n", proto_kind_name(proto_msg_kind(m)),
+                proto_msg_task(m), (long long)seq, (long long)self->next_seq);
+        self->malformed++;
+        proto_msg_destroy(&m);
+        return;
+    }
     if (seq < self->next_seq || (self->eof >= 0 && seq >= self->eof)) {
         self->duplicates++;
         proto_msg_destroy(&m);
@@ -160,6 +173,7 @@ int batcher_waiting_for_gap(const batcher_t *self) {
 }
 int64_t batcher_next_seq(const batcher_t *self) { return self->next_seq; }
 long batcher_duplicates(const batcher_t *self) { return self->duplicates; }
+long batcher_malformed(const batcher_t *self) { return self->malformed; }
 long batcher_samples_out(const batcher_t *self) { return self->samples_out; }
 long batcher_batches_out(const batcher_t *self) { return self->batches_out; }
 
@@ -193,7 +207,11 @@ proto_msg_t *batcher_make_batch(proto_msg_t **samples, int n, int64_t step) {
         int64_t ti = s_len1(m, "tgt_in", PROTO_I32), to = s_len1(m, "tgt_out", PROTO_I32);
         const proto_field_t *img = proto_msg_get_tensor(m, "img", PROTO_U8);
         const char *why = NULL;
-        if (s < 0 || sm != s || ti < 0 || to != ti)
+        if (proto_msg_n_ids(m) != 1)
+            why = "a sample carries exactly one id";
+        else if (B > 0 && strcmp(proto_msg_task(m), proto_msg_task(ok[0])) != 0)
+            why = "task differs from the batch's (a batch never mixes tasks)";
+        else if (s < 0 || sm != s || ti < 0 || to != ti)
             why = "src_tok/src_mod/tgt_in/tgt_out missing or of mismatched lengths";
         else if (img && img->ndim != 2)
             why = "img is not (Np, P*P*3)";

@@ -22,11 +22,17 @@
 
 typedef struct batcher batcher_t;
 
+/* A seq this far ahead of the walk is refused as malformed (the buffer never grows
+ * past it; the batcher's credit window is far smaller). */
+#define BATCHER_MAX_AHEAD (1LL << 22)
+
 /* The caller owns the result. */
 batcher_t *batcher_new(void);
 void batcher_destroy(batcher_t **self_p);
 
-/* A finished SAMPLE or a REJECT notice (ownership passes). */
+/* A finished SAMPLE or a REJECT notice (ownership passes). A message of another kind,
+ * without "seq", or with a seq BATCHER_MAX_AHEAD or more past the walk is dropped and
+ * counted as malformed; a seq already buffered or already walked is a duplicate. */
 void batcher_add(batcher_t *self, proto_msg_t *msg);
 /* The source emitted count messages in all (seq 0 .. count-1). */
 void batcher_set_eof(batcher_t *self, int64_t count);
@@ -43,6 +49,7 @@ int64_t batcher_next_seq(const batcher_t *self);
 
 /* Counters. */
 long batcher_duplicates(const batcher_t *self);
+long batcher_malformed(const batcher_t *self);
 long batcher_samples_out(const batcher_t *self);
 long batcher_batches_out(const batcher_t *self);
 

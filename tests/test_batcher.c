@@ -1,0 +1,304 @@
+/* test_batcher.c: the batcher library (stages/batcher/batcher.h) without sockets:
+ * order restored from any arrival order, rejects skipped, duplicates and malformed
+ * messages dropped, padding values, images, refs, and byte-identical batches whatever
+ * the arrival order (the determinism contract). */
+#include "batcher.h"
+#include "util.h"
+
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A finished sample as the tokenize tier leaves it: src of length s, tgt of length t,
+ * tokens derived from seq so that every position is recognisable. */
+static proto_msg_t *mk_sample(const char *task, int64_t seq, int64_t slot, int s, int t) {
+    proto_msg_t *m = proto_msg_new(PROTO_SAMPLE, task);
+    proto_msg_add_id(m, 1000 + (uint64_t)seq);
+    proto_msg_set_int(m, "seq", seq);
+    proto_msg_set_int(m, "slot", slot);
+    proto_msg_set_int(m, "epoch", 0);
+    proto_msg_set_str(m, "split", "train");
+    int32_t tok[64], tin[64], tout[64];
+    uint8_t mod[64];
+    for (int i = 0; i < s; i++) {
+        tok[i] = (int32_t)(100 * seq + i + 5);
+        mod[i] = (uint8_t)(i % 2);
+    }
+    for (int i = 0; i < t; i++) {
+        tin[i] = (int32_t)(200 * seq + i + 5);
+        tout[i] = (int32_t)(300 * seq + i + 5);
+    }
+    int64_t ss[1] = {s}, ts[1] = {t};
+    proto_msg_set_tensor(m, "src_tok", PROTO_I32, 1, ss, tok);
+    proto_msg_set_tensor(m, "src_mod", PROTO_U8, 1, ss, mod);
+    proto_msg_set_tensor(m, "tgt_in", PROTO_I32, 1, ts, tin);
+    proto_msg_set_tensor(m, "tgt_out", PROTO_I32, 1, ts, tout);
+    char ref[32];
+    snprintf(ref, sizeof ref, "ref %lld", (long long)seq);
+    proto_msg_set_str(m, "ref", ref);
+    return m;
+}
+
+static proto_msg_t *mk_reject(const char *task, int64_t seq, int64_t slot) {
+    proto_msg_t *m = proto_msg_new(PROTO_REJECT, task);
+    proto_msg_add_id(m, 1000 + (uint64_t)seq);
+    proto_msg_set_int(m, "seq", seq);
+    proto_msg_set_int(m, "slot", slot);
+    proto_msg_set_str(m, "reason", "column img: corrupt JPEG");
+    return m;
+}
+
+static void add_img(proto_msg_t *m, int np, int d, uint8_t fill) {
+    uint8_t *px = util_malloc((size_t)(np * d));
+    memset(px, fill, (size_t)(np * d));
+    int64_t sh[2] = {np, d};
+    proto_msg_take_tensor(m, "img", PROTO_U8, 2, sh, px);
+    proto_msg_set_int(m, "img.grid", 2);
+}
+
+/* 10 samples in 3 slots: slot 0 = seq 0..3 (task a), slot 1 = seq 4..6 (task b, seq 5
+ * rejected), slot 2 = seq 7..9 (task a). */
+static const int64_t SLOT_OF[10] = {0, 0, 0, 0, 1, 1, 1, 2, 2, 2};
+
+static proto_msg_t *mk_item(int64_t seq) {
+    const char *task = SLOT_OF[seq] == 1 ? "b" : "a";
+    if (seq == 5)
+        return mk_reject(task, seq, SLOT_OF[seq]);
+    return mk_sample(task, seq, SLOT_OF[seq], 2 + (int)(seq % 4), 1 + (int)(seq % 3));
+}
+
+/* Feed the 10 items in the given order, then eof; return the encoded batches. */
+static int run_order(const int *order, char **bytes, size_t *lens, int max) {
+    batcher_t *bt = batcher_new();
+    for (int i = 0; i < 10; i++)
+        batcher_add(bt, mk_item(order[i]));
+    batcher_set_eof(bt, 10);
+    int n = 0;
+    for (proto_msg_t *b; (b = batcher_next(bt));) {
+        cr_assert_lt(n, max);
+        bytes[n] = proto_encode_bytes(b, &lens[n]);
+        n++;
+        proto_msg_destroy(&b);
+    }
+    cr_assert(batcher_done(bt));
+    cr_assert_eq(batcher_duplicates(bt), 0);
+    batcher_destroy(&bt);
+    cr_assert_null(bt);
+    return n;
+}
+
+Test(batcher, order_restored_and_rejects_skipped) {
+    int rev[10];
+    for (int i = 0; i < 10; i++)
+        rev[i] = 9 - i;
+    batcher_t *bt = batcher_new();
+    /* Reverse arrival: nothing can be cut until seq 0 comes last. */
+    for (int i = 0; i < 9; i++) {
+        batcher_add(bt, mk_item(rev[i]));
+        cr_assert_null(batcher_next(bt));
+        cr_assert(batcher_waiting_for_gap(bt));
+    }
+    cr_assert_eq(batcher_next_seq(bt), 0);
+    batcher_add(bt, mk_item(0));
+    /* Slots 0 and 1 are closed by the first seq of the next slot; slot 2 waits for eof. */
+    proto_msg_t *b0 = batcher_next(bt), *b1 = batcher_next(bt);
+    cr_assert_not_null(b0);
+    cr_assert_not_null(b1);
+    cr_assert_null(batcher_next(bt));
+    cr_assert_not(batcher_done(bt));
+    batcher_set_eof(bt, 10);
+    proto_msg_t *b2 = batcher_next(bt);
+    cr_assert_not_null(b2);
+    cr_assert(batcher_done(bt));
+
+    cr_assert_str_eq(proto_msg_task(b0), "a");
+    cr_assert_eq(proto_msg_n_ids(b0), 4);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(proto_msg_ids(b0)[i], 1000u + (unsigned)i);
+    cr_assert_eq(proto_msg_get_int(b0, "step", -1), 0);
+    /* The reject (seq 5) only moves the walk on: slot 1 has seq 4 and 6. */
+    cr_assert_str_eq(proto_msg_task(b1), "b");
+    cr_assert_eq(proto_msg_n_ids(b1), 2);
+    cr_assert_eq(proto_msg_ids(b1)[0], 1004u);
+    cr_assert_eq(proto_msg_ids(b1)[1], 1006u);
+    cr_assert_eq(proto_msg_get_int(b1, "step", -1), 1);
+    cr_assert_eq(proto_msg_n_ids(b2), 3);
+    cr_assert_eq(proto_msg_ids(b2)[0], 1007u);
+    cr_assert_eq(batcher_samples_out(bt), 9);
+    cr_assert_eq(batcher_batches_out(bt), 3);
+    proto_msg_destroy(&b0);
+    proto_msg_destroy(&b1);
+    proto_msg_destroy(&b2);
+    batcher_destroy(&bt);
+}
+
+Test(batcher, same_batches_whatever_the_arrival_order) {
+    int inorder[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    char *ref[8];
+    size_t reflen[8];
+    int nref = run_order(inorder, ref, reflen, 8);
+    cr_assert_eq(nref, 3);
+    util_rng_t rng = {42};
+    for (int trial = 0; trial < 50; trial++) {
+        int order[10];
+        memcpy(order, inorder, sizeof order);
+        for (int i = 9; i > 0; i--) {
+            int j = (int)(util_rng_next(&rng) % (uint64_t)(i + 1));
+            int t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        char *got[8];
+        size_t gotlen[8];
+        int n = run_order(order, got, gotlen, 8);
+        cr_assert_eq(n, nref);
+        for (int i = 0; i < n; i++) {
+            cr_assert_eq(gotlen[i], reflen[i], "trial %d batch %d: length differs", trial, i);
+            cr_assert(memcmp(got[i], ref[i], reflen[i]) == 0,
+                      "trial %d batch %d: bytes differ", trial, i);
+            free(got[i]);
+        }
+    }
+    for (int i = 0; i < nref; i++)
+        free(ref[i]);
+}
+
+Test(batcher, duplicates_dropped) {
+    batcher_t *bt = batcher_new();
+    batcher_add(bt, mk_sample("a", 1, 0, 3, 2));
+    batcher_add(bt, mk_sample("a", 1, 0, 3, 2));   /* buffered twice */
+    cr_assert_eq(batcher_duplicates(bt), 1);
+    batcher_add(bt, mk_sample("a", 0, 0, 3, 2));
+    batcher_add(bt, mk_sample("a", 0, 0, 3, 2));   /* already walked */
+    cr_assert_eq(batcher_duplicates(bt), 2);
+    batcher_add(bt, mk_reject("a", 1, 0));           /* a late reject of a walked seq */
+    cr_assert_eq(batcher_duplicates(bt), 3);
+    batcher_set_eof(bt, 2);
+    batcher_add(bt, mk_sample("a", 2, 0, 3, 2));   /* past the end of data */
+    cr_assert_eq(batcher_duplicates(bt), 4);
+    proto_msg_t *b = batcher_next(bt);
+    cr_assert_not_null(b);
+    cr_assert_eq(proto_msg_n_ids(b), 2);
+    cr_assert_null(batcher_next(bt));
+    cr_assert(batcher_done(bt));
+    proto_msg_destroy(&b);
+    batcher_destroy(&bt);
+}
+
+Test(batcher, malformed_messages_dropped_without_growing) {
+    batcher_t *bt = batcher_new();
+    proto_msg_t *noseq = proto_msg_new(PROTO_SAMPLE, "a");
+    batcher_add(bt, noseq);
+    batcher_add(bt, mk_sample("a", BATCHER_MAX_AHEAD, 0, 3, 2));
+    batcher_add(bt, mk_sample("a", INT64_MAX, 0, 3, 2));
+    proto_msg_t *ctl = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_int(ctl, "seq", 0);
+    batcher_add(bt, ctl);
+    cr_assert_eq(batcher_malformed(bt), 4);
+    cr_assert_eq(batcher_buffered(bt), 0);
+    /* A seq far ahead but inside the bound is kept (the ring grows). */
+    batcher_add(bt, mk_sample("a", 5000, 0, 3, 2));
+    cr_assert_eq(batcher_buffered(bt), 1);
+    batcher_destroy(&bt);
+}
+
+Test(batcher, padding_values) {
+    proto_msg_t *s[2] = {mk_sample("a", 0, 0, 3, 1), mk_sample("a", 1, 0, 5, 4)};
+    proto_msg_t *b = batcher_make_batch(s, 2, 7);
+    cr_assert_not_null(b);
+    const proto_field_t *st = proto_msg_get_tensor(b, "src_tok", PROTO_I32);
+    const proto_field_t *sm = proto_msg_get_tensor(b, "src_mod", PROTO_U8);
+    const proto_field_t *sl = proto_msg_get_tensor(b, "src_len", PROTO_I32);
+    const proto_field_t *ti = proto_msg_get_tensor(b, "tgt_in", PROTO_I32);
+    const proto_field_t *to = proto_msg_get_tensor(b, "tgt_out", PROTO_I32);
+    const proto_field_t *tl = proto_msg_get_tensor(b, "tgt_len", PROTO_I32);
+    cr_assert(st && sm && sl && ti && to && tl);
+    cr_assert_eq(st->ndim, 2);
+    cr_assert_eq(st->shape[0], 2);
+    cr_assert_eq(st->shape[1], 5);   /* S = the longest source */
+    cr_assert_eq(ti->shape[1], 4);   /* T = the longest target */
+    const int32_t *tok = st->data, *len = sl->data, *tin = ti->data, *tout = to->data,
+                  *tlen = tl->data;
+    const uint8_t *mod = sm->data;
+    cr_assert_eq(len[0], 3);
+    cr_assert_eq(len[1], 5);
+    cr_assert_eq(tlen[0], 1);
+    cr_assert_eq(tlen[1], 4);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(tok[i], i < 3 ? 5 + i : 1, "row 0 pos %d", i);
+        cr_assert_eq(mod[i], i < 3 ? i % 2 : 255, "row 0 pos %d", i);
+        cr_assert_eq(tok[5 + i], 105 + i);
+        cr_assert_eq(mod[5 + i], i % 2);
+    }
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(tin[i], i < 1 ? 5 + i : 1);
+        cr_assert_eq(tout[i], i < 1 ? 5 + i : 1);
+        cr_assert_eq(tin[4 + i], 205 + i);
+        cr_assert_eq(tout[4 + i], 305 + i);
+    }
+    cr_assert_eq(proto_msg_get_int(b, "step", -1), 7);
+    cr_assert_str_eq(proto_msg_get_str(b, "split"), "train");
+    cr_assert_str_eq(proto_msg_get_str(b, "refs"), "ref 0\nref 1");
+    cr_assert_null(proto_msg_get(b, "img"));
+    proto_msg_destroy(&b);
+}
+
+Test(batcher, images_stacked_and_misfits_dropped) {
+    proto_msg_t *s[4] = {mk_sample("a", 0, 0, 3, 1), mk_sample("a", 1, 0, 3, 1),
+                         mk_sample("a", 2, 0, 3, 1), mk_sample("b", 3, 0, 3, 1)};
+    add_img(s[0], 4, 12, 10);
+    add_img(s[1], 4, 12, 20);
+    add_img(s[2], 9, 12, 30);     /* another shape: dropped */
+    add_img(s[3], 4, 12, 40);     /* another task: dropped */
+    proto_msg_t *b = batcher_make_batch(s, 4, 0);
+    cr_assert_not_null(b);
+    cr_assert_eq(proto_msg_n_ids(b), 2);
+    const proto_field_t *img = proto_msg_get_tensor(b, "img", PROTO_U8);
+    cr_assert_not_null(img);
+    cr_assert_eq(img->ndim, 3);
+    cr_assert_eq(img->shape[0], 2);
+    cr_assert_eq(img->shape[1], 4);
+    cr_assert_eq(img->shape[2], 12);
+    const uint8_t *px = img->data;
+    cr_assert_eq(px[0], 10);
+    cr_assert_eq(px[47], 10);
+    cr_assert_eq(px[48], 20);
+    cr_assert_eq(proto_msg_get_int(b, "img.grid", 0), 2);
+    proto_msg_destroy(&b);
+    /* No well-formed sample at all: no batch. */
+    proto_msg_t *bad[1] = {proto_msg_new(PROTO_SAMPLE, "a")};
+    proto_msg_add_id(bad[0], 1);
+    cr_assert_null(batcher_make_batch(bad, 1, 0));
+    cr_assert_null(batcher_make_batch(NULL, 0, 0));
+}
+
+Test(batcher, valid_refs_never_hold_newlines) {
+    proto_msg_t *s[2] = {mk_sample("a", 0, 0, 2, 2), mk_sample("a", 1, 0, 2, 2)};
+    proto_msg_set_str(s[0], "ref", "two\nlines");
+    proto_msg_set_str(s[0], "split", "valid");
+    proto_msg_set_str(s[1], "split", "valid");
+    proto_msg_t *b = batcher_make_batch(s, 2, 3);
+    cr_assert_str_eq(proto_msg_get_str(b, "split"), "valid");
+    cr_assert_str_eq(proto_msg_get_str(b, "refs"), "two lines\nref 1");
+    proto_msg_destroy(&b);
+}
+
+/* A batch survives the wire: encode, decode, same ids and tensors. */
+Test(batcher, batch_round_trips_through_the_codec) {
+    proto_msg_t *s[2] = {mk_sample("a", 0, 0, 3, 2), mk_sample("a", 1, 0, 4, 2)};
+    proto_msg_t *b = batcher_make_batch(s, 2, 0);
+    size_t len;
+    void *bytes = proto_encode_bytes(b, &len);
+    const void *bufs[1] = {bytes};
+    char err[256];
+    proto_msg_t *d = proto_decode_frames(bufs, &len, 1, err, sizeof err);
+    cr_assert_not_null(d, "%s", err);
+    cr_assert_eq(proto_msg_kind(d), PROTO_BATCH);
+    cr_assert_eq(proto_msg_n_ids(d), 2);
+    const proto_field_t *st = proto_msg_get_tensor(d, "src_tok", PROTO_I32);
+    cr_assert_eq(st->shape[1], 4);
+    cr_assert_eq(memcmp(st->data, proto_msg_get(b, "src_tok")->data, st->len), 0);
+    free(bytes);
+    proto_msg_destroy(&d);
+    proto_msg_destroy(&b);
+}
