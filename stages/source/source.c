@@ -202,18 +202,50 @@ static int s_split_tsv(char *line, char **cells, int max) {
     return n;
 }
 
-/* Append the UTF-8 encoding of code point cp. */
+/* Append the UTF-8 encoding of code point cp (at most U+10FFFF). */
 static size_t s_utf8(char *out, unsigned cp) {
-    if (cp < 0x80) { out[0] = (char)cp; return 1; }
-    if (cp < 0x800) { out[0] = (char)(0xc0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 63)); return 2; }
-    out[0] = (char)(0xe0 | (cp >> 12));
-    out[1] = (char)(0x80 | ((cp >> 6) & 63));
-    out[2] = (char)(0x80 | (cp & 63));
-    return 3;
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xc0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 63));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 63));
+        out[2] = (char)(0x80 | (cp & 63));
+        return 3;
+    }
+    out[0] = (char)(0xf0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 63));
+    out[2] = (char)(0x80 | ((cp >> 6) & 63));
+    out[3] = (char)(0x80 | (cp & 63));
+    return 4;
+}
+
+/* Four hex digits at p into *cp; -1 when one is not a hex digit (a NUL included, so
+ * the read never passes the end of the line). */
+static int s_hex4(const char *p, unsigned *cp) {
+    unsigned v = 0;
+    for (int k = 0; k < 4; k++) {
+        char h = p[k];
+        int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + (unsigned)d;
+    }
+    *cp = v;
+    return 0;
 }
 
 /* Parse a JSON string at *p (after the opening quote) into out (in place is fine:
- * the output is never longer than the input). Returns 0, or -1 with err. */
+ * the output is never longer than the input). Surrogate pairs become one code point;
+ * a lone surrogate or \u0000 (which would cut the value short) is an error.
+ * Returns 0, or -1 with err. */
 static int s_json_string(char **pp, char **out, char *err, size_t errlen) {
     char *p = *pp, *w = p;
     *out = w;
@@ -236,15 +268,21 @@ static int s_json_string(char **pp, char **out, char *err, size_t errlen) {
         case 'b': *w++ = '\b'; break;
         case 'f': *w++ = '\f'; break;
         case 'u': {
-            unsigned cp = 0;
-            for (int k = 0; k < 4; k++) {
-                char h = *p++;
-                int v = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                        : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
-                if (v < 0)
-                    return util_err(err, errlen, "bad \\u escape");
-                cp = cp * 16 + (unsigned)v;
+            unsigned cp = 0, lo = 0;
+            if (s_hex4(p, &cp))
+                return util_err(err, errlen, "bad \\u escape");
+            p += 4;
+            if (cp >= 0xdc00 && cp <= 0xdfff)
+                return util_err(err, errlen, "lone low surrogate \\u%04x", cp);
+            if (cp >= 0xd800 && cp <= 0xdbff) {
+                if (p[0] != '\\' || p[1] != 'u' || s_hex4(p + 2, &lo) || lo < 0xdc00 ||
+                    lo > 0xdfff)
+                    return util_err(err, errlen, "high surrogate \\u%04x without its pair", cp);
+                p += 6;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
             }
+            if (cp == 0)
+                return util_err(err, errlen, "\\u0000 inside a string");
             w += s_utf8(w, cp);
             break;
         }
@@ -254,6 +292,39 @@ static int s_json_string(char **pp, char **out, char *err, size_t errlen) {
     *w = 0;
     *pp = p;
     return 0;
+}
+
+/* Whether s is a JSON number or one of the literals true, false, null. */
+static int s_json_literal(const char *s) {
+    if (!strcmp(s, "true") || !strcmp(s, "false") || !strcmp(s, "null"))
+        return 1;
+    const char *p = s;
+    if (*p == '-')
+        p++;
+    if (*p == '0')
+        p++;
+    else if (*p >= '1' && *p <= '9')
+        while (*p >= '0' && *p <= '9')
+            p++;
+    else
+        return 0;
+    if (*p == '.') {
+        p++;
+        if (!(*p >= '0' && *p <= '9'))
+            return 0;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-')
+            p++;
+        if (!(*p >= '0' && *p <= '9'))
+            return 0;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    return *p == 0;
 }
 
 static char *s_skip_ws(char *p) {
@@ -300,6 +371,9 @@ static int s_parse_jsonl(char *line, char **keys, char **vals, int max, int *n, 
                 return util_err(err, errlen, "key \"%s\": missing value", k);
             char d = *p;
             *p = 0;
+            if (!s_json_literal(v))
+                return util_err(err, errlen, "key \"%s\": '%s' is not a string, number, "
+                                "true, false or null", k, v);
             if (d == ' ' || d == '\t') {
                 p = s_skip_ws(p + 1);
                 d = *p;
@@ -337,28 +411,53 @@ static int s_parse_jsonl(char *line, char **keys, char **vals, int max, int *n, 
     return 0;
 }
 
-/* Bytes of a media column: base64, or else a readable file path. */
+/* Media files read from a path column are at most this large: a value naming a device
+ * or a huge file must not exhaust memory (a message field is at most 2 GiB anyway). */
+#define SOURCE_MAX_MEDIA_FILE (256L << 20)
+
+/* Bytes of a media column. The rule: a value under 1024 characters that names an existing
+ * regular file (absolute, or relative to the data file's folder) is that file's bytes;
+ * any other value is base64. Paths are tried first because short file names such as
+ * "0001" or "img12345" are valid base64 too, and decoding them would hand the image tier
+ * a few garbage bytes; no real base64 image is short enough to collide with a file name
+ * in the data folder. An empty value is an error, not an empty image. */
 static uint8_t *s_media(const s_file_t *f, const char *col, const char *v, size_t *len,
                         char *err, size_t errlen) {
-    char b64err[256];
-    uint8_t *b = base64_decode(v, strlen(v), len, b64err, sizeof b64err);
-    if (b)
-        return b;
-    if (*v && strlen(v) < 2048 && !strchr(v, '\n')) {
+    size_t vlen = strlen(v);
+    if (vlen == 0) {
+        util_err(err, errlen, "column %s: empty value", col);
+        return NULL;
+    }
+    if (vlen < 1024) {
         char path[4200];
         if (v[0] == '/')
             snprintf(path, sizeof path, "%s", v);
         else
             snprintf(path, sizeof path, "%s/%s", f->dir, v);
-        if (access(path, R_OK) == 0) {
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+            if (st.st_size > SOURCE_MAX_MEDIA_FILE) {
+                util_err(err, errlen, "column %s: file %s is %lld bytes (at most %ld)", col,
+                         path, (long long)st.st_size, SOURCE_MAX_MEDIA_FILE);
+                return NULL;
+            }
             char ferr[512];
             char *data = util_read_file(path, len, ferr, sizeof ferr);
             if (!data)
                 util_err(err, errlen, "column %s: %s", col, ferr);
+            else if (*len == 0) {
+                util_err(err, errlen, "column %s: file %s is empty", col, path);
+                free(data);
+                data = NULL;
+            }
             return (uint8_t *)data;
         }
     }
-    util_err(err, errlen, "column %s: %s (and not a readable file path)", col, b64err);
+    char b64err[256];
+    uint8_t *b = base64_decode(v, vlen, len, b64err, sizeof b64err);
+    if (b)
+        return b;
+    util_err(err, errlen, "column %s: %s (and not a readable file)", col, b64err);
     return NULL;
 }
 
@@ -379,14 +478,24 @@ static proto_msg_t *s_emit(source_t *self, int ti, int valid, int64_t row_ix, in
     char *line = util_malloc(row->len + 1);
     memcpy(line, f->data + row->off, row->len);
     line[row->len] = 0;
-    enum { MAXC = 64 };
+    enum { MAXC = 256 };
     char *keys[MAXC], *vals[MAXC];
     int n = 0;
     char err[600] = "", why[900];
     int bad = 0;
-    if (strcmp(pt->format, "jsonl") == 0) {
+    /* A NUL byte would silently cut a cell short: such a row is refused outright. */
+    const char *nul = memchr(line, 0, row->len);
+    if (nul) {
+        snprintf(err, sizeof err, "NUL byte at character %zu of the row",
+                 (size_t)(nul - line) + 1);
+        bad = 1;
+    } else if (strcmp(pt->format, "jsonl") == 0) {
         if (s_parse_jsonl(line, keys, vals, MAXC, &n, err, sizeof err))
             bad = 1;
+        else if (n >= MAXC) {
+            snprintf(err, sizeof err, "more than %d keys in the object", MAXC - 1);
+            bad = 1;
+        }
     } else {
         n = s_split_tsv(line, vals, MAXC);
         if (n != pt->ncolumns) {

@@ -15,11 +15,18 @@
  * columns its task's instruction names.
  *
  * Rows: TSV (tab-separated, no header; columns named by the task's `columns` list) or
- * JSONL (one flat JSON object per line). IMAGE/AUDIO/VIDEO/MOTION columns hold base64
- * (standard or URL-safe) or, when the value is not base64, a path to a file (relative
- * to the data file's folder) that is read. A row that cannot be read becomes a REJECT
- * message naming file:line and column; it still takes its seq, so nothing downstream
- * waits for it. */
+ * JSONL (one flat JSON object per line: string keys; string, number, true, false or null
+ * values, numbers passed on as their text; nested values, bad escapes, lone surrogates
+ * and trailing text are rejects). Blank lines are not rows; a CR before the LF is
+ * dropped; a row holding a NUL byte is a reject. IMAGE/AUDIO/VIDEO/MOTION columns: a
+ * value under 1024 characters that names an existing regular file (absolute, or relative
+ * to the data file's folder; at most 256 MiB) is that file's bytes; any other value is
+ * base64 (standard or URL-safe, see base64.h); an empty value is a reject. A row that
+ * cannot be read becomes a REJECT message naming file:line and the column; it still
+ * takes its seq and slot, so nothing downstream waits for it.
+ *
+ * Limits: max_rows of a task caps its train rows and, separately, its valid rows (the
+ * first ones in file order). */
 #ifndef OFA_SOURCE_H
 #define OFA_SOURCE_H
 
