@@ -24,6 +24,10 @@
 
 typedef struct {
     pool_t *pool;
+    /* Per-thread attention scratch, kept between calls: a fresh (Tq, Tk) block per call
+     * would be a fresh mmap (and page faults) every time for long sequences. */
+    real_t **scratch;
+    int64_t scratch_n;
 } s_cpu_t;
 
 static pool_t *s_pool(backend_t *be) { return ((s_cpu_t *)be->ctx)->pool; }
@@ -318,18 +322,18 @@ static void s_blas_serial(backend_t *be, int on) {
 }
 
 static real_t **s_scratch(backend_t *be, int64_t n) {
-    int T = pool_threads(s_pool(be));
-    real_t **s = util_calloc(T, sizeof *s);
-    for (int t = 0; t < T; t++)
-        s[t] = util_malloc(sizeof(real_t) * (n > 0 ? n : 1));
-    return s;
-}
-
-static void s_scratch_free(backend_t *be, real_t **s) {
-    int T = pool_threads(s_pool(be));
-    for (int t = 0; t < T; t++)
-        free(s[t]);
-    free(s);
+    s_cpu_t *c = be->ctx;
+    int T = pool_threads(c->pool);
+    if (!c->scratch)
+        c->scratch = util_calloc(T, sizeof *c->scratch);
+    if (n > c->scratch_n) {
+        for (int t = 0; t < T; t++) {
+            free(c->scratch[t]);
+            c->scratch[t] = util_malloc(sizeof(real_t) * n);
+        }
+        c->scratch_n = n;
+    }
+    return c->scratch;
 }
 
 static void s_attn_fwd(backend_t *be, const be_attn_t *a) {
@@ -345,8 +349,6 @@ static void s_attn_fwd(backend_t *be, const be_attn_t *a) {
     s_blas_serial(be, 1);
     pool_for(s_pool(be), (int64_t)a->B * a->H, 1, s_attn_fwd_items, &j);
     s_blas_serial(be, 0);
-    if (j.scratch)
-        s_scratch_free(be, j.scratch);
 }
 
 static void s_attn_bwd(backend_t *be, const be_attn_bwd_t *g) {
@@ -358,7 +360,6 @@ static void s_attn_bwd(backend_t *be, const be_attn_bwd_t *g) {
     s_blas_serial(be, 1);
     pool_for(s_pool(be), (int64_t)a->B * a->H, 1, s_attn_bwd_items, &j);
     s_blas_serial(be, 0);
-    s_scratch_free(be, j.scratch);
 }
 
 /* ---- cross-entropy with label smoothing ---- */
@@ -481,6 +482,10 @@ static void s_gather_rows(backend_t *be, real_t *dst, const real_t *src, const i
 
 static void s_destroy(backend_t *be) {
     s_cpu_t *c = be->ctx;
+    if (c->scratch)
+        for (int t = 0; t < pool_threads(c->pool); t++)
+            free(c->scratch[t]);
+    free(c->scratch);
     pool_destroy(&c->pool);
     free(c);
     free(be);
