@@ -756,9 +756,11 @@ static int s_decode_field(proto_msg_t *msg, s_rd_t *r, const s_src_t *src,
                 frame = (int)v.u;
                 data = src->bufs[frame], len = src->lens[frame];
             } else if (v.tag == T_MAP) {
-                if (v.n > 8 || s_map_shm(msg, r, v.n, &data, &len, err, errlen))
-                    return util_err(err, errlen, "field '%s': %s", f->key,
-                                    err && err[0] ? err : "bad shm descriptor");
+                /* The descriptor's reason goes to a buffer of its own: formatting err
+                 * into itself would overwrite the text while it is being read. */
+                char why[400] = "bad shm descriptor";
+                if (v.n > 8 || s_map_shm(msg, r, v.n, &data, &len, why, sizeof why))
+                    return util_err(err, errlen, "field '%s': %s", f->key, why);
                 frame = -2;
             } else {
                 return util_err(err, errlen, "field '%s': data must be bin, frame index or "
