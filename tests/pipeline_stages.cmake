@@ -7,3 +7,15 @@ endif()
 if(TARGET ofasource)
   ofa_add_test(test_source SOURCES test_source.c LIBS ofasource LABELS unit TIMEOUT 60)
 endif()
+# End to end through launch: batches identical with 1 and 4 image workers.
+set(_pd_ok TRUE)
+foreach(p launch ofa-broker ofa-source ofa-image ofa-tokenize ofa-batcher ofa-sink ofa-bpe-train)
+  if(NOT TARGET ${p})
+    set(_pd_ok FALSE)
+  endif()
+endforeach()
+if(_pd_ok)
+  ofa_add_script_test(e2e_pipeline_determinism
+    COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/pipeline_determinism.sh
+    LABELS e2e TIMEOUT 300)
+endif()

@@ -1,8 +1,15 @@
 /* ofa-sink: a batch consumer that trains nothing. It counts batches, samples and
- * tokens per task, checks that every batch is well formed (shapes consistent with B),
- * drops duplicates (a sample id seen twice in one epoch and split), writes every
- * delivered sample as "task<TAB>id<TAB>epoch<TAB>split" to --out (so tests compare sets
- * of ids), reports task.<T>.delivered, and exits 0 after the batcher's "end". */
+ * tokens per task, checks that every batch is well formed (s_check: one task, shapes
+ * consistent with B, lengths within the padding, image grid, refs of validation batches;
+ * a malformed batch is logged with its reason and counted, never delivered), drops
+ * duplicates (a sample id seen twice in one epoch and split), writes every delivered
+ * sample as "task<TAB>id<TAB>epoch<TAB>split" to --out in delivery order (tests compare
+ * sets of ids), optionally one digest line per batch to --digest (tests compare runs
+ * with different worker counts), reports task.<T>.delivered and
+ * task.<T>.duplicates_dropped, and exits 0 after the batcher's "end" (or on a signal).
+ *
+ *   ofa-sink --id sink --in ipc://RUN/batches.sock --stats ipc://RUN/stats.sock \
+ *            --out RUN/delivered.tsv [--digest RUN/batches.digest] [--rank 0 --world 1] */
 #include "stage.h"
 #include "util.h"
 
@@ -14,6 +21,7 @@
 typedef struct {
     char in[512];
     char out[1024];
+    char digest[1024];
     int rank, world;
 } s_opts_t;
 
@@ -29,29 +37,55 @@ static int s_extra(void *ctx, const char *flag, const char *value) {
         snprintf(o->out, sizeof o->out, "%s", value);
         return 1;
     }
+    if (strcmp(flag, "--digest") == 0) {
+        snprintf(o->digest, sizeof o->digest, "%s", value);
+        return 1;
+    }
     if (strcmp(flag, "--rank") == 0 || strcmp(flag, "--world") == 0) {
-        *(flag[2] == 'r' ? &o->rank : &o->world) = atoi(value);
+        char *end;
+        long v = strtol(value, &end, 10);
+        if (*end || v < 0 || v > 4096 || (flag[2] == 'w' && v < 1)) {
+            fprintf(stderr, "%s: %s: not a valid value: %s\n", util_progname(), flag, value);
+            exit(2);
+        }
+        *(flag[2] == 'r' ? &o->rank : &o->world) = (int)v;
         return 1;
     }
     return 0;
 }
 
-/* A set of (id, epoch, split) keys: open addressing over 64-bit hashes. */
+/* The delivered samples: an exact set of (id, epoch, split) keys with open addressing.
+ * A sample id repeats across epochs, so the epoch and the split are part of the key; a
+ * hash of them alone could merge two different samples and drop one as a duplicate. */
 typedef struct {
-    uint64_t *v;
+    uint64_t id;
+    int64_t epoch;
+    int valid;
+    int used;
+} s_key_t;
+
+typedef struct {
+    s_key_t *v;
     size_t n, cap;
 } s_set_t;
 
-static int s_set_add(s_set_t *s, uint64_t key) {
-    if (key == 0)
-        key = 1;
+static size_t s_hash(const s_key_t *k, size_t cap) {
+    uint64_t h = k->id * 0x9e3779b97f4a7c15ULL;
+    h ^= ((uint64_t)k->epoch + 0x632be59bd9b4e019ULL) * 0xbf58476d1ce4e5b9ULL;
+    h ^= (uint64_t)k->valid << 63;
+    h ^= h >> 31;
+    return (size_t)(h % cap);
+}
+
+/* Add a key; 1 when new, 0 when already there. */
+static int s_set_add(s_set_t *s, uint64_t id, int64_t epoch, int valid) {
     if ((s->n + 1) * 2 > s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 4096;
-        uint64_t *v = util_calloc(cap, sizeof *v);
+        s_key_t *v = util_calloc(cap, sizeof *v);
         for (size_t i = 0; i < s->cap; i++)
-            if (s->v[i])
-                for (size_t j = s->v[i] % cap;; j = (j + 1) % cap)
-                    if (!v[j]) {
+            if (s->v[i].used)
+                for (size_t j = s_hash(&s->v[i], cap);; j = (j + 1) % cap)
+                    if (!v[j].used) {
                         v[j] = s->v[i];
                         break;
                     }
@@ -59,45 +93,130 @@ static int s_set_add(s_set_t *s, uint64_t key) {
         s->v = v;
         s->cap = cap;
     }
-    for (size_t j = key % s->cap;; j = (j + 1) % s->cap) {
-        if (s->v[j] == key)
-            return 0;
-        if (!s->v[j]) {
-            s->v[j] = key;
+    s_key_t k = {id, epoch, valid, 1};
+    for (size_t j = s_hash(&k, s->cap);; j = (j + 1) % s->cap) {
+        s_key_t *e = &s->v[j];
+        if (!e->used) {
+            *e = k;
             s->n++;
             return 1;
         }
+        if (e->id == id && e->epoch == epoch && e->valid == valid)
+            return 0;
     }
 }
 
-/* The reason a batch is malformed, or NULL. */
-static const char *s_check(const proto_msg_t *b) {
+/* Element i of an i32 tensor; tensors may lie at any alignment inside a received frame,
+ * so they are read with memcpy. */
+static int32_t s_i32(const proto_field_t *f, int64_t i) {
+    int32_t v;
+    memcpy(&v, (const char *)f->data + i * 4, 4);
+    return v;
+}
+
+/* A 2-D tensor of the dtype with B rows, or NULL. */
+static const proto_field_t *s_mat(const proto_msg_t *b, const char *key, proto_dtype_t dt,
+                                  int B) {
+    const proto_field_t *f = proto_msg_get_tensor(b, key, dt);
+    return f && f->ndim == 2 && f->shape[0] == B ? f : NULL;
+}
+
+/* The reason a batch is malformed, or NULL. Everything the trainer relies on is checked:
+ * one task (every id carries the same task index), tensors of consistent shapes, lengths
+ * within the padded widths, images (B, Np, D) with a grid that divides Np, and for
+ * validation batches B references. The reason is static text or fmt into buf. */
+static const char *s_check(const proto_msg_t *b, char *buf, size_t buflen) {
     int B = proto_msg_n_ids(b);
-    const proto_field_t *st = proto_msg_get_tensor(b, "src_tok", PROTO_I32);
-    const proto_field_t *sm = proto_msg_get_tensor(b, "src_mod", PROTO_U8);
-    const proto_field_t *ti = proto_msg_get_tensor(b, "tgt_in", PROTO_I32);
-    const proto_field_t *to = proto_msg_get_tensor(b, "tgt_out", PROTO_I32);
-    const proto_field_t *sl = proto_msg_get_tensor(b, "src_len", PROTO_I32);
     if (B <= 0)
         return "no sample ids";
-    if (!st || !sm || !ti || !to || !sl)
-        return "src_tok, src_mod, src_len, tgt_in or tgt_out missing or of the wrong dtype";
-    if (st->ndim != 2 || st->shape[0] != B || sm->ndim != 2 || sm->shape[0] != B ||
-        sm->shape[1] != st->shape[1])
-        return "source tensors are not (B, S)";
-    if (ti->ndim != 2 || ti->shape[0] != B || to->ndim != 2 || to->shape[0] != B ||
-        to->shape[1] != ti->shape[1])
-        return "target tensors are not (B, T)";
-    if (sl->ndim != 1 || sl->shape[0] != B)
-        return "src_len is not (B)";
-    const int32_t *len = sl->data;
-    for (int i = 0; i < B; i++)
-        if (len[i] < 0 || len[i] > st->shape[1])
-            return "src_len out of range";
+    const uint64_t *ids = proto_msg_ids(b);
+    for (int i = 1; i < B; i++)
+        if (ids[i] >> 40 != ids[0] >> 40)
+            return "ids of more than one task (a batch never mixes tasks)";
+    const proto_field_t *st = s_mat(b, "src_tok", PROTO_I32, B);
+    const proto_field_t *sm = s_mat(b, "src_mod", PROTO_U8, B);
+    const proto_field_t *ti = s_mat(b, "tgt_in", PROTO_I32, B);
+    const proto_field_t *to = s_mat(b, "tgt_out", PROTO_I32, B);
+    const proto_field_t *sl = proto_msg_get_tensor(b, "src_len", PROTO_I32);
+    const proto_field_t *tl = proto_msg_get_tensor(b, "tgt_len", PROTO_I32);
+    if (!st || !sm || sm->shape[1] != st->shape[1])
+        return "src_tok i32 / src_mod u8 missing or not (B, S)";
+    if (!ti || !to || to->shape[1] != ti->shape[1])
+        return "tgt_in / tgt_out i32 missing or not (B, T)";
+    if (!sl || sl->ndim != 1 || sl->shape[0] != B || !tl || tl->ndim != 1 || tl->shape[0] != B)
+        return "src_len / tgt_len i32 missing or not (B)";
+    for (int i = 0; i < B; i++) {
+        int32_t s = s_i32(sl, i), t = s_i32(tl, i);
+        if (s < 0 || s > st->shape[1] || t < 0 || t > ti->shape[1]) {
+            snprintf(buf, buflen, "row %d: src_len %d / tgt_len %d outside 0..%lld / 0..%lld",
+                     i, s, t, (long long)st->shape[1], (long long)ti->shape[1]);
+            return buf;
+        }
+    }
     const proto_field_t *img = proto_msg_get(b, "img");
-    if (img && (img->type != PV_TENSOR || img->ndim != 3 || img->shape[0] != B))
-        return "img is not (B, Np, P*P*3)";
+    if (img) {
+        if (img->type != PV_TENSOR || img->dtype != PROTO_U8 || img->ndim != 3 ||
+            img->shape[0] != B)
+            return "img is not u8 (B, Np, P*P*3)";
+        int64_t grid = proto_msg_get_int(b, "img.grid", 0);
+        if (grid <= 0 || img->shape[1] % grid != 0) {
+            snprintf(buf, buflen, "img.grid %lld does not divide Np %lld", (long long)grid,
+                     (long long)img->shape[1]);
+            return buf;
+        }
+    }
+    const char *split = proto_msg_get_str(b, "split");
+    if (!split || (strcmp(split, "train") != 0 && strcmp(split, "valid") != 0))
+        return "split is neither \"train\" nor \"valid\"";
+    if (strcmp(split, "valid") == 0) {
+        const char *refs = proto_msg_get_str(b, "refs");
+        if (!refs)
+            return "validation batch without refs";
+        int lines = 1;
+        for (const char *c = refs; *c; c++)
+            lines += *c == '\n';
+        if (lines != B) {
+            snprintf(buf, buflen, "refs holds %d references for %d samples", lines, B);
+            return buf;
+        }
+    }
     return NULL;
+}
+
+/* FNV-1a over the bytes of a field (for the batch digests that tests compare). */
+static uint64_t s_fnv(uint64_t h, const void *data, size_t len) {
+    const uint8_t *p = data;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/* A digest of everything that makes a batch: task, ids, step, epoch, split and the
+ * bytes and shapes of its tensors. Two runs with the same plan and seed must write the
+ * same digests whatever their worker counts (DESIGN.md, Determinism). */
+static uint64_t s_digest(const proto_msg_t *b) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    const char *task = proto_msg_task(b);
+    h = s_fnv(h, task, strlen(task) + 1);
+    h = s_fnv(h, proto_msg_ids(b), (size_t)proto_msg_n_ids(b) * sizeof(uint64_t));
+    static const char *const keys[] = {"src_tok", "src_mod", "src_len", "tgt_in",
+                                       "tgt_out", "tgt_len", "img"};
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+        const proto_field_t *f = proto_msg_get(b, keys[k]);
+        if (!f)
+            continue;
+        h = s_fnv(h, keys[k], strlen(keys[k]) + 1);
+        h = s_fnv(h, f->shape, (size_t)f->ndim * sizeof f->shape[0]);
+        h = s_fnv(h, f->data, f->len);
+    }
+    int64_t ints[3] = {proto_msg_get_int(b, "step", -1), proto_msg_get_int(b, "epoch", -1),
+                       proto_msg_get_int(b, "img.grid", 0)};
+    h = s_fnv(h, ints, sizeof ints);
+    const char *split = proto_msg_get_str(b, "split");
+    const char *refs = proto_msg_get_str(b, "refs");
+    h = s_fnv(h, split ? split : "", split ? strlen(split) + 1 : 1);
+    h = s_fnv(h, refs ? refs : "", refs ? strlen(refs) + 1 : 1);
+    return h;
 }
 
 int main(int argc, char **argv) {
@@ -106,13 +225,20 @@ int main(int argc, char **argv) {
     stage_args_parse(&a, argc, argv,
                      "usage: ofa-sink --in BATCHER [--out FILE] [common flags]\n"
                      "  --in ENDPOINT   the batcher's consumer endpoint\n"
-                     "  --out FILE      write one line per delivered sample (task id epoch split)",
+                     "  --out FILE      write one line per delivered sample (task id epoch split)\n"
+                     "  --digest FILE   write one line per batch (step task B S T digest)\n"
+                     "  --rank R --world W   this consumer's rank (0) among W (1)",
                      s_extra, &o);
     if (!o.in[0])
         util_fatal("launch passes --in", "no --in endpoint");
     FILE *out = NULL;
     if (o.out[0] && !(out = fopen(o.out, "w")))
         util_fatal(NULL, "%s: %s", o.out, strerror(errno));
+    FILE *dig = NULL;
+    if (o.digest[0] && !(dig = fopen(o.digest, "w")))
+        util_fatal(NULL, "%s: %s", o.digest, strerror(errno));
+    if (o.rank >= o.world)
+        util_fatal(NULL, "--rank %d is not below --world %d", o.rank, o.world);
     stage_install_signals();
     void *zctx = zmq_ctx_new();
     stats_t *st = stats_new(zctx, a.stats, a.id, "sink");
@@ -120,7 +246,7 @@ int main(int argc, char **argv) {
     proto_msg_t *hello = proto_msg_new(PROTO_CONTROL, NULL);
     proto_msg_set_int(hello, "rank", o.rank);
     proto_msg_set_int(hello, "world", o.world);
-    stage_conn_t *conn = stage_conn_new(zctx, o.in, "consumer", a.id, "sink", 16, hello, err,
+    stage_conn_t *conn = stage_conn_new(zctx, o.in, "consumer", a.id, "sink", a.credits, hello, err,
                                         sizeof err);
     if (!conn)
         util_fatal("is the batcher running?", "%s", err);
@@ -153,7 +279,8 @@ int main(int argc, char **argv) {
             }
             double t0 = util_now();
             stats_add(st, "wait_s", t0 - wait_start);
-            const char *why = s_check(m);
+            char whybuf[256];
+            const char *why = s_check(m, whybuf, sizeof whybuf);
             const char *task = proto_msg_task(m);
             if (why) {
                 fprintf(stderr, "ofa-sink: malformed batch of task %s: %s\n", task, why);
@@ -165,11 +292,15 @@ int main(int argc, char **argv) {
                 int valid = split && strcmp(split, "valid") == 0;
                 const proto_field_t *sl = proto_msg_get(m, "src_len");
                 const proto_field_t *tl = proto_msg_get(m, "tgt_len");
+                if (dig)
+                    fprintf(dig, "%lld\t%s\t%d\t%lld\t%lld\t%016llx\n",
+                            (long long)proto_msg_get_int(m, "step", -1), task,
+                            proto_msg_n_ids(m), (long long)proto_msg_get(m, "src_tok")->shape[1],
+                            (long long)proto_msg_get(m, "tgt_in")->shape[1],
+                            (unsigned long long)s_digest(m));
                 for (int i = 0; i < proto_msg_n_ids(m); i++) {
                     uint64_t id = proto_msg_ids(m)[i];
-                    uint64_t key = (id * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)epoch << 1) ^
-                                   (uint64_t)valid ^ (id >> 17);
-                    if (!s_set_add(&seen, key)) {
+                    if (!s_set_add(&seen, id, epoch, valid)) {
                         stats_task_add(st, task, "duplicates_dropped", 1);
                         continue;
                     }
@@ -179,13 +310,13 @@ int main(int argc, char **argv) {
                         fprintf(out, "%s\t%llu\t%lld\t%s\n", task, (unsigned long long)id,
                                 (long long)epoch, valid ? "valid" : "train");
                 }
-                const int32_t *sv = sl->data;
-                const int32_t *tv = tl ? tl->data : NULL;
                 for (int i = 0; i < proto_msg_n_ids(m); i++) {
-                    stats_add(st, "src_tokens", sv[i]);
-                    if (tv)
-                        stats_add(st, "tgt_tokens", tv[i]);
+                    stats_add(st, "src_tokens", s_i32(sl, i));
+                    stats_add(st, "tgt_tokens", s_i32(tl, i));
+                    stats_task_add(st, task, "src_tokens", s_i32(sl, i));
+                    stats_task_add(st, task, "tgt_tokens", s_i32(tl, i));
                 }
+                stats_task_add(st, task, "batches", 1);
                 batches++;
             }
             stats_add(st, "items_in", 1);
@@ -204,6 +335,8 @@ int main(int argc, char **argv) {
     }
     if (out)
         fclose(out);
+    if (dig)
+        fclose(dig);
     fprintf(stderr, "ofa-sink: %ld batches, %ld samples, %ld malformed\n", batches, samples,
             bad);
     stage_conn_destroy(&conn);
