@@ -216,6 +216,57 @@ static void s_embed_bwd(backend_t *be, real_t *dtable, const real_t *dout, const
     }
 }
 
+/* ---- exponentials ---- */
+
+#ifdef OFA_REAL_DOUBLE
+static inline real_t s_exp_neg(real_t x) { return exp(x); }
+#else
+/* exp(x) for x <= 0 (arguments are logit - row max), Cephes' expf scheme: x = n ln2 + r
+ * with |r| <= ln2/2, a degree-5 polynomial for exp(r) (about 1 ulp), 2^n built in the
+ * exponent bits. Branch-free so that GCC vectorises the loops that call it: this is the
+ * cost of the loss over a large vocabulary. Below -87 the result is ~1e-38 instead of a
+ * denormal or 0, which no sum of probabilities can notice. */
+static inline float s_exp_neg(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    int n = (int)(x * 1.44269504088896341f - 0.5f);   /* round(x log2 e) for x <= 0 */
+    float fn = (float)n;
+    float r = x - fn * 0.693359375f - fn * -2.12194440e-4f;
+    float y = 1.9875691500e-4f;
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * r * r + r + 1.0f;
+    int32_t bits = (n + 127) << 23;
+    float p;
+    memcpy(&p, &bits, sizeof p);
+    return y * p;
+}
+#endif
+
+static real_t s_rowmax(const real_t *x, int V) {
+    real_t mx = x[0];
+    for (int j = 1; j < V; j++)
+        mx = x[j] > mx ? x[j] : mx;
+    return mx;
+}
+
+/* sum of x (n) in double with four partial sums (the additions pipeline). */
+static double s_sum4(const real_t *x, int n) {
+    double a = 0, b = 0, c = 0, d = 0;
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+        a += x[j];
+        b += x[j + 1];
+        c += x[j + 2];
+        d += x[j + 3];
+    }
+    for (; j < n; j++)
+        a += x[j];
+    return (a + b) + (c + d);
+}
+
 /* ---- attention ---- */
 
 /* Number of visible keys for query i of batch b: keys [0, n) are visible (the padding
@@ -261,11 +312,9 @@ static void s_attn_fwd_items(void *ctx, int64_t i0, int64_t i1, int tid) {
             for (int c = 1; c < n; c++)
                 if (row[c] > mx)
                     mx = row[c];
-            double sum = 0;
-            for (int c = 0; c < n; c++) {
-                row[c] = exp(row[c] - mx);
-                sum += row[c];
-            }
+            for (int c = 0; c < n; c++)
+                row[c] = s_exp_neg(row[c] - mx);
+            double sum = s_sum4(row, n);
             real_t inv = (real_t)(1.0 / sum);
             for (int c = 0; c < n; c++)
                 row[c] *= inv;
@@ -373,15 +422,17 @@ typedef struct {
     int32_t ignore;
 } s_xent_t;
 
-/* log-sum-exp of one row in double. */
+/* log-sum-exp of one row: exponentials in real_t, in chunks through a small buffer so
+ * the exponential loop vectorises, and their sum in double. */
 static double s_lse(const real_t *x, int V) {
-    real_t mx = x[0];
-    for (int j = 1; j < V; j++)
-        if (x[j] > mx)
-            mx = x[j];
+    real_t mx = s_rowmax(x, V), e[512];
     double s = 0;
-    for (int j = 0; j < V; j++)
-        s += exp((double)(x[j] - mx));
+    for (int j0 = 0; j0 < V; j0 += 512) {
+        int n = V - j0 < 512 ? V - j0 : 512;
+        for (int j = 0; j < n; j++)
+            e[j] = s_exp_neg(x[j0 + j] - mx);
+        s += s_sum4(e, n);
+    }
     return mx + log(s);
 }
 
@@ -395,9 +446,7 @@ static void s_xent_fwd_rows(void *ctx, int64_t i0, int64_t i1, int tid) {
             continue;
         }
         const real_t *x = c->logits + i * V;
-        double lse = s_lse(x, V), sx = 0;
-        for (int j = 0; j < V; j++)
-            sx += x[j];
+        double lse = s_lse(x, V), sx = s_sum4(x, V);
         /* (1-s)(lse - x_y) + s * mean_j(lse - x_j) */
         c->out[i] = (real_t)((1.0 - c->smooth) * (lse - x[y]) + c->smooth * (lse - sx / V));
     }
@@ -414,10 +463,15 @@ static void s_xent_bwd_rows(void *ctx, int64_t i0, int64_t i1, int tid) {
             continue;
         }
         const real_t *x = c->logits + i * V;
-        double lse = s_lse(x, V);
-        real_t u = c->smooth / V;
+        /* one pass of exponentials: d holds exp(x - max) first (d may alias x, and
+         * x[j] is read before d[j] is written), then the normalised gradient */
+        real_t mx = s_rowmax(x, V);
         for (int j = 0; j < V; j++)
-            d[j] = c->scale * ((real_t)exp((double)x[j] - lse) - u);
+            d[j] = s_exp_neg(x[j] - mx);
+        double sum = s_sum4(d, V);
+        real_t inv = (real_t)(1.0 / sum), u = c->smooth / V;
+        for (int j = 0; j < V; j++)
+            d[j] = c->scale * (d[j] * inv - u);
         d[y] -= c->scale * (1 - c->smooth);
     }
 }
