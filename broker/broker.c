@@ -280,6 +280,14 @@ static int s_held_remove(s_peer_t *p, int64_t seq, int hop) {
     return 0;
 }
 
+/* The hop at which p holds seq, or -1 when it holds none. */
+static int s_held_hop(const s_peer_t *p, int64_t seq) {
+    for (int i = 0; i < p->nheld; i++)
+        if (p->held[i].seq == seq)
+            return p->held[i].hop;
+    return -1;
+}
+
 /* ---------------------------------------------------------------- life cycle */
 
 broker_t *broker_new(const broker_opts_t *opts, broker_send_fn send, void *send_ctx,
@@ -416,11 +424,18 @@ static void s_on_source_sample(broker_t *self, proto_msg_t *m) {
 static void s_on_answer(broker_t *self, s_peer_t *p, proto_msg_t *m) {
     int64_t seq = proto_msg_get_int(m, "seq", -1);
     int is_reject = proto_msg_kind(m) == PROTO_REJECT;
-    /* A processed sample carries @hop already advanced; a reject the hop it was at. */
+    /* A processed sample carries @hop already advanced. A reject carries no hop: it is
+     * the hop the worker holds the sample at; a worker declared dead holds nothing, and
+     * its late reject counts only while the sample still waits at that worker's tier.
+     * (Taking the entry's current hop instead let a stale reject from an earlier tier
+     * reject a sample that had moved on, and left the rejecting worker's credit taken.) */
     int hop = is_reject ? -1 : (int)proto_msg_get_int(m, "@hop", 0) - 1;
     s_entry_t *e = s_lookup(self, seq);
-    if (is_reject && e)
-        hop = e->hop;
+    if (is_reject && p) {
+        hop = s_held_hop(p, seq);
+        if (hop < 0 && e && e->hop < e->nroute && p->tier == e->route[e->hop])
+            hop = e->hop;
+    }
     int held = p ? s_held_remove(p, seq, hop) : 0;
     if (held && p->outstanding > 0)
         p->outstanding--;
