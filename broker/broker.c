@@ -39,6 +39,7 @@ typedef struct {
 typedef struct {
     char name[32];
     s_fifo_t queue;
+    int rr;                      /* round-robin start among the tier's workers */
 } s_tier_t;
 
 typedef struct {
@@ -77,7 +78,6 @@ struct broker {
 
     s_peer_t *peers;
     int npeers, cappeers;
-    int rr;                      /* round-robin start among workers */
 
     s_msgq_t toward_batcher;
     int batcher_credits;
@@ -610,12 +610,16 @@ static void s_dispatch(broker_t *self) {
         s_fifo_t *q = &self->tiers[t].queue;
         while (q->n) {
             s_peer_t *w = NULL;
+            /* One round-robin position per tier: a position shared by all tiers was
+             * moved past every worker of this tier by the next tier's dispatch, so the
+             * tier's first worker got nearly all the work while the others idled. */
+            int *rr = &self->tiers[t].rr;
             for (int k = 0; k < self->npeers; k++) {
-                s_peer_t *c = &self->peers[(self->rr + k) % self->npeers];
+                s_peer_t *c = &self->peers[(*rr + k) % self->npeers];
                 if (c->role == ROLE_WORKER && c->alive && c->tier == t &&
                     c->outstanding < c->credits) {
                     w = c;
-                    self->rr = (int)((c - self->peers) + 1) % self->npeers;
+                    *rr = (int)((c - self->peers) + 1) % self->npeers;
                     break;
                 }
             }
