@@ -1,0 +1,651 @@
+/* test_broker.c: the broker's state machine (broker/broker.h) driven directly, without
+ * sockets: fake peers (a source, workers of two tiers, a batcher) talk to it through
+ * broker_on_message, and a send callback records what it sends to whom. Checked: credit
+ * limits, every sample reaching the batcher exactly once along its route, the bound on
+ * what the source is asked for, dead and restarted workers, late duplicates, rejects,
+ * eof ordering, garbage, and the batcher's want_seq. */
+#include "broker.h"
+#include "util.h"
+
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- fake peers */
+
+typedef struct {
+    char to[32];
+    proto_msg_t *msg;
+} s_sent_t;
+
+/* Everything the broker sent, in order, not yet taken by a test. */
+static s_sent_t s_out[100000];
+static int s_nout;
+
+static int s_send(void *ctx, const void *ident, size_t identlen, proto_msg_t **msg_p) {
+    (void)ctx;
+    cr_assert_lt(s_nout, (int)(sizeof s_out / sizeof *s_out));
+    cr_assert_lt(identlen, sizeof s_out[0].to);
+    memcpy(s_out[s_nout].to, ident, identlen);
+    s_out[s_nout].to[identlen] = 0;
+    s_out[s_nout].msg = *msg_p;
+    *msg_p = NULL;
+    s_nout++;
+    return 0;
+}
+
+/* Take the oldest message sent to `to` (NULL when none). The caller owns it. */
+static proto_msg_t *take(const char *to) {
+    for (int i = 0; i < s_nout; i++)
+        if (strcmp(s_out[i].to, to) == 0) {
+            proto_msg_t *m = s_out[i].msg;
+            memmove(&s_out[i], &s_out[i + 1], (size_t)(s_nout - i - 1) * sizeof *s_out);
+            s_nout--;
+            return m;
+        }
+    return NULL;
+}
+
+static int pending(const char *to) {
+    int n = 0;
+    for (int i = 0; i < s_nout; i++)
+        n += strcmp(s_out[i].to, to) == 0;
+    return n;
+}
+
+static void drop_all(void) {
+    for (int i = 0; i < s_nout; i++)
+        proto_msg_destroy(&s_out[i].msg);
+    s_nout = 0;
+}
+
+static void on(broker_t *b, const char *from, proto_msg_t *m) {
+    broker_on_message(b, from, strlen(from), m);
+}
+
+static void hello(broker_t *b, const char *id, const char *role, const char *tier,
+                  int credits) {
+    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(m, "hello");
+    proto_msg_set_str(m, "role", role);
+    proto_msg_set_str(m, "id", id);
+    proto_msg_set_str(m, "tier", tier ? tier : "");
+    proto_msg_set_int(m, "credits", credits);
+    on(b, id, m);
+}
+
+static void heartbeat(broker_t *b, const char *id) {
+    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(m, "heartbeat");
+    on(b, id, m);
+}
+
+static void credit(broker_t *b, const char *id, int n, int64_t want) {
+    proto_msg_t *m = proto_msg_new(PROTO_CREDIT, NULL);
+    proto_msg_set_int(m, "n", n);
+    if (want >= 0)
+        proto_msg_set_int(m, "want_seq", want);
+    on(b, id, m);
+}
+
+/* A sample as the source emits it. */
+static proto_msg_t *mk_sample(int64_t seq, const char *route) {
+    proto_msg_t *m = proto_msg_new(PROTO_SAMPLE, seq % 2 ? "vqa" : "caption");
+    proto_msg_add_id(m, 1000 + (uint64_t)seq);
+    proto_msg_set_int(m, "seq", seq);
+    proto_msg_set_int(m, "slot", seq / 4);
+    proto_msg_set_int(m, "epoch", 0);
+    proto_msg_set_int(m, "row", seq);
+    proto_msg_set_str(m, "split", "train");
+    proto_msg_set_str(m, "@route", route);
+    proto_msg_set_int(m, "@hop", 0);
+    return m;
+}
+
+static void eof(broker_t *b, int64_t count) {
+    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(m, "eof");
+    proto_msg_set_int(m, "count", count);
+    on(b, "src", m);
+}
+
+/* The worker's answer: the sample processed (a field naming the worker) at @hop + 1. */
+static void answer(broker_t *b, const char *worker, proto_msg_t *m) {
+    char key[32];
+    snprintf(key, sizeof key, "by.%s", worker);
+    proto_msg_set_int(m, key, 1);
+    proto_msg_set_int(m, "@hop", proto_msg_get_int(m, "@hop", 0) + 1);
+    on(b, worker, m);
+}
+
+/* A REJECT answering sample m (consumed), as stage_make_reject writes it. */
+static void reject(broker_t *b, const char *from, proto_msg_t *m, const char *stage) {
+    proto_msg_t *r = proto_msg_new(PROTO_REJECT, proto_msg_task(m));
+    proto_msg_set_ids(r, proto_msg_ids(m), proto_msg_n_ids(m));
+    proto_msg_set_int(r, "seq", proto_msg_get_int(m, "seq", -1));
+    proto_msg_set_int(r, "row", proto_msg_get_int(m, "row", -1));
+    proto_msg_set_int(r, "slot", proto_msg_get_int(m, "slot", -1));
+    proto_msg_set_str(r, "split", "train");
+    proto_msg_set_str(r, "stage", stage);
+    proto_msg_set_str(r, "reason", "column img: corrupt JPEG: \"bad\" huffman\ttable");
+    proto_msg_destroy(&m);
+    on(b, from, r);
+}
+
+static broker_t *mk_broker(int max_inflight, int dead_ms, const char *rejects,
+                           stats_t *st) {
+    drop_all();
+    broker_opts_t o = {.max_inflight = max_inflight, .dead_ms = dead_ms,
+                       .rejects_path = rejects};
+    broker_t *b = broker_new(&o, s_send, NULL, st);
+    cr_assert_not_null(b);
+    return b;
+}
+
+/* Answer every CREDIT the source got by emitting that many samples (up to total);
+ * returns the number emitted now. *next is the next seq. */
+static int feed_source(broker_t *b, int64_t *next, int64_t total, const char *route,
+                       long *asked) {
+    int n = 0;
+    for (proto_msg_t *c; (c = take("src"));) {
+        cr_assert_eq(proto_msg_kind(c), PROTO_CREDIT);
+        int64_t k = proto_msg_get_int(c, "n", 0);
+        cr_assert_gt(k, 0);
+        if (asked)
+            *asked += k;
+        for (int64_t i = 0; i < k && *next < total; i++, n++)
+            on(b, "src", mk_sample((*next)++, route));
+        proto_msg_destroy(&c);
+    }
+    return n;
+}
+
+/* ---------------------------------------------------------------- the whole flow */
+
+#define NW 3
+Test(broker, credits_route_and_exactly_once) {
+    stats_t *st = stats_new(NULL, NULL, "broker", "broker");
+    broker_t *b = mk_broker(32, 60000, NULL, st);
+    static const char *W[NW] = {"img1", "img2", "tok1"};
+    static const char *TIER[NW] = {"image", "image", "tokenize"};
+    static const int CRED[NW] = {2, 3, 1};
+    hello(b, "src", "source", NULL, 0);
+    for (int w = 0; w < NW; w++)
+        hello(b, W[w], "worker", TIER[w], CRED[w]);
+    hello(b, "bat", "batcher", NULL, 0);
+    credit(b, "bat", 1000000, -1);
+
+    enum { TOTAL = 300 };
+    int delivered[TOTAL] = {0};
+    proto_msg_t *held[NW][8];
+    int nheld[NW] = {0};
+    int64_t next = 0;
+    long ndelivered = 0, asked = 0;
+    int got_eof = 0, eof_sent = 0, served[NW] = {0};
+    util_rng_t rng = {99};
+    for (int round = 0; round < 100000 && !got_eof; round++) {
+        broker_tick(b);
+        feed_source(b, &next, TOTAL, "image,tokenize", &asked);
+        if (next == TOTAL && !eof_sent) {
+            eof(b, TOTAL);
+            eof_sent = 1;
+        }
+        for (int w = 0; w < NW; w++) {
+            for (proto_msg_t *m; (m = take(W[w]));) {
+                cr_assert_eq(proto_msg_kind(m), PROTO_SAMPLE);
+                cr_assert_lt(nheld[w], CRED[w], "%s holds more than its %d credits", W[w],
+                             CRED[w]);
+                /* The sample arrives at the hop of this worker's tier. */
+                cr_assert_eq(proto_msg_get_int(m, "@hop", -1), w < 2 ? 0 : 1);
+                held[w][nheld[w]++] = m;
+                served[w]++;
+            }
+            /* Answer a random subset, in random order. */
+            for (int i = 0; i < nheld[w];) {
+                if (util_rng_next(&rng) % 3 == 0) {
+                    answer(b, W[w], held[w][i]);
+                    held[w][i] = held[w][--nheld[w]];
+                } else {
+                    i++;
+                }
+            }
+        }
+        for (proto_msg_t *m; (m = take("bat"));) {
+            if (proto_msg_kind(m) == PROTO_CONTROL) {
+                cr_assert_str_eq(proto_msg_op(m), "eof");
+                cr_assert_eq(proto_msg_get_int(m, "count", -1), TOTAL);
+                cr_assert_eq(ndelivered, TOTAL, "eof only after everything before it");
+                got_eof = 1;
+            } else {
+                cr_assert_eq(proto_msg_kind(m), PROTO_SAMPLE);
+                int64_t seq = proto_msg_get_int(m, "seq", -1);
+                cr_assert(seq >= 0 && seq < TOTAL);
+                cr_assert_eq(delivered[seq], 0, "seq %lld delivered twice", (long long)seq);
+                delivered[seq] = 1;
+                ndelivered++;
+                /* Along its route: one image worker, then the tokenize worker. */
+                cr_assert_eq(proto_msg_get_int(m, "@hop", -1), 2);
+                cr_assert_eq(proto_msg_get_int(m, "by.img1", 0) +
+                             proto_msg_get_int(m, "by.img2", 0), 1);
+                cr_assert_eq(proto_msg_get_int(m, "by.tok1", 0), 1);
+                cr_assert_eq(proto_msg_ids(m)[0], 1000u + (uint64_t)seq);
+            }
+            proto_msg_destroy(&m);
+        }
+        /* What the source emitted and the batcher has not got stays within the bound. */
+        cr_assert_leq(next - ndelivered, 32);
+        /* Everyone keeps talking, so no one is declared dead. */
+        for (int w = 0; w < NW; w++)
+            heartbeat(b, W[w]);
+    }
+    cr_assert(got_eof);
+    cr_assert_eq(ndelivered, TOTAL);
+    cr_assert_eq(broker_redispatched(b), 0);
+    cr_assert_eq(broker_duplicates(b), 0);
+    cr_assert_eq(broker_in_system(b), 0);
+    /* Both image workers did work (round robin among those with credit). */
+    cr_assert_gt(served[0], TOTAL / 5, "served %d %d %d", served[0], served[1], served[2]);
+    cr_assert_gt(served[1], TOTAL / 5, "served %d %d %d", served[0], served[1], served[2]);
+    cr_assert_eq(served[0] + served[1], TOTAL);
+    cr_assert_eq(served[2], TOTAL);
+    cr_assert_eq(stats_get(st, "items_out"), 2 * TOTAL);
+    cr_assert_leq(asked, 32 + TOTAL);
+    cr_assert_eq(s_nout, 0, "nothing left unaccounted");
+    broker_destroy(&b);
+    cr_assert_null(b);
+    stats_destroy(&st);
+}
+
+/* A sample with an empty route goes straight to the batcher. */
+Test(broker, empty_route_goes_to_the_batcher) {
+    broker_t *b = mk_broker(8, 60000, NULL, NULL);
+    hello(b, "src", "source", NULL, 0);
+    hello(b, "bat", "batcher", NULL, 0);
+    credit(b, "bat", 10, -1);
+    on(b, "src", mk_sample(0, ""));
+    broker_tick(b);
+    proto_msg_t *m = take("bat");
+    cr_assert_not_null(m);
+    cr_assert_eq(proto_msg_get_int(m, "seq", -1), 0);
+    proto_msg_destroy(&m);
+    drop_all();
+    broker_destroy(&b);
+}
+
+Test(broker, source_asked_for_at_most_max_inflight) {
+    broker_t *b = mk_broker(16, 60000, NULL, NULL);
+    hello(b, "src", "source", NULL, 0);
+    hello(b, "w", "worker", "image", 4);
+    broker_tick(b);
+    long asked = 0;
+    int64_t next = 0;
+    for (int i = 0; i < 20; i++) {
+        broker_tick(b);
+        feed_source(b, &next, 1000, "image", &asked);
+    }
+    cr_assert_eq(asked, 16, "asked %ld with nothing answered", asked);
+    cr_assert_eq(next, 16);
+    cr_assert_eq(broker_in_system(b), 16);
+    /* The worker holds 4; answering them (no batcher yet: they wait toward it) keeps the
+     * system full, so the source is asked for nothing more. */
+    for (proto_msg_t *m; (m = take("w"));)
+        answer(b, "w", m);
+    broker_tick(b);
+    cr_assert_eq(pending("src"), 0);
+    cr_assert_eq(broker_in_system(b), 16);
+    /* The batcher takes 8: room for 8 more. */
+    hello(b, "bat", "batcher", NULL, 0);
+    credit(b, "bat", 8, -1);
+    broker_tick(b);   /* sends 4 finished to the batcher */
+    for (int i = 0; i < 10; i++) {
+        for (proto_msg_t *m; (m = take("w"));)
+            answer(b, "w", m);
+        broker_tick(b);
+    }
+    cr_assert_eq(pending("bat"), 8);
+    asked = 0;
+    feed_source(b, &next, 1000, "image", &asked);
+    cr_assert(asked > 0 && asked <= 8, "asked %ld", asked);
+    cr_assert_eq(broker_in_system(b), 8 + asked);
+    drop_all();
+    broker_destroy(&b);
+}
+
+/* ---------------------------------------------------------------- failures */
+
+Test(broker, silent_worker_redispatched_and_late_answer_dropped) {
+    stats_t *st = stats_new(NULL, NULL, "broker", "broker");
+    broker_t *b = mk_broker(64, 50, NULL, st);
+    hello(b, "src", "source", NULL, 0);
+    hello(b, "bat", "batcher", NULL, 0);
+    credit(b, "bat", 100, -1);
+    hello(b, "w1", "worker", "image", 2);
+    for (int s = 0; s < 2; s++)
+        on(b, "src", mk_sample(s, "image"));
+    broker_tick(b);
+    proto_msg_t *h0 = take("w1"), *h1 = take("w1");
+    cr_assert(h0 && h1);
+    hello(b, "w2", "worker", "image", 2);
+    /* w1 says nothing past dead_ms; w2 heartbeats. */
+    for (int i = 0; i < 4; i++) {
+        usleep(25000);
+        heartbeat(b, "w2");
+        broker_tick(b);
+    }
+    cr_assert_eq(broker_redispatched(b), 2);
+    cr_assert_eq(stats_get(st, "redispatched"), 2);
+    cr_assert_eq(stats_get(st, "task.caption.redispatched"), 1);
+    cr_assert_eq(pending("w1"), 0, "nothing more for a dead worker");
+    proto_msg_t *r0 = take("w2"), *r1 = take("w2");
+    cr_assert(r0 && r1, "w2 got both re-dispatched samples");
+    /* Re-dispatched in the order they were held. */
+    cr_assert_eq(proto_msg_get_int(r0, "seq", -1), proto_msg_get_int(h0, "seq", -2));
+    answer(b, "w2", r0);
+    answer(b, "w2", r1);
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 2);
+    /* w1 comes back and answers late: both answers are duplicates, dropped. */
+    answer(b, "w1", h0);
+    answer(b, "w1", h1);
+    broker_tick(b);
+    cr_assert_eq(broker_duplicates(b), 2);
+    cr_assert_eq(stats_get(st, "duplicates_dropped"), 2);
+    cr_assert_eq(pending("bat"), 2, "a duplicate never reaches the batcher");
+    /* w1 is alive again and gets new work by its credit. */
+    on(b, "src", mk_sample(2, "image"));
+    on(b, "src", mk_sample(3, "image"));
+    on(b, "src", mk_sample(4, "image"));
+    broker_tick(b);
+    cr_assert_eq(pending("w1") + pending("w2"), 3);
+    cr_assert_geq(pending("w1"), 1);
+    drop_all();
+    broker_destroy(&b);
+    stats_destroy(&st);
+}
+
+/* The dead worker answers before the re-dispatched copy: its answer counts, the copy's
+ * answer becomes the duplicate, and the second worker's credit comes back. */
+Test(broker, late_answer_first_accepted_copy_dropped) {
+    broker_t *b = mk_broker(64, 50, NULL, NULL);
+    hello(b, "src", "source", NULL, 0);
+    hello(b, "bat", "batcher", NULL, 0);
+    credit(b, "bat", 100, -1);
+    hello(b, "w1", "worker", "image", 1);
+    on(b, "src", mk_sample(0, "image"));
+    broker_tick(b);
+    proto_msg_t *h = take("w1");
+    cr_assert_not_null(h);
+    hello(b, "w2", "worker", "image", 1);
+    for (int i = 0; i < 4; i++) {
+        usleep(25000);
+        heartbeat(b, "w2");
+        broker_tick(b);
+    }
+    proto_msg_t *copy = take("w2");
+    cr_assert_not_null(copy);
+    answer(b, "w1", h);
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 1);
+    answer(b, "w2", copy);
+    broker_tick(b);
+    cr_assert_eq(broker_duplicates(b), 1);
+    cr_assert_eq(pending("bat"), 1);
+    on(b, "src", mk_sample(1, "image"));
+    on(b, "src", mk_sample(2, "image"));
+    broker_tick(b);
+    cr_assert_eq(pending("w2"), 1, "w2's credit came back with its (duplicate) answer");
+    drop_all();
+    broker_destroy(&b);
+}
+
+/* A stale reject (for a hop the sample already left) must neither reject the sample nor
+ * keep the rejecting worker's credit. */
+Test(broker, stale_reject_is_a_duplicate) {
+    broker_t *b = mk_broker(64, 50, NULL, NULL);
+    hello(b, "src", "source", NULL, 0);
+    hello(b, "bat", "batcher", NULL, 0);
+    credit(b, "bat", 100, -1);
+    hello(b, "w1", "worker", "image", 1);
+    hello(b, "t1", "worker", "tokenize", 1);
+    on(b, "src", mk_sample(0, "image,tokenize"));
+    broker_tick(b);
+    proto_msg_t *h = take("w1");
+    cr_assert_not_null(h);
+    hello(b, "w2", "worker", "image", 1);
+    for (int i = 0; i < 4; i++) {
+        usleep(25000);
+        heartbeat(b, "w2");
+        heartbeat(b, "t1");
+        broker_tick(b);
+    }
+    proto_msg_t *copy = take("w2");
+    cr_assert_not_null(copy);
+    answer(b, "w1", h);           /* the late answer is good: on to tokenize */
+    broker_tick(b);
+    proto_msg_t *t = take("t1");
+    cr_assert_not_null(t);
+    reject(b, "w2", copy, "image");   /* stale: the sample is past the image tier */
+    broker_tick(b);
+    cr_assert_eq(broker_duplicates(b), 1);
+    cr_assert_eq(pending("bat"), 0, "the stale reject is not forwarded");
+    answer(b, "t1", t);
+    broker_tick(b);
+    proto_msg_t *done = take("bat");
+    cr_assert_not_null(done);
+    cr_assert_eq(proto_msg_kind(done), PROTO_SAMPLE, "the sample is delivered, not rejected");
+    proto_msg_destroy(&done);
+    on(b, "src", mk_sample(1, "image,tokenize"));
+    broker_tick(b);
+    cr_assert_eq(pending("w2") + pending("w1"), 1);
+    drop_all();
+    broker_destroy(&b);
+}
+
+Test(broker, restarted_worker_redispatched) {
+    broker_t *b = mk_broker(64, 60000, NULL, NULL);
+    hello(b, "src", "source", NULL, 0);
+    hello(b, "bat", "batcher", NULL, 0);
+    credit(b, "bat", 100, -1);
+    hello(b, "w1", "worker", "image", 3);
+    for (int s = 0; s < 3; s++)
+        on(b, "src", mk_sample(s, "image"));
+    broker_tick(b);
+    cr_assert_eq(pending("w1"), 3);
+    drop_all();   /* the old process died with what it held */
+    hello(b, "w1", "worker", "image", 3);
+    cr_assert_eq(broker_redispatched(b), 3);
+    broker_tick(b);
+    cr_assert_eq(pending("w1"), 3, "the new process gets them again");
+    for (proto_msg_t *m; (m = take("w1"));)
+        answer(b, "w1", m);
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 3);
+    cr_assert_eq(broker_duplicates(b), 0);
+    drop_all();
+    broker_destroy(&b);
+}
+
+/* ---------------------------------------------------------------- rejects, eof, batcher */
+
+Test(broker, rejects_written_and_forwarded) {
+    char dir[] = "/tmp/ofa-broker-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/rejects.jsonl", dir);
+    stats_t *st = stats_new(NULL, NULL, "broker", "broker");
+    broker_t *b = mk_broker(64, 60000, path, st);
+    hello(b, "src", "source", NULL, 0);
+    hello(b, "bat", "batcher", NULL, 0);
+    credit(b, "bat", 100, -1);
+    hello(b, "w1", "worker", "image", 2);
+    on(b, "src", mk_sample(0, "image"));
+    broker_tick(b);
+    reject(b, "w1", take("w1"), "image");
+    /* A row the source could not read. */
+    reject(b, "src", mk_sample(1, "image"), "source");
+    broker_tick(b);
+    proto_msg_t *r0 = take("bat"), *r1 = take("bat");
+    cr_assert(r0 && r1);
+    cr_assert_eq(proto_msg_kind(r0), PROTO_REJECT);
+    cr_assert_eq(proto_msg_kind(r1), PROTO_REJECT);
+    cr_assert_eq(proto_msg_get_int(r0, "seq", -1), 0);
+    cr_assert_eq(proto_msg_get_int(r1, "seq", -1), 1);
+    cr_assert_eq(stats_get(st, "rejected"), 2);
+    cr_assert_eq(stats_get(st, "task.caption.rejected"), 1);
+    cr_assert_eq(stats_get(st, "task.vqa.rejected"), 1);
+    /* The worker's credit came back with its reject. */
+    on(b, "src", mk_sample(2, "image"));
+    on(b, "src", mk_sample(4, "image"));
+    broker_tick(b);
+    cr_assert_eq(pending("w1"), 2);
+    broker_destroy(&b);
+    char rerr[256];
+    size_t len;
+    char *text = util_read_file(path, &len, rerr, sizeof rerr);
+    cr_assert_not_null(text, "%s", rerr);
+    cr_assert(strstr(text, "{\"task\": \"caption\", \"id\": 1000, \"seq\": 0, \"row\": 0, "
+                           "\"split\": \"train\", \"stage\": \"image\", \"reason\": "
+                           "\"column img: corrupt JPEG: \\\"bad\\\" huffman\\u0009table\"}\n"),
+              "%s", text);
+    cr_assert(strstr(text, "\"task\": \"vqa\", \"id\": 1001, \"seq\": 1"), "%s", text);
+    cr_assert(strstr(text, "\"stage\": \"source\""), "%s", text);
+    int lines = 0;
+    for (char *c = text; *c; c++)
+        lines += *c == '\n';
+    cr_assert_eq(lines, 2);
+    free(text);
+    unlink(path);
+    rmdir(dir);
+    drop_all();
+    stats_destroy(&st);
+}
+
+Test(broker, eof_only_after_everything_before_it) {
+    broker_t *b = mk_broker(64, 60000, NULL, NULL);
+    hello(b, "src", "source", NULL, 0);
+    hello(b, "bat", "batcher", NULL, 0);
+    hello(b, "w1", "worker", "image", 8);
+    for (int s = 0; s < 3; s++)
+        on(b, "src", mk_sample(s, "image"));
+    eof(b, 3);
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 0);
+    proto_msg_t *h[3];
+    for (int i = 0; i < 3; i++)
+        h[i] = take("w1");
+    answer(b, "w1", h[2]);
+    answer(b, "w1", h[0]);
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 0, "the batcher has no credit yet");
+    credit(b, "bat", 1, -1);
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 1);
+    credit(b, "bat", 5, -1);
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 2, "seq 1 is still at a worker: no eof");
+    answer(b, "w1", h[1]);
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 4);
+    proto_msg_t *m;
+    int64_t order[3];
+    for (int i = 0; i < 3; i++) {
+        m = take("bat");
+        cr_assert_eq(proto_msg_kind(m), PROTO_SAMPLE);
+        order[i] = proto_msg_get_int(m, "seq", -1);
+        proto_msg_destroy(&m);
+    }
+    cr_assert_eq(order[0], 0, "the lowest finished seq goes first");
+    cr_assert_eq(order[1], 2);
+    cr_assert_eq(order[2], 1);
+    m = take("bat");
+    cr_assert_eq(proto_msg_kind(m), PROTO_CONTROL);
+    cr_assert_str_eq(proto_msg_op(m), "eof");
+    cr_assert_eq(proto_msg_get_int(m, "count", -1), 3);
+    proto_msg_destroy(&m);
+    /* After eof the source is asked for nothing more, and eof is passed on once. */
+    drop_all();
+    broker_tick(b);
+    broker_tick(b);
+    cr_assert_eq(s_nout, 0);
+    broker_destroy(&b);
+}
+
+Test(broker, want_seq_sent_without_credit) {
+    broker_t *b = mk_broker(64, 60000, NULL, NULL);
+    hello(b, "src", "source", NULL, 0);
+    hello(b, "bat", "batcher", NULL, 0);
+    hello(b, "w1", "worker", "image", 8);
+    for (int s = 0; s < 4; s++)
+        on(b, "src", mk_sample(s, "image"));
+    broker_tick(b);
+    proto_msg_t *h[4];
+    for (int i = 0; i < 4; i++)
+        h[i] = take("w1");
+    credit(b, "bat", 2, -1);
+    answer(b, "w1", h[1]);
+    answer(b, "w1", h[2]);
+    answer(b, "w1", h[3]);
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 2, "seq 1 and 2 use the batcher's two credits");
+    answer(b, "w1", h[0]);
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 2, "no credit left");
+    /* The batcher's window is full of later seqs; it names the one it waits for. */
+    credit(b, "bat", 0, 0);
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 3);
+    proto_msg_t *m;
+    while ((m = take("bat"))) {
+        if (!pending("bat"))
+            cr_assert_eq(proto_msg_get_int(m, "seq", -1), 0);
+        proto_msg_destroy(&m);
+    }
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 0, "seq 3 waits for credit");
+    /* want_seq naming a seq that is not ready sends nothing. */
+    credit(b, "bat", 0, 7);
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 0);
+    drop_all();
+    broker_destroy(&b);
+}
+
+Test(broker, garbage_counted_and_ignored) {
+    stats_t *st = stats_new(NULL, NULL, "broker", "broker");
+    broker_t *b = mk_broker(8, 60000, NULL, st);
+    broker_on_garbage(b, "x", 1, "not a msgpack map");
+    on(b, "nobody", mk_sample(0, "image"));            /* a sample from a peer with no role */
+    on(b, "nobody", proto_msg_new(PROTO_BATCH, "t"));   /* a kind the broker never takes */
+    on(b, "nobody", proto_msg_new(PROTO_STATS, NULL));
+    cr_assert_eq(stats_get(st, "malformed"), 4);
+    /* A credit from a non-batcher and an eof from a non-source change nothing. */
+    credit(b, "nobody", 5, 0);
+    proto_msg_t *e = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(e, "eof");
+    on(b, "nobody", e);
+    hello(b, "odd", "conductor", NULL, 0);              /* unknown role: ignored */
+    /* The source repeating a seq, or sending one without a seq: dropped. */
+    hello(b, "src", "source", NULL, 0);
+    hello(b, "bat", "batcher", NULL, 0);
+    credit(b, "bat", 10, -1);
+    on(b, "src", mk_sample(0, ""));
+    hello(b, "w", "worker", "image", 1);
+    on(b, "src", mk_sample(1, "image"));
+    on(b, "src", mk_sample(1, "image"));
+    proto_msg_t *noseq = mk_sample(2, "");
+    proto_msg_remove(noseq, "seq");
+    on(b, "src", noseq);
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 1);
+    cr_assert_eq(pending("w"), 1);
+    cr_assert_eq(pending("nobody"), 0);
+    cr_assert_eq(pending("odd"), 0);
+    /* The run goes on. */
+    answer(b, "w", take("w"));
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 2);
+    drop_all();
+    broker_destroy(&b);
+    stats_destroy(&st);
+}
