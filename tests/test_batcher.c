@@ -1,13 +1,20 @@
 /* test_batcher.c: the batcher library (stages/batcher/batcher.h) without sockets:
  * order restored from any arrival order, rejects skipped, duplicates and malformed
  * messages dropped, padding values, images, refs, and byte-identical batches whatever
- * the arrival order (the determinism contract). */
+ * the arrival order (the determinism contract). Then the programs over ZeroMQ, with the
+ * test playing their peers: ofa-batcher between a broker and two consumer ranks, and
+ * ofa-sink behind a batcher (checks, duplicates, delivered ids). */
 #include "batcher.h"
 #include "util.h"
 
 #include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
 
 /* A finished sample as the tokenize tier leaves it: src of length s, tgt of length t,
  * tokens derived from seq so that every position is recognisable. */
@@ -301,4 +308,248 @@ Test(batcher, batch_round_trips_through_the_codec) {
     free(bytes);
     proto_msg_destroy(&d);
     proto_msg_destroy(&b);
+}
+
+/* ---------------------------------------------------------------- the programs */
+
+static char dir[256];
+
+static void mk_dir(void) {
+    snprintf(dir, sizeof dir, "/tmp/ofa_test_batcher_XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static void rm_dir(void) {
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static pid_t spawn(char *const argv[], const char *log) {
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        if (!freopen(log, "w", stderr) || !freopen("/dev/null", "w", stdout))
+            _exit(126);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Exit status of pid within timeout_s, or -1 (the process is then killed). */
+static int wait_exit(pid_t pid, double timeout_s) {
+    double end = util_now() + timeout_s;
+    int st;
+    while (util_now() < end) {
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    return -1;
+}
+
+/* Next message other than a heartbeat within timeout_ms, or NULL. */
+static proto_msg_t *next_msg(void *sock, uint8_t *ident, size_t *identlen, int timeout_ms) {
+    double end = util_now() + timeout_ms / 1000.0;
+    char e[256];
+    while (util_now() < end) {
+        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 20);
+        proto_msg_t *m = proto_recv(sock, ident, identlen, ZMQ_DONTWAIT, e, sizeof e);
+        cr_assert(m || !e[0], "malformed message: %s", e);
+        if (!m)
+            continue;
+        if (proto_msg_kind(m) == PROTO_CONTROL && strcmp(proto_msg_op(m), "heartbeat") == 0) {
+            proto_msg_destroy(&m);
+            continue;
+        }
+        return m;
+    }
+    return NULL;
+}
+
+static void *mk_socket(void *zctx, int type) {
+    void *s = zmq_socket(zctx, type);
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    return s;
+}
+
+static proto_msg_t *mk_hello(int rank, int world, int credits) {
+    proto_msg_t *h = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(h, "hello");
+    proto_msg_set_str(h, "role", "consumer");
+    proto_msg_set_int(h, "rank", rank);
+    proto_msg_set_int(h, "world", world);
+    proto_msg_set_int(h, "credits", credits);
+    return h;
+}
+
+TestSuite(batcher_programs, .init = mk_dir, .fini = rm_dir);
+
+/* The test is the broker and two consumer ranks. The ten items of mk_item arrive
+ * shuffled and one twice; batch k goes to rank k % 2; both ranks get "end". */
+Test(batcher_programs, ofa_batcher_over_zeromq, .timeout = 60) {
+    char ctl[300], out[300], stats_ep[300], log[512], prog[1024];
+    snprintf(ctl, sizeof ctl, "ipc://%s/b.sock", dir);
+    snprintf(out, sizeof out, "ipc://%s/o.sock", dir);
+    snprintf(stats_ep, sizeof stats_ep, "ipc://%s/s.sock", dir);
+    snprintf(log, sizeof log, "%s/batcher.log", dir);
+    snprintf(prog, sizeof prog, "%s/bin/ofa-batcher", OFA_BINARY_DIR);
+    void *zctx = zmq_ctx_new();
+    void *broker = mk_socket(zctx, ZMQ_ROUTER), *pull = mk_socket(zctx, ZMQ_PULL);
+    cr_assert_eq(zmq_bind(broker, ctl), 0);
+    cr_assert_eq(zmq_bind(pull, stats_ep), 0);
+    char *argv[] = {prog, "--id", "batcher", "--ctl", ctl, "--out", out, "--stats", stats_ep,
+                    "--world", "2", NULL};
+    pid_t pid = spawn(argv, log);
+    uint8_t ident[256];
+    size_t identlen = 0;
+    proto_msg_t *m = next_msg(broker, ident, &identlen, 10000);
+    cr_assert_not_null(m, "no hello (see %s)", log);
+    cr_assert_str_eq(proto_msg_op(m), "hello");
+    cr_assert_str_eq(proto_msg_get_str(m, "role"), "batcher");
+    proto_msg_destroy(&m);
+    m = next_msg(broker, ident, &identlen, 5000);
+    cr_assert_not_null(m);
+    cr_assert_eq(proto_msg_kind(m), PROTO_CREDIT);
+    cr_assert_geq(proto_msg_get_int(m, "n", 0), 11, "the batcher asks for a window");
+    proto_msg_destroy(&m);
+
+    /* Consumers connect (the batcher binds its ROUTER before it says hello). */
+    void *rank[2];
+    for (int r = 0; r < 2; r++) {
+        rank[r] = mk_socket(zctx, ZMQ_DEALER);
+        cr_assert_eq(zmq_connect(rank[r], out), 0);
+        proto_msg_t *h = mk_hello(r, 2, 8);
+        cr_assert_eq(proto_send(rank[r], NULL, 0, &h, 0), 0);
+    }
+    int order[11] = {6, 2, 9, 5, 0, 8, 3, 3, 1, 7, 4};
+    for (int i = 0; i < 11; i++) {
+        proto_msg_t *it = mk_item(order[i]);
+        cr_assert_eq(proto_send(broker, ident, identlen, &it, 0), 0);
+    }
+    proto_msg_t *eof = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(eof, "eof");
+    proto_msg_set_int(eof, "count", 10);
+    cr_assert_eq(proto_send(broker, ident, identlen, &eof, 0), 0);
+
+    /* Rank 0: steps 0 and 2, then end; rank 1: step 1, then end. */
+    static const int64_t want_steps[2][2] = {{0, 2}, {1, -1}};
+    static const int want_n[3] = {4, 2, 3};
+    for (int r = 0; r < 2; r++) {
+        for (int k = 0; k < 2 && want_steps[r][k] >= 0; k++) {
+            proto_msg_t *b = next_msg(rank[r], NULL, NULL, 5000);
+            cr_assert_not_null(b, "rank %d: batch %d missing (see %s)", r, k, log);
+            cr_assert_eq(proto_msg_kind(b), PROTO_BATCH);
+            int64_t step = proto_msg_get_int(b, "step", -1);
+            cr_assert_eq(step, want_steps[r][k], "rank %d got step %lld", r, (long long)step);
+            cr_assert_eq(proto_msg_n_ids(b), want_n[step]);
+            proto_msg_destroy(&b);
+        }
+        proto_msg_t *e = next_msg(rank[r], NULL, NULL, 5000);
+        cr_assert_not_null(e, "rank %d: no end", r);
+        cr_assert_eq(proto_msg_kind(e), PROTO_CONTROL);
+        cr_assert_str_eq(proto_msg_op(e), "end");
+        proto_msg_destroy(&e);
+    }
+    /* The duplicate of seq 3 is counted for its task. */
+    double dups = -1;
+    double end = util_now() + 5;
+    while (util_now() < end && dups != 1) {
+        proto_msg_t *s = next_msg(pull, NULL, NULL, 500);
+        if (s)
+            dups = proto_msg_get_float(s, "task.a.duplicates_dropped", -1);
+        proto_msg_destroy(&s);
+    }
+    cr_assert_eq(dups, 1);
+    kill(pid, SIGTERM);
+    cr_assert_eq(wait_exit(pid, 5), 0, "ofa-batcher should exit 0 on SIGTERM");
+    for (int r = 0; r < 2; r++)
+        zmq_close(rank[r]);
+    zmq_close(broker);
+    zmq_close(pull);
+    zmq_ctx_term(zctx);
+}
+
+/* The test is the batcher: a good train batch, a malformed one, the good one again
+ * (its samples are duplicates), a validation batch, then end. */
+Test(batcher_programs, ofa_sink_over_zeromq, .timeout = 60) {
+    char in[300], stats_ep[300], log[512], outfile[512], digest[512], prog[1024];
+    snprintf(in, sizeof in, "ipc://%s/o.sock", dir);
+    snprintf(stats_ep, sizeof stats_ep, "ipc://%s/s.sock", dir);
+    snprintf(log, sizeof log, "%s/sink.log", dir);
+    snprintf(outfile, sizeof outfile, "%s/delivered.tsv", dir);
+    snprintf(digest, sizeof digest, "%s/batches.digest", dir);
+    snprintf(prog, sizeof prog, "%s/bin/ofa-sink", OFA_BINARY_DIR);
+    void *zctx = zmq_ctx_new();
+    void *router = mk_socket(zctx, ZMQ_ROUTER), *pull = mk_socket(zctx, ZMQ_PULL);
+    cr_assert_eq(zmq_bind(router, in), 0);
+    cr_assert_eq(zmq_bind(pull, stats_ep), 0);
+    char *argv[] = {prog, "--id", "sink", "--in", in, "--stats", stats_ep, "--out", outfile,
+                    "--digest", digest, NULL};
+    pid_t pid = spawn(argv, log);
+    uint8_t ident[256];
+    size_t identlen = 0;
+    proto_msg_t *m = next_msg(router, ident, &identlen, 10000);
+    cr_assert_not_null(m, "no hello (see %s)", log);
+    cr_assert_str_eq(proto_msg_op(m), "hello");
+    cr_assert_eq(proto_msg_get_int(m, "rank", -1), 0);
+    cr_assert_eq(proto_msg_get_int(m, "world", -1), 1);
+    cr_assert_gt(proto_msg_get_int(m, "credits", 0), 0);
+    proto_msg_destroy(&m);
+
+    proto_msg_t *s1[2] = {mk_sample("a", 0, 0, 3, 2), mk_sample("a", 1, 0, 4, 2)};
+    proto_msg_t *good = batcher_make_batch(s1, 2, 0);
+    proto_msg_t *again = proto_msg_clone(good);
+    proto_msg_t *s2[2] = {mk_sample("a", 2, 1, 3, 2), mk_sample("a", 3, 1, 3, 2)};
+    proto_msg_t *bad = batcher_make_batch(s2, 2, 1);
+    int64_t one[1] = {1};
+    int32_t len1[1] = {3};
+    proto_msg_set_tensor(bad, "src_len", PROTO_I32, 1, one, len1);   /* not (B) */
+    proto_msg_t *s3[2] = {mk_sample("a", 4, 2, 3, 2), mk_sample("a", 5, 2, 3, 2)};
+    for (int i = 0; i < 2; i++) {
+        proto_msg_set_str(s3[i], "split", "valid");
+        proto_msg_set_ids(s3[i], (uint64_t[]){(1ull << 39) | (uint64_t)i}, 1);
+    }
+    proto_msg_t *valid = batcher_make_batch(s3, 2, 2);
+    proto_msg_t *seq[4] = {good, bad, again, valid};
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(proto_send(router, ident, identlen, &seq[i], 0), 0);
+    proto_msg_t *e = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(e, "end");
+    cr_assert_eq(proto_send(router, ident, identlen, &e, 0), 0);
+    cr_assert_eq(wait_exit(pid, 10), 0, "ofa-sink exits 0 after end (see %s)", log);
+
+    size_t n;
+    char *text = util_read_file(outfile, &n, NULL, 0);
+    cr_assert_not_null(text);
+    cr_assert_str_eq(text, "a\t1000\t0\ttrain\na\t1001\t0\ttrain\n"
+                           "a\t549755813888\t0\tvalid\na\t549755813889\t0\tvalid\n");
+    free(text);
+    char *dig = util_read_file(digest, &n, NULL, 0);
+    cr_assert_not_null(dig);
+    int lines = 0;
+    for (char *c = dig; *c; c++)
+        lines += *c == '\n';
+    cr_assert_eq(lines, 3, "one digest line per well-formed batch");
+    free(dig);
+    char *lg = util_read_file(log, &n, NULL, 0);
+    cr_assert(lg && strstr(lg, "malformed batch of task a: src_len / tgt_len"), "%s", lg);
+    free(lg);
+    /* The final stats: 4 delivered, 2 duplicates. */
+    double delivered = -1, dups = -1;
+    for (proto_msg_t *st; (st = next_msg(pull, NULL, NULL, 500));) {
+        delivered = proto_msg_get_float(st, "task.a.delivered", -1);
+        dups = proto_msg_get_float(st, "task.a.duplicates_dropped", -1);
+        proto_msg_destroy(&st);
+    }
+    cr_assert_eq(delivered, 4);
+    cr_assert_eq(dups, 2);
+    zmq_close(router);
+    zmq_close(pull);
+    zmq_ctx_term(zctx);
 }

@@ -7,11 +7,14 @@
 #include "util.h"
 
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <zmq.h>
 
 static char dir[256];
 static char err[8192];
@@ -102,9 +105,9 @@ static void rm_data(void) {
 #define CAP_DEF "batch_size = 4; epochs = 2;"
 #define QA_DEF "batch_size = 3;"
 
-static plan_t *load_plan(int seed, const char *cap_extra, const char *qa_extra) {
-    char text[4096];
-    snprintf(text, sizeof text,
+static void plan_text(char *text, size_t len, int seed, const char *cap_extra,
+                      const char *qa_extra) {
+    snprintf(text, len,
              "seed = %d;\n"
              "tasks = (\n"
              "  { name = \"cap\";\n"
@@ -118,6 +121,11 @@ static plan_t *load_plan(int seed, const char *cap_extra, const char *qa_extra) 
              " %s }\n"
              ");\n",
              seed, cap_extra, qa_extra);
+}
+
+static plan_t *load_plan(int seed, const char *cap_extra, const char *qa_extra) {
+    char text[4096];
+    plan_text(text, sizeof text, seed, cap_extra, qa_extra);
     plan_t *p = plan_load_string(text, "t.conf", dir, err, sizeof err);
     cr_assert_not_null(p, "plan: %s", err);
     return p;
@@ -495,4 +503,178 @@ Test(source, garbage_rows_never_crash) {
     cr_assert_lt(nsample, rows, "most edits are rejects");
     source_destroy(&src);
     plan_destroy(&p);
+}
+
+/* ---------------------------------------------------------------- ofa-source */
+
+static pid_t spawn(char *const argv[], const char *log) {
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        if (log && !freopen(log, "w", stderr))
+            _exit(126);
+        if (!freopen("/dev/null", "w", stdout))
+            _exit(126);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Exit status of pid within timeout_s, or -1 (the process is then killed). */
+static int wait_exit(pid_t pid, double timeout_s) {
+    double end = util_now() + timeout_s;
+    int st;
+    while (util_now() < end) {
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    return -1;
+}
+
+/* Next message other than a heartbeat within timeout_ms, or NULL. */
+static proto_msg_t *next_msg(void *sock, uint8_t *ident, size_t *identlen, int timeout_ms) {
+    double end = util_now() + timeout_ms / 1000.0;
+    char e[256];
+    while (util_now() < end) {
+        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 20);
+        proto_msg_t *m = proto_recv(sock, ident, identlen, ZMQ_DONTWAIT, e, sizeof e);
+        cr_assert(m || !e[0], "malformed message: %s", e);
+        if (!m)
+            continue;
+        if (proto_msg_kind(m) == PROTO_CONTROL && strcmp(proto_msg_op(m), "heartbeat") == 0) {
+            proto_msg_destroy(&m);
+            continue;
+        }
+        return m;
+    }
+    return NULL;
+}
+
+static void send_credit(void *router, const uint8_t *ident, size_t identlen, int n) {
+    proto_msg_t *c = proto_msg_new(PROTO_CREDIT, NULL);
+    proto_msg_set_int(c, "n", n);
+    cr_assert_eq(proto_send(router, ident, identlen, &c, 0), 0);
+}
+
+/* The test plays the broker: hello, CREDIT-bounded emission in the library's order,
+ * eof with the count, task.<T>.read counters on the stats socket, exit 0 on SIGTERM. */
+Test(source, program_over_zeromq, .timeout = 60) {
+    char text[4096], path[512], ctl[300], stats_ep[300], log[512], prog[1024];
+    plan_text(text, sizeof text, 5, CAP_DEF, QA_DEF);
+    write_file("p.conf", text);
+    snprintf(path, sizeof path, "%s/p.conf", dir);
+    snprintf(ctl, sizeof ctl, "ipc://%s/b.sock", dir);
+    snprintf(stats_ep, sizeof stats_ep, "ipc://%s/s.sock", dir);
+    snprintf(log, sizeof log, "%s/source.log", dir);
+    snprintf(prog, sizeof prog, "%s/bin/ofa-source", OFA_BINARY_DIR);
+    void *zctx = zmq_ctx_new();
+    void *router = zmq_socket(zctx, ZMQ_ROUTER), *pull = zmq_socket(zctx, ZMQ_PULL);
+    int linger = 0;
+    zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(pull, ZMQ_LINGER, &linger, sizeof linger);
+    cr_assert_eq(zmq_bind(router, ctl), 0);
+    cr_assert_eq(zmq_bind(pull, stats_ep), 0);
+    char *argv[] = {prog, "--id", "src", "--ctl", ctl, "--plan", path, "--stats", stats_ep,
+                    NULL};
+    pid_t pid = spawn(argv, log);
+
+    uint8_t ident[256];
+    size_t identlen = 0;
+    proto_msg_t *hello = next_msg(router, ident, &identlen, 10000);
+    cr_assert_not_null(hello, "no hello from ofa-source (see %s)", log);
+    cr_assert_str_eq(proto_msg_op(hello), "hello");
+    cr_assert_str_eq(proto_msg_get_str(hello, "role"), "source");
+    proto_msg_destroy(&hello);
+
+    /* The library's order, to compare with. */
+    plan_t *p = load_plan(5, CAP_DEF, QA_DEF);
+    source_t *ref = source_new(p, err, sizeof err);
+    cr_assert_not_null(ref, "%s", err);
+
+    /* No credit, nothing sent; CREDIT 5, exactly 5. */
+    cr_assert_null(next_msg(router, ident, &identlen, 300));
+    send_credit(router, ident, identlen, 5);
+    int got = 0;
+    for (; got < 5; got++) {
+        proto_msg_t *m = next_msg(router, ident, &identlen, 5000);
+        cr_assert_not_null(m, "message %d of the first 5 missing", got);
+        proto_msg_t *r = source_next(ref);
+        cr_assert_eq(proto_msg_kind(m), proto_msg_kind(r));
+        cr_assert_eq(proto_msg_ids(m)[0], proto_msg_ids(r)[0]);
+        cr_assert_eq(proto_msg_get_int(m, "seq", -1), got);
+        proto_msg_destroy(&m);
+        proto_msg_destroy(&r);
+    }
+    cr_assert_null(next_msg(router, ident, &identlen, 300), "more than the credit");
+    /* A malformed credit is ignored, a good one lets the rest through, then eof. */
+    send_credit(router, ident, identlen, -7);
+    send_credit(router, ident, identlen, 100);
+    proto_msg_t *m;
+    while ((m = next_msg(router, ident, &identlen, 5000)) && proto_msg_kind(m) != PROTO_CONTROL) {
+        proto_msg_t *r = source_next(ref);
+        cr_assert_not_null(r, "more messages than the library emits");
+        cr_assert_eq(proto_msg_kind(m), proto_msg_kind(r));
+        cr_assert_eq(proto_msg_ids(m)[0], proto_msg_ids(r)[0]);
+        cr_assert_eq(proto_msg_get_int(m, "seq", -1), got);
+        if (proto_msg_kind(m) == PROTO_SAMPLE)
+            cr_assert_str_eq(proto_msg_get_str(m, "@route"), proto_msg_get_str(r, "@route"));
+        got++;
+        proto_msg_destroy(&m);
+        proto_msg_destroy(&r);
+    }
+    cr_assert_not_null(m, "no eof");
+    cr_assert_str_eq(proto_msg_op(m), "eof");
+    cr_assert_eq(proto_msg_get_int(m, "count", -1), 30);
+    cr_assert_eq(got, 30);
+    cr_assert_null(source_next(ref));
+    proto_msg_destroy(&m);
+
+    /* Stats: cumulative read counters per task (rejects included). */
+    double cap_read = -1, qa_read = -1;
+    double end = util_now() + 5;
+    while (util_now() < end && (cap_read != 23 || qa_read != 7)) {
+        proto_msg_t *s = next_msg(pull, NULL, NULL, 500);
+        if (!s)
+            continue;
+        cr_assert_eq(proto_msg_kind(s), PROTO_STATS);
+        cap_read = proto_msg_get_float(s, "task.cap.read", -1);
+        qa_read = proto_msg_get_float(s, "task.qa.read", -1);
+        proto_msg_destroy(&s);
+    }
+    cr_assert_eq(cap_read, 23);
+    cr_assert_eq(qa_read, 7);
+
+    kill(pid, SIGTERM);
+    cr_assert_eq(wait_exit(pid, 5), 0, "ofa-source should exit 0 on SIGTERM");
+    source_destroy(&ref);
+    plan_destroy(&p);
+    zmq_close(router);
+    zmq_close(pull);
+    zmq_ctx_term(zctx);
+}
+
+/* --help exits 0; a bad flag or a plan that does not load exits non-zero with a reason. */
+Test(source, program_flags, .timeout = 30) {
+    char prog[1024], log[512], cmd[2400];
+    snprintf(prog, sizeof prog, "%s/bin/ofa-source", OFA_BINARY_DIR);
+    snprintf(log, sizeof log, "%s/flags.log", dir);
+    char *help[] = {prog, "--help", NULL};
+    cr_assert_eq(wait_exit(spawn(help, log), 10), 0);
+    char *bogus[] = {prog, "--bogus", "1", NULL};
+    cr_assert_eq(wait_exit(spawn(bogus, log), 10), 2);
+    snprintf(cmd, sizeof cmd, "grep -q -- --bogus '%s'", log);
+    cr_assert_eq(system(cmd), 0, "the reason names the flag");
+    write_file("bad.conf", "tasks = (;\n");
+    char bad[512];
+    snprintf(bad, sizeof bad, "%s/bad.conf", dir);
+    char *badplan[] = {prog, "--id", "s", "--ctl", "ipc:///nonexistent/b.sock", "--plan", bad,
+                       NULL};
+    cr_assert_neq(wait_exit(spawn(badplan, log), 10), 0);
+    snprintf(cmd, sizeof cmd, "grep -q 'bad.conf' '%s'", log);
+    cr_assert_eq(system(cmd), 0, "the reason names the plan file");
 }

@@ -22,6 +22,7 @@ enum { WINDOW = 512, READY_PER_RANK = 4, MAX_RANKS = 64 };
 typedef struct {
     char out[512];
     int max_inflight;
+    int world;                /* --world: consumers; 0 = from the plan */
 } s_opts_t;
 
 typedef struct {
@@ -44,6 +45,17 @@ static int s_extra(void *ctx, const char *flag, const char *value) {
         o->max_inflight = atoi(value);
         return 1;
     }
+    if (value && strcmp(flag, "--world") == 0) {
+        char *end;
+        long v = strtol(value, &end, 10);
+        if (*end || v < 1 || v > MAX_RANKS) {
+            fprintf(stderr, "ofa-batcher: --world needs a number from 1 to %d, not '%s'\n",
+                    MAX_RANKS, value);
+            exit(2);
+        }
+        o->world = (int)v;
+        return 1;
+    }
     return 0;
 }
 
@@ -61,7 +73,9 @@ int main(int argc, char **argv) {
     stage_args_parse(&a, argc, argv,
                      "usage: ofa-batcher --ctl BROKER --out ENDPOINT [common flags]\n"
                      "  --out ENDPOINT      ROUTER endpoint the consumers connect to\n"
-                     "  --max-inflight N    the broker's bound (for the gap rule; 256)",
+                     "  --max-inflight N    the broker's bound (for the gap rule; 256)\n"
+                     "  --world N           consumers (ranks); default: the plan's trainer.ranks\n"
+                     "                      when its consumer is the trainer, else 1",
                      s_extra, &o);
     if (!o.out[0])
         util_fatal("launch passes --out", "no --out endpoint");
@@ -75,6 +89,8 @@ int main(int argc, char **argv) {
             world = plan->trainer.ranks > 0 ? plan->trainer.ranks : 1;
         plan_destroy(&plan);
     }
+    if (o.world > 0)
+        world = o.world;
     if (world > MAX_RANKS)
         util_fatal(NULL, "%d ranks (at most %d)", world, MAX_RANKS);
 
@@ -157,6 +173,10 @@ int main(int argc, char **argv) {
                     rank = r;
             if (proto_msg_kind(m) == PROTO_CONTROL && strcmp(proto_msg_op(m), "hello") == 0) {
                 int64_t r = proto_msg_get_int(m, "rank", 0);
+                int64_t w = proto_msg_get_int(m, "world", world);
+                if (w != world)
+                    fprintf(stderr, "ofa-batcher: consumer rank %lld says world %lld, the "
+                            "batcher serves %d ranks\n", (long long)r, (long long)w, world);
                 if (r < 0 || r >= world) {
                     fprintf(stderr, "ofa-batcher: hello from rank %lld of a world of %d; "
                             "ignored\n", (long long)r, world);

@@ -46,8 +46,12 @@ int main(int argc, char **argv) {
                     fprintf(stderr, "ofa-source: dropped a malformed message: %s\n", err);
                 break;
             }
-            if (proto_msg_kind(m) == PROTO_CREDIT)
-                credits += proto_msg_get_int(m, "n", 0);
+            if (proto_msg_kind(m) == PROTO_CREDIT) {
+                /* A credit outside 0..1e6 cannot come from the broker: ignored. */
+                int64_t n = proto_msg_get_int(m, "n", 0);
+                if (n > 0 && n <= 1000000)
+                    credits += n;
+            }
             else if (proto_msg_kind(m) == PROTO_CONTROL && strcmp(proto_msg_op(m), "stop") == 0)
                 stage_stop_flag = SIGTERM;
             proto_msg_destroy(&m);
