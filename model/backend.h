@@ -46,6 +46,9 @@ typedef struct {
     int causal;
     int q_pos0;                  /* absolute position of query 0 (decode steps) */
     real_t *probs;                /* (B, H, Tq, Tk) softmax saved for backward, or NULL */
+    const int32_t *kv_map;       /* (B) backend memory, or NULL: query batch b attends to the
+                                    keys/values (and key_len) of batch kv_map[b] instead of b
+                                    (decoder rows sharing one encoded source; forward only) */
 } be_attn_t;
 
 /* Backward of one attention call: same geometry as the forward (a, with a->probs filled

@@ -1056,9 +1056,11 @@ struct model_cache_t {
     int max_rows, max_src, max_len;
     int rows, len, S;        /* current rows, tokens fed, source length of the encode */
     real_t **k, **v;         /* per decoder layer: (max_rows, max_len, D) self K / V */
-    real_t **ckv;            /* per decoder layer: (max_rows, max_src, 2D) cross K|V */
-    int32_t *src_len;        /* (max_rows) backend */
-    int32_t *h_src_len;      /* (max_rows) host copy */
+    real_t **ckv;            /* per decoder layer: (max_rows, max_src, 2D) cross K|V, one
+                                per encoded source (not per row) */
+    int32_t *src_len;        /* (max_rows) backend: length of each encoded source */
+    int32_t *src_map;        /* (max_rows) backend: row -> its encoded source */
+    int32_t *h_src_map;      /* (max_rows) host copy */
     int32_t *idx;            /* (max_rows) backend: reorder indices */
     int32_t *tok;            /* (max_rows) backend: fed tokens */
     int32_t *pos;            /* (max_rows) backend: position ids */
@@ -1094,6 +1096,7 @@ model_cache_t *model_cache_new(model_t *m, int max_rows, int max_src, int max_le
         CA(kv->ckv[l], sizeof(real_t) * max_rows * max_src * 2 * D);
     }
     CA(kv->src_len, sizeof(int32_t) * max_rows);
+    CA(kv->src_map, sizeof(int32_t) * max_rows);
     CA(kv->idx, sizeof(int32_t) * max_rows);
     CA(kv->tok, sizeof(int32_t) * max_rows);
     CA(kv->pos, sizeof(int32_t) * max_rows);
@@ -1105,11 +1108,9 @@ model_cache_t *model_cache_new(model_t *m, int max_rows, int max_src, int max_le
     CA(kv->att, sizeof(real_t) * max_rows * D);
     CA(kv->fc, sizeof(real_t) * max_rows * c->d_ffn);
     CA(kv->lg, sizeof(real_t) * max_rows * c->vocab);
-    int64_t per = (int64_t)max_len * D > (int64_t)max_src * 2 * D ? (int64_t)max_len * D
-                                                                  : (int64_t)max_src * 2 * D;
-    CA(kv->tmp, sizeof(real_t) * max_rows * per);
+    CA(kv->tmp, sizeof(real_t) * max_rows * max_len * D);
 #undef CA
-    kv->h_src_len = util_calloc(max_rows, sizeof *kv->h_src_len);
+    kv->h_src_map = util_calloc(max_rows, sizeof *kv->h_src_map);
     if (!ok) {
         model_cache_destroy(&kv);
         util_err(err, errlen, "model cache: out of memory for %d rows", max_rows);
@@ -1132,7 +1133,7 @@ void model_cache_destroy(model_cache_t **self_p) {
     model_cache_t *kv = *self_p;
     backend_t *be = kv->m->be;
     int L = kv->m->c.n_dec;
-    void *ps[] = {kv->src_len, kv->idx, kv->tok, kv->pos, kv->mod, kv->ones, kv->y, kv->ln,
+    void *ps[] = {kv->src_len, kv->src_map, kv->idx, kv->tok, kv->pos, kv->mod, kv->ones, kv->y, kv->ln,
                   kv->q, kv->att, kv->fc, kv->lg, kv->tmp};
     for (size_t i = 0; i < sizeof ps / sizeof *ps; i++)
         if (ps[i])
@@ -1145,7 +1146,7 @@ void model_cache_destroy(model_cache_t **self_p) {
     free(kv->k);
     free(kv->v);
     free(kv->ckv);
-    free(kv->h_src_len);
+    free(kv->h_src_map);
     free(kv);
     *self_p = NULL;
 }
@@ -1192,7 +1193,9 @@ int model_encode(model_t *m, const model_batch_t *b, model_cache_t *kv, char *er
         }
     }
     be->i->upload(be, kv->src_len, b->src_len, sizeof(int32_t) * B);
-    memcpy(kv->h_src_len, b->src_len, sizeof(int32_t) * B);
+    for (int i = 0; i < B; i++)
+        kv->h_src_map[i] = i;
+    be->i->upload(be, kv->src_map, kv->h_src_map, sizeof(int32_t) * B);
     kv->rows = B;
     kv->len = 0;
     kv->S = S;
@@ -1255,6 +1258,7 @@ int model_decode_step(model_t *m, model_cache_t *kv, int n, const int32_t *token
         be_attn_t ca = s_attn_desc(m, n, 1, kv->S, kv->q, D, kv->ckv[l], kv->ckv[l] + D, 2 * D,
                                    kv->fc, kv->src_len, 0, NULL);
         ca.k_bs = ca.v_bs = cross_bs;
+        ca.kv_map = kv->src_map;
         be->i->attn_fwd(be, &ca);
         s_linear(m, y, D, kv->fc, D, PW(m, L->co_w), PW(m, L->co_b), n, D, D, 1);
         /* feed-forward */
@@ -1272,11 +1276,14 @@ int model_decode_step(model_t *m, model_cache_t *kv, int n, const int32_t *token
     return 0;
 }
 
-/* Reorder one per-row buffer of `cols` elements per row through the scratch. */
-static void s_reorder_buf(model_t *m, model_cache_t *kv, real_t *buf, int n_new, int64_t cols) {
-    backend_t *be = m->be;
-    be->i->gather_rows(be, kv->tmp, buf, kv->idx, n_new, cols);
-    be->i->copy(be, buf, kv->tmp, sizeof(real_t) * n_new * cols);
+/* Reorder one per-row buffer of `cols` elements per row: gather into the scratch and
+ * swap the two pointers (the old buffer becomes the next scratch), so nothing is copied
+ * twice. */
+static void s_reorder_buf(model_t *m, model_cache_t *kv, real_t **buf, int n_new, int64_t cols) {
+    m->be->i->gather_rows(m->be, kv->tmp, *buf, kv->idx, n_new, cols);
+    real_t *t = *buf;
+    *buf = kv->tmp;
+    kv->tmp = t;
 }
 
 int model_cache_reorder(model_t *m, model_cache_t *kv, int n_new, const int32_t *src_rows,
@@ -1291,19 +1298,19 @@ int model_cache_reorder(model_t *m, model_cache_t *kv, int n_new, const int32_t 
             return util_err(err, errlen, "cache reorder: source row %d of new row %d outside "
                             "[0, %d)", src_rows[i], i, kv->rows);
     be->i->upload(be, kv->idx, src_rows, sizeof(int32_t) * n_new);
-    /* Only the filled prefix of each row matters, but rows are copied whole: the layout
-     * keeps each row contiguous, and a step's cost dominates anyway. */
+    /* Self-attention K/V move with their rows. The cross K/V stay where model_encode put
+     * them, one per source: a row only changes which source it points at, so beam search
+     * never copies the (large) encoder keys. */
     for (int l = 0; l < m->c.n_dec; l++) {
-        s_reorder_buf(m, kv, kv->k[l], n_new, (int64_t)kv->max_len * D);
-        s_reorder_buf(m, kv, kv->v[l], n_new, (int64_t)kv->max_len * D);
-        s_reorder_buf(m, kv, kv->ckv[l], n_new, (int64_t)kv->max_src * 2 * D);
+        s_reorder_buf(m, kv, &kv->k[l], n_new, (int64_t)kv->max_len * D);
+        s_reorder_buf(m, kv, &kv->v[l], n_new, (int64_t)kv->max_len * D);
     }
-    int32_t *nl = util_malloc(sizeof *nl * n_new);
+    int32_t *nm = util_malloc(sizeof *nm * n_new);
     for (int i = 0; i < n_new; i++)
-        nl[i] = kv->h_src_len[src_rows[i]];
-    memcpy(kv->h_src_len, nl, sizeof *nl * n_new);
-    be->i->upload(be, kv->src_len, nl, sizeof *nl * n_new);
-    free(nl);
+        nm[i] = kv->h_src_map[src_rows[i]];
+    memcpy(kv->h_src_map, nm, sizeof *nm * n_new);
+    be->i->upload(be, kv->src_map, nm, sizeof *nm * n_new);
+    free(nm);
     kv->rows = n_new;
     return 0;
 }

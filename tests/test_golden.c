@@ -235,6 +235,15 @@ Test(golden, cache_reorder) {
     for (int i = 0; i < 4; i++)
         compare("reordered row", lg + (int64_t)i * V, full + ((int64_t)rows[i] * T + 1) * V, V,
                 1e-5, 1e-4);
+    /* a second reorder shrinks to 2 rows (old rows 3 and 0 = sources 1 and 2) */
+    int32_t rows2[2] = {3, 0}, src2[2] = {1, 2};
+    cr_assert_eq(model_cache_reorder(gm, kv, 2, rows2, err, sizeof err), 0, "%s", err);
+    for (int i = 0; i < 2; i++)
+        tok[i] = tin[src2[i] * T + 2];
+    cr_assert_eq(model_decode_step(gm, kv, 2, tok, lg, err, sizeof err), 0, "%s", err);
+    for (int i = 0; i < 2; i++)
+        compare("twice reordered row", lg + (int64_t)i * V,
+                full + ((int64_t)src2[i] * T + 2) * V, V, 1e-5, 1e-4);
     int32_t badrow[1] = {7};
     cr_assert_neq(model_cache_reorder(gm, kv, 1, badrow, err, sizeof err), 0);
     model_cache_destroy(&kv);

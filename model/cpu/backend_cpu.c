@@ -273,6 +273,8 @@ static double s_sum4(const real_t *x, int n) {
  * mask and the causal mask both cut a suffix of the keys). */
 static int s_visible(const be_attn_t *a, int b, int i) {
     int n = a->Tk;
+    if (a->kv_map)
+        b = a->kv_map[b];
     if (a->key_len && a->key_len[b] < n)
         n = a->key_len[b] < 0 ? 0 : a->key_len[b];
     if (a->causal && a->q_pos0 + i + 1 < n)
@@ -293,9 +295,10 @@ static void s_attn_fwd_items(void *ctx, int64_t i0, int64_t i1, int tid) {
     int Tq = a->Tq, Tk = a->Tk, hd = a->hd;
     for (int64_t it = i0; it < i1; it++) {
         int b = (int)(it / a->H), h = (int)(it % a->H);
+        int kb = a->kv_map ? a->kv_map[b] : b;
         const real_t *q = a->q + b * a->q_bs + h * hd;
-        const real_t *k = a->k + b * a->k_bs + h * hd;
-        const real_t *v = a->v + b * a->v_bs + h * hd;
+        const real_t *k = a->k + kb * a->k_bs + h * hd;
+        const real_t *v = a->v + kb * a->v_bs + h * hd;
         real_t *o = a->out + b * a->o_bs + h * hd;
         real_t *p = a->probs ? a->probs + it * (int64_t)Tq * Tk : j->scratch[tid];
         /* scores (Tq, Tk) = scale * q k^T */
@@ -402,7 +405,7 @@ static void s_attn_fwd(backend_t *be, const be_attn_t *a) {
 
 static void s_attn_bwd(backend_t *be, const be_attn_bwd_t *g) {
     const be_attn_t *a = g->a;
-    OFA_ASSERT(a->probs != NULL);
+    OFA_ASSERT(a->probs != NULL && a->kv_map == NULL);
     if (a->Tq <= 0 || a->Tk <= 0 || a->B <= 0)
         return;
     s_attn_job_t j = {be, a, g, s_scratch(be, (int64_t)a->Tq * a->Tk)};
