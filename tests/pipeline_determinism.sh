@@ -10,6 +10,10 @@
 # A and B must write byte-identical batch digests (ofa-sink --digest: ids, step, epoch,
 # split and every tensor's bytes) and delivered-id files (in delivery order); C must
 # differ (so the comparison can fail). Every run: lost 0, the expected counts.
+#
+# `pipeline_determinism.sh kill`: the built stamps_caption dataset (4 epochs) twice with
+# 4 image workers, the second time with one worker SIGKILLed while it holds items: the
+# broker re-dispatches them, and the batches must still be byte-identical.
 set -euo pipefail
 SRC=${OFA_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
 BIN=${OFA_BINARY_DIR:-$SRC/build}/bin
@@ -71,6 +75,62 @@ if t["lost"] != 0:
     sys.exit(1)
 EOF
 }
+
+if [ "${1:-}" = kill ]; then
+    DATA=$SRC/data/stamps_caption
+    [ -f "$DATA/train.tsv" ] || fail "$DATA/train.tsv missing: build it with \`launch data stamps_caption\`"
+    for r in K L; do
+        cat > "$TMP/$r.conf" <<EOF
+name = "$r";
+seed = 5;
+tasks = (
+  { name = "caption";
+    instruction = "[IMAGE:img] what does the image describe? -> [TEXT:cap]";
+    train = ["$DATA/train.tsv"]; valid = ["$DATA/valid.tsv"];
+    columns = ["id", "img", "cap"]; batch_size = 16; epochs = 4; }
+);
+model = { size = "nano"; vocab_size = 300; };
+trainer = { consumer = "sink"; };
+stages = {
+  image = { workers = 4; credits = 4; };
+  sink = { program = ["ofa-sink", "--digest", "$TMP/$r.digest"]; };
+};
+EOF
+    done
+    "$BIN/launch" --run-dir "$TMP/run-K" "$TMP/K.conf" > "$TMP/K.out" 2>&1 || { cat "$TMP/K.out"; fail "run K"; }
+    # Run L: kill image.1 once it has taken 300 items (it then holds up to its credits).
+    "$BIN/launch" --run-dir "$TMP/run-L" "$TMP/L.conf" > "$TMP/L.out" 2>&1 &
+    lpid=$!
+    python3 - "$TMP/run-L" <<'EOF' || { kill $lpid 2>/dev/null; fail "could not kill image.1 in time"; }
+import json, os, signal, sys, time
+rd, end = sys.argv[1], time.time() + 60
+while time.time() < end:
+    time.sleep(0.02)
+    try:
+        st = json.load(open(os.path.join(rd, "stages.json")))["processes"]
+        pids = json.load(open(os.path.join(rd, "pids.json")))
+    except (OSError, ValueError, KeyError):
+        continue
+    if st.get("image.1", {}).get("items_in", 0) > 300 and "image.1" in pids:
+        os.kill(pids["image.1"], signal.SIGKILL)
+        sys.exit(0)
+sys.exit(1)
+EOF
+    wait $lpid || { cat "$TMP/L.out"; fail "launch of run L exited non-zero"; }
+    python3 - "$TMP/run-L/summary.json" <<'EOF' || fail "run L: nothing re-dispatched or something lost"
+import json, sys
+t = json.load(open(sys.argv[1]))["total"]
+print(f"run L: {t}")
+sys.exit(0 if t["redispatched"] > 0 and t["lost"] == 0 else 1)
+EOF
+    nb=$(wc -l < "$TMP/K.digest")
+    cmp -s "$TMP/K.digest" "$TMP/L.digest" || {
+        diff "$TMP/K.digest" "$TMP/L.digest" | head -20
+        fail "batches differ after a worker was killed"
+    }
+    echo "ok: $nb batches identical with and without a killed image worker"
+    exit 0
+fi
 
 plan A 11 1 1 8
 plan B 11 4 2 1

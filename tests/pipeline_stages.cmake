@@ -15,7 +15,8 @@ if(TARGET ofasource)
     add_dependencies(test_source ofa-source)
   endif()
 endif()
-# End to end through launch: batches identical with 1 and 4 image workers.
+# End to end through launch: batches identical with 1 and 4 image workers, and with an
+# image worker killed mid-run (the second needs data/stamps_caption, `launch data`).
 set(_pd_ok TRUE)
 foreach(p launch ofa-broker ofa-source ofa-image ofa-tokenize ofa-batcher ofa-sink ofa-bpe-train)
   if(NOT TARGET ${p})
@@ -25,5 +26,8 @@ endforeach()
 if(_pd_ok)
   ofa_add_script_test(e2e_pipeline_determinism
     COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/pipeline_determinism.sh
+    LABELS e2e TIMEOUT 300)
+  ofa_add_script_test(e2e_pipeline_determinism_kill
+    COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/pipeline_determinism.sh kill
     LABELS e2e TIMEOUT 300)
 endif()
