@@ -6,3 +6,77 @@ ofa_add_test(test_stats SOURCES test_stats.c LIBS ofacommon LABELS unit TIMEOUT 
 if(TARGET ofabroker)
   ofa_add_test(test_broker SOURCES test_broker.c LIBS ofabroker LABELS unit TIMEOUT 60)
 endif()
+
+# ---- fuzzing (label fuzz)
+# The fuzz targets are built with clang's libFuzzer and ASan/UBSan where clang has it
+# (a separate executable compiled by a custom command, since the project's compiler may
+# be gcc; the common sources it needs are compiled straight into it). Elsewhere the same
+# target is linked with tests/fuzz_main.c, a stand-in driver that runs the corpus and
+# seeded random mutations. Either way tests/fuzz_run.sh runs it for a bounded time and
+# fails below a minimum number of executions.
+find_program(OFA_CLANG NAMES clang clang-18 clang-17 clang-16 clang-15 clang-14)
+if(NOT DEFINED OFA_HAVE_LIBFUZZER)
+  set(_have OFF)
+  if(OFA_CLANG)
+    set(_d ${CMAKE_BINARY_DIR}/fuzz-check)
+    file(WRITE ${_d}/check.c
+      "#include <stddef.h>\n#include <stdint.h>\n"
+      "int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n")
+    execute_process(
+      COMMAND ${OFA_CLANG} -fsanitize=fuzzer,address,undefined check.c -o check
+      WORKING_DIRECTORY ${_d} RESULT_VARIABLE _rc OUTPUT_QUIET ERROR_QUIET)
+    if(_rc EQUAL 0)
+      set(_have ON)
+    endif()
+  endif()
+  set(OFA_HAVE_LIBFUZZER ${_have} CACHE BOOL "clang's libFuzzer builds fuzz targets")
+  message(STATUS "libFuzzer (clang -fsanitize=fuzzer): ${_have}")
+endif()
+
+set(OFA_FUZZ_SECONDS 20 CACHE STRING "seconds each fuzz test runs")
+set(OFA_FUZZ_MIN_EXECS 10000 CACHE STRING "executions a fuzz test must reach")
+if(CMAKE_RUNTIME_OUTPUT_DIRECTORY)
+  set(_fuzz_bin ${CMAKE_RUNTIME_OUTPUT_DIRECTORY})
+else()
+  set(_fuzz_bin ${CMAKE_CURRENT_BINARY_DIR})
+endif()
+
+# ofa_add_fuzz(NAME SOURCES a.c... SEEDS dir [PKG pkgconfig-modules...] [INCLUDES dirs...])
+function(ofa_add_fuzz name)
+  cmake_parse_arguments(F "" "SEEDS" "SOURCES;PKG;INCLUDES" ${ARGN})
+  set(_exe ${_fuzz_bin}/${name})
+  if(OFA_HAVE_LIBFUZZER)
+    pkg_check_modules(FZ_${name} QUIET ${F_PKG})
+    set(_inc)
+    foreach(d ${F_INCLUDES} ${FZ_${name}_INCLUDE_DIRS})
+      list(APPEND _inc -I${d})
+    endforeach()
+    add_custom_command(OUTPUT ${_exe}
+      COMMAND ${OFA_CLANG} -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined
+              -fno-sanitize-recover=undefined ${_inc} ${F_SOURCES} -o ${_exe}
+              ${FZ_${name}_LDFLAGS} -lm -lrt -lpthread
+      DEPENDS ${F_SOURCES}
+      COMMENT "Building fuzz target ${name} with libFuzzer" VERBATIM)
+    add_custom_target(${name} ALL DEPENDS ${_exe})
+  else()
+    add_executable(${name} ${F_SOURCES} ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_main.c)
+    target_include_directories(${name} PRIVATE ${F_INCLUDES})
+    target_link_libraries(${name} PRIVATE ofacommon)
+    set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${_fuzz_bin})
+  endif()
+  ofa_add_script_test(${name}
+    COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_run.sh ${_exe} ${F_SEEDS}
+            ${CMAKE_CURRENT_BINARY_DIR}/${name}.work ${OFA_FUZZ_SECONDS} ${OFA_FUZZ_MIN_EXECS}
+    LABELS fuzz TIMEOUT 180)
+endfunction()
+
+set(_c ${PROJECT_SOURCE_DIR}/common)
+ofa_add_fuzz(fuzz_proto
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_proto.c ${_c}/proto.c ${_c}/util.c
+  SEEDS ${CMAKE_CURRENT_SOURCE_DIR}/data/bad/msg
+  PKG libzmq msgpack
+  INCLUDES ${_c})
+
+# Writes the committed seed corpus (tests/data/bad/msg); built on demand only.
+add_executable(fuzz_make_corpus EXCLUDE_FROM_ALL fuzz_make_corpus.c)
+target_link_libraries(fuzz_make_corpus PRIVATE ofacommon)
