@@ -1,0 +1,10 @@
+# Tests of the audio, video and motion stages' libraries and programs.
+if(TARGET ofaaudio)
+  ofa_add_test(test_audio SOURCES test_audio.c LIBS ofaaudstage LABELS unit TIMEOUT 120)
+endif()
+if(TARGET ofavideo)
+  ofa_add_test(test_video SOURCES test_video.c LIBS ofavidstage LABELS unit TIMEOUT 120)
+endif()
+if(TARGET ofamotion)
+  ofa_add_test(test_motion SOURCES test_motion.c LIBS ofamotstage LABELS unit TIMEOUT 120)
+endif()

@@ -1,0 +1,316 @@
+/* test_audio.c: the audio tier's library (auddec.h, fbank.h, audstage.h) on real
+ * recorded and synthesized speech, against torchaudio's Kaldi filterbank, and its
+ * behaviour on broken input (empty, garbage, truncated, zero-length, impossible header,
+ * too long).
+ *
+ * The fbank reference tests/data/audio/tts_16k.fbank was written by
+ * scripts/data/av_fixtures.sh with torchaudio.compliance.kaldi.fbank (num_mel_bins=80,
+ * dither=0) on the int16 samples of tts_16k.wav; this test reads it, so it needs no
+ * Python at run time. */
+#include <criterion/criterion.h>
+
+#include "audstage.h"
+#include "util.h"
+
+#include <math.h>
+#include <string.h>
+
+#define AUD_DIR OFA_SOURCE_DIR "/tests/data/audio"
+
+static uint8_t *s_read(const char *name, size_t *len) {
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/%s", AUD_DIR, name);
+    uint8_t *buf = (uint8_t *)util_read_file(path, len, err, sizeof err);
+    cr_assert(buf, "%s", err);
+    return buf;
+}
+
+/* Decodes a fixture (must succeed) and returns its view. */
+static aud_view_t s_decode(aud_dec_t *d, const char *name) {
+    size_t len;
+    uint8_t *buf = s_read(name, &len);
+    aud_view_t v;
+    char err[512];
+    cr_assert_eq(aud_decode(d, buf, len, &v, err, sizeof err), 0, "%s: %s", name, err);
+    free(buf);
+    return v;
+}
+
+/* Decoding must fail with a reason containing `want`. */
+static void s_expect_reject(aud_dec_t *d, const uint8_t *buf, size_t len, const char *want) {
+    aud_view_t v;
+    char err[512] = "";
+    cr_assert_eq(aud_decode(d, buf, len, &v, err, sizeof err), -1,
+                 "accepted input that should fail with '%s'", want);
+    cr_assert(strstr(err, want), "reason '%s' does not mention '%s'", err, want);
+}
+
+Test(audio, fbank_matches_torchaudio_kaldi) {
+    size_t len, rlen;
+    uint8_t *wav = s_read("tts_16k.wav", &len);
+    uint8_t *ref = s_read("tts_16k.fbank", &rlen);
+    int32_t rT, rF;
+    memcpy(&rT, ref, 4);
+    memcpy(&rF, ref + 4, 4);
+    cr_assert_eq(rlen, 8 + (size_t)rT * rF * 4, "reference file size");
+    cr_assert_eq(rF, 80);
+    const float *r = (const float *)(ref + 8);
+
+    aud_dec_t *d = aud_dec_new(NULL);
+    fbank_t *fb = fbank_new(16000, 80);
+    cr_assert(fb);
+    cr_assert_eq(fbank_window(fb), 400);
+    cr_assert_eq(fbank_shift(fb), 160);
+    float *feat;
+    int64_t T;
+    char err[512];
+    cr_assert_eq(aud_features(d, fb, wav, len, 0.0f, 0, &feat, &T, err, sizeof err), 0, "%s",
+                 err);
+    cr_assert_eq(T, rT, "frames: ours %lld, torchaudio %d", (long long)T, rT);
+    /* Tolerance: float32 FFT and sums in both, in different orders; a log-energy of a
+     * speech frame is 5..25, so 2e-3 absolute + 1e-4 relative is float rounding, while a
+     * wrong window, pre-emphasis or filter edge moves values by 0.01 or more. */
+    double maxd = 0, sumd = 0;
+    for (int64_t i = 0; i < T * 80; i++) {
+        double e = fabs((double)feat[i] - r[i]);
+        sumd += e;
+        if (e > maxd)
+            maxd = e;
+        cr_assert(e <= 2e-3 + 1e-4 * fabs(r[i]), "frame %lld bin %lld: ours %.6f torchaudio %.6f",
+                  (long long)(i / 80), (long long)(i % 80), feat[i], r[i]);
+    }
+    cr_log_info("fbank vs torchaudio: %lld x 80, max |diff| %.2e, mean %.2e", (long long)T,
+                maxd, sumd / (double)(T * 80));
+    free(feat);
+    fbank_destroy(&fb);
+    aud_dec_destroy(&d);
+    free(wav);
+    free(ref);
+}
+
+/* Magnitude of the DFT of x at frequency f (Hz), normalised to a unit sine's 0.5. */
+static double s_tone(const float *x, int64_t n, int rate, double f) {
+    double re = 0, im = 0;
+    for (int64_t i = 0; i < n; i++) {
+        re += x[i] * cos(2 * M_PI * f * i / rate);
+        im -= x[i] * sin(2 * M_PI * f * i / rate);
+    }
+    return sqrt(re * re + im * im) / n;
+}
+
+Test(audio, resample_8k_to_16k_keeps_a_sine) {
+    const int n = 8000;
+    float *x = util_malloc(n * sizeof(float));
+    for (int i = 0; i < n; i++)
+        x[i] = 0.5f * (float)sin(2 * M_PI * 440.0 * i / 8000.0);
+    aud_dec_t *d = aud_dec_new(NULL);
+    aud_view_t v;
+    char err[256];
+    cr_assert_eq(aud_resample(d, x, n, 8000, 16000, &v, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(v.rate, 16000);
+    cr_assert(v.n >= 15990 && v.n <= 16010, "length %lld, want about 16000", (long long)v.n);
+    /* The peak of the spectrum stays at 440 Hz (searched 300..600 Hz in 1 Hz steps)
+     * and the amplitude is kept. */
+    double best = 0, bestf = 0;
+    for (double f = 300; f <= 600; f += 1) {
+        double m = s_tone(v.x, v.n, 16000, f);
+        if (m > best)
+            best = m, bestf = f;
+    }
+    cr_assert(fabs(bestf - 440) <= 1, "peak at %.0f Hz after resampling", bestf);
+    cr_assert(fabs(best - 0.25) < 0.02, "amplitude %.3f, want 0.25", best);
+    /* The sine is still a sine sample by sample: compare with the ideal 16 kHz one away
+     * from the edges (the filter delay is compensated by libswresample). */
+    double maxe = 0;
+    for (int64_t i = 200; i < v.n - 200; i++) {
+        double want = 0.5 * sin(2 * M_PI * 440.0 * i / 16000.0);
+        double e = fabs(v.x[i] - want);
+        if (e > maxe)
+            maxe = e;
+    }
+    cr_assert(maxe < 0.01, "max deviation from the ideal sine %.4f", maxe);
+    free(x);
+    aud_dec_destroy(&d);
+}
+
+Test(audio, decodes_wav_ogg_flac_and_mp3) {
+    aud_dec_t *d = aud_dec_new(NULL);
+    aud_view_t w = s_decode(d, "hello_8k.wav");
+    cr_assert_eq(w.via, AUD_VIA_SNDFILE);
+    cr_assert_eq(w.rate, 8000);
+    cr_assert_eq(w.channels, 1);
+    cr_assert_eq(w.n, (22512 - 44) / 2, "samples %lld", (long long)w.n);
+    /* Keep the WAV's samples for comparisons with the lossy encodings. */
+    int64_t n = w.n;
+    float *ref = util_malloc((size_t)n * sizeof(float));
+    memcpy(ref, w.x, (size_t)n * sizeof(float));
+    double e_ref = 0;
+    for (int64_t i = 0; i < n; i++)
+        e_ref += ref[i] * ref[i];
+
+    aud_view_t o = s_decode(d, "hello_8k.ogg");
+    cr_assert_eq(o.via, AUD_VIA_SNDFILE);
+    cr_assert_eq(o.rate, 8000);
+    cr_assert(llabs(o.n - n) < 200, "ogg samples %lld vs %lld", (long long)o.n, (long long)n);
+
+    aud_view_t m = s_decode(d, "hello_8k.mp3");
+    cr_assert_eq(m.via, AUD_VIA_FFMPEG);
+    cr_assert_eq(m.rate, 8000);
+    cr_assert(m.n >= n && m.n < n + 3000, "mp3 samples %lld vs %lld", (long long)m.n,
+              (long long)n);
+    /* MP3 adds an encoder delay; the decoded speech still carries the same energy. */
+    double e_mp3 = 0;
+    for (int64_t i = 0; i < m.n; i++)
+        e_mp3 += m.x[i] * m.x[i];
+    cr_assert(e_mp3 > 0.7 * e_ref && e_mp3 < 1.3 * e_ref, "mp3 energy %.3f vs wav %.3f",
+              e_mp3, e_ref);
+
+    aud_view_t f = s_decode(d, "tts_22k_stereo.flac");
+    cr_assert_eq(f.via, AUD_VIA_SNDFILE);
+    cr_assert_eq(f.rate, 22050);
+    cr_assert_eq(f.channels, 2);
+    cr_assert(f.n > 22050, "flac: %lld samples", (long long)f.n);
+    free(ref);
+    aud_dec_destroy(&d);
+}
+
+Test(audio, full_chain_from_8k_speech) {
+    size_t len;
+    uint8_t *wav = s_read("hello_8k.wav", &len);
+    aud_dec_t *d = aud_dec_new(NULL);
+    fbank_t *fb = fbank_new(16000, 80);
+    float *feat;
+    int64_t T;
+    char err[256];
+    cr_assert_eq(aud_features(d, fb, wav, len, 0.0f, 0, &feat, &T, err, sizeof err), 0, "%s",
+                 err);
+    /* 11234 samples at 8 kHz = 1.404 s -> 22468 at 16 kHz -> 1 + (22468-400)/160 frames. */
+    cr_assert(T >= 136 && T <= 138, "frames %lld", (long long)T);
+    /* Speech has energy in the low bands and, being 8 kHz audio, none above 4 kHz: the
+     * top mel bins of the upsampled clip sit far below the bins under 4 kHz. */
+    double lo = 0, hi = 0;
+    for (int64_t t = 0; t < T; t++) {
+        lo += feat[t * 80 + 30];
+        hi += feat[t * 80 + 78];
+    }
+    cr_assert(lo / T > hi / T + 3, "mel 30 mean %.2f, mel 78 mean %.2f", lo / T, hi / T);
+    free(feat);
+    free(wav);
+    fbank_destroy(&fb);
+    aud_dec_destroy(&d);
+}
+
+Test(audio, rejects_bad_input) {
+    aud_dec_t *d = aud_dec_new(&(aud_dec_opts_t){.max_seconds = 30});
+    size_t len;
+    uint8_t *wav = s_read("hello_8k.wav", &len);
+    uint8_t *buf = util_malloc(len);
+
+    s_expect_reject(d, wav, 0, "empty");
+    /* Garbage that no demuxer recognises. */
+    util_rng_t r = {7};
+    for (size_t i = 0; i < 4000; i++)
+        buf[i] = (uint8_t)util_rng_next(&r);
+    s_expect_reject(d, buf, 4000, "corrupt");
+    /* A WAV cut in the middle of its data. */
+    s_expect_reject(d, wav, len / 2, "truncated WAV");
+    /* A WAV whose header was cut before the data chunk. */
+    s_expect_reject(d, wav, 30, "truncated WAV");
+    /* Zero-length audio: a correct header with an empty data chunk. */
+    memcpy(buf, wav, 44);
+    memset(buf + 40, 0, 4);
+    s_expect_reject(d, buf, 44, "zero-length");
+    /* Impossible sample rates in the fmt chunk (bytes 24..27). */
+    memcpy(buf, wav, len);
+    memset(buf + 24, 0, 4);
+    s_expect_reject(d, buf, len, "impossible sample rate 0");
+    uint32_t huge = 96000000;
+    memcpy(buf + 24, &huge, 4);
+    s_expect_reject(d, buf, len, "impossible sample rate 96000000");
+    free(buf);
+
+    /* Over the length limit (the clip is 1.4 s). */
+    aud_dec_t *shortd = aud_dec_new(&(aud_dec_opts_t){.max_seconds = 1.0});
+    s_expect_reject(shortd, wav, len, "too long");
+    size_t mlen;
+    uint8_t *mp3 = s_read("hello_8k.mp3", &mlen);
+    s_expect_reject(shortd, mp3, mlen, "too long");
+    aud_dec_destroy(&shortd);
+
+    /* A FLAC cut in half and an Ogg cut in half. */
+    size_t flen;
+    uint8_t *flac = s_read("tts_22k_stereo.flac", &flen);
+    s_expect_reject(d, flac, flen / 2, "truncated");
+    size_t olen;
+    uint8_t *ogg = s_read("hello_8k.ogg", &olen);
+    s_expect_reject(d, ogg, olen / 2, "truncated");
+
+    /* A container with no audio stream: the video fixture. */
+    size_t vlen;
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/tests/data/video/koala_right.mp4", OFA_SOURCE_DIR);
+    uint8_t *mp4 = (uint8_t *)util_read_file(path, &vlen, err, sizeof err);
+    cr_assert(mp4, "%s", err);
+    s_expect_reject(d, mp4, vlen, "no audio stream");
+
+    /* Too short for one 25 ms window: a valid WAV of 10 ms (80 samples at 8 kHz). */
+    fbank_t *fb = fbank_new(16000, 80);
+    float *feat = NULL;
+    int64_t T;
+    uint8_t tiny[44 + 160];
+    memcpy(tiny, wav, sizeof tiny);
+    uint32_t dsz = 160, rsz = sizeof tiny - 8;
+    memcpy(tiny + 40, &dsz, 4);
+    memcpy(tiny + 4, &rsz, 4);
+    cr_assert_eq(aud_features(d, fb, tiny, sizeof tiny, 0.0f, 0, &feat, &T, err, sizeof err),
+                 -1, "accepted 10 ms of audio");
+    cr_assert(strstr(err, "too short"), "%s", err);
+    fbank_destroy(&fb);
+    free(mp4);
+    free(ogg);
+    free(flac);
+    free(mp3);
+    free(wav);
+    aud_dec_destroy(&d);
+}
+
+Test(audio, specaugment_is_deterministic_per_sample) {
+    const int T = 100, F = 80;
+    float *a = util_malloc(T * F * sizeof(float)), *b = util_malloc(T * F * sizeof(float));
+    float *c = util_malloc(T * F * sizeof(float));
+    for (int i = 0; i < T * F; i++)
+        a[i] = b[i] = c[i] = (float)(i % 17) + 1.0f;
+    fbank_augment_t aug = {.freq_masks = 2, .freq_width = 10, .time_masks = 2,
+                           .time_width = 20};
+    fbank_specaugment(a, T, F, &aug, 42, 1001);
+    fbank_specaugment(b, T, F, &aug, 42, 1001);
+    fbank_specaugment(c, T, F, &aug, 42, 1002);
+    cr_assert(!memcmp(a, b, T * F * sizeof(float)), "same seed and id must give same masks");
+    cr_assert(memcmp(a, c, T * F * sizeof(float)), "another sample id gave the same masks");
+    /* Masked cells hold the mean (9 for this pattern, to float precision); count them. */
+    int masked = 0;
+    for (int i = 0; i < T * F; i++)
+        masked += a[i] != (float)(i % 17) + 1.0f;
+    cr_assert(masked > 0 && masked <= 2 * 10 * T + 2 * 20 * F, "masked %d cells", masked);
+    /* No masks asked: unchanged. */
+    fbank_augment_t none = {0};
+    memcpy(b, c, T * F * sizeof(float));
+    fbank_specaugment(b, T, F, &none, 42, 1);
+    cr_assert(!memcmp(b, c, T * F * sizeof(float)));
+    free(a);
+    free(b);
+    free(c);
+}
+
+Test(audio, fbank_refuses_impossible_settings) {
+    cr_assert_null(fbank_new(0, 80));
+    cr_assert_null(fbank_new(16000, 0));
+    cr_assert_null(fbank_new(16000, 1000));
+    fbank_t *fb = fbank_new(8000, 40);
+    cr_assert(fb);
+    cr_assert_eq(fbank_window(fb), 200);
+    cr_assert_eq(fbank_frames(fb, 199), 0);
+    cr_assert_eq(fbank_frames(fb, 200), 1);
+    cr_assert_eq(fbank_frames(fb, 280), 2);
+    fbank_destroy(&fb);
+}
