@@ -80,8 +80,13 @@ static void s_field_free(proto_msg_t *self, int i) {
         free(self->fields[i].data);
     self->fields[i].data = NULL;
     self->fields[i].own = false;
-    free(self->shm_names[i]);
-    self->shm_names[i] = NULL;
+    if (self->shm_names[i]) {
+        /* Not handed to a receiver (proto_send clears the name once sent): nobody else
+         * will unlink this object, so the writer does. */
+        shm_unlink(self->shm_names[i]);
+        free(self->shm_names[i]);
+        self->shm_names[i] = NULL;
+    }
 }
 
 void proto_msg_destroy(proto_msg_t **self_p) {
@@ -468,6 +473,14 @@ int proto_send(void *socket, const void *ident, size_t identlen, proto_msg_t **m
     int saved = errno;
     msgpack_sbuffer_destroy(&sb);
     free(big);
+    if (rc == 0) {
+        /* Sent: the shared-memory objects now belong to the receiver, which unlinks
+         * them when it maps them. After a failed send they are unlinked here. */
+        for (int i = 0; i < self->n_fields; i++) {
+            free(self->shm_names[i]);
+            self->shm_names[i] = NULL;
+        }
+    }
     proto_msg_destroy(&self);
     errno = saved;
     return rc;

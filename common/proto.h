@@ -169,8 +169,9 @@ void *proto_encode_bytes(const proto_msg_t *self, size_t *len);
 
 /* Put a tensor/bin field into a new POSIX shared-memory object and replace its data by
  * a descriptor when the message is sent. The receiver maps it and unlinks the name (so
- * the object lives exactly as long as the receiving message's mapping). Returns 0 or -1
- * with err. */
+ * the object lives exactly as long as the receiving message's mapping). Until it is
+ * sent, the object belongs to this message: destroying the message, replacing or
+ * removing the field, or a failed send unlinks it. Returns 0 or -1 with err. */
 int proto_msg_field_to_shm(proto_msg_t *self, const char *key, char *err, size_t errlen);
 
 #endif

@@ -567,6 +567,45 @@ Test(proto, shared_memory_transport_and_lifetime) {
     pair_destroy(&p);
 }
 
+/* Until a message is sent, its shared-memory objects are its own: dropping the message,
+ * replacing or removing the field, or a send that fails must not leave them behind in
+ * /dev/shm, since no receiver will ever unlink them. */
+Test(proto, unsent_shared_memory_is_unlinked_by_the_writer) {
+    int before = count_own_shm();
+    int64_t sh[1] = {64};
+    uint8_t px[64] = {1, 2, 3};
+    proto_msg_t *m = proto_msg_new(PROTO_SAMPLE, "t");
+    proto_msg_set_tensor(m, "a", PROTO_U8, 1, sh, px);
+    proto_msg_set_tensor(m, "b", PROTO_U8, 1, sh, px);
+    proto_msg_set_bin(m, "c", "xyz", 3);
+    cr_assert_eq(proto_msg_field_to_shm(m, "a", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(proto_msg_field_to_shm(m, "b", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(proto_msg_field_to_shm(m, "c", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(count_own_shm(), before + 3);
+    proto_msg_set_int(m, "a", 5);          /* replaced */
+    cr_assert_eq(count_own_shm(), before + 2, "a replaced field's object is unlinked");
+    cr_assert_eq(proto_msg_remove(m, "b"), 0);
+    cr_assert_eq(count_own_shm(), before + 1, "a removed field's object is unlinked");
+    proto_msg_destroy(&m);
+    cr_assert_eq(count_own_shm(), before, "an unsent message's objects are unlinked");
+
+    /* A send that fails (a ROUTER told to fail on unknown peers) unlinks them too. */
+    void *ctx = zmq_ctx_new();
+    void *router = zmq_socket(ctx, ZMQ_ROUTER);
+    int one = 1;
+    zmq_setsockopt(router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    cr_assert_eq(zmq_bind(router, "inproc://shm-fail"), 0);
+    m = proto_msg_new(PROTO_SAMPLE, "t");
+    proto_msg_set_tensor(m, "a", PROTO_U8, 1, sh, px);
+    cr_assert_eq(proto_msg_field_to_shm(m, "a", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(count_own_shm(), before + 1);
+    cr_assert_eq(proto_send(router, "nobody", 6, &m, ZMQ_DONTWAIT), -1);
+    cr_assert_null(m, "proto_send takes the message even when it fails");
+    cr_assert_eq(count_own_shm(), before, "a failed send unlinks the objects");
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
 Test(proto, malformed_message_on_a_socket_is_consumed) {
     s_pair_t p = pair_new();
     zmq_send(p.dealer, "\x93\x01\x02\x03", 4, 0);   /* an array, not a map */
