@@ -1,4 +1,12 @@
-/* base64.c: see base64.h. */
+/* base64.c: see base64.h.
+ *
+ * The rules, and why: OFA's released TSV files use the URL-safe alphabet without
+ * padding, most other tools write the standard one with padding, and a dataset built by
+ * concatenating both kinds of rows is common; accepting both everywhere costs nothing.
+ * Whitespace is refused rather than skipped: a TSV cell cannot wrap, so a space or a
+ * newline inside one is the sign of a broken row (a missing tab, a pasted value), and
+ * skipping it would turn that into an image of the wrong bytes far downstream. Trailing
+ * bits of a last partial group are ignored, as every common decoder does. */
 #include "base64.h"
 #include "util.h"
 
@@ -69,6 +77,7 @@ uint8_t *base64_decode(const char *s, size_t len, size_t *outlen, char *err, siz
     return out;
 }
 
+/* Standard alphabet with padding: the form every other tool reads. */
 char *base64_encode(const uint8_t *data, size_t len) {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     char *out = util_malloc((len + 2) / 3 * 4 + 1);

@@ -1,11 +1,23 @@
 /* batcher.c: see batcher.h. The reorder buffer is a ring indexed by seq modulo its
- * capacity, grown when a seq arrives too far ahead of the walk. */
+ * capacity, grown when a seq arrives too far ahead of the walk.
+ *
+ * Why a ring and not a sorted list or heap: seqs are dense (every seq from 0 to the
+ * eof count arrives exactly once, as a sample or a reject), so slot seq % cap is free
+ * for it whenever the buffer spans fewer than cap seqs; insertion and the walk's next
+ * lookup are O(1), and a duplicate is found by looking at one slot.
+ *
+ * Why batches follow the source's "slot" field rather than counting batch_size here:
+ * the source already decided which rows form a batch (and ends a slot early at an
+ * epoch's end); a reject leaves its slot one sample short instead of pulling the next
+ * slot's first sample forward, so one bad row never shifts every later batch. */
 #include "batcher.h"
 #include "util.h"
 
 #include <stdio.h>
 #include <string.h>
 
+/* The walk takes seqs in order; samples of the slot being walked gather in cur until
+ * the first seq of another slot (or the end of data) closes it into a batch. */
 struct batcher {
     proto_msg_t **ring;        /* ring[seq % cap] holds the message of seq, or NULL */
     int64_t cap;
@@ -48,6 +60,8 @@ void batcher_destroy(batcher_t **self_p) {
     *self_p = NULL;
 }
 
+/* Grow the ring to more than need seqs past the walk, re-placing every held message at
+ * its seq modulo the new capacity (the old positions mean nothing under a new modulus). */
 static void s_grow(batcher_t *self, int64_t need) {
     int64_t cap = self->cap;
     while (cap <= need)
@@ -71,7 +85,9 @@ static void s_push_ready(batcher_t *self, proto_msg_t *b) {
     self->ready[self->nready++] = b;
 }
 
-/* Close the slot being collected: its samples become one batch. */
+/* Close the slot being collected: its samples become one batch. A slot whose rows were
+ * all rejected makes no batch; "step" is the slot number, so the steps of the run may
+ * then skip a number, which the consumers accept (they count their own updates). */
 static void s_close_slot(batcher_t *self) {
     if (self->ncur > 0) {
         int n = self->ncur;
@@ -86,7 +102,8 @@ static void s_close_slot(batcher_t *self) {
     self->cur_slot = -1;
 }
 
-/* Walk the buffer in seq order as far as it goes. */
+/* Walk the buffer in seq order as far as it goes: until a seq is missing (a sample
+ * still in a worker), or the end of data, which also closes the last slot. */
 static void s_walk(batcher_t *self) {
     for (;;) {
         if (self->eof >= 0 && self->next_seq >= self->eof) {
@@ -177,7 +194,13 @@ long batcher_malformed(const batcher_t *self) { return self->malformed; }
 long batcher_samples_out(const batcher_t *self) { return self->samples_out; }
 long batcher_batches_out(const batcher_t *self) { return self->batches_out; }
 
-/* ---------------------------------------------------------------- padding */
+/* ---------------------------------------------------------------- padding
+ *
+ * Padding values: src_tok and tgt_in/tgt_out take 1 (<pad>; in tgt_out it also means
+ * "no loss"), src_mod takes 255, a value no modality uses, so that a consumer can tell
+ * padding from any real position even without src_len. Every batch is padded to its
+ * own longest source and target, not to the model's maximum: the widths vary from
+ * batch to batch, and short tasks pay for short sequences only. */
 
 static int64_t s_len1(const proto_msg_t *m, const char *key, proto_dtype_t dt) {
     const proto_field_t *f = proto_msg_get_tensor(m, key, dt);
@@ -197,7 +220,11 @@ static void s_row_i32(int32_t *dst, int64_t L, const proto_field_t *f, int32_t p
 
 proto_msg_t *batcher_make_batch(proto_msg_t **samples, int n, int64_t step) {
     /* Keep only well-formed samples: 1-D src/tgt tensors of equal source/target lengths
-     * pairwise, and images of the first sample's shape. */
+     * pairwise, and images of the first sample's shape. A misfit is dropped with its
+     * reason on stderr (the batcher's log) rather than failing the batch: the others
+     * are good, and a tier that produced it is the bug to look for. Whether a sample
+     * fits depends only on itself and the first good one, so the outcome is still a
+     * pure function of the slot's contents. */
     proto_msg_t **ok = util_malloc((size_t)(n ? n : 1) * sizeof *ok);
     int B = 0;
     const proto_field_t *img0 = NULL;

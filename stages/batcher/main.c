@@ -17,6 +17,11 @@
 #include <string.h>
 #include <zmq.h>
 
+/* WINDOW: samples asked of the broker beyond those already cut into batches; it bounds
+ * the reorder buffer (plus whatever the walk waits for). READY_PER_RANK: batches kept
+ * ready per consumer before the batcher stops pulling: enough that a rank never waits
+ * on the next batch, few enough that a slow trainer holds the whole pipeline back by
+ * credit instead of filling memory. */
 enum { WINDOW = 512, READY_PER_RANK = 4, MAX_RANKS = 64 };
 
 typedef struct {
@@ -25,6 +30,10 @@ typedef struct {
     int world;                /* --world: consumers; 0 = from the plan */
 } s_opts_t;
 
+/* One consumer rank: its ZeroMQ identity (learnt from its hello), the batches it may
+ * still receive (credits) and its queue. Batch k of the run always goes to rank
+ * k % world, whatever the ranks' speeds: each rank's sequence of batches is then
+ * fixed by the plan, which is what makes a multi-rank run reproducible. */
 typedef struct {
     char ident[256];
     size_t identlen;
@@ -154,7 +163,8 @@ int main(int argc, char **argv) {
                 proto_msg_destroy(&m);
             }
         }
-        /* From the consumers: hello and credits. */
+        /* From the consumers: hello and credits. A rank that says hello again (a
+         * restarted trainer) takes over its queue under its new identity. */
         for (;;) {
             char ident[256];
             size_t identlen = 0;
@@ -215,7 +225,11 @@ int main(int argc, char **argv) {
             }
             backlog += rk->nq;
         }
-        /* Ask the broker for more while there is room. */
+        /* Ask the broker for more while there is room: the window counts what is held
+         * in the reorder buffer plus what was asked and not yet received, and credits
+         * are sent in chunks of 16 or more so that a busy run is not one CREDIT message
+         * per sample. Pulling stops while the ranks have READY_PER_RANK batches
+         * waiting: back-pressure from a slow consumer reaches the source by credit. */
         long held = batcher_buffered(bt) + requested;
         int gap = batcher_waiting_for_gap(bt);
         if (!eof && backlog < READY_PER_RANK * world && held < WINDOW) {
@@ -237,6 +251,9 @@ int main(int argc, char **argv) {
             stage_conn_send(conn, &c);
             last_want = batcher_next_seq(bt);
         }
+        /* The end: every seq walked, every batch handed out; each rank gets "end" once
+         * it has said hello (a rank that never connects keeps the run waiting, and
+         * launch's supervision decides what to do about it). */
         if (eof && batcher_done(bt) && backlog == 0) {
             int all = 1;
             for (int r = 0; r < world; r++) {

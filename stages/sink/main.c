@@ -153,6 +153,8 @@ static const char *s_check(const proto_msg_t *b, char *buf, size_t buflen) {
             return buf;
         }
     }
+    /* Images are optional (text-only tasks have none), but when present they must
+     * stack one (Np, P*P*3) patch grid per sample. */
     const proto_field_t *img = proto_msg_get(b, "img");
     if (img) {
         if (img->type != PV_TENSOR || img->dtype != PROTO_U8 || img->ndim != 3 ||
@@ -165,6 +167,8 @@ static const char *s_check(const proto_msg_t *b, char *buf, size_t buflen) {
             return buf;
         }
     }
+    /* Evaluation pairs each validation sample with its reference by position in refs,
+     * so a count that differs from B would score answers against the wrong text. */
     const char *split = proto_msg_get_str(b, "split");
     if (!split || (strcmp(split, "train") != 0 && strcmp(split, "valid") != 0))
         return "split is neither \"train\" nor \"valid\"";
@@ -183,7 +187,9 @@ static const char *s_check(const proto_msg_t *b, char *buf, size_t buflen) {
     return NULL;
 }
 
-/* FNV-1a over the bytes of a field (for the batch digests that tests compare). */
+/* FNV-1a over the bytes of a field (for the batch digests that tests compare). Not a
+ * cryptographic hash: it only has to tell two runs' batches apart when they differ,
+ * and it needs no library. */
 static uint64_t s_fnv(uint64_t h, const void *data, size_t len) {
     const uint8_t *p = data;
     for (size_t i = 0; i < len; i++)
@@ -251,6 +257,8 @@ int main(int argc, char **argv) {
     if (!conn)
         util_fatal("is the batcher running?", "%s", err);
     void *sock = stage_conn_socket(conn);
+    /* The hello's credits are the initial window (as the trainer ranks give theirs):
+     * after that, one CREDIT 1 per batch received. */
     s_set_t seen = {0};
     long batches = 0, samples = 0, bad = 0;
     int rc = 0, ended = 0;
@@ -277,6 +285,9 @@ int main(int argc, char **argv) {
                 proto_msg_destroy(&m);
                 continue;
             }
+            /* Time between batches is the sink's wait; the time spent on one batch its
+             * busy time: a sink that is mostly waiting shows the pipeline, not the
+             * consumer, is the bottleneck. */
             double t0 = util_now();
             stats_add(st, "wait_s", t0 - wait_start);
             char whybuf[256];
@@ -319,6 +330,8 @@ int main(int argc, char **argv) {
                 stats_task_add(st, task, "batches", 1);
                 batches++;
             }
+            /* Every batch, malformed or not, returns its credit: the batcher sent it
+             * and must be allowed to send the next one. */
             stats_add(st, "items_in", 1);
             stats_add(st, "bytes_in", (double)proto_msg_bytes(m));
             proto_msg_destroy(&m);

@@ -1,5 +1,15 @@
 /* ofa-source: emits the plan's rows (source.h) to the broker, as many as the broker's
- * credits allow, then the end of data; then idles (heartbeats) until launch stops it. */
+ * credits allow, then the end of data; then idles (heartbeats) until launch stops it.
+ *
+ *   ofa-source --id source --ctl ipc://RUN/broker.sock --plan RUN/plan.resolved.conf \
+ *              --stats ipc://RUN/stats.sock
+ *
+ * The source pushes nothing on its own: the broker's credits are the only thing that
+ * lets rows into the system, so the number of samples in flight stays bounded however
+ * large the dataset. It stays connected after eof (rather than exiting) because launch
+ * treats a critical process that exits before the consumers finish as a failure of the
+ * run. Counters: task.<T>.read for every row emitted (rejects included) and
+ * task.<T>.rejected_here for the rows it rejected itself. */
 #include "source.h"
 #include "stage.h"
 #include "util.h"
@@ -56,6 +66,8 @@ int main(int argc, char **argv) {
                 stage_stop_flag = SIGTERM;
             proto_msg_destroy(&m);
         }
+        /* Answer the credits: one message per credit, a reject spending one like a
+         * sample (the broker counts it as an answer too). */
         double t0 = util_now();
         while (credits > 0 && !finished && !stage_stop_flag) {
             proto_msg_t *m = source_next(src);

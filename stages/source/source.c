@@ -1,5 +1,11 @@
 /* source.c: see source.h. Files are mapped read-only and indexed by line once at
- * start; a row is parsed only when it is emitted, so memory holds offsets, not rows. */
+ * start; a row is parsed only when it is emitted, so memory holds offsets, not rows
+ * (24 bytes a row), and every epoch re-reads the rows from the page cache.
+ *
+ * Why the order is built here and not in the batcher: the batcher sees samples in
+ * whatever order the workers finish them, so anything it decided from arrival would
+ * depend on timing. The source decides every sample's seq and slot from the plan and
+ * the seed alone; downstream stages only restore that order. */
 #include "source.h"
 #include "base64.h"
 #include "util.h"
@@ -12,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* One mapped data file; a file named by several tasks or splits is mapped once. */
 typedef struct {
     char *path;
     char *dir;             /* folder of the file: file-path columns resolve against it */
@@ -19,6 +26,7 @@ typedef struct {
     size_t len;
 } s_file_t;
 
+/* Where a row lies: enough to parse it later and to name it in a reject. */
 typedef struct {
     int file;              /* index into files */
     size_t off, len;       /* the line without its newline */
@@ -30,6 +38,7 @@ typedef struct {
     int64_t n, cap;
 } s_rows_t;
 
+/* A task's rows and its progress through its epochs. */
 typedef struct {
     s_rows_t train, valid;
     int epoch;             /* current training epoch */
@@ -39,6 +48,8 @@ typedef struct {
     double weight;
 } s_task_t;
 
+/* The walk state: the training phase cuts slots task by task, then the validation
+ * phase goes through each task's valid rows in file order. */
 struct source {
     const plan_t *plan;
     s_file_t *files;
@@ -57,6 +68,10 @@ uint64_t source_sample_id(int task_index, int valid, int64_t row) {
     return ((uint64_t)task_index << 40) | (valid ? (1ull << 39) : 0) | (uint64_t)row;
 }
 
+/* Map a data file (once) and return its index, or -1 with err. A mapping, not a read:
+ * datasets of many GB cost address space, not memory, and the kernel pages in only the
+ * rows being emitted. The files must not be rewritten during a run (a truncated mapping
+ * would fault); the dataset builder writes new files atomically, so it never is. */
 static int s_map_file(source_t *self, const char *path, char *err, size_t errlen) {
     for (int i = 0; i < self->nfiles; i++)
         if (strcmp(self->files[i].path, path) == 0)
@@ -68,6 +83,10 @@ static int s_map_file(source_t *self, const char *path, char *err, size_t errlen
     if (fstat(fd, &st) != 0) {
         close(fd);
         return util_err(err, errlen, "%s: %s", path, strerror(errno)), -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return util_err(err, errlen, "%s: not a regular file", path), -1;
     }
     const char *data = "";
     if (st.st_size > 0) {
@@ -89,8 +108,16 @@ static int s_map_file(source_t *self, const char *path, char *err, size_t errlen
     return self->nfiles++;
 }
 
-/* Index the non-empty lines of a file (up to max rows in all; 0 = no limit). */
-static void s_index(source_t *self, int fi, s_rows_t *rows, int64_t max) {
+/* Row indices live in the low 39 bits of a sample id (bit 39 marks validation rows). */
+#define SOURCE_MAX_ROWS (1LL << 39)
+
+/* Index the non-empty lines of a file (up to max rows in all; 0 = no limit). Blank
+ * lines are not rows (a trailing newline, or a file edited by hand, must not make
+ * empty rejects), and a CR before the LF is dropped so that files written on Windows
+ * read the same. Returns 0, or -1 with err when the split has more rows than an id
+ * can number. */
+static int s_index(source_t *self, int fi, s_rows_t *rows, int64_t max, char *err,
+                   size_t errlen) {
     const s_file_t *f = &self->files[fi];
     size_t p = 0;
     int line = 0;
@@ -102,6 +129,8 @@ static void s_index(source_t *self, int fi, s_rows_t *rows, int64_t max) {
         if (e > p && f->data[e - 1] == '\r')
             e--;
         if (e > p) {
+            if (rows->n >= SOURCE_MAX_ROWS)
+                return util_err(err, errlen, "%s: more than 2^39 rows in one split", f->path);
             if (rows->n == rows->cap) {
                 rows->cap = rows->cap ? rows->cap * 2 : 1024;
                 rows->rows = util_realloc(rows->rows, (size_t)rows->cap * sizeof *rows->rows);
@@ -110,8 +139,14 @@ static void s_index(source_t *self, int fi, s_rows_t *rows, int64_t max) {
         }
         p = end + 1;
     }
+    return 0;
 }
 
+/* A fresh permutation of a task's training rows for its current epoch (Fisher-Yates).
+ * Its RNG is seeded from (plan seed, task index, epoch) alone, not drawn from a shared
+ * stream: a task's row order then does not depend on how many slots other tasks took
+ * before its epoch ended, so adding or reweighting a task changes only the
+ * interleaving, never the rows of an epoch of the others. */
 static void s_shuffle(s_task_t *t, uint64_t seed, int ti) {
     util_rng_t r = {seed ^ (0x51ed270b27e5a1c3ULL * (uint64_t)(ti + 1)) ^
                     (0x2545f4914f6cdd1dULL * (uint64_t)(t->epoch + 1))};
@@ -130,6 +165,7 @@ source_t *source_new(const plan_t *plan, char *err, size_t errlen) {
     source_t *self = util_calloc(1, sizeof *self);
     self->plan = plan;
     self->tasks = util_calloc((size_t)plan->ntasks, sizeof *self->tasks);
+    /* The task-choice stream: one per run, advanced once per training slot. */
     self->rng.s = (uint64_t)plan->seed * 0x9e3779b97f4a7c15ULL + 12345;
     self->cur_task = -1;
     for (int t = 0; t < plan->ntasks; t++) {
@@ -140,15 +176,18 @@ source_t *source_new(const plan_t *plan, char *err, size_t errlen) {
             int fi = s_map_file(self, pt->train[i], err, errlen);
             if (fi < 0)
                 goto fail;
-            s_index(self, fi, &st->train, pt->max_rows);
+            if (s_index(self, fi, &st->train, pt->max_rows, err, errlen))
+                goto fail;
         }
         for (int i = 0; i < pt->nvalid; i++) {
             int fi = s_map_file(self, pt->valid[i], err, errlen);
             if (fi < 0)
                 goto fail;
-            s_index(self, fi, &st->valid, pt->max_rows);
+            if (s_index(self, fi, &st->valid, pt->max_rows, err, errlen))
+                goto fail;
         }
         st->order = util_malloc((size_t)(st->train.n + 1) * sizeof *st->order);
+        /* A task without training rows (an evaluation-only task) takes no slot. */
         st->done = st->train.n == 0 || pt->epochs <= 0;
         if (!st->done)
             s_shuffle(st, (uint64_t)plan->seed, t);
@@ -185,7 +224,10 @@ int64_t source_emitted(const source_t *self) { return self->seq; }
 
 /* ---------------------------------------------------------------- row parsing */
 
-/* Split a TSV line into at most max cells (pointers into a copy the caller frees). */
+/* Split a TSV line into at most max cells (pointers into a copy the caller frees).
+ * Returns the real number of cells, which may exceed max, so that a row with too many
+ * columns is still reported with its true count. OFA's TSV files quote nothing: a tab
+ * always separates columns and no cell holds a tab or a newline. */
 static int s_split_tsv(char *line, char **cells, int max) {
     int n = 0;
     char *p = line;
@@ -461,7 +503,11 @@ static uint8_t *s_media(const s_file_t *f, const char *col, const char *v, size_
     return NULL;
 }
 
-/* Build the message for one row: a SAMPLE, or a REJECT with the reason. */
+/* Build the message for one row: a SAMPLE, or a REJECT with the reason. The seq is
+ * taken in both cases: a reject stands in the order exactly where the sample would
+ * have, so the batcher's walk passes it instead of waiting, and the slot it belongs to
+ * is simply one sample shorter. Only the columns the instruction names travel (an "id"
+ * column of the TSV stays behind); media columns as bytes, the rest as text. */
 static proto_msg_t *s_emit(source_t *self, int ti, int valid, int64_t row_ix, int epoch) {
     const plan_task_t *pt = &self->plan->tasks[ti];
     const s_task_t *st = &self->tasks[ti];
@@ -537,6 +583,7 @@ static proto_msg_t *s_emit(source_t *self, int ti, int valid, int64_t row_ix, in
     }
     free(line);
     if (bad) {
+        /* file:line first, as compilers do: editors and grep jump straight to the row. */
         snprintf(why, sizeof why, "%s:%d: %s", f->path, row->line, err);
         proto_msg_t *r = proto_msg_new(PROTO_REJECT, pt->name);
         proto_msg_set_ids(r, proto_msg_ids(m), 1);
@@ -555,7 +602,12 @@ static proto_msg_t *s_emit(source_t *self, int ti, int valid, int64_t row_ix, in
     return m;
 }
 
-/* Pick the task of the next training slot, or -1 when every task is done. */
+/* Pick the task of the next training slot, or -1 when every task is done. The choice is
+ * among the tasks that still have epochs to run, in proportion to their weights: a
+ * task that finished its epochs simply drops out and the others share its slots.
+ * Tasks of different lengths therefore all run to their own epoch counts (nothing is
+ * cut or repeated to make them even), and the run's training part ends with the
+ * longest. The share weight/sum holds while every task has rows left. */
 static int s_pick_task(source_t *self) {
     double total = 0;
     for (int t = 0; t < self->plan->ntasks; t++)
@@ -576,6 +628,10 @@ static int s_pick_task(source_t *self) {
     return last;
 }
 
+/* Slots: a training slot holds batch_size rows of one task, fewer when the task's
+ * epoch ends inside it (a batch never spans two epochs, so "epoch" is one number per
+ * batch). Validation slots cut each task's valid rows in file order, the last one of a
+ * task possibly short. */
 proto_msg_t *source_next(source_t *self) {
     while (self->phase == 0) {
         if (self->cur_task >= 0 && self->left_in_slot > 0) {
