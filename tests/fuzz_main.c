@@ -10,6 +10,7 @@
 #include "util.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,7 +103,7 @@ static size_t s_mutate(util_rng_t *r, uint8_t *out, size_t cap) {
 
 int main(int argc, char **argv) {
     util_set_progname(argv[0]);
-    long runs = 100000;
+    long runs = LONG_MAX;   /* as libFuzzer: the time bound ends the run */
     double max_time = 20;
     uint64_t seed = 1;
     for (int i = 1; i < argc; i++) {
