@@ -55,8 +55,12 @@ int main(int argc, char **argv) {
     stage_install_signals();
     void *zctx = zmq_ctx_new();
     void *sock = zmq_socket(zctx, ZMQ_ROUTER);
-    int linger = 0;
+    /* No high-water mark: credits bound what is queued toward every peer, and a ROUTER
+     * at its mark would drop messages silently. */
+    int linger = 0, hwm = 0;
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
     if (zmq_bind(sock, o.bind) != 0)
         util_fatal("is another run using the same endpoint?", "bind %s: %s", o.bind,
                    zmq_strerror(errno));

@@ -105,8 +105,11 @@ stage_conn_t *stage_conn_new(void *zctx, const char *endpoint, const char *role,
     }
     stage_conn_t *self = util_calloc(1, sizeof *self);
     self->sock = zmq_socket(zctx, ZMQ_DEALER);
-    int linger = 1000;
+    /* Flow is bounded by credits, not by high-water marks (which drop or block). */
+    int linger = 1000, hwm = 0;
     zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(self->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(self->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
     /* The identity names the process in the broker's logs. */
     zmq_setsockopt(self->sock, ZMQ_ROUTING_ID, id, strlen(id) < 255 ? strlen(id) : 255);
     if (zmq_connect(self->sock, endpoint) != 0) {

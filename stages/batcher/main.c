@@ -107,8 +107,11 @@ int main(int argc, char **argv) {
     void *zctx = zmq_ctx_new();
     stats_t *st = stats_new(zctx, a.stats, a.id, "batcher");
     void *out = zmq_socket(zctx, ZMQ_ROUTER);
-    int linger = 1000;
+    /* Credits bound the queues; a ROUTER at its high-water mark would drop silently. */
+    int linger = 1000, hwm = 0;
     zmq_setsockopt(out, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(out, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(out, ZMQ_RCVHWM, &hwm, sizeof hwm);
     if (zmq_bind(out, o.out) != 0)
         util_fatal(NULL, "bind %s: %s", o.out, zmq_strerror(errno));
     stage_conn_t *conn = stage_conn_new(zctx, a.ctl, "batcher", a.id, "batcher", 0, NULL, err,
