@@ -42,6 +42,7 @@ static void s_expect_reject(aud_dec_t *d, const uint8_t *buf, size_t len, const 
     char err[512] = "";
     cr_assert_eq(aud_decode(d, buf, len, &v, err, sizeof err), -1,
                  "accepted input that should fail with '%s'", want);
+    cr_log_info("rejected: %s", err);
     cr_assert(strstr(err, want), "reason '%s' does not mention '%s'", err, want);
 }
 

@@ -53,6 +53,8 @@ ff -f lavfi -i "color=c=0x2050c0:s=128x96:r=10:d=2" -i \
 # and re-encoded as MPEG-4 part 2 in AVI, to stay small.
 ff -i /usr/share/doc/opencv-doc/examples/data/vtest.avi -t 1.5 -vf scale=192:144 \
    -c:v mpeg4 -q:v 6 -an "$V/vtest_short.avi"
+# Zero-length video: an AVI whose header declares an MPEG-4 stream with no frame in it.
+ff -f lavfi -i color=s=32x32:r=10:d=1 -frames:v 0 -c:v mpeg4 "$V/empty.avi"
 
 # --- motion ------------------------------------------------------------------------
 # CMU subject 1, clip 01 (assimp-testmodels): the whole hierarchy and the first 40
