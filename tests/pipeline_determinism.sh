@@ -7,6 +7,7 @@
 #   run A: 1 image worker, 1 tokenize worker, generous credits;
 #   run B: 4 image workers, 2 tokenize workers, 1 credit each (maximal reordering);
 #   run C: as A with another seed.
+# All three with length bucketing (ofa-source --bucket 3), which must keep determinism.
 # A and B must write byte-identical batch digests (ofa-sink --digest: ids, step, epoch,
 # split and every tensor's bytes) and delivered-id files (in delivery order); C must
 # differ (so the comparison can fail). Every run: lost 0, the expected counts.
@@ -46,6 +47,7 @@ trainer = { consumer = "sink"; };
 stages = {
   image = { workers = $3; credits = $5; };
   tokenize = { workers = $4; credits = $5; };
+  source = { program = ["ofa-source", "--bucket", "3"]; };
   sink = { program = ["ofa-sink", "--digest", "$TMP/$1.digest"]; };
 };
 EOF

@@ -678,3 +678,89 @@ Test(source, program_flags, .timeout = 30) {
     snprintf(cmd, sizeof cmd, "grep -q 'bad.conf' '%s'", log);
     cr_assert_eq(system(cmd), 0, "the reason names the plan file");
 }
+
+/* ---------------------------------------------------------------- length bucketing */
+
+/* cap.tsv with 96 rows whose captions are 1..60 characters long (pseudo-random). */
+static void write_varied_captions(void) {
+    char *buf = util_malloc(96 * 128);
+    buf[0] = 0;
+    util_rng_t rng = {77};
+    for (int i = 0; i < 96; i++) {
+        char line[128], cap[64];
+        int len = 1 + (int)(util_rng_next(&rng) % 60);
+        memset(cap, 'a' + i % 26, (size_t)len);
+        cap[len] = 0;
+        snprintf(line, sizeof line, "%d\taGVsbG8\t%s\n", i, cap);
+        strcat(buf, line);
+    }
+    write_file("cap.tsv", buf);
+    free(buf);
+}
+
+/* Padding of the caption column over the training slots: sum over slots of
+ * (longest caption x slot size - the captions' lengths). Also checks that every
+ * training row comes once per epoch and that slots stay whole. */
+static long run_padding(int bucket, char **order_out) {
+    plan_t *p = load_plan(5, "batch_size = 4; epochs = 2;", "batch_size = 3; epochs = 1;");
+    source_t *src = source_new(p, err, sizeof err);
+    cr_assert_not_null(src, "%s", err);
+    source_set_bucket(src, bucket);
+    long pad = 0, maxlen = 0, sum = 0, n = 0;
+    int64_t cur_slot = -1;
+    int seen[2][96] = {{0}};
+    size_t olen = 0;
+    char *order = util_malloc(65536);
+    for (proto_msg_t *m; (m = source_next(src));) {
+        int64_t slot = proto_msg_get_int(m, "slot", -1);
+        olen += (size_t)snprintf(order + olen, 65536 - olen, "%s:%llu ", proto_msg_task(m),
+                                 (unsigned long long)proto_msg_ids(m)[0]);
+        if (slot != cur_slot) {
+            pad += maxlen * n - sum;
+            maxlen = sum = n = 0;
+            cur_slot = slot;
+        }
+        const char *cap = proto_msg_get_str(m, "cap");
+        if (cap && strcmp(proto_msg_get_str(m, "split"), "train") == 0) {
+            long l = (long)strlen(cap);
+            maxlen = l > maxlen ? l : maxlen;
+            sum += l;
+            n++;
+            seen[proto_msg_get_int(m, "epoch", 0)][proto_msg_get_int(m, "row", 0)]++;
+        }
+        proto_msg_destroy(&m);
+    }
+    pad += maxlen * n - sum;
+    for (int e = 0; e < 2; e++)
+        for (int r = 0; r < 96; r++)
+            cr_assert_eq(seen[e][r], 1, "bucket %d: epoch %d row %d seen %d times", bucket, e,
+                         r, seen[e][r]);
+    source_destroy(&src);
+    plan_destroy(&p);
+    *order_out = order;
+    return pad;
+}
+
+Test(source, bucketing_cuts_padding_and_stays_deterministic) {
+    write_varied_captions();
+    char *off, *off2, *b8, *b8again, *b2;
+    long pad_off = run_padding(0, &off);
+    long pad_off1 = run_padding(1, &off2);
+    long pad_b8 = run_padding(8, &b8);
+    long pad_b8again = run_padding(8, &b8again);
+    long pad_b2 = run_padding(2, &b2);
+    cr_assert_str_eq(off, off2, "bucket 1 is the same as off");
+    cr_assert_eq(pad_off, pad_off1);
+    cr_assert_str_eq(b8, b8again, "bucketing is deterministic");
+    cr_assert_eq(pad_b8, pad_b8again);
+    cr_assert_str_neq(b8, off);
+    /* Sorting 8 batches' worth of rows leaves a fraction of the random padding. */
+    cr_assert_lt(pad_b8 * 3, pad_off, "padding %ld bucketed vs %ld off", pad_b8, pad_off);
+    cr_assert_lt(pad_b8, pad_b2, "padding %ld with 8 vs %ld with 2", pad_b8, pad_b2);
+    cr_log_info("caption padding: off %ld, bucket 2 %ld, bucket 8 %ld", pad_off, pad_b2, pad_b8);
+    free(off);
+    free(off2);
+    free(b8);
+    free(b8again);
+    free(b2);
+}

@@ -16,15 +16,37 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
+/* --bucket K: length bucketing (source.h), off by default. A plan turns it on through
+ * the source's program list: stages = { source = { program = ["ofa-source", "--bucket",
+ * "8"]; }; }, so the setting is part of the plan and the order stays reproducible. */
+static int s_extra(void *ctx, const char *flag, const char *value) {
+    int *bucket = ctx;
+    if (!value || strcmp(flag, "--bucket") != 0)
+        return 0;
+    char *end;
+    long v = strtol(value, &end, 10);
+    if (*end || end == value || v < 0 || v > 1024) {
+        fprintf(stderr, "ofa-source: --bucket needs a number from 0 to 1024, not '%s'\n",
+                value);
+        exit(2);
+    }
+    *bucket = (int)v;
+    return 1;
+}
+
 int main(int argc, char **argv) {
     stage_args_t a;
+    int bucket = 0;
     stage_args_parse(&a, argc, argv,
                      "usage: ofa-source --ctl BROKER --plan PLAN [common flags]\n"
-                     "Reads every task's train and valid rows and sends them to the broker.",
-                     NULL, NULL);
+                     "Reads every task's train and valid rows and sends them to the broker.\n"
+                     "  --bucket K   sort each run of K batches of a task by text length and\n"
+                     "               shuffle those batches (less padding); 0 = off (default)",
+                     s_extra, &bucket);
     char err[65536];
     plan_t *plan = plan_load(a.plan, err, sizeof err);
     if (!plan)
@@ -32,6 +54,7 @@ int main(int argc, char **argv) {
     source_t *src = source_new(plan, err, sizeof err);
     if (!src)
         util_fatal("build the datasets with `launch data NAME`", "%s", err);
+    source_set_bucket(src, bucket);
     stage_install_signals();
     void *zctx = zmq_ctx_new();
     stats_t *st = stats_new(zctx, a.stats, a.id, "source");

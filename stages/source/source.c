@@ -13,6 +13,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -46,6 +48,7 @@ typedef struct {
     int64_t pos;           /* next position in order */
     int done;              /* finished all epochs */
     double weight;
+    int32_t *keys;         /* text length of each train row (bucketing), or NULL */
 } s_task_t;
 
 /* The walk state: the training phase cuts slots task by task, then the validation
@@ -62,7 +65,10 @@ struct source {
     int phase;             /* 0 training, 1 validation, 2 done */
     int valid_task;        /* validation: current task */
     int64_t valid_pos;
+    int bucket;            /* length bucketing: batches per sorted chunk (0/1 = off) */
 };
+
+static void s_bucket(source_t *self, s_task_t *t, int ti, util_rng_t *r);
 
 uint64_t source_sample_id(int task_index, int valid, int64_t row) {
     return ((uint64_t)task_index << 40) | (valid ? (1ull << 39) : 0) | (uint64_t)row;
@@ -147,7 +153,8 @@ static int s_index(source_t *self, int fi, s_rows_t *rows, int64_t max, char *er
  * stream: a task's row order then does not depend on how many slots other tasks took
  * before its epoch ended, so adding or reweighting a task changes only the
  * interleaving, never the rows of an epoch of the others. */
-static void s_shuffle(s_task_t *t, uint64_t seed, int ti) {
+static void s_shuffle(source_t *self, s_task_t *t, int ti) {
+    uint64_t seed = (uint64_t)self->plan->seed;
     util_rng_t r = {seed ^ (0x51ed270b27e5a1c3ULL * (uint64_t)(ti + 1)) ^
                     (0x2545f4914f6cdd1dULL * (uint64_t)(t->epoch + 1))};
     for (int64_t i = 0; i < t->train.n; i++)
@@ -159,6 +166,8 @@ static void s_shuffle(s_task_t *t, uint64_t seed, int ti) {
         t->order[j] = tmp;
     }
     t->pos = 0;
+    if (self->bucket > 1)
+        s_bucket(self, t, ti, &r);
 }
 
 source_t *source_new(const plan_t *plan, char *err, size_t errlen) {
@@ -190,7 +199,7 @@ source_t *source_new(const plan_t *plan, char *err, size_t errlen) {
         /* A task without training rows (an evaluation-only task) takes no slot. */
         st->done = st->train.n == 0 || pt->epochs <= 0;
         if (!st->done)
-            s_shuffle(st, (uint64_t)plan->seed, t);
+            s_shuffle(self, st, t);
     }
     return self;
 fail:
@@ -214,6 +223,7 @@ void source_destroy(source_t **self_p) {
             free(self->tasks[t].train.rows);
             free(self->tasks[t].valid.rows);
             free(self->tasks[t].order);
+            free(self->tasks[t].keys);
         }
     free(self->tasks);
     free(self);
@@ -602,6 +612,114 @@ static proto_msg_t *s_emit(source_t *self, int ti, int valid, int64_t row_ix, in
     return m;
 }
 
+/* ---------------------------------------------------------------- length bucketing
+ *
+ * Padding makes every sample of a batch as long as its longest: with captions of 5 to
+ * 40 tokens, a random batch is mostly padding. Bucketing groups rows of similar length
+ * while keeping the order a pure function of (plan, seed, epoch): after an epoch's
+ * shuffle, each run of `bucket` x batch_size rows is sorted by the row's text length
+ * (ties kept in shuffled order), cut into batches, and those batches are shuffled
+ * among themselves with the epoch's RNG, so that lengths do not rise steadily through
+ * the epoch. Rows never leave their chunk, so an epoch still visits every row once and
+ * the randomness across chunks is that of the shuffle. The length is a proxy known at
+ * the source: the bytes of the row's text (non-media) columns that the instruction
+ * names; media lengths are fixed by the image size anyway. A row that cannot be parsed
+ * has length 0 (it becomes a reject when emitted). */
+
+/* Text bytes of train row `row` of task ti. */
+static int32_t s_row_key(source_t *self, int ti, int64_t row) {
+    const plan_task_t *pt = &self->plan->tasks[ti];
+    const s_row_t *r = &self->tasks[ti].train.rows[row];
+    const taskplan_t *tp = pt->plan;
+    char *line = util_malloc(r->len + 1);
+    memcpy(line, self->files[r->file].data + r->off, r->len);
+    line[r->len] = 0;
+    enum { MAXC = 256 };
+    char *keys[MAXC], *vals[MAXC];
+    int n = 0, json = strcmp(pt->format, "jsonl") == 0;
+    char err[256];
+    int64_t total = 0;
+    if (json ? s_parse_jsonl(line, keys, vals, MAXC, &n, err, sizeof err) == 0
+             : (n = s_split_tsv(line, vals, MAXC)) == pt->ncolumns) {
+        for (int k = 0; k < n && k < MAXC; k++) {
+            const char *name = json ? keys[k] : pt->columns[k];
+            for (int c = 0; c < tp->ncolumns; c++) {
+                mod_t mod = tp->columns[c].mod;
+                if (strcmp(tp->columns[c].name, name) == 0 && mod != MOD_IMAGE &&
+                    mod != MOD_AUDIO && mod != MOD_VIDEO && mod != MOD_MOTION) {
+                    total += (int64_t)strlen(vals[k]);
+                    break;
+                }
+            }
+        }
+    }
+    free(line);
+    return total > INT32_MAX ? INT32_MAX : (int32_t)total;
+}
+
+typedef struct {
+    int32_t key;
+    int64_t pos, row;
+} s_keyed_t;
+
+static int s_keyed_cmp(const void *a, const void *b) {
+    const s_keyed_t *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+/* Rearrange t->order for bucketing (see above); r is the epoch's RNG after its shuffle. */
+static void s_bucket(source_t *self, s_task_t *t, int ti, util_rng_t *r) {
+    int64_t bs = self->plan->tasks[ti].batch_size, n = t->train.n;
+    if (bs <= 0 || n <= bs)
+        return;
+    if (!t->keys) {
+        /* Once per run: the lengths do not change between epochs. */
+        t->keys = util_malloc((size_t)n * sizeof *t->keys);
+        for (int64_t i = 0; i < n; i++)
+            t->keys[i] = s_row_key(self, ti, i);
+    }
+    int64_t chunk = bs * self->bucket;
+    s_keyed_t *kv = util_malloc((size_t)chunk * sizeof *kv);
+    int64_t *groups = util_malloc((size_t)self->bucket * sizeof *groups);
+    int64_t *tmp = util_malloc((size_t)chunk * sizeof *tmp);
+    for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+        int64_t len = n - c0 < chunk ? n - c0 : chunk;
+        for (int64_t i = 0; i < len; i++)
+            kv[i] = (s_keyed_t){t->keys[t->order[c0 + i]], i, t->order[c0 + i]};
+        qsort(kv, (size_t)len, sizeof *kv, s_keyed_cmp);
+        /* Whole batches are shuffled among themselves; a last partial batch (the end of
+         * the epoch) stays last, as the slot cutting expects. */
+        int64_t g = len / bs;
+        for (int64_t i = 0; i < g; i++)
+            groups[i] = i;
+        for (int64_t i = g - 1; i > 0; i--) {
+            int64_t j = (int64_t)(util_rng_next(r) % (uint64_t)(i + 1));
+            int64_t x = groups[i];
+            groups[i] = groups[j];
+            groups[j] = x;
+        }
+        for (int64_t i = 0; i < g; i++)
+            for (int64_t k = 0; k < bs; k++)
+                tmp[i * bs + k] = kv[groups[i] * bs + k].row;
+        for (int64_t i = g * bs; i < len; i++)
+            tmp[i] = kv[i].row;
+        memcpy(t->order + c0, tmp, (size_t)len * sizeof *tmp);
+    }
+    free(kv);
+    free(groups);
+    free(tmp);
+}
+
+void source_set_bucket(source_t *self, int k) {
+    OFA_ASSERT(self->seq == 0);
+    self->bucket = k;
+    for (int t = 0; t < self->plan->ntasks; t++)
+        if (!self->tasks[t].done)
+            s_shuffle(self, &self->tasks[t], t);
+}
+
 /* Pick the task of the next training slot, or -1 when every task is done. The choice is
  * among the tasks that still have epochs to run, in proportion to their weights: a
  * task that finished its epochs simply drops out and the others share its slots.
@@ -647,7 +765,7 @@ proto_msg_t *source_next(source_t *self) {
                 if (st->epoch >= self->plan->tasks[ti].epochs)
                     st->done = 1;
                 else
-                    s_shuffle(st, (uint64_t)self->plan->seed, ti);
+                    s_shuffle(self, st, ti);
             }
             proto_msg_t *m = s_emit(self, ti, 0, row, epoch);
             if (self->left_in_slot == 0) {

@@ -42,6 +42,12 @@ typedef struct source source_t;
 source_t *source_new(const plan_t *plan, char *err, size_t errlen);
 void source_destroy(source_t **self_p);
 
+/* Length bucketing (source.c): each run of k batches of a task is sorted by the rows'
+ * text length, then its batches are shuffled among themselves. 0 or 1 = off (the
+ * default). Call before the first source_next; the order stays a pure function of
+ * (plan, seed, epoch, k). */
+void source_set_bucket(source_t *self, int k);
+
 /* The next message (a SAMPLE, or a REJECT for a bad row), or NULL at the end.
  * The caller owns it. */
 proto_msg_t *source_next(source_t *self);
