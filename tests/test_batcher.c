@@ -310,6 +310,98 @@ Test(batcher, batch_round_trips_through_the_codec) {
     proto_msg_destroy(&b);
 }
 
+/* Random runs against a plain model of the contract: random slots (task, size), random
+ * rejects, random arrival orders with duplicates, eof at a random moment after the last
+ * item. The batches must be exactly the slots' surviving samples in seq order, and two
+ * arrival orders must give byte-identical batches. */
+Test(batcher, random_runs_match_the_model) {
+    util_rng_t rng = {2024};
+    for (int run = 0; run < 200; run++) {
+        enum { MAXN = 200 };
+        int64_t slot_of[MAXN];
+        int rejected[MAXN];
+        const char *task_of[MAXN];
+        int n = 0;
+        int nslots = 1 + (int)(util_rng_next(&rng) % 30);
+        for (int sl = 0; sl < nslots && n < MAXN - 8; sl++) {
+            int size = 1 + (int)(util_rng_next(&rng) % 6);
+            const char *task = util_rng_next(&rng) % 2 ? "a" : "b";
+            for (int k = 0; k < size; k++, n++) {
+                slot_of[n] = sl;
+                task_of[n] = task;
+                rejected[n] = util_rng_next(&rng) % 7 == 0;
+            }
+        }
+        char *bytes[2][40];
+        size_t lens[2][40];
+        int nb[2] = {0, 0};
+        for (int pass = 0; pass < 2; pass++) {
+            /* Arrival: a shuffle, with about one item in ten sent twice. */
+            int order[2 * MAXN], m = 0;
+            for (int i = 0; i < n; i++) {
+                order[m++] = i;
+                if (util_rng_next(&rng) % 10 == 0)
+                    order[m++] = i;
+            }
+            for (int i = m - 1; i > 0; i--) {
+                int j = (int)(util_rng_next(&rng) % (uint64_t)(i + 1));
+                int t = order[i];
+                order[i] = order[j];
+                order[j] = t;
+            }
+            batcher_t *bt = batcher_new();
+            int eof_at = (int)(util_rng_next(&rng) % (uint64_t)(m + 1));
+            for (int i = 0; i <= m; i++) {
+                if (i == eof_at)
+                    batcher_set_eof(bt, n);
+                if (i == m)
+                    break;
+                int q = order[i];
+                batcher_add(bt, rejected[q] ? mk_reject(task_of[q], q, slot_of[q])
+                                            : mk_sample(task_of[q], q, slot_of[q],
+                                                        1 + q % 9, 1 + q % 4));
+            }
+            cr_assert_eq(batcher_buffered(bt), 0, "run %d: items left in the buffer", run);
+            cr_assert_eq(batcher_duplicates(bt), m - n, "run %d: duplicates", run);
+            /* The model: each slot's surviving samples, in seq order. */
+            int b = 0, i = 0;
+            for (proto_msg_t *batch; (batch = batcher_next(bt)); b++) {
+                while (i < n && rejected[i])
+                    i++;
+                cr_assert_lt(i, n, "run %d: more batches than slots with samples", run);
+                int64_t sl = slot_of[i];
+                cr_assert_eq(proto_msg_get_int(batch, "step", -1), sl);
+                cr_assert_str_eq(proto_msg_task(batch), task_of[i]);
+                int k = 0;
+                for (; i < n && slot_of[i] == sl; i++)
+                    if (!rejected[i]) {
+                        cr_assert_lt(k, proto_msg_n_ids(batch));
+                        cr_assert_eq(proto_msg_ids(batch)[k], 1000u + (unsigned)i);
+                        k++;
+                    }
+                cr_assert_eq(k, proto_msg_n_ids(batch), "run %d slot %lld", run, (long long)sl);
+                cr_assert_lt(b, 40);
+                bytes[pass][b] = proto_encode_bytes(batch, &lens[pass][b]);
+                proto_msg_destroy(&batch);
+            }
+            while (i < n && rejected[i])
+                i++;
+            cr_assert_eq(i, n, "run %d: slots without their batch", run);
+            cr_assert(batcher_done(bt));
+            nb[pass] = b;
+            batcher_destroy(&bt);
+        }
+        cr_assert_eq(nb[0], nb[1]);
+        for (int b = 0; b < nb[0]; b++) {
+            cr_assert_eq(lens[0][b], lens[1][b]);
+            cr_assert(memcmp(bytes[0][b], bytes[1][b], lens[0][b]) == 0, "run %d batch %d", run,
+                      b);
+            free(bytes[0][b]);
+            free(bytes[1][b]);
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- the programs */
 
 static char dir[256];
