@@ -284,6 +284,7 @@ int main(int argc, char **argv) {
         stats_set(st, "next_seq", (double)batcher_next_seq(bt));
         stats_set(st, "requested", (double)requested);
         stats_set(st, "samples_out", (double)batcher_samples_out(bt));
+        stats_set(st, "malformed", (double)batcher_malformed(bt));
         stage_conn_heartbeat(conn);
         stats_tick(st);
     }
