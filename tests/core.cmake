@@ -41,9 +41,12 @@ else()
   set(_fuzz_bin ${CMAKE_CURRENT_BINARY_DIR})
 endif()
 
-# ofa_add_fuzz(NAME SOURCES a.c... SEEDS dir [PKG pkgconfig-modules...] [INCLUDES dirs...])
+# ofa_add_fuzz(NAME HARNESS f.c SOURCES lib.c... LIBS targets... SEEDS dir
+#              [PKG pkgconfig-modules...] [INCLUDES dirs...])
+# With libFuzzer: clang compiles the harness and the library SOURCES into one sanitized
+# executable. Without: the harness and fuzz_main.c are linked with the LIBS targets.
 function(ofa_add_fuzz name)
-  cmake_parse_arguments(F "" "SEEDS" "SOURCES;PKG;INCLUDES" ${ARGN})
+  cmake_parse_arguments(F "" "HARNESS;SEEDS" "SOURCES;LIBS;PKG;INCLUDES" ${ARGN})
   set(_exe ${_fuzz_bin}/${name})
   if(OFA_HAVE_LIBFUZZER)
     pkg_check_modules(FZ_${name} QUIET ${F_PKG})
@@ -53,15 +56,14 @@ function(ofa_add_fuzz name)
     endforeach()
     add_custom_command(OUTPUT ${_exe}
       COMMAND ${OFA_CLANG} -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined
-              -fno-sanitize-recover=undefined ${_inc} ${F_SOURCES} -o ${_exe}
+              -fno-sanitize-recover=undefined ${_inc} ${F_HARNESS} ${F_SOURCES} -o ${_exe}
               ${FZ_${name}_LDFLAGS} -lm -lrt -lpthread
-      DEPENDS ${F_SOURCES}
+      DEPENDS ${F_HARNESS} ${F_SOURCES}
       COMMENT "Building fuzz target ${name} with libFuzzer" VERBATIM)
     add_custom_target(${name} ALL DEPENDS ${_exe})
   else()
-    add_executable(${name} ${F_SOURCES} ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_main.c)
-    target_include_directories(${name} PRIVATE ${F_INCLUDES})
-    target_link_libraries(${name} PRIVATE ofacommon)
+    add_executable(${name} ${F_HARNESS} ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_main.c)
+    target_link_libraries(${name} PRIVATE ${F_LIBS})
     set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${_fuzz_bin})
   endif()
   ofa_add_script_test(${name}
@@ -71,11 +73,27 @@ function(ofa_add_fuzz name)
 endfunction()
 
 set(_c ${PROJECT_SOURCE_DIR}/common)
+# The message decoder (proto_decode_frames).
 ofa_add_fuzz(fuzz_proto
-  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_proto.c ${_c}/proto.c ${_c}/util.c
+  HARNESS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_proto.c
+  SOURCES ${_c}/proto.c ${_c}/util.c
+  LIBS ofacommon
   SEEDS ${CMAKE_CURRENT_SOURCE_DIR}/data/bad/msg
   PKG libzmq msgpack
   INCLUDES ${_c})
+# The source's TSV/JSONL row reader, through source_new/source_next.
+if(TARGET ofasource)
+  set(_p ${PROJECT_SOURCE_DIR}/plans)
+  set(_s ${PROJECT_SOURCE_DIR}/stages/source)
+  ofa_add_fuzz(fuzz_source_row
+    HARNESS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_source_row.c
+    SOURCES ${_s}/source.c ${_p}/instr.c ${_p}/taskplan.c ${_p}/planfile.c ${_c}/util.c
+            ${_c}/proto.c ${_c}/base64.c
+    LIBS ofasource
+    SEEDS ${CMAKE_CURRENT_SOURCE_DIR}/data/bad/rows
+    PKG libzmq msgpack libconfig
+    INCLUDES ${_c} ${_p} ${_s})
+endif()
 
 # Writes the committed seed corpus (tests/data/bad/msg); built on demand only.
 add_executable(fuzz_make_corpus EXCLUDE_FROM_ALL fuzz_make_corpus.c)
