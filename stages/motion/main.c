@@ -1,0 +1,78 @@
+/* main.c: ofa-motion, the motion tier's worker. It only wires the stage runtime
+ * (common/stage.h) to motstage_process (motstage.h); see that header for what it does
+ * to a sample.
+ *
+ * Own flags: --window T (frames per sample; default 64), --stride S (between window
+ * starts; default T/2), --step K (keep one frame in K; default 4, 120 -> 30 fps),
+ * --pos-scale X (multiplies positions; default 0.01). */
+#include "motstage.h"
+#include "stage.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static long s_int(const char *flag, const char *value, long lo, long hi) {
+    char *end;
+    errno = 0;
+    long v = value ? strtol(value, &end, 10) : 0;
+    if (!value || !*value || *end || errno || v < lo || v > hi)
+        util_fatal(NULL, "%s takes an integer in [%ld, %ld], got '%s'", flag, lo, hi,
+                   value ? value : "");
+    return v;
+}
+
+static int s_extra(void *ctx, const char *flag, const char *value) {
+    motstage_opts_t *o = ctx;
+    if (!strcmp(flag, "--window")) {
+        o->window = (int)s_int(flag, value, 1, 100000);
+        return 1;
+    }
+    if (!strcmp(flag, "--stride")) {
+        o->stride = (int)s_int(flag, value, 1, 100000);
+        return 1;
+    }
+    if (!strcmp(flag, "--step")) {
+        o->step = (int)s_int(flag, value, 1, 1000);
+        return 1;
+    }
+    if (!strcmp(flag, "--pos-scale")) {
+        char *end;
+        errno = 0;
+        double v = value ? strtod(value, &end) : 0;
+        if (!value || !*value || *end || errno || !(v > 0 && v < 1e6))
+            util_fatal(NULL, "--pos-scale takes a positive number, got '%s'", value ? value : "");
+        o->pos_scale = (float)v;
+        return 1;
+    }
+    return 0;
+}
+
+static int s_work(void *ctx, proto_msg_t *msg, char *err, size_t errlen) {
+    return motstage_process(ctx, msg, err, errlen);
+}
+
+int main(int argc, char **argv) {
+    util_set_progname(argv[0]);
+    motstage_opts_t opts = {0};
+    stage_args_t a;
+    stage_args_parse(&a, argc, argv,
+                     "ofa-motion: motion tier worker (BVH -> (T, C) root-relative positions "
+                     "and 6-D rotations)\n"
+                     "  --window T             frames per sample (64)\n"
+                     "  --stride S             frames between window starts (T/2)\n"
+                     "  --step K               keep one frame in K (4: 120 -> 30 fps)\n"
+                     "  --pos-scale X          multiplies positions (0.01)",
+                     s_extra, &opts);
+    char err[1024];
+    plan_t *plan = plan_load(a.plan, err, sizeof err);
+    if (!plan)
+        util_fatal("is --plan the run's plan.resolved.conf?", "cannot load plan %s:\n%s",
+                   a.plan, err);
+    motstage_t *st = motstage_new(plan, &opts);
+    int rc = stage_worker_run(&a, s_work, st);
+    motstage_destroy(&st);
+    plan_destroy(&plan);
+    return rc;
+}
