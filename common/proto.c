@@ -827,11 +827,23 @@ static proto_msg_t *s_decode(const s_src_t *src, proto_msg_t *msg, char *err, si
         return NULL;
     }
     bool magic = false, version = false, kind = false;
+    /* Each known key at most once: a repeated "ids" or "f" would add to the first and
+     * could pass the limits on ids and fields that each one alone respects. */
+    static const char *const known[] = {"magic", "v", "kind", "task", "op", "ids", "f"};
+    unsigned seen = 0;
     for (uint64_t k = 0; k < top.n; k++) {
         s_obj_t key, v;
         if (s_read(&r, &key) || key.tag != T_STR) {
             util_err(err, errlen, "envelope: key %llu is not a string", (unsigned long long)k);
             return NULL;
+        }
+        for (unsigned q = 0; q < sizeof known / sizeof *known; q++) {
+            if (!s_streq(&key, known[q]))
+                continue;
+            if (seen & (1u << q))
+                return util_err(err, errlen, "envelope: key '%s' appears twice", known[q]),
+                       NULL;
+            seen |= 1u << q;
         }
         if (s_streq(&key, "magic")) {
             if (s_read(&r, &v) || !s_streq(&v, PROTO_MAGIC))
