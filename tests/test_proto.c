@@ -991,6 +991,55 @@ Test(proto, bad_shm_descriptors) {
     cr_assert_lt(shm_open(name, O_RDONLY, 0), 0);
 }
 
+/* A known envelope key given twice is refused: two "f" maps of 200 fields each would
+ * otherwise make one message of 400 fields, past the limit and impossible to re-send. */
+Test(proto, repeated_envelope_keys) {
+    static const char *keys[] = {"magic", "v", "kind", "task", "op", "ids", "f"};
+    for (size_t c = 0; c < sizeof keys / sizeof *keys; c++) {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 9);
+        pk_head(&pk);
+        pk_str(&pk, "op");
+        pk_str(&pk, "x");
+        pk_str(&pk, "f");
+        msgpack_pack_map(&pk, 0);
+        /* the repeated key, with a value valid on its own */
+        pk_str(&pk, keys[c]);
+        if (c == 0)
+            pk_str(&pk, PROTO_MAGIC);
+        else if (c == 1 || c == 2)
+            msgpack_pack_int(&pk, 1);
+        else if (c == 3 || c == 4)
+            pk_str(&pk, "y");
+        else if (c == 5)
+            msgpack_pack_array(&pk, 0);
+        else
+            msgpack_pack_map(&pk, 0);
+        pk_str(&pk, "other");   /* unknown keys may repeat: skipped */
+        msgpack_pack_int(&pk, 1);
+        char want[64];
+        snprintf(want, sizeof want, "key '%s' appears twice", keys[c]);
+        expect_bad_sb(&sb, want);
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 7);
+    pk_head(&pk);
+    pk_str(&pk, "other");
+    msgpack_pack_int(&pk, 1);
+    pk_str(&pk, "other");
+    msgpack_pack_int(&pk, 2);
+    proto_msg_t *m = dec1(sb.data, sb.size);
+    cr_assert_not_null(m, "%s", err);
+    proto_msg_destroy(&m);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 /* Length headers that promise far more than the bytes present fail at once: the reader
  * never allocates or loops on a header's say-so. */
 Test(proto, huge_declared_lengths_fail_fast) {
