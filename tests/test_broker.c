@@ -491,6 +491,8 @@ Test(broker, rejects_written_and_forwarded) {
     cr_assert_eq(proto_msg_kind(r1), PROTO_REJECT);
     cr_assert_eq(proto_msg_get_int(r0, "seq", -1), 0);
     cr_assert_eq(proto_msg_get_int(r1, "seq", -1), 1);
+    proto_msg_destroy(&r0);
+    proto_msg_destroy(&r1);
     cr_assert_eq(stats_get(st, "rejected"), 2);
     cr_assert_eq(stats_get(st, "task.caption.rejected"), 1);
     cr_assert_eq(stats_get(st, "task.vqa.rejected"), 1);
