@@ -1,10 +1,20 @@
-# Tests of the audio, video and motion stages' libraries and programs.
+# Tests of the audio, video and motion stages' libraries and programs (each test also
+# runs its worker program over ZeroMQ, so it depends on it).
 if(TARGET ofaaudio)
   ofa_add_test(test_audio SOURCES test_audio.c LIBS ofaaudstage LABELS unit TIMEOUT 120)
+  if(TARGET test_audio)
+    add_dependencies(test_audio ofa-audio)
+  endif()
 endif()
 if(TARGET ofavideo)
   ofa_add_test(test_video SOURCES test_video.c LIBS ofavidstage ofaimg LABELS unit TIMEOUT 120)
+  if(TARGET test_video)
+    add_dependencies(test_video ofa-video)
+  endif()
 endif()
 if(TARGET ofamotion)
   ofa_add_test(test_motion SOURCES test_motion.c LIBS ofamotstage LABELS unit TIMEOUT 120)
+  if(TARGET test_motion)
+    add_dependencies(test_motion ofa-motion)
+  endif()
 endif()

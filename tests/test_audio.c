@@ -315,3 +315,81 @@ Test(audio, fbank_refuses_impossible_settings) {
     cr_assert_eq(fbank_frames(fb, 280), 2);
     fbank_destroy(&fb);
 }
+
+/* ---- ofa-audio: the worker program over ZeroMQ ---- */
+#include "av_worker.h"
+
+static const char *s_plan_text =
+    "name = \"a\";\n"
+    "tasks = (\n"
+    "  { name = \"asr\"; instruction = \"[AUDIO:wav] what is the text corresponding to the "
+    "voice? -> [TEXT:text]\";\n"
+    "    train = [\"x.tsv\"]; format = \"tsv\"; columns = [\"id\", \"wav\", \"text\"]; }\n"
+    ");\n"
+    "model = { size = \"nano\"; };\n";
+
+static proto_msg_t *s_sample(uint64_t id, const char *split, const uint8_t *wav, size_t len) {
+    proto_msg_t *m = proto_msg_new(PROTO_SAMPLE, "asr");
+    proto_msg_add_id(m, id);
+    proto_msg_set_int(m, "seq", (int64_t)id);
+    proto_msg_set_str(m, "@route", "audio,tokenize");
+    proto_msg_set_int(m, "@hop", 0);
+    proto_msg_set_str(m, "split", split);
+    proto_msg_set_bin(m, "wav", wav, len);
+    proto_msg_set_str(m, "text", "hello world");
+    return m;
+}
+
+Test(audio, ofa_audio_program, .timeout = 60) {
+    avw_check_flags("ofa-audio", "--specaugment", "1,2,3");
+    avw_check_flags("ofa-audio", "--max-seconds", "abc");
+    size_t len;
+    uint8_t *wav = s_read("hello_8k.wav", &len);
+    /* What the library gives for this clip. */
+    aud_dec_t *d = aud_dec_new(NULL);
+    fbank_t *fb = fbank_new(16000, 80);
+    float *want;
+    int64_t T;
+    char err[256];
+    cr_assert_eq(aud_features(d, fb, wav, len, 0.0f, 0, &want, &T, err, sizeof err), 0);
+
+    avw_t w;
+    const char *extra[] = {"--specaugment", "2,10,2,20", NULL};
+    avw_start(&w, "ofa-audio", "audio", s_plan_text, extra);
+    /* A validation sample: exactly the library's features, no masks. */
+    proto_msg_t *a = avw_call(&w, s_sample(7, "valid", wav, len));
+    cr_assert_eq(proto_msg_kind(a), PROTO_SAMPLE, "%s", proto_msg_get_str(a, "reason"));
+    cr_assert_eq(proto_msg_get_int(a, "@hop", -1), 1);
+    const proto_field_t *f = proto_msg_get_tensor(a, "wav", PROTO_F32);
+    cr_assert(f, "wav is not an f32 tensor");
+    cr_assert_eq(f->ndim, 2);
+    cr_assert_eq(f->shape[0], T);
+    cr_assert_eq(f->shape[1], 80);
+    cr_assert_eq(proto_msg_get_int(a, "wav.frames", -1), T);
+    cr_assert(!memcmp(f->data, want, (size_t)T * 80 * sizeof(float)));
+    cr_assert_str_eq(proto_msg_get_str(a, "text"), "hello world");
+    proto_msg_destroy(&a);
+    /* A training sample gets SpecAugment: same shape, some cells changed, and the same
+     * masks when the same sample comes again (next epoch). */
+    a = avw_call(&w, s_sample(8, "train", wav, len));
+    f = proto_msg_get_tensor(a, "wav", PROTO_F32);
+    cr_assert(f && f->shape[0] == T);
+    cr_assert(memcmp(f->data, want, (size_t)T * 80 * sizeof(float)), "no masks on train");
+    proto_msg_t *b = avw_call(&w, s_sample(8, "train", wav, len));
+    const proto_field_t *g = proto_msg_get_tensor(b, "wav", PROTO_F32);
+    cr_assert(g && !memcmp(f->data, g->data, (size_t)T * 80 * sizeof(float)));
+    proto_msg_destroy(&a);
+    proto_msg_destroy(&b);
+    /* A truncated file is a REJECT that names the column. */
+    a = avw_call(&w, s_sample(9, "train", wav, len / 2));
+    cr_assert_eq(proto_msg_kind(a), PROTO_REJECT);
+    cr_assert_eq(proto_msg_ids(a)[0], 9);
+    const char *reason = proto_msg_get_str(a, "reason");
+    cr_assert(reason && strstr(reason, "column wav: truncated WAV"), "%s", reason ? reason : "-");
+    proto_msg_destroy(&a);
+    avw_stop(&w);
+    free(want);
+    fbank_destroy(&fb);
+    aud_dec_destroy(&d);
+    free(wav);
+}

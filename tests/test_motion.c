@@ -292,3 +292,46 @@ Test(motion, stage_replaces_the_column_by_a_window) {
     motstage_destroy(&st);
     plan_destroy(&plan);
 }
+
+/* ---- ofa-motion: the worker program over ZeroMQ ---- */
+#include "av_worker.h"
+
+Test(motion, ofa_motion_program, .timeout = 60) {
+    avw_check_flags("ofa-motion", "--window", "0");
+    size_t len;
+    char *text = s_read("01_01_40f.bvh", &len);
+    avw_t w;
+    const char *extra[] = {"--window", "6", "--step", "4", NULL};
+    avw_start(&w, "ofa-motion", "motion", s_plan_text, extra);
+    proto_msg_t *m = proto_msg_new(PROTO_SAMPLE, "motion_caption");
+    proto_msg_add_id(m, 2);
+    proto_msg_set_str(m, "@route", "motion,tokenize");
+    proto_msg_set_int(m, "@hop", 0);
+    proto_msg_set_str(m, "split", "valid");
+    proto_msg_set_str(m, "mocap", text);
+    proto_msg_t *a = avw_call(&w, m);
+    cr_assert_eq(proto_msg_kind(a), PROTO_SAMPLE, "%s", proto_msg_get_str(a, "reason"));
+    const proto_field_t *f = proto_msg_get_tensor(a, "mocap", PROTO_F32);
+    cr_assert(f && f->ndim == 2 && f->shape[0] == 6 && f->shape[1] == 189);
+    cr_assert_eq(proto_msg_get_int(a, "mocap.frames", -1), 6);
+    /* 40 frames at step 4 = 10; windows of 6 every 3: 2; validation takes the middle
+     * one (index 1, frames 3..8). */
+    char err[256];
+    bvh_t *b = bvh_parse(text, len, err, sizeof err);
+    float want[6 * 189];
+    bvh_window(b, 3, 6, 4, 0.01f, want);
+    cr_assert(!memcmp(f->data, want, sizeof want));
+    bvh_destroy(&b);
+    proto_msg_destroy(&a);
+    m = proto_msg_new(PROTO_SAMPLE, "motion_caption");
+    proto_msg_add_id(m, 3);
+    proto_msg_set_bin(m, "mocap", "HIERARCHY\nROOT", 14);
+    a = avw_call(&w, m);
+    cr_assert_eq(proto_msg_kind(a), PROTO_REJECT);
+    const char *reason = proto_msg_get_str(a, "reason");
+    cr_assert(reason && strstr(reason, "column mocap: ") && strstr(reason, "truncated"), "%s",
+              reason ? reason : "-");
+    proto_msg_destroy(&a);
+    avw_stop(&w);
+    free(text);
+}

@@ -230,3 +230,77 @@ Test(video, rejects_bad_input) {
     free(mp4);
     vid_ctx_destroy(&ctx);
 }
+
+/* ---- ofa-video: the worker program over ZeroMQ ---- */
+#include "av_worker.h"
+
+static const char *s_plan_text =
+    "name = \"v\";\n"
+    "tasks = (\n"
+    "  { name = \"vcap\"; instruction = \"[VIDEO:clip,frames=4,image_size=32,patch=16] what "
+    "does the video describe? -> [TEXT:cap]\";\n"
+    "    train = [\"x.tsv\"]; format = \"tsv\"; columns = [\"id\", \"clip\", \"cap\"]; },\n"
+    "  { name = \"vdefault\"; instruction = \"[VIDEO:video] what does the video describe? -> "
+    "[TEXT:cap]\";\n"
+    "    train = [\"y.tsv\"]; format = \"tsv\"; columns = [\"id\", \"video\", \"cap\"]; }\n"
+    ");\n"
+    "model = { size = \"nano\"; };\n";
+
+static proto_msg_t *s_sample(const char *task, const char *col, uint64_t id,
+                             const uint8_t *data, size_t len) {
+    proto_msg_t *m = proto_msg_new(PROTO_SAMPLE, task);
+    proto_msg_add_id(m, id);
+    proto_msg_set_int(m, "seq", (int64_t)id);
+    proto_msg_set_str(m, "@route", "video,tokenize");
+    proto_msg_set_int(m, "@hop", 0);
+    proto_msg_set_str(m, "split", "train");
+    proto_msg_set_bin(m, col, data, len);
+    proto_msg_set_str(m, "cap", "a koala moves right");
+    return m;
+}
+
+Test(video, ofa_video_program, .timeout = 60) {
+    avw_check_flags("ofa-video", "--max-frames", "-3");
+    size_t len;
+    uint8_t *mp4 = s_read(VID_DIR, "koala_right.mp4", &len);
+    avw_t w;
+    avw_start(&w, "ofa-video", "video", s_plan_text, NULL);
+    /* The slot's own frames=4, image_size=32, patch=16: (4*4, 768). */
+    proto_msg_t *a = avw_call(&w, s_sample("vcap", "clip", 3, mp4, len));
+    cr_assert_eq(proto_msg_kind(a), PROTO_SAMPLE, "%s", proto_msg_get_str(a, "reason"));
+    cr_assert_eq(proto_msg_get_int(a, "@hop", -1), 1);
+    const proto_field_t *f = proto_msg_get_tensor(a, "clip", PROTO_U8);
+    cr_assert(f, "clip is not a u8 tensor");
+    cr_assert_eq(f->ndim, 2);
+    cr_assert_eq(f->shape[0], 4 * 4);
+    cr_assert_eq(f->shape[1], 16 * 16 * 3);
+    cr_assert_eq(proto_msg_get_int(a, "clip.grid", -1), 2);
+    cr_assert_eq(proto_msg_get_int(a, "clip.frames", -1), 4);
+    /* Same bytes as the library. */
+    vid_ctx_t *ctx = vid_ctx_new(NULL);
+    uint8_t *want = util_malloc(4 * 32 * 32 * 3);
+    vid_info_t info;
+    char err[256];
+    cr_assert_eq(vid_process(ctx, mp4, len, 4, 32, 16, want, NULL, &info, err, sizeof err), 0);
+    cr_assert(!memcmp(f->data, want, 4 * 32 * 32 * 3));
+    proto_msg_destroy(&a);
+    /* The plan's defaults (nano: 96 px, patch 16; 8 frames): (8*36, 768). */
+    a = avw_call(&w, s_sample("vdefault", "video", 4, mp4, len));
+    f = proto_msg_get_tensor(a, "video", PROTO_U8);
+    cr_assert(f && f->shape[0] == 8 * 36 && f->shape[1] == 768);
+    cr_assert_eq(proto_msg_get_int(a, "video.grid", -1), 6);
+    proto_msg_destroy(&a);
+    /* An audio file in a video column: a REJECT naming the column. */
+    size_t mlen;
+    uint8_t *mp3 = s_read(OFA_SOURCE_DIR "/tests/data/audio", "hello_8k.mp3", &mlen);
+    a = avw_call(&w, s_sample("vcap", "clip", 5, mp3, mlen));
+    cr_assert_eq(proto_msg_kind(a), PROTO_REJECT);
+    const char *reason = proto_msg_get_str(a, "reason");
+    cr_assert(reason && strstr(reason, "column clip: no video stream"), "%s", reason ? reason : "-");
+    proto_msg_destroy(&a);
+    avw_stop(&w);
+    free(mp3);
+    free(want);
+    vid_ctx_destroy(&ctx);
+    free(mp4);
+}

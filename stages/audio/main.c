@@ -39,8 +39,8 @@ static int s_extra(void *ctx, const char *flag, const char *value) {
         if (!value || sscanf(value, "%d,%d,%d,%d%c", &a->freq_masks, &a->freq_width,
                              &a->time_masks, &a->time_width, &tail) != 4 ||
             a->freq_masks < 0 || a->freq_width < 0 || a->time_masks < 0 || a->time_width < 0)
-            util_fatal("e.g. --specaugment 2,27,2,40", "--specaugment takes four "
-                       "non-negative integers F,FW,T,TW, got '%s'", value ? value : "");
+            util_fatal(NULL, "--specaugment takes four non-negative integers F,FW,T,TW "
+                       "(e.g. 2,27,2,40), got '%s'", value ? value : "");
         return 1;
     }
     return 0;
