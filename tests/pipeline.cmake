@@ -6,3 +6,7 @@ ofa_add_script_test(e2e_pipeline_rejects
 ofa_add_script_test(e2e_pipeline_kill_worker
   COMMAND ${PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/e2e/pipeline_test.py kill
   LABELS e2e TIMEOUT 300)
+# The README's main job: trains and evaluates (about 3 minutes on 2 cores).
+ofa_add_script_test(e2e_main_plan
+  COMMAND ${PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/e2e/main_plan_test.py
+  LABELS e2e TIMEOUT 900)
