@@ -17,6 +17,14 @@
 
 #define AUD_DIR OFA_SOURCE_DIR "/tests/data/audio"
 
+/* libsndfile's Ogg Vorbis reader leaks its vorbis_info (about 6 KB) when a damaged
+ * file fails inside the Vorbis headers (libvorbis's vorbis_info_init without the
+ * matching clear, in libsndfile 1.2); the mutation test below hits that path. It is not
+ * this project's allocation, so LeakSanitizer is told to ignore it in the sanitizer
+ * build; every other leak still fails. */
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void) { return "leak:vorbis_info_init\n"; }
+
 static uint8_t *s_read(const char *name, size_t *len) {
     char path[512], err[256];
     snprintf(path, sizeof path, "%s/%s", AUD_DIR, name);
@@ -392,4 +400,44 @@ Test(audio, ofa_audio_program, .timeout = 60) {
     fbank_destroy(&fb);
     aud_dec_destroy(&d);
     free(wav);
+}
+
+/* Damaged files: random bytes of each fixture overwritten, or the file cut at a random
+ * point. Each must decode or be refused with a reason; none may crash (run under ASan in
+ * the sanitizer build). */
+Test(audio, mutated_files_never_crash, .timeout = 120) {
+    const char *names[] = {"hello_8k.wav", "hello_8k.ogg", "hello_8k.mp3", "tts_22k_stereo.flac"};
+    aud_dec_t *d = aud_dec_new(&(aud_dec_opts_t){.max_seconds = 30});
+    util_rng_t r = {2024};
+    int refused = 0, total = 0;
+    for (int k = 0; k < 4; k++) {
+        size_t len;
+        uint8_t *orig = s_read(names[k], &len);
+        uint8_t *buf = util_malloc(len);
+        for (int it = 0; it < 60; it++) {
+            memcpy(buf, orig, len);
+            size_t n = len;
+            if (it % 3 == 2) {
+                n = 1 + util_rng_next(&r) % len;
+            } else {
+                int flips = 1 + (int)(util_rng_next(&r) % 16);
+                for (int i = 0; i < flips; i++)
+                    buf[util_rng_next(&r) % (it % 3 ? len : (len < 64 ? len : 64))] =
+                        (uint8_t)util_rng_next(&r);
+            }
+            aud_view_t v;
+            char err[512] = "";
+            int rc = aud_decode(d, buf, n, &v, err, sizeof err);
+            cr_assert(rc == 0 || (rc == -1 && err[0]), "%s: rc %d without a reason", names[k], rc);
+            if (rc == 0)
+                cr_assert(v.n > 0 && v.rate >= AUD_MIN_RATE && v.rate <= AUD_MAX_RATE);
+            refused += rc != 0;
+            total++;
+        }
+        free(buf);
+        free(orig);
+    }
+    cr_log_info("mutated audio: %d of %d refused", refused, total);
+    cr_assert(refused > 0);
+    aud_dec_destroy(&d);
 }

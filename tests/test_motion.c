@@ -335,3 +335,39 @@ Test(motion, ofa_motion_program, .timeout = 60) {
     avw_stop(&w);
     free(text);
 }
+
+/* Damaged files: random bytes overwritten or the file cut at a random point. Each must
+ * parse or be refused with a reason; none may crash. */
+Test(motion, mutated_files_never_crash) {
+    size_t len;
+    char *orig = s_read("01_01_40f.bvh", &len);
+    char *buf = util_malloc(len);
+    util_rng_t r = {5};
+    int refused = 0;
+    for (int it = 0; it < 300; it++) {
+        memcpy(buf, orig, len);
+        size_t n = len;
+        if (it % 2) {
+            n = 1 + util_rng_next(&r) % len;
+        } else {
+            int flips = 1 + (int)(util_rng_next(&r) % 8);
+            for (int i = 0; i < flips; i++)
+                buf[util_rng_next(&r) % len] = (char)(util_rng_next(&r) % 255 + 1);
+        }
+        char err[512] = "";
+        bvh_t *b = bvh_parse(buf, n, err, sizeof err);
+        cr_assert(b || err[0], "refused without a reason");
+        if (b) {
+            int C = bvh_feature_dim(b);
+            float *w = util_malloc((size_t)4 * C * sizeof(float));
+            bvh_window(b, 0, 4, 1, 0.01f, w);
+            free(w);
+        }
+        refused += !b;
+        bvh_destroy(&b);
+    }
+    cr_log_info("mutated BVH: %d of 300 refused", refused);
+    cr_assert(refused > 150);
+    free(buf);
+    free(orig);
+}

@@ -304,3 +304,42 @@ Test(video, ofa_video_program, .timeout = 60) {
     vid_ctx_destroy(&ctx);
     free(mp4);
 }
+
+/* Damaged clips: random bytes overwritten (in the header or anywhere) or the file cut at
+ * a random point. Each must decode or be refused with a reason; none may crash (run
+ * under ASan in the sanitizer build). */
+Test(video, mutated_files_never_crash, .timeout = 120) {
+    const char *names[] = {"koala_right.mp4", "vtest_short.avi"};
+    vid_ctx_t *ctx = vid_ctx_new(NULL);
+    uint8_t *patches = util_malloc(4 * 32 * 32 * 3);
+    util_rng_t r = {99};
+    int refused = 0, total = 0;
+    for (int k = 0; k < 2; k++) {
+        size_t len;
+        uint8_t *orig = s_read(VID_DIR, names[k], &len);
+        uint8_t *buf = util_malloc(len);
+        for (int it = 0; it < 60; it++) {
+            memcpy(buf, orig, len);
+            size_t n = len;
+            if (it % 3 == 2) {
+                n = 1 + util_rng_next(&r) % len;
+            } else {
+                int flips = 1 + (int)(util_rng_next(&r) % 16);
+                for (int i = 0; i < flips; i++)
+                    buf[util_rng_next(&r) % (it % 3 ? len : 256)] = (uint8_t)util_rng_next(&r);
+            }
+            vid_info_t info;
+            char err[512] = "";
+            int rc = vid_process(ctx, buf, n, 4, 32, 16, patches, NULL, &info, err, sizeof err);
+            cr_assert(rc == 0 || (rc == -1 && err[0]), "%s: rc %d without a reason", names[k], rc);
+            refused += rc != 0;
+            total++;
+        }
+        free(buf);
+        free(orig);
+    }
+    cr_log_info("mutated video: %d of %d refused", refused, total);
+    cr_assert(refused > 0);
+    free(patches);
+    vid_ctx_destroy(&ctx);
+}
