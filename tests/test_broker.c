@@ -651,3 +651,164 @@ Test(broker, garbage_counted_and_ignored) {
     broker_destroy(&b);
     stats_destroy(&st);
 }
+
+/* ---------------------------------------------------------------- random failures */
+
+/* A long random run: workers answer in random order, reject some samples, restart
+ * (answering part of what they held just before), and stall past dead_ms and answer
+ * late. Whatever happens, the batcher gets every seq exactly once (a processed sample
+ * that went through both tiers, or a reject), then eof; a worker never holds more than
+ * its credits of what it was sent since it (re)joined. */
+#define RW 4
+static void run_random(uint64_t seed) {
+    broker_t *b = mk_broker(24, 30, NULL, NULL);
+    static const char *W[RW] = {"i1", "i2", "i3", "t1"};
+    static const char *TIER[RW] = {"image", "image", "image", "tokenize"};
+    static const int CRED[RW] = {2, 3, 1, 2};
+    hello(b, "src", "source", NULL, 0);
+    for (int w = 0; w < RW; w++)
+        hello(b, W[w], "worker", TIER[w], CRED[w]);
+    hello(b, "bat", "batcher", NULL, 0);
+    credit(b, "bat", 1000000, -1);
+    enum { TOTAL = 1500, MAXH = 64 };
+    static int got[TOTAL];
+    memset(got, 0, sizeof got);
+    proto_msg_t *inbox[RW][MAXH];     /* sent since the worker (re)joined, unanswered */
+    proto_msg_t *stalled[RW][MAXH];   /* held across a stall: answered late */
+    int nin[RW] = {0}, nst[RW] = {0};
+    int stalling = -1;
+    double stall_until = 0;
+    int64_t next = 0;
+    long ndone = 0;
+    int eof_sent = 0, got_eof = 0, stalls = 0, restarts = 0;
+    util_rng_t rng = {seed};
+    for (int round = 0; round < 200000 && !got_eof; round++) {
+        broker_tick(b);
+        feed_source(b, &next, TOTAL, "image,tokenize", NULL);
+        if (next == TOTAL && !eof_sent) {
+            eof(b, TOTAL);
+            eof_sent = 1;
+        }
+        for (int w = 0; w < RW; w++) {
+            for (proto_msg_t *m; (m = take(W[w]));) {
+                cr_assert_lt(nin[w], CRED[w], "%s holds more than its credits", W[w]);
+                inbox[w][nin[w]++] = m;
+            }
+            if (w == stalling)
+                continue;
+            /* Answer some: 1 in 20 a reject. */
+            for (int i = 0; i < nin[w];) {
+                if (util_rng_next(&rng) % 2) {
+                    i++;
+                    continue;
+                }
+                proto_msg_t *m = inbox[w][i];
+                inbox[w][i] = inbox[w][--nin[w]];
+                if (util_rng_next(&rng) % 20 == 0)
+                    reject(b, W[w], m, TIER[w]);
+                else
+                    answer(b, W[w], m);
+            }
+            /* Late answers of what was held across a stall. The broker counts answers by
+             * (seq, hop), not by copy: when the worker got the same sample again after
+             * it came back, the late answer answers that copy too (which the worker
+             * then answers once more, as a duplicate). */
+            while (nst[w] && util_rng_next(&rng) % 2) {
+                proto_msg_t *m = stalled[w][--nst[w]];
+                int64_t seq = proto_msg_get_int(m, "seq", -1);
+                int64_t hop = proto_msg_get_int(m, "@hop", -1);
+                if (util_rng_next(&rng) % 10 == 0)
+                    reject(b, W[w], m, TIER[w]);
+                else
+                    answer(b, W[w], m);
+                for (int i = 0; i < nin[w]; i++)
+                    if (proto_msg_get_int(inbox[w][i], "seq", -2) == seq &&
+                        proto_msg_get_int(inbox[w][i], "@hop", -2) == hop) {
+                        stalled[w][nst[w]++] = inbox[w][i];
+                        inbox[w][i] = inbox[w][--nin[w]];
+                        break;
+                    }
+            }
+            heartbeat(b, W[w]);
+            /* A restart: part of what it held is answered just before, the rest is lost. */
+            if (util_rng_next(&rng) % 150 == 0) {
+                restarts++;
+                for (int i = 0; i < nin[w]; i++) {
+                    if (util_rng_next(&rng) % 2)
+                        answer(b, W[w], inbox[w][i]);
+                    else
+                        proto_msg_destroy(&inbox[w][i]);
+                }
+                nin[w] = 0;
+                hello(b, W[w], "worker", TIER[w], CRED[w]);
+            }
+        }
+        /* Now and then one worker stalls past dead_ms, its items move to others. */
+        if (stalling < 0 && stalls < 8 && util_rng_next(&rng) % 100 == 0) {
+            stalling = (int)(util_rng_next(&rng) % RW);
+            stall_until = util_now() + 0.06;
+            stalls++;
+        }
+        if (stalling >= 0 && util_now() > stall_until) {
+            /* Declared dead by now: what it holds is answered late, from now on. */
+            for (int i = 0; i < nin[stalling]; i++)
+                stalled[stalling][nst[stalling]++] = inbox[stalling][i];
+            nin[stalling] = 0;
+            stalling = -1;
+        }
+        if (stalling >= 0)
+            usleep(2000);
+        for (proto_msg_t *m; (m = take("bat"));) {
+            if (proto_msg_kind(m) == PROTO_CONTROL) {
+                cr_assert_str_eq(proto_msg_op(m), "eof");
+                cr_assert_eq(ndone, TOTAL, "eof after %ld of %d", ndone, TOTAL);
+                got_eof = 1;
+            } else {
+                int64_t seq = proto_msg_get_int(m, "seq", -1);
+                cr_assert(seq >= 0 && seq < TOTAL);
+                cr_assert_eq(got[seq], 0, "seq %lld reached the batcher twice", (long long)seq);
+                got[seq] = 1;
+                ndone++;
+                if (proto_msg_kind(m) == PROTO_SAMPLE) {
+                    cr_assert_eq(proto_msg_get_int(m, "@hop", -1), 2);
+                    cr_assert_eq(proto_msg_get_int(m, "by.t1", 0), 1);
+                } else {
+                    cr_assert_eq(proto_msg_kind(m), PROTO_REJECT);
+                }
+            }
+            proto_msg_destroy(&m);
+        }
+    }
+    cr_assert(got_eof, "no eof: %ld of %d delivered, %ld in system", ndone, TOTAL,
+              broker_in_system(b));
+    cr_assert_gt(stalls, 0);
+    cr_assert_gt(broker_redispatched(b), 0);
+    cr_log_info("random run %llu: %d stalls, %d restarts, %ld redispatched, %ld duplicates",
+                (unsigned long long)seed, stalls, restarts, broker_redispatched(b),
+                broker_duplicates(b));
+    /* Every copy still out is answered (each a duplicate now; those a worker holds by
+     * a stale reject, which carries no hop): then every worker has all its credits back, so fresh samples fill every worker's credits exactly. */
+    for (int w = 0; w < RW; w++) {
+        for (int i = 0; i < nin[w]; i++)
+            reject(b, W[w], inbox[w][i], TIER[w]);
+        for (int i = 0; i < nst[w]; i++)
+            answer(b, W[w], stalled[w][i]);
+        heartbeat(b, W[w]);
+    }
+    broker_tick(b);
+    cr_assert_eq(pending("bat"), 0, "duplicates never reach the batcher");
+    drop_all();
+    for (int k = 0; k < 20; k++)
+        on(b, "src", mk_sample(TOTAL + k, "image"));
+    broker_tick(b);
+    for (int w = 0; w < 3; w++)
+        cr_assert_eq(pending(W[w]), CRED[w], "seed %llu: %s has %d of its %d credits back",
+                     (unsigned long long)seed, W[w], pending(W[w]), CRED[w]);
+    drop_all();
+    broker_destroy(&b);
+}
+
+Test(broker, random_failures_keep_exactly_once, .timeout = 60) {
+    for (uint64_t seed = 1; seed <= 6; seed++)
+        run_random(seed);
+}
