@@ -9,8 +9,8 @@ PKGS=(
   build-essential cmake ninja-build pkg-config clang
   libzmq3-dev libmsgpack-dev libconfig-dev libturbojpeg0-dev libpng-dev libsndfile1-dev
   libavformat-dev libavcodec-dev libswscale-dev libswresample-dev libavutil-dev
-  libcriterion-dev libopenblas-dev libopenblas0-pthread
-  python3-pil python3-numpy python3-torch
+  libcriterion-dev libopenblas-dev libopenblas0-pthread libfftw3-dev
+  python3-pil python3-numpy python3-torch python3-torchvision
   tuxpaint-stamps-default opencv-doc python3-skimage imagemagick
 )
 
