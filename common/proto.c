@@ -266,6 +266,10 @@ int proto_msg_rename(proto_msg_t *self, const char *key, const char *new_key) {
     int i = s_find(self, key);
     if (i < 0)
         return -1;
+    /* Renaming a field to its own name: removing "the other field of that name" below
+     * would remove this one and leave i at -1. */
+    if (strcmp(key, new_key) == 0)
+        return 0;
     proto_msg_remove(self, new_key);
     i = s_find(self, key);
     OFA_ASSERT(strlen(new_key) < PROTO_MAX_KEY);
