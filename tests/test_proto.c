@@ -173,6 +173,9 @@ Test(proto, setters_getters_remove_rename) {
     cr_assert_eq(proto_msg_n_fields(m), 1);
     cr_assert_not_null(proto_msg_get_tensor(m, "n", PROTO_I32));
     cr_assert_eq(proto_msg_rename(m, "absent", "y"), -1);
+    cr_assert_eq(proto_msg_rename(m, "n", "n"), 0);             /* to its own name */
+    cr_assert_not_null(proto_msg_get_tensor(m, "n", PROTO_I32));
+    cr_assert_eq(proto_msg_n_fields(m), 1);
     cr_assert_eq(proto_msg_remove(m, "n"), 0);
     cr_assert_eq(proto_msg_remove(m, "n"), -1);
     cr_assert_eq(proto_msg_n_fields(m), 0);
