@@ -321,8 +321,8 @@ static void s_pack_str(msgpack_packer *pk, const char *s) {
 
 /* Pack the envelope. Fields over inline_max bytes (bins, tensors) are replaced by frame
  * indices; their field numbers go to big[] in frame order (*n_big of them). */
-static void s_pack(const proto_msg_t *self, size_t inline_max, msgpack_sbuffer *sb,
-                   int *big, int *n_big) {
+static void s_pack(const proto_msg_t *self, size_t inline_max, bool use_shm,
+                   msgpack_sbuffer *sb, int *big, int *n_big) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     int n_top = 5 + (self->op[0] ? 1 : 0) + 1;
@@ -359,7 +359,7 @@ static void s_pack(const proto_msg_t *self, size_t inline_max, msgpack_sbuffer *
         case PV_BIN:
         case PV_TENSOR: break;
         }
-        bool shm = self->shm_names[i] != NULL;
+        bool shm = use_shm && self->shm_names[i] != NULL;
         bool framed = !shm && f->len > inline_max;
         if (f->type == PV_BIN && !shm && !framed) {
             msgpack_pack_bin(&pk, f->len);
@@ -400,7 +400,9 @@ void *proto_encode_bytes(const proto_msg_t *self, size_t *len) {
     msgpack_sbuffer_init(&sb);
     int n_big = 0;
     int *big = util_malloc((size_t)(self->n_fields + 1) * sizeof(int));
-    s_pack(self, SIZE_MAX, &sb, big, &n_big);
+    /* Inline even for a field bound for shared memory: these bytes go to files and
+     * comparisons, where a descriptor of an object that a receiver unlinks is useless. */
+    s_pack(self, SIZE_MAX, false, &sb, big, &n_big);
     free(big);
     *len = sb.size;
     return sb.data;   /* msgpack_sbuffer's buffer is malloc'd: the caller frees it */
@@ -438,7 +440,7 @@ int proto_send(void *socket, const void *ident, size_t identlen, proto_msg_t **m
     msgpack_sbuffer_init(&sb);
     int *big = util_malloc((size_t)(self->n_fields + 1) * sizeof(int));
     int n_big = 0;
-    s_pack(self, PROTO_INLINE_MAX, &sb, big, &n_big);
+    s_pack(self, PROTO_INLINE_MAX, true, &sb, big, &n_big);
 
     int rc = 0;
     if (ident && zmq_send(socket, ident, identlen, ZMQ_SNDMORE | flags) < 0)
@@ -1023,7 +1025,12 @@ int proto_msg_field_to_shm(proto_msg_t *self, const char *key, char *err, size_t
         munmap(addr, f->len);
     }
     close(fd);
-    free(self->shm_names[i]);
+    if (self->shm_names[i]) {
+        /* Called again for the same field: the earlier object would never be sent, so
+         * nobody else would unlink it. */
+        shm_unlink(self->shm_names[i]);
+        free(self->shm_names[i]);
+    }
     self->shm_names[i] = util_strdup(name);
     return 0;
 }
