@@ -609,6 +609,31 @@ Test(proto, unsent_shared_memory_is_unlinked_by_the_writer) {
     zmq_ctx_term(ctx);
 }
 
+/* A message bound for shared memory: proto_encode_bytes still writes every field inline
+ * (its bytes go to files and comparisons), and putting a field into shared memory twice
+ * leaves one object, not two. */
+Test(proto, shm_fields_encode_inline_and_replace_their_object) {
+    int before = count_own_shm();
+    proto_msg_t *m = proto_msg_new(PROTO_SAMPLE, "t");
+    proto_msg_set_bin(m, "raw", "abcdef", 6);
+    cr_assert_eq(proto_msg_field_to_shm(m, "raw", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(proto_msg_field_to_shm(m, "raw", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(count_own_shm(), before + 1, "the first object is unlinked");
+    size_t len;
+    void *bytes = proto_encode_bytes(m, &len);
+    proto_msg_t *d = dec1(bytes, len);
+    cr_assert_not_null(d, "%s", err);
+    const proto_field_t *f = proto_msg_get(d, "raw");
+    cr_assert_eq(f->type, PV_BIN);
+    cr_assert_eq(f->len, 6);
+    cr_assert(memcmp(f->data, "abcdef", 6) == 0);
+    cr_assert_eq(count_own_shm(), before + 1, "decoding inline bytes opens no object");
+    free(bytes);
+    proto_msg_destroy(&d);
+    proto_msg_destroy(&m);
+    cr_assert_eq(count_own_shm(), before, "an unsent object dies with its message");
+}
+
 Test(proto, malformed_message_on_a_socket_is_consumed) {
     s_pair_t p = pair_new();
     zmq_send(p.dealer, "\x93\x01\x02\x03", 4, 0);   /* an array, not a map */
