@@ -52,7 +52,10 @@ void aud_dec_destroy(aud_dec_t **self_p) {
     *self_p = NULL;
 }
 
-/* Averages (n, ch) interleaved samples into self->mono. */
+/* Averages (n, ch) interleaved samples into self->mono. A plain average, not FFmpeg's
+ * downmix matrix (which weights centre and surround channels): it is what
+ * torchaudio/soundfile users do with x.mean(axis=1), so features stay comparable, and
+ * it cannot clip. */
 static void s_mix(aud_dec_t *self, const float *in, int64_t n, int ch) {
     s_grow(&self->mono, &self->mono_cap, (size_t)n);
     if (ch == 1) {
@@ -68,6 +71,8 @@ static void s_mix(aud_dec_t *self, const float *in, int64_t n, int ch) {
     }
 }
 
+/* The limits every path applies before it spends memory: a header may claim anything.
+ * frames < 0 means the length is not known yet (it is checked again while decoding). */
 static int s_check_format(const aud_dec_t *self, int rate, int ch, int64_t frames,
                           char *err, size_t errlen) {
     if (rate < AUD_MIN_RATE || rate > AUD_MAX_RATE)
@@ -84,6 +89,8 @@ static int s_check_format(const aud_dec_t *self, int rate, int ch, int64_t frame
 
 /* ---- libsndfile: WAV, FLAC, Ogg ------------------------------------------------ */
 
+/* libsndfile's virtual I/O over the column's bytes: read-only, seekable (WAV and FLAC
+ * readers seek to their chunks and seek tables). */
 typedef struct {
     const uint8_t *p;
     sf_count_t len, pos;
@@ -210,7 +217,11 @@ typedef struct {
     int ch, rate;
 } s_av_t;
 
-/* Appends one decoded frame, converted to interleaved float with its own channels. */
+/* Appends one decoded frame, converted to interleaved float with its own channels.
+ * libswresample only converts the sample format here (same rate, same layout): decoders
+ * output planar, s16, s32 or double depending on the codec, and one converter is less
+ * code than a switch over every format. The rate is changed later, on the mono mix, by
+ * aud_resample, so both decoding paths share the same resampler. */
 static int s_av_take(aud_dec_t *self, s_av_t *a, char *err, size_t errlen) {
     AVFrame *f = a->frame;
     if (f->sample_rate != a->rate || f->ch_layout.nb_channels != a->ch)
@@ -327,6 +338,9 @@ done:
     return rc;
 }
 
+/* The container is chosen by its magic bytes, not by trying decoders in turn: a damaged
+ * WAV must be refused with libsndfile's (or the RIFF walk's) reason, not half-decoded by
+ * FFmpeg's more forgiving demuxers. */
 int aud_decode(aud_dec_t *self, const uint8_t *data, size_t len, aud_view_t *out,
                char *err, size_t errlen) {
     if (!data || len == 0)
@@ -354,6 +368,9 @@ int aud_resample(aud_dec_t *self, const float *x, int64_t n, int rate_in, int ra
         *out = (aud_view_t){self->res, n, rate_out, 1, 0};
         return 0;
     }
+    /* A fresh context per clip: a converter that kept the filter's history from the
+     * previous clip would leak its tail into the next one, and setting one up costs
+     * little beside decoding. */
     AVChannelLayout mono = AV_CHANNEL_LAYOUT_MONO;
     SwrContext *swr = NULL;
     if (swr_alloc_set_opts2(&swr, &mono, AV_SAMPLE_FMT_FLT, rate_out, &mono,

@@ -76,6 +76,8 @@ static int s_task_columns(const taskplan_t *tp, s_task_t *st, char *err, size_t 
     return 0;
 }
 
+/* One filterbank per (task, column) is built up front: FFTW's planner is not
+ * thread-safe and not free, so no plan is ever made while samples flow. */
 audstage_t *audstage_new(const plan_t *plan, const audstage_opts_t *opts, char *err,
                          size_t errlen) {
     audstage_t *self = util_calloc(1, sizeof *self);
@@ -107,6 +109,10 @@ void audstage_destroy(audstage_t **self_p) {
     *self_p = NULL;
 }
 
+/* The columns come from the task plan, not from the message: a field the plan does not
+ * name as an AUDIO slot passes through untouched, and a missing one is a reject. The
+ * dither and SpecAugment draws are seeded by (plan seed, sample id) so a re-dispatched
+ * sample, or a run resumed from a checkpoint, gets the same features. */
 int audstage_process(audstage_t *self, proto_msg_t *msg, char *err, size_t errlen) {
     const char *task = proto_msg_task(msg);
     int t = plan_task_index(self->plan, task);

@@ -16,6 +16,8 @@ struct avmem_t {
     AVFormatContext *fmt;
 };
 
+/* The demuxer reads in blocks of AVIO_BUF through this callback; AVERROR_EOF (not 0)
+ * marks the end, as libavformat requires since 5.0. */
 static int s_read(void *opaque, uint8_t *buf, int size) {
     avmem_t *m = opaque;
     if (m->pos >= m->len)
@@ -46,6 +48,9 @@ static int64_t s_seek(void *opaque, int64_t off, int whence) {
     return p;
 }
 
+/* FFmpeg logs through a process-wide callback; a worker fed damaged files would print
+ * a line per broken packet. The reasons reach the rejects file instead, so the log level
+ * is lowered once, whichever thread opens the first container. */
 static pthread_once_t s_log_once = PTHREAD_ONCE_INIT;
 static void s_quiet(void) { av_log_set_level(AV_LOG_FATAL); }
 
@@ -68,6 +73,8 @@ avmem_t *avmem_open(const uint8_t *data, size_t len, char *err, size_t errlen) {
     m->avio = buf ? avio_alloc_context(buf, AVIO_BUF, 0, m, s_read, NULL, s_seek) : NULL;
     m->fmt = avformat_alloc_context();
     OFA_ASSERT(m->avio && m->fmt);
+    /* CUSTOM_IO: avformat_close_input must leave our AVIOContext alone (avmem_close
+     * frees it, with its buffer, which FFmpeg may have replaced by a larger one). */
     m->fmt->pb = m->avio;
     m->fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
     char why[256];

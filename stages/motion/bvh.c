@@ -208,6 +208,8 @@ static int s_frames(bvh_t *b, s_lex_t *lx, char *err, size_t errlen) {
     return 0;
 }
 
+/* The text is copied once to NUL-terminate it: strtod and the tokenizer then never read
+ * past the column's bytes, whatever they hold. */
 bvh_t *bvh_parse(const char *text, size_t len, char *err, size_t errlen) {
     if (!text || len == 0) {
         util_err(err, errlen, "empty BVH file");

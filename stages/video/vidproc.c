@@ -47,7 +47,11 @@ void vid_sample_indices(int64_t F, int N, int64_t *index) {
 }
 
 /* Pass 1: the number of frames is the number of non-empty packets of the stream (AVI
- * stores dropped frames as empty packets; they decode to nothing). */
+ * stores dropped frames as empty packets; they decode to nothing). Demuxing without
+ * decoding costs a few percent of the decode, and unlike the container's duration or
+ * nb_frames (absent in AVI, estimated from the bit rate in some MPEG streams) it is
+ * exact, so the sampled indices do not move with the muxer. A second demuxer over the
+ * same bytes is opened because seeking back to 0 is not reliable in every format. */
 static int s_count_frames(const uint8_t *data, size_t len, int idx, int64_t limit,
                           int64_t *F, char *err, size_t errlen) {
     avmem_t *m = avmem_open(data, len, err, errlen);
@@ -73,6 +77,8 @@ static int s_count_frames(const uint8_t *data, size_t len, int idx, int64_t limi
     return 0;
 }
 
+/* Pass 2's state: frames arrive in presentation order, and each one is either
+ * skipped (the common case: only N of F frames are kept) or scaled and patchified. */
 typedef struct {
     vid_ctx_t *ctx;
     int N, S, P;
@@ -92,6 +98,8 @@ static int s_take(s_pass_t *p, AVFrame *f, char *err, size_t errlen) {
                         (long long)d);
     vid_ctx_t *ctx = p->ctx;
     int S = p->S, P = p->P, Np = (S / P) * (S / P);
+    /* Cached: the scaler is rebuilt only when the source size or format changes, which
+     * within one worker is rare (one dataset, one camera). */
     ctx->sws = sws_getCachedContext(ctx->sws, f->width, f->height, f->format, S, S,
                                     AV_PIX_FMT_RGB24, SWS_BICUBIC, NULL, NULL, NULL);
     if (!ctx->sws)

@@ -81,6 +81,8 @@ void vidstage_destroy(vidstage_t **self_p) {
     *self_p = NULL;
 }
 
+/* The columns come from the task plan, not from the message: a field the plan does not
+ * name as a VIDEO slot passes through untouched, and a missing one is a reject. */
 int vidstage_process(vidstage_t *self, proto_msg_t *msg, char *err, size_t errlen) {
     const char *task = proto_msg_task(msg);
     int t = plan_task_index(self->plan, task);
