@@ -54,22 +54,25 @@ static void s_expect_reject(aud_dec_t *d, const uint8_t *buf, size_t len, const 
     cr_assert(strstr(err, want), "reason '%s' does not mention '%s'", err, want);
 }
 
-Test(audio, fbank_matches_torchaudio_kaldi) {
+/* Our features of `wav` (at its own rate: no resampling) against torchaudio's in `ref`
+ * (int32 frames, int32 bins, float32 data). */
+static void s_against_torchaudio(const char *wav_name, const char *ref_name, int rate,
+                                 int mels, int win, int shift) {
     size_t len, rlen;
-    uint8_t *wav = s_read("tts_16k.wav", &len);
-    uint8_t *ref = s_read("tts_16k.fbank", &rlen);
+    uint8_t *wav = s_read(wav_name, &len);
+    uint8_t *ref = s_read(ref_name, &rlen);
     int32_t rT, rF;
     memcpy(&rT, ref, 4);
     memcpy(&rF, ref + 4, 4);
     cr_assert_eq(rlen, 8 + (size_t)rT * rF * 4, "reference file size");
-    cr_assert_eq(rF, 80);
+    cr_assert_eq(rF, mels);
     const float *r = (const float *)(ref + 8);
 
     aud_dec_t *d = aud_dec_new(NULL);
-    fbank_t *fb = fbank_new(16000, 80);
+    fbank_t *fb = fbank_new(rate, mels);
     cr_assert(fb);
-    cr_assert_eq(fbank_window(fb), 400);
-    cr_assert_eq(fbank_shift(fb), 160);
+    cr_assert_eq(fbank_window(fb), win);
+    cr_assert_eq(fbank_shift(fb), shift);
     float *feat;
     int64_t T;
     char err[512];
@@ -80,21 +83,29 @@ Test(audio, fbank_matches_torchaudio_kaldi) {
      * speech frame is 5..25, so 2e-3 absolute + 1e-4 relative is float rounding, while a
      * wrong window, pre-emphasis or filter edge moves values by 0.01 or more. */
     double maxd = 0, sumd = 0;
-    for (int64_t i = 0; i < T * 80; i++) {
+    for (int64_t i = 0; i < T * mels; i++) {
         double e = fabs((double)feat[i] - r[i]);
         sumd += e;
         if (e > maxd)
             maxd = e;
         cr_assert(e <= 2e-3 + 1e-4 * fabs(r[i]), "frame %lld bin %lld: ours %.6f torchaudio %.6f",
-                  (long long)(i / 80), (long long)(i % 80), feat[i], r[i]);
+                  (long long)(i / mels), (long long)(i % mels), feat[i], r[i]);
     }
-    cr_log_info("fbank vs torchaudio: %lld x 80, max |diff| %.2e, mean %.2e", (long long)T,
-                maxd, sumd / (double)(T * 80));
+    cr_log_info("%s vs torchaudio: %lld x %d, max |diff| %.2e, mean %.2e", wav_name,
+                (long long)T, mels, maxd, sumd / (double)(T * mels));
     free(feat);
     fbank_destroy(&fb);
     aud_dec_destroy(&d);
     free(wav);
     free(ref);
+}
+
+Test(audio, fbank_matches_torchaudio_kaldi_16k_80) {
+    s_against_torchaudio("tts_16k.wav", "tts_16k.fbank", 16000, 80, 400, 160);
+}
+
+Test(audio, fbank_matches_torchaudio_kaldi_8k_23) {
+    s_against_torchaudio("hello_8k.wav", "hello_8k_23.fbank", 8000, 23, 200, 80);
 }
 
 /* Magnitude of the DFT of x at frequency f (Hz), normalised to a unit sine's 0.5. */
@@ -138,6 +149,27 @@ Test(audio, resample_8k_to_16k_keeps_a_sine) {
             maxe = e;
     }
     cr_assert(maxe < 0.01, "max deviation from the ideal sine %.4f", maxe);
+    free(x);
+    aud_dec_destroy(&d);
+}
+
+/* Downsampling must filter: a 12 kHz tone in 44.1 kHz audio is above the 8 kHz Nyquist
+ * of 16 kHz audio and has to vanish, not fold back to 16 - 12 = 4 kHz as it would with
+ * plain interpolation; a 1 kHz tone beside it stays. */
+Test(audio, resample_44k_to_16k_removes_what_cannot_be_kept) {
+    const int n = 44100;
+    float *x = util_malloc(n * sizeof(float));
+    for (int i = 0; i < n; i++)
+        x[i] = 0.4f * (float)sin(2 * M_PI * 1000.0 * i / 44100.0) +
+               0.4f * (float)sin(2 * M_PI * 12000.0 * i / 44100.0);
+    aud_dec_t *d = aud_dec_new(NULL);
+    aud_view_t v;
+    char err[256];
+    cr_assert_eq(aud_resample(d, x, n, 44100, 16000, &v, err, sizeof err), 0, "%s", err);
+    cr_assert(llabs(v.n - 16000) <= 10, "length %lld", (long long)v.n);
+    double keep = s_tone(v.x, v.n, 16000, 1000), alias = s_tone(v.x, v.n, 16000, 4000);
+    cr_assert(fabs(keep - 0.2) < 0.02, "1 kHz amplitude %.3f, want 0.2", keep);
+    cr_assert(alias < 0.002, "12 kHz folded to 4 kHz with amplitude %.4f", alias);
     free(x);
     aud_dec_destroy(&d);
 }

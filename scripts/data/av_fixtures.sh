@@ -40,6 +40,21 @@ with open(sys.argv[2], 'wb') as o:
     o.write(struct.pack('<ii', *a.shape)); o.write(a.tobytes())
 print('fbank reference', a.shape)
 PY
+# A second reference at another rate and Kaldi's default 23 bins: the asterisk prompt at
+# its own 8 kHz (200-sample windows, 256-point FFT).
+/usr/bin/python3 - "$A/hello_8k.wav" "$A/hello_8k_23.fbank" <<'PY'
+import sys, wave, struct
+import numpy as np, torch, torchaudio
+w = wave.open(sys.argv[1])
+assert w.getframerate() == 8000 and w.getsampwidth() == 2 and w.getnchannels() == 1
+x = np.frombuffer(w.readframes(w.getnframes()), dtype='<i2').astype(np.float32)
+f = torchaudio.compliance.kaldi.fbank(torch.from_numpy(x).unsqueeze(0), num_mel_bins=23,
+                                      dither=0.0, sample_frequency=8000)
+a = f.numpy().astype('<f4')
+with open(sys.argv[2], 'wb') as o:
+    o.write(struct.pack('<ii', *a.shape)); o.write(a.tobytes())
+print('fbank reference', a.shape)
+PY
 
 # --- video -------------------------------------------------------------------------
 # A real photo (the tuxpaint koala cut-out) moving right at 40 px/s over a flat blue
