@@ -32,6 +32,9 @@ import time
 
 from PIL import Image, ImageEnhance, ImageFilter
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
+import text_sets  # noqa: E402  (scripts/data/text_sets.py: the text datasets)
+
 # Bump when the output of any builder changes, so that old data is rebuilt.
 BUILDER_VERSION = 4
 MANIFEST_MAGIC = "OFADATA"
@@ -137,11 +140,32 @@ SOURCES = {
         "copyright": "/usr/share/doc/python3-skimage/copyright",
         "used": "sample photos under skimage/data, cropped as backgrounds",
     },
+    "debian-archive-descriptions": {
+        "license": ("each description is part of its package's debian/control and under "
+                    "that package's license (Debian main: DFSG-free)"),
+        "copyright": "/usr/share/doc/PACKAGE/copyright of each package named",
+        "used": ("apt's index lists for bookworm main: Translation-en (short and long "
+                 "English descriptions; apt-get update -o Acquire::Languages=en) and "
+                 "Packages (sections)"),
+    },
+    "wordnet-base": {
+        "license": "WordNet 3.0 license (BSD-like, Princeton University)",
+        "copyright": "/usr/share/doc/wordnet-base/copyright",
+        "used": "synsets, glosses and example sentences of /usr/share/wordnet/data.*",
+    },
+    "generated": {
+        "license": "none needed (made by scripts/data/text_sets.py)",
+        "copyright": "",
+        "used": "4x4 sudoku puzzles from a random grid and a uniqueness-checking solver",
+    },
 }
 
 
 class DataError(Exception):
     """A source file is missing or unusable: the message names it."""
+
+
+text_sets.DataError = DataError
 
 
 # ---------------------------------------------------------------- small helpers
@@ -439,6 +463,62 @@ DATASETS = {
 }
 
 
+# The text datasets (scripts/data/text_sets.py): text in, text out, no images. Their
+# builders take (name, seed, sizes, rng_for) and return (rows, info).
+TEXT_DATASETS = {
+    "gigaword": {
+        "builder": text_sets.build_gigaword,
+        "columns": ["id", "src", "tgt"],
+        "sizes": {"train": 4000, "valid": 200},
+        "sources": ["debian-archive-descriptions"],
+        "how": ("Summarization of Debian package descriptions: src is the first "
+                "paragraph of a package's English long description (12-60 words), tgt its "
+                "one-line short description (2-12 words); lowercase ASCII, URLs removed, "
+                "one row per distinct description. Not news: the preset's name is kept, "
+                "the text is Debian's."),
+    },
+    "glue": {
+        "builder": text_sets.build_glue,
+        "columns": ["id", "sentence", "label"],
+        "sizes": {"train": 3000, "valid": 300},
+        "sources": ["debian-archive-descriptions"],
+        "how": ("Single-sentence classification: sentence is a package's short "
+                "description, label its archive section, one of %s, each label equally "
+                "often in each split (majority baseline %.3f). Not sentiment: the preset's "
+                "instruction asks positive/negative, the labels are sections."
+                % (", ".join(text_sets.GLUE_SECTIONS), 1.0 / len(text_sets.GLUE_SECTIONS))),
+    },
+    "text_infilling": {
+        "builder": text_sets.build_text_infilling,
+        "columns": ["id", "text"],
+        "sizes": {"train": 4000, "valid": 200},
+        "sources": ["debian-archive-descriptions"],
+        "how": ("The first paragraph of a package's English long description (8-40 "
+                "words), lowercase ASCII; the preset masks 30%% of it at training time."),
+    },
+    "sudoku": {
+        "builder": text_sets.build_sudoku,
+        "columns": ["id", "src", "tgt"],
+        "sizes": {"train": 4000, "valid": 200},
+        "sources": ["generated"],
+        "how": ("4x4 sudoku (2x2 boxes; 9x9 is too long for a nano model): src is the "
+                "puzzle as 'd d d d | d d d d | ...' with 0 for a blank, tgt the solution. "
+                "6-10 blanks, each puzzle with exactly one solution (solver-checked); no "
+                "puzzle in both splits."),
+    },
+    "natural_instruction_v2": {
+        "builder": text_sets.build_natural_instruction_v2,
+        "columns": ["id", "instruction", "examples", "src", "tgt"],
+        "sizes": {"train": 4000, "valid": 200},
+        "sources": ["wordnet-base"],
+        "how": ("Three instruction tasks over WordNet 3.0 synsets: word -> definition, "
+                "definition -> word, word -> one of its example sentences; examples holds "
+                "one solved example of the same task on another synset. A small stand-in "
+                "for Natural Instructions v2 (3 tasks, not 1,600); synsets split by offset."),
+    },
+}
+
+
 def manifest_matches(path, name, seed):
     """True when an existing build of NAME with this seed and builder version is
     complete: the manifest is written last, and the split files must still be there
@@ -464,7 +544,7 @@ def manifest_matches(path, name, seed):
 
 
 def build(name, out, seed, force=False):
-    spec = DATASETS[name]
+    spec = DATASETS.get(name) or TEXT_DATASETS[name]
     d = os.path.join(out, name)
     mpath = os.path.join(d, "manifest.json")
     if not force and manifest_matches(mpath, name, seed):
@@ -474,6 +554,8 @@ def build(name, out, seed, force=False):
     os.makedirs(d, exist_ok=True)
     if os.path.exists(mpath):
         os.remove(mpath)   # a half-rebuilt folder must not look complete
+    if name in TEXT_DATASETS:
+        return build_text(name, d, mpath, seed, t0)
     stamps = load_stamps()
     splits = {
         "train": (load_photos(TRAIN_PHOTOS), spec["sizes"]["train"], 0),
@@ -506,6 +588,43 @@ def build(name, out, seed, force=False):
         src = dict(SOURCES[pkg])
         src["package"] = pkg
         src["version"] = pkg_version(pkg)
+        manifest["sources"].append(src)
+    manifest["build_seconds"] = round(time.time() - t0, 2)
+    write_json_atomic(mpath, manifest)
+    print("%s: wrote %s (%s) in %.1f s" % (
+        name, d, ", ".join("%s %d rows" % (k, v["rows"]) for k, v in manifest["splits"].items()),
+        manifest["build_seconds"]))
+    return 0
+
+
+def build_text(name, d, mpath, seed, t0):
+    """Build one of TEXT_DATASETS into folder d; the manifest is written last."""
+    spec = TEXT_DATASETS[name]
+    rows, info = spec["builder"](name, seed, spec["sizes"],
+                                 lambda split: seeded_rng(name, seed, split))
+    manifest = {
+        "magic": MANIFEST_MAGIC,
+        "builder_version": BUILDER_VERSION,
+        "name": name,
+        "seed": seed,
+        "format": "tsv, no header, tab-separated; text columns are lowercase UTF-8",
+        "columns": spec["columns"],
+        "splits": {},
+        "sources": [],
+        "how": spec["how"],
+        "builder": "scripts/build_data.py %s --seed %d" % (name, seed),
+        "source_info": info,
+    }
+    for split, r in rows.items():
+        for k, row in enumerate(r):
+            check(len(row) == len(spec["columns"]), "%s %s row %d" % (name, split, k))
+        fname = split + ".tsv"
+        sha = write_tsv(os.path.join(d, fname), r)
+        manifest["splits"][split] = {"file": fname, "rows": len(r), "sha256": sha}
+    for pkg in spec["sources"]:
+        src = dict(SOURCES[pkg])
+        src["package"] = pkg
+        src["version"] = pkg_version(pkg) if pkg == "wordnet-base" else None
         manifest["sources"].append(src)
     manifest["build_seconds"] = round(time.time() - t0, 2)
     write_json_atomic(mpath, manifest)
@@ -613,10 +732,14 @@ def build_fixtures(outdir, seed):
     return 0
 
 
+ALL_DATASETS = dict(DATASETS, **TEXT_DATASETS)
+
+
 def main(argv):
     ap = argparse.ArgumentParser(
         description="Build small real datasets from Debian packages (see docs/data.md).")
-    ap.add_argument("name", nargs="?", help="dataset name: " + ", ".join(sorted(DATASETS)))
+    ap.add_argument("name", nargs="?",
+                    help="dataset name: " + ", ".join(sorted(ALL_DATASETS)))
     ap.add_argument("--out", default="data", help="output folder (default: data)")
     ap.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     ap.add_argument("--force", action="store_true", help="rebuild even when up to date")
@@ -625,15 +748,15 @@ def main(argv):
     a = ap.parse_args(argv)
     try:
         if a.list:
-            for n in sorted(DATASETS):
-                print("%-16s columns: %s" % (n, " ".join(DATASETS[n]["columns"])))
+            for n in sorted(ALL_DATASETS):
+                print("%-22s columns: %s" % (n, " ".join(ALL_DATASETS[n]["columns"])))
             return 0
         if a.fixtures:
             return build_fixtures(a.fixtures, a.seed)
         if not a.name:
             ap.error("a dataset name is required (--list shows them)")
-        if a.name not in DATASETS:
-            ap.error("unknown dataset '%s' (known: %s)" % (a.name, ", ".join(sorted(DATASETS))))
+        if a.name not in ALL_DATASETS:
+            ap.error("unknown dataset '%s' (known: %s)" % (a.name, ", ".join(sorted(ALL_DATASETS))))
         return build(a.name, a.out, a.seed, a.force)
     except (DataError, OSError) as e:
         print("build_data.py: %s" % e, file=sys.stderr)
