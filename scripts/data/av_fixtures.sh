@@ -16,7 +16,7 @@ ff() { ffmpeg -hide_banner -loglevel error -y "$@"; }
 # recording as MP3 (decoded through FFmpeg, not libsndfile) and Ogg Vorbis.
 cp /usr/share/asterisk/sounds/en/hello-world.wav "$A/hello_8k.wav"
 ff -i "$A/hello_8k.wav" -c:a libmp3lame -b:a 24k "$A/hello_8k.mp3"
-ff -i "$A/hello_8k.wav" -c:a libvorbis -q:a 2 "$A/hello_8k.ogg"
+ff -i "$A/hello_8k.wav" -c:a libvorbis -q:a 2 -fflags +bitexact "$A/hello_8k.ogg"   # bitexact: fixed Ogg serial
 # Synthesized speech: espeak-ng writes 22.05 kHz; kept as FLAC (stereo, to exercise the
 # mono mix), and resampled to 16 kHz 16-bit WAV as the input of the fbank reference.
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
