@@ -18,3 +18,15 @@ if(TARGET ofamotion)
     add_dependencies(test_motion ofa-motion)
   endif()
 endif()
+# End to end through launch: the three tiers in the pipeline with a sink, bad rows
+# rejected by the right tier, batches identical with 1 and 3 workers per tier.
+set(_av_ok TRUE)
+foreach(p launch ofa-broker ofa-source ofa-audio ofa-video ofa-motion ofa-tokenize ofa-batcher ofa-sink)
+  if(NOT TARGET ${p})
+    set(_av_ok FALSE)
+  endif()
+endforeach()
+if(_av_ok)
+  ofa_add_script_test(e2e_av COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e_av.sh
+                      LABELS e2e TIMEOUT 300)
+endif()
