@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# multitask_experiment.sh: one multi-task nano model against one single-task nano model
+# per task, with the same training steps (and examples) per task.
+#
+#   scripts/multitask_experiment.sh [--epochs E] [--max-rows R] [--out DIR]
+#                                   [--tasks "caption glue ..."] [--bin DIR]
+#
+# The plans are cut out of configs/multitask.conf (its header says how): the multi-task
+# plan keeps the chosen tasks, each single-task plan keeps one; all get the same epochs
+# and max_rows, so every task sees the same batches of the same size in both settings,
+# and the models have the same shape. It builds the datasets it needs (launch data), runs
+# every plan with build/bin/launch, and prints one row per task: the metric of both
+# models, their ratio (multi / single), the parameter ratio (the multi-task model serves
+# N tasks with the parameters of one single-task model: 1/N per task), and the steps and
+# examples each model trained on for that task (read back from each run's summary.json
+# and eval.json: delivered rows less the validation rows).
+# CTest label `long` (not in CI): the default takes 15-25 minutes on 2 CPU cores.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+EPOCHS=6
+MAX_ROWS=1600
+OUT=""
+TASKS=""
+BIN="$ROOT/build/bin"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --epochs) EPOCHS="$2"; shift 2 ;;
+        --max-rows) MAX_ROWS="$2"; shift 2 ;;
+        --out) OUT="$2"; shift 2 ;;
+        --tasks) TASKS="$2"; shift 2 ;;
+        --bin) BIN="$2"; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "multitask_experiment.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+[ -n "$OUT" ] || OUT="$ROOT/runs/multitask_experiment-$(date -u +%Y%m%d-%H%M%S)"
+if [ ! -x "$BIN/launch" ]; then
+    echo "multitask_experiment.sh: $BIN/launch not found" >&2
+    echo "---> HINT: build the project first (cmake -S . -B build -G Ninja && ninja -C build)" >&2
+    exit 1
+fi
+PY=/usr/bin/python3
+mkdir -p "$OUT/plans"
+
+# Cut the plans out of configs/multitask.conf. A task block is the lines from
+# `  { name = "X";` to the next line that is exactly `  }` or `  },`.
+"$PY" - "$ROOT/configs/multitask.conf" "$OUT/plans" "$EPOCHS" "$MAX_ROWS" "$ROOT" "$TASKS" <<'EOF'
+import re, sys
+src, outdir, epochs, max_rows, root, want = sys.argv[1:7]
+text = open(src).read()
+m = re.search(r"^tasks = \(\n(.*?)^\);\n", text, re.S | re.M)
+if not m:
+    sys.exit("%s: no 'tasks = (' ... ');' block" % src)
+blocks, cur = [], None
+for line in m.group(1).split("\n"):
+    if re.match(r'  \{ name = "[A-Za-z0-9_-]+";', line):
+        cur = [line]
+    elif cur is not None:
+        cur.append(line)
+        if line in ("  }", "  },"):
+            cur[-1] = "  }"
+            blocks.append("\n".join(cur))
+            cur = None
+names = [re.match(r'  \{ name = "([^"]+)"', b).group(1) for b in blocks]
+if want.split():
+    bad = [t for t in want.split() if t not in names]
+    if bad:
+        sys.exit("unknown task(s) %s; %s has: %s" % (", ".join(bad), src, " ".join(names)))
+    keep = [(n, b) for n, b in zip(names, blocks) if n in want.split()]
+else:
+    keep = list(zip(names, blocks))
+def fix(b):
+    b = re.sub(r"epochs = \d+;", "epochs = %s;" % epochs, b)
+    return re.sub(r"max_rows = \d+;", "max_rows = %s;" % max_rows, b)
+head, tail = text[:m.start()], text[m.end():]
+head = re.sub(r'^data_dir = "[^"]*";', 'data_dir = "%s";' % root, head, flags=re.M)
+def plan(name, ks):
+    h = re.sub(r'^name = "[^"]*";', 'name = "%s";' % name, head, flags=re.M)
+    return h + "tasks = (\n" + ",\n".join(fix(b) for _, b in ks) + "\n);\n" + tail
+open("%s/multi.conf" % outdir, "w").write(plan("multi", keep))
+for n, b in keep:
+    open("%s/single_%s.conf" % (outdir, n), "w").write(plan("single_" + n, [(n, b)]))
+open("%s/tasks.txt" % outdir, "w").write(" ".join(n for n, _ in keep) + "\n")
+EOF
+read -r -a TASKLIST < "$OUT/plans/tasks.txt"
+
+# The datasets the plans read.
+for ds in $(grep -ho 'dataset = "[^"]*"' "$OUT/plans/multi.conf" | cut -d'"' -f2 | sort -u); do
+    "$BIN/launch" data "$ds" --out "$ROOT/data"
+done
+
+run_plan() {   # NAME: train OUT/plans/NAME.conf into OUT/runs/NAME, log in OUT/NAME.log
+    local t0 t1
+    t0=$(date +%s)
+    if ! "$BIN/launch" --run-dir "$OUT/runs/$1" "$OUT/plans/$1.conf" > "$OUT/$1.log" 2>&1; then
+        echo "multitask_experiment.sh: plan $1 failed; see $OUT/$1.log" >&2
+        exit 1
+    fi
+    t1=$(date +%s)
+    echo "$1 $((t1 - t0))" >> "$OUT/seconds.txt"
+    echo "trained $1 in $((t1 - t0)) s"
+}
+: > "$OUT/seconds.txt"
+run_plan multi
+for t in "${TASKLIST[@]}"; do
+    run_plan "single_$t"
+done
+
+"$PY" - "$OUT" "${TASKLIST[@]}" <<'EOF' | tee "$OUT/table.md"
+import json, os, re, struct, sys
+out, tasks = sys.argv[1], sys.argv[2:]
+n = len(tasks)
+
+def load(run):
+    d = os.path.join(out, "runs", run)
+    ev = json.load(open(os.path.join(d, "eval.json")))
+    summ = json.load(open(os.path.join(d, "summary.json")))
+    return ev, summ
+
+def params(run):
+    """Parameters of the run's last checkpoint: the sum over the tensors of a
+    safetensors header (8-byte length, then JSON)."""
+    d = os.path.join(out, "runs", run, "checkpoints")
+    files = sorted(f for f in os.listdir(d) if f.endswith(".safetensors")) if os.path.isdir(d) else []
+    if not files:
+        return None
+    with open(os.path.join(d, files[-1]), "rb") as f:
+        hl = struct.unpack("<Q", f.read(8))[0]
+        hdr = json.loads(f.read(hl))
+    total = 0
+    for k, v in hdr.items():
+        if k == "__metadata__" or k.startswith("opt.") or k.startswith("adam"):
+            continue
+        c = 1
+        for s in v["shape"]:
+            c *= s
+        total += c
+    return total
+
+batch = {}
+for t in tasks:
+    txt = open(os.path.join(out, "plans", "single_%s.conf" % t)).read()
+    batch[t] = int(re.search(r"batch_size = (\d+);", txt).group(1))
+secs = dict(l.split() for l in open(os.path.join(out, "seconds.txt")))
+mev, msum = load("multi")
+mp = params("multi")
+print("| task | metric | multi-task | single-task | ratio multi/single | baseline | "
+      "param ratio | steps multi/single | examples multi/single |")
+print("|---|---|---|---|---|---|---|---|---|")
+sp_total = 0
+for t in tasks:
+    sev, ssum = load("single_" + t)
+    me, se = mev.get(t, {}), sev.get(t, {})
+    mv, sv = me.get("value"), se.get("value")
+    ratio = "%.2f" % (mv / sv) if mv is not None and sv else "-"
+    # The pipeline delivers the validation rows too (the eval.json "n" of the task):
+    # what remains are the training examples.
+    mx = msum["tasks"][t]["delivered"] - me.get("n", 0)
+    sx = ssum["tasks"][t]["delivered"] - se.get("n", 0)
+    sp = params("single_" + t)
+    sp_total += sp or 0
+    pr = "%.3f" % (mp / n / sp) if mp and sp else "1/%d" % n
+    fmt = lambda v: "-" if v is None else "%.4g" % v
+    print("| %s | %s | %s | %s | %s | %s | %s | %d/%d | %d/%d |" % (
+        t, me.get("metric", se.get("metric", "-")), fmt(mv), fmt(sv), ratio,
+        fmt(me.get("baseline")), pr, -(-mx // batch[t]), -(-sx // batch[t]), mx, sx))
+print()
+print("multi-task model: %s parameters for %d tasks; single-task models: %s parameters in all "
+      "(parameter ratio per task = multi / N / single)." % (mp, n, sp_total or "?"))
+print("wall time: multi %s s; singles %s s in all." % (
+    secs.get("multi"), sum(int(v) for k, v in secs.items() if k != "multi")))
+EOF
+echo "table: $OUT/table.md"
