@@ -54,11 +54,18 @@ function(ofa_add_fuzz name)
     foreach(d ${F_INCLUDES} ${FZ_${name}_INCLUDE_DIRS})
       list(APPEND _inc -I${d})
     endforeach()
+    # The project's headers too: one clang call builds the target, so there is no
+    # per-source dependency scan.
+    set(_hdrs)
+    foreach(d ${F_INCLUDES})
+      file(GLOB _h CONFIGURE_DEPENDS ${d}/*.h)
+      list(APPEND _hdrs ${_h})
+    endforeach()
     add_custom_command(OUTPUT ${_exe}
       COMMAND ${OFA_CLANG} -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined
               -fno-sanitize-recover=undefined ${_inc} ${F_HARNESS} ${F_SOURCES} -o ${_exe}
               ${FZ_${name}_LDFLAGS} -lm -lrt -lpthread
-      DEPENDS ${F_HARNESS} ${F_SOURCES}
+      DEPENDS ${F_HARNESS} ${F_SOURCES} ${_hdrs}
       COMMENT "Building fuzz target ${name} with libFuzzer" VERBATIM)
     add_custom_target(${name} ALL DEPENDS ${_exe})
   else()
