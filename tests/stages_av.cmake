@@ -21,7 +21,8 @@ endif()
 # End to end through launch: the three tiers in the pipeline with a sink, bad rows
 # rejected by the right tier, batches identical with 1 and 3 workers per tier.
 set(_av_ok TRUE)
-foreach(p launch ofa-broker ofa-source ofa-audio ofa-video ofa-motion ofa-tokenize ofa-batcher ofa-sink)
+foreach(p launch ofa-broker ofa-source ofa-audio ofa-video ofa-motion ofa-tokenize ofa-batcher ofa-sink
+          ofa-bpe-train)
   if(NOT TARGET ${p})
     set(_av_ok FALSE)
   endif()

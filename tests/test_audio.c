@@ -473,3 +473,43 @@ Test(audio, mutated_files_never_crash, .timeout = 120) {
     cr_assert(refused > 0);
     aud_dec_destroy(&d);
 }
+
+/* Dither (Kaldi's Gaussian noise, in int16 units) is the same for the same seed. It
+ * leaves the cells that speech fills (log-energies far above the noise's) nearly
+ * unchanged and lifts the near-silent ones (the 4-8 kHz bands of this upsampled 8 kHz
+ * prompt), which is what it is for: no log of (almost) zero. */
+Test(audio, dither_is_seeded_and_only_lifts_silence) {
+    size_t len;
+    uint8_t *wav = s_read("hello_8k.wav", &len);
+    aud_dec_t *d = aud_dec_new(NULL);
+    fbank_t *fb = fbank_new(16000, 80);
+    float *a, *b, *c, *z;
+    int64_t T;
+    char err[256];
+    cr_assert_eq(aud_features(d, fb, wav, len, 0.0f, 0, &z, &T, err, sizeof err), 0);
+    cr_assert_eq(aud_features(d, fb, wav, len, 1.0f, 11, &a, &T, err, sizeof err), 0);
+    cr_assert_eq(aud_features(d, fb, wav, len, 1.0f, 11, &b, &T, err, sizeof err), 0);
+    cr_assert_eq(aud_features(d, fb, wav, len, 1.0f, 12, &c, &T, err, sizeof err), 0);
+    cr_assert(!memcmp(a, b, (size_t)T * 80 * sizeof(float)), "same seed, different dither");
+    cr_assert(memcmp(a, c, (size_t)T * 80 * sizeof(float)), "another seed, same dither");
+    double loud = 0, quiet = 0;
+    int nloud = 0, nquiet = 0;
+    for (int64_t i = 0; i < T * 80; i++) {
+        if (z[i] > 14)
+            loud += fabs(a[i] - z[i]), nloud++;
+        else if (z[i] < 2)
+            quiet += a[i] - z[i], nquiet++;
+    }
+    cr_assert(nloud > 100 && nquiet > 100, "cells: %d loud, %d quiet", nloud, nquiet);
+    cr_log_info("dither: loud cells move %.4f, quiet cells rise %.2f", loud / nloud,
+                quiet / nquiet);
+    cr_assert(loud / nloud < 0.05, "speech cells moved by %.4f on average", loud / nloud);
+    cr_assert(quiet / nquiet > 1.0, "near-silent cells rose by only %.3f", quiet / nquiet);
+    free(a);
+    free(b);
+    free(c);
+    free(z);
+    fbank_destroy(&fb);
+    aud_dec_destroy(&d);
+    free(wav);
+}
