@@ -4,6 +4,7 @@
  * exactly the presets whose output is an image, audio or motion. */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -144,5 +145,148 @@ Test(presets, all_in_one_plan) {
     cr_assert_eq(plan->nstages, 9);
     for (int i = 0; i < 9; i++)
         cr_assert_str_eq(plan->stages[i].name, stages[i]);
+    plan_destroy(&plan);
+}
+
+/* ---- datasets: each preset's `dataset` against scripts/build_data.py --list ---------- */
+
+/* The presets that have a real local dataset, and the builder entry each one reads.
+ * Adding data to a preset means adding it here; the test below then holds the preset's
+ * file to the builder's columns and paths. */
+static const struct {
+    const char *preset, *dataset;
+} with_data[] = {
+    {"caption", "stamps_caption"},
+    {"vqa_gen", "stamps_vqa"},
+    {"refcoco", "stamps_ground"},
+    {"grounded_captioning", "stamps_ground"},
+    {"gigaword", "gigaword"},
+    {"glue", "glue"},
+    {"text_infilling", "text_infilling"},
+    {"sudoku", "sudoku"},
+    {"natural_instruction_v2", "natural_instruction_v2"},
+};
+#define NWITH ((int)(sizeof with_data / sizeof with_data[0]))
+
+typedef struct {
+    char name[64];
+    char cols[256];   /* space-separated, as --list prints them */
+} builder_t;
+
+/* Run the builder's --list ("NAME  columns: a b c" per line) and parse it. */
+static int s_builders(builder_t *out, int max) {
+    FILE *p = popen("/usr/bin/python3 " OFA_SOURCE_DIR "/scripts/build_data.py --list", "r");
+    cr_assert_not_null(p, "cannot run scripts/build_data.py --list");
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, p)) {
+        line[strcspn(line, "\n")] = 0;
+        char *c = strstr(line, " columns: ");
+        cr_assert_not_null(c, "build_data.py --list: unexpected line '%s'", line);
+        cr_assert_lt(n, max);
+        *c = 0;
+        char *end = line + strlen(line);
+        while (end > line && end[-1] == ' ')
+            *--end = 0;
+        const char *cols = c + strlen(" columns: ");
+        cr_assert(strlen(line) < sizeof out[n].name && strlen(cols) < sizeof out[n].cols,
+                  "build_data.py --list: line too long: '%s'", line);
+        memcpy(out[n].name, line, strlen(line) + 1);
+        memcpy(out[n].cols, cols, strlen(cols) + 1);
+        n++;
+    }
+    cr_assert_eq(pclose(p), 0, "scripts/build_data.py --list failed (is python3-pil there?)");
+    return n;
+}
+
+static plan_t *s_load_preset(const char *name) {
+    char text[256];
+    snprintf(text, sizeof text, "model = { size = \"nano\"; };\ntasks = (\n  @include "
+             "\"tasks/%s.conf\"\n);\n", name);
+    plan_t *plan = plan_load_string(text, "preset.conf", OFA_SOURCE_DIR "/configs", err,
+                                    sizeof err);
+    cr_assert_not_null(plan, "configs/tasks/%s.conf:\n%s", name, err);
+    return plan;
+}
+
+/* Ends with "/data/DATASET/SPLIT.tsv"? */
+static bool s_path_is(const char *path, const char *dataset, const char *split) {
+    char want[160];
+    snprintf(want, sizeof want, "/data/%s/%s.tsv", dataset, split);
+    size_t n = strlen(path), w = strlen(want);
+    return n >= w && strcmp(path + n - w, want) == 0;
+}
+
+Test(presets, datasets_resolve_to_builder_entries) {
+    builder_t b[64];
+    int nb = s_builders(b, 64);
+    cr_assert_geq(nb, 8, "build_data.py --list printed %d datasets", nb);
+    int resolved = 0;
+    for (int i = 0; i < npresets; i++) {
+        plan_t *plan = s_load_preset(presets[i].name);
+        const plan_task_t *t = &plan->tasks[0];
+        int k = -1;
+        for (int j = 0; j < nb; j++)
+            if (strcmp(b[j].name, t->dataset) == 0)
+                k = j;
+        int w = -1;
+        for (int j = 0; j < NWITH; j++)
+            if (strcmp(with_data[j].preset, t->name) == 0)
+                w = j;
+        /* A preset listed as having data names exactly its builder entry; one not listed
+         * must not name a builder entry by accident (that would be data nobody checked). */
+        if (w >= 0) {
+            cr_assert_str_eq(t->dataset, with_data[w].dataset, "preset %s", t->name);
+            cr_assert_geq(k, 0, "preset %s: dataset '%s' is not in build_data.py --list",
+                          t->name, t->dataset);
+        } else {
+            cr_assert_lt(k, 0, "preset %s names builder dataset '%s' but is not in "
+                         "with_data", t->name, t->dataset);
+        }
+        if (k >= 0) {
+            /* the preset's columns, in file order, are the builder's */
+            char cols[256] = "";
+            for (int c = 0; c < t->ncolumns; c++) {
+                size_t used = strlen(cols);
+                snprintf(cols + used, sizeof cols - used, "%s%s", c ? " " : "", t->columns[c]);
+            }
+            cr_assert_str_eq(cols, b[k].cols, "preset %s: columns '%s', dataset %s has '%s'",
+                             t->name, cols, t->dataset, b[k].cols);
+            cr_assert_eq(t->ntrain, 1);
+            cr_assert(s_path_is(t->train[0], t->dataset, "train"), "preset %s: train %s",
+                      t->name, t->train[0]);
+            cr_assert_eq(t->nvalid, 1);
+            cr_assert(s_path_is(t->valid[0], t->dataset, "valid"), "preset %s: valid %s",
+                      t->name, t->valid[0]);
+            resolved++;
+        }
+        plan_destroy(&plan);
+    }
+    cr_assert_eq(resolved, NWITH);
+}
+
+/* The multi-task plan loads, has at least five presets, and each of its tasks reads a
+ * dataset the builder knows, by the preset's instruction. */
+Test(presets, multitask_plan_uses_built_datasets) {
+    plan_t *plan = plan_load(OFA_SOURCE_DIR "/configs/multitask.conf", err, sizeof err);
+    cr_assert_not_null(plan, "configs/multitask.conf:\n%s", err);
+    cr_assert_geq(plan->ntasks, 5);
+    builder_t b[64];
+    int nb = s_builders(b, 64);
+    for (int i = 0; i < plan->ntasks; i++) {
+        const plan_task_t *t = &plan->tasks[i];
+        const preset_t *p = NULL;
+        for (int j = 0; j < npresets; j++)
+            if (strcmp(presets[j].name, t->name) == 0)
+                p = &presets[j];
+        cr_assert_not_null(p, "multitask task %s is no preset", t->name);
+        cr_assert_str_eq(t->instruction, p->instruction, "task %s", t->name);
+        bool known = false;
+        for (int j = 0; j < nb; j++)
+            known |= strcmp(b[j].name, t->dataset) == 0;
+        cr_assert(known, "task %s: dataset '%s' has no builder", t->name, t->dataset);
+        cr_assert(s_path_is(t->train[0], t->dataset, "train"), "task %s: %s", t->name,
+                  t->train[0]);
+    }
     plan_destroy(&plan);
 }
