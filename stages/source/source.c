@@ -63,6 +63,8 @@ struct source {
     int cur_task;          /* task of the current slot, -1 = none */
     int left_in_slot;
     int phase;             /* 0 training, 1 validation, 2 done */
+    int valid_first;       /* trainer.eval_every > 0: validation rows come first, so the
+                            * trainer holds them for evaluations during training */
     int valid_task;        /* validation: current task */
     int64_t valid_pos;
     int bucket;            /* length bucketing: batches per sorted chunk (0/1 = off) */
@@ -177,6 +179,8 @@ source_t *source_new(const plan_t *plan, char *err, size_t errlen) {
     /* The task-choice stream: one per run, advanced once per training slot. */
     self->rng.s = (uint64_t)plan->seed * 0x9e3779b97f4a7c15ULL + 12345;
     self->cur_task = -1;
+    self->valid_first = plan->trainer.eval_every > 0;
+    self->phase = self->valid_first ? 1 : 0;
     for (int t = 0; t < plan->ntasks; t++) {
         const plan_task_t *pt = &plan->tasks[t];
         s_task_t *st = &self->tasks[t];
@@ -751,6 +755,7 @@ static int s_pick_task(source_t *self) {
  * batch). Validation slots cut each task's valid rows in file order, the last one of a
  * task possibly short. */
 proto_msg_t *source_next(source_t *self) {
+  for (;;) {
     while (self->phase == 0) {
         if (self->cur_task >= 0 && self->left_in_slot > 0) {
             int ti = self->cur_task;
@@ -776,7 +781,7 @@ proto_msg_t *source_next(source_t *self) {
         }
         int t = s_pick_task(self);
         if (t < 0) {
-            self->phase = 1;
+            self->phase = self->valid_first ? 2 : 1;
             break;
         }
         self->cur_task = t;
@@ -784,7 +789,7 @@ proto_msg_t *source_next(source_t *self) {
     }
     while (self->phase == 1) {
         if (self->valid_task >= self->plan->ntasks) {
-            self->phase = 2;
+            self->phase = self->valid_first ? 0 : 2;
             break;
         }
         s_task_t *st = &self->tasks[self->valid_task];
@@ -802,5 +807,7 @@ proto_msg_t *source_next(source_t *self) {
             self->slot++;
         return m;
     }
-    return NULL;
+    if (self->phase == 2)
+        return NULL;
+  }
 }

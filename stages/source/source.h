@@ -10,6 +10,8 @@
  *    (plan seed, task index, epoch). A task with fewer rows simply runs out earlier;
  *    the run's training part ends when every task finished its epochs.
  *  - Then the validation rows of each task, in file order, in slots of batch_size.
+ *    When the plan asks for evaluations during training (trainer.eval_every > 0), the
+ *    validation rows come first instead, so the trainer holds them from the start.
  * Every sample carries "seq" (its position in this order, from 0), "slot" (the batch
  * it belongs to), "epoch", "row", "split", its route ("@route", "@hop") and the
  * columns its task's instruction names.

@@ -192,6 +192,17 @@ void teval_add_result(teval_t *self, const char *task, const char *hyp, const ch
 
 int teval_n_results(teval_t *self, const char *task) { return s_task(self, task)->nres; }
 
+void teval_clear_results(teval_t *self) {
+    for (int i = 0; i < self->ntasks; i++) {
+        s_task_t *t = &self->tasks[i];
+        for (int k = 0; k < t->nres; k++) {
+            free(t->hyps[k]);
+            free(t->refs[k]);
+        }
+        t->nres = 0;
+    }
+}
+
 /* Growable text for the JSON file. */
 typedef struct {
     char *p;

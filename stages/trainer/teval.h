@@ -50,6 +50,9 @@ int teval_load_flat(teval_t *self, const char *task, const void *flat, int64_t n
 /* Record one evaluated validation sample (strings copied). */
 void teval_add_result(teval_t *self, const char *task, const char *hyp, const char *ref);
 int teval_n_results(teval_t *self, const char *task);
+/* Forget every recorded result (before an evaluation at an interval); the closed sets
+ * stay. */
+void teval_clear_results(teval_t *self);
 
 /* Write eval.json for the tasks named (in that order) with their metric names
  * (metrics[i], e.g. "cider" or "accuracy/vqa_score" or "-"), atomically. Returns 0, or

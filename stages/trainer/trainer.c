@@ -505,6 +505,8 @@ int trainer_feed(trainer_t *self, const trainer_batch_t *b0, double wait_s, char
     return rc;
 }
 
+static int s_evaluate(trainer_t *self, char *err, size_t errlen);
+
 static int s_feed(trainer_t *self, const trainer_batch_t *b, double wait_s, char *err, size_t errlen) {
     if (b->valid) {
         s_keep_valid(self, b);
@@ -547,6 +549,14 @@ static int s_feed(trainer_t *self, const trainer_batch_t *b, double wait_s, char
         trainlog_batch(self->log, self->step, b->task, loss, lr, b->B, ntok, wait_s,
                        pt->log_every, last);
         trainlog_progress(self->log, self->step, self->total);
+    }
+    if (pt->eval_every > 0 && self->step % pt->eval_every == 0 && self->nvalid > 0 &&
+        self->step != self->total) {
+        /* The validation batches came first (source.h), so the model can be scored
+         * during training; the last evaluation is trainer_finish's. */
+        if (s_evaluate(self, err, errlen) != 0)
+            fprintf(stderr, "%s: evaluation at step %lld failed: %s\n", util_progname(),
+                    (long long)self->step, err);
     }
     if (pt->checkpoint_every > 0 && self->step % pt->checkpoint_every == 0 &&
         trainer_checkpoint(self, err, errlen) != 0) {
@@ -615,6 +625,7 @@ static int s_eval_rows(trainer_t *self, const s_task_t *task, const trainer_batc
  * i % world); only rank 0 writes eval.json, so with several ranks it covers rank 0's
  * share of the validation batches (trainer.h states this). */
 static int s_evaluate(trainer_t *self, char *err, size_t errlen) {
+    teval_clear_results(self->ev);
     gen_trie_t **tries = util_calloc(self->ntasks, sizeof(gen_trie_t *));
     int rc = 0;
     for (int v = 0; v < self->nvalid && rc == 0; v++) {
@@ -663,6 +674,22 @@ static int s_evaluate(trainer_t *self, char *err, size_t errlen) {
     char path[2200];
     snprintf(path, sizeof path, "%s/eval.json", self->run_dir);
     rc = teval_write(self->ev, names, metrics, self->ntasks, self->step, path, err, errlen);
+    if (rc == 0) {
+        /* Every evaluation also goes to eval_history.jsonl: one line per evaluation with
+         * the step and the whole eval.json object, for plots of metrics over steps. */
+        char *cur = util_read_file(path, NULL, NULL, 0);
+        char hist[2200];
+        snprintf(hist, sizeof hist, "%s/eval_history.jsonl", self->run_dir);
+        FILE *f = cur ? fopen(hist, "a") : NULL;
+        if (f) {
+            for (char *c = cur; *c; c++)
+                if (*c == '\n')
+                    *c = ' ';
+            fprintf(f, "{\"step\": %lld, \"eval\": %s}\n", (long long)self->step, cur);
+            fclose(f);
+        }
+        free(cur);
+    }
     free(names);
     free(metrics);
     return rc;

@@ -27,8 +27,9 @@
  *    again, and a resumed trainer skips every training batch with step <= cursor; the
  *    next one trains exactly as it would have without the interruption (same weights,
  *    moments, optimizer step count and schedule position).
- *  - Validation batches (split "valid", after all training batches) are kept and
- *    evaluated by trainer_finish with the task's generator (greedy, beam with
+ *  - Validation batches (split "valid": after all training batches, or before them when
+ *    trainer.eval_every > 0) are kept and evaluated every eval_every steps and by
+ *    trainer_finish with the task's generator (greedy, beam with
  *    trainer.beam, closed set, box), at most trainer.max_gen_len tokens. Text outputs are
  *    detokenised with the BPE; boxes are compared in location-bin units against the
  *    reference bins of tgt_out (IoU is invariant to scaling each axis, so this equals the
@@ -36,8 +37,9 @@
  *  - Only rank 0 writes checkpoints, metrics.jsonl and eval.json (eval.json then covers
  *    the validation batches rank 0 received). Ranks do not average gradients (no
  *    all-reduce yet): world > 1 trains independent replicas.
- *  - trainer.eval_every is not used: validation batches arrive only after the training
- *    batches, so evaluation happens once, at the end.
+ *  - Each evaluation rewrites eval.json and appends {"step", "eval"} to
+ *    eval_history.jsonl. An evaluation during training uses the closed answer sets
+ *    collected from the training batches seen so far.
  */
 #ifndef OFA_TRAINER_H
 #define OFA_TRAINER_H

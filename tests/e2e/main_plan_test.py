@@ -4,6 +4,8 @@ real stamps_caption and stamps_vqa datasets through the whole pipeline (launch, 
 processes), and then:
   - every row read is delivered (lost 0),
   - each task's training loss falls clearly (last logged loss < half the first),
+  - the model is evaluated during training (trainer.eval_every) and at the end, each
+    evaluation in eval_history.jsonl, the last one equal to eval.json,
   - eval.json beats the best-constant baseline computed in the same run by a clear margin
     (caption CIDEr-D at least 3x the constant caption's, VQA accuracy at least 2x the
     constant answer's).
@@ -43,4 +45,10 @@ with tempfile.TemporaryDirectory(prefix="ofa-main-") as tmp:
             fail(f"{task}: {e['metric']} {e['value']:.3f} is not {factor}x the baseline {e['baseline']:.3f}")
         print(f"ok: {task}: loss {l[0]:.2f} -> {l[-1]:.2f}; {e['metric']} {e['value']:.3f} vs "
               f"best constant {e['baseline']:.3f} ({e['baseline_output']!r}), n={e['n']}")
+    hist = [json.loads(l) for l in open(os.path.join(rd, "eval_history.jsonl"))]
+    steps = [h["step"] for h in hist]
+    if len(hist) < 4 or steps != sorted(steps) or hist[-1]["eval"] != ev:
+        fail(f"eval_history.jsonl: steps {steps}; the last entry must equal eval.json")
+    print(f"ok: evaluated at steps {steps}; caption CIDEr-D " +
+          ", ".join(f"{h['eval']['caption']['value']:.2f}" for h in hist))
     print(f"ok: {total['delivered']} samples delivered, lost 0")
