@@ -3,6 +3,7 @@
  * --max-inflight N, --dead-ms MS. */
 #include "broker.h"
 #include "stage.h"
+#include "trace.h"
 #include "util.h"
 
 #include <errno.h>
@@ -73,6 +74,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "ofa-broker: bound %s (max in flight %d, dead after %d ms)\n", o.bind,
             o.max_inflight, o.dead_ms);
 
+    trace_open(a.id);
     double busy = 0;
     while (!stage_stop_flag) {
         zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
@@ -82,7 +84,9 @@ int main(int argc, char **argv) {
         stats_add(st, "wait_s", t0 - t_wait);
         if (n < 0 && errno != EINTR)
             break;
-        for (int k = 0; k < 1000; k++) {
+        double tr0 = trace_now();
+        int k = 0;
+        for (; k < 1000; k++) {
             char ident[256], err[512];
             size_t identlen = 0;
             proto_msg_t *m = proto_recv(sock, ident, &identlen, ZMQ_DONTWAIT, err, sizeof err);
@@ -95,10 +99,14 @@ int main(int argc, char **argv) {
             broker_on_message(b, ident, identlen, m);
         }
         broker_tick(b);
+        /* One span per turn of the loop that routed something: n messages. */
+        if (k > 0)
+            trace_span_n("route", tr0, NULL, "n", k);
         busy += util_now() - t0;
         stats_set(st, "busy_s", busy);
         stats_tick(st);
     }
+    trace_close();
     broker_destroy(&b);
     stats_destroy(&st);
     zmq_close(sock);

@@ -1,5 +1,6 @@
 /* stage.c: see stage.h. */
 #include "stage.h"
+#include "trace.h"
 #include "util.h"
 
 #include <errno.h>
@@ -194,6 +195,7 @@ int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
         return 1;
     }
     void *sock = stage_conn_socket(conn);
+    trace_open(a->id);   /* spans recv/work/send when launch profiles the run */
     double wait_start = util_now();
     int rc = 0;
     while (!stage_stop_flag) {
@@ -205,6 +207,7 @@ int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
             break;
         }
         while (!stage_stop_flag) {
+            double tr0 = trace_now();
             proto_msg_t *m = proto_recv(sock, NULL, NULL, ZMQ_DONTWAIT, err, sizeof err);
             if (!m) {
                 if (err[0])
@@ -212,6 +215,8 @@ int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
                             err);
                 break;
             }
+            if (proto_msg_kind(m) == PROTO_SAMPLE)
+                trace_span("recv", tr0, proto_msg_task(m));
             proto_kind_t kind = proto_msg_kind(m);
             if (kind == PROTO_CONTROL) {
                 if (strcmp(proto_msg_op(m), "stop") == 0)
@@ -230,7 +235,13 @@ int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
             stats_add(st, "items_in", 1);
             stats_add(st, "bytes_in", (double)proto_msg_bytes(m));
             err[0] = 0;
+            /* fn may replace the sample: the span keeps a copy of its task name. */
+            char task[64] = "";
+            if (trace_enabled())
+                snprintf(task, sizeof task, "%s", proto_msg_task(m));
+            double tw = trace_now();
             int ok = fn(ctx, m, err, sizeof err);
+            trace_span("work", tw, task);
             proto_msg_t *out;
             if (ok == 0) {
                 proto_msg_set_int(m, "@hop", proto_msg_get_int(m, "@hop", 0) + 1);
@@ -248,12 +259,15 @@ int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
             stats_add(st, "busy_s", t1 - t0);
             stats_latency(st, t1 - t0);
             wait_start = t1;
+            double ts = trace_now();
             if (stage_conn_send(conn, &out) != 0 && errno != EINTR)
                 fprintf(stderr, "%s: send: %s\n", util_progname(), zmq_strerror(errno));
+            trace_span(ok == 0 ? "send" : "reject", ts, task);
         }
         stage_conn_heartbeat(conn);
         stats_tick(st);
     }
+    trace_close();
     stage_conn_destroy(&conn);
     stats_destroy(&st);   /* sends the final snapshot */
     zmq_ctx_term(zctx);

@@ -4,6 +4,9 @@
  *   launch [--dry-run] [--resume] [--run-dir DIR] PLAN
  *   launch data NAME [--out DIR]        build a dataset from Debian packages
  *   launch infer CKPT --instruction '...' --input col=path ...
+ *   launch top [--once] RUN_DIR         live per-process figures and the bottleneck
+ *   launch profile [--seconds S] PLAN   a short traced run: RUN/trace.json
+ *   launch report RUN_DIR               RUN_DIR/report.html (docs/profiling.md)
  *
  * Supervision rules: a crashed worker is restarted with back-off and given up after
  * repeated crashes; a crash of the broker, the source, the batcher or a trainer rank
@@ -13,7 +16,9 @@
 #include "graph.h"
 #include "planfile.h"
 #include "proc.h"
+#include "profile.h"
 #include "runner.h"
+#include "tools.h"
 #include "util.h"
 
 #include <errno.h>
@@ -29,6 +34,9 @@ static void s_usage(FILE *out) {
             "usage: launch [--dry-run] [--resume] [--run-dir DIR] [--bin-dir DIR] PLAN\n"
             "       launch data NAME [--out DIR]\n"
             "       launch infer CKPT --instruction TEXT --input COL=PATH ...\n"
+            "       launch top [--once] [--interval S] [--window S] RUN_DIR\n"
+            "       launch profile [--seconds S] [--run-dir DIR] PLAN\n"
+            "       launch report [--out FILE] RUN_DIR\n"
             "  --dry-run   compile the plan, print the process graph and each task's stage\n"
             "              chain, write graph.dot into the run directory; start nothing\n"
             "  --resume    continue the newest run of this plan (or --run-dir) from its\n"
@@ -99,11 +107,17 @@ int main(int argc, char **argv) {
         return s_run_data(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "infer") == 0)
         return s_run_infer(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "top") == 0)
+        return top_main(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "report") == 0)
+        return report_main(argc, argv);
+    /* launch profile: the plan's run with span tracing and a time limit (--seconds). */
+    int profile = argc >= 2 && strcmp(argv[1], "profile") == 0;
 
     runner_opts_t o;
     memset(&o, 0, sizeof o);
     const char *plan_path = NULL;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1 + profile; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             s_usage(stdout);
@@ -116,6 +130,11 @@ int main(int argc, char **argv) {
             util_fatal("run launch without --slurm", "--slurm: cluster launch is not built yet");
         } else if (strcmp(a, "--run-dir") == 0 && i + 1 < argc) {
             snprintf(o.env.run_dir, sizeof o.env.run_dir, "%s", argv[++i]);
+        } else if (profile && strcmp(a, "--seconds") == 0 && i + 1 < argc) {
+            char *end;
+            o.time_limit_s = strtod(argv[++i], &end);
+            if (*end || !(o.time_limit_s > 0) || o.time_limit_s > 86400)
+                util_fatal(NULL, "--seconds needs a number of seconds (0 < S <= 86400)");
         } else if (strcmp(a, "--bin-dir") == 0 && i + 1 < argc) {
             snprintf(o.env.bin_dir, sizeof o.env.bin_dir, "%s", argv[++i]);
         } else if (a[0] == '-') {
@@ -152,7 +171,7 @@ int main(int argc, char **argv) {
             time_t now = time(NULL);
             strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", localtime(&now));
             snprintf(o.env.run_dir, sizeof o.env.run_dir, "%s/%s-%s%s", plan->run_dir,
-                     plan->name, stamp, o.dry_run ? "-dry" : "");
+                     plan->name, stamp, o.dry_run ? "-dry" : profile ? "-profile" : "");
         }
     }
     if (o.env.run_dir[0] != '/') {
@@ -162,9 +181,24 @@ int main(int argc, char **argv) {
             snprintf(o.env.run_dir, sizeof o.env.run_dir, "%s", tmp);
         }
     }
+    if (profile && !o.dry_run) {
+        if (o.time_limit_s <= 0)
+            o.time_limit_s = 20;
+        if (util_mkdirs(o.env.run_dir, err, sizeof err) ||
+            profile_setup(o.env.run_dir, err, sizeof err))
+            util_fatal(NULL, "profile: %s", err);
+    }
     int rc = runner_run(plan, &o, err, sizeof err);
     if (rc != 0 && err[0])
         fprintf(stderr, "launch: %s\n", err);
+    if (profile && !o.dry_run) {
+        /* A failed run still leaves spans worth looking at: merge them either way. */
+        char perr[1024];
+        if (profile_write(o.env.run_dir, stdout, perr, sizeof perr) != 0) {
+            fprintf(stderr, "launch profile: %s\n", perr);
+            rc = rc ? rc : 1;
+        }
+    }
     plan_destroy(&plan);
     return rc;
 }

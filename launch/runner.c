@@ -6,6 +6,7 @@
 #include "runner.h"
 #include "statsdb.h"
 #include "statsrx.h"
+#include "timeline.h"
 #include "util.h"
 
 #include <errno.h>
@@ -262,6 +263,12 @@ int runner_run(const plan_t *plan, runner_opts_t *o, char *err, size_t errlen) {
     }
 
     s_run_t run = {.plan = plan, .opts = o, .procs = procs, .db = db};
+    /* The per-second timeline (stats.jsonl) is an aid, not part of the run: a failure
+     * to open it is reported and the run goes on without it. */
+    char tl_err[512];
+    timeline_t *timeline = timeline_open(env->run_dir, tl_err, sizeof tl_err);
+    if (!timeline)
+        fprintf(stderr, "launch: no stats timeline: %s\n", tl_err);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = s_on_signal;
@@ -274,6 +281,7 @@ int runner_run(const plan_t *plan, runner_opts_t *o, char *err, size_t errlen) {
         run.consumers_left += p->role == PROC_CONSUMER;
         if (proctab_start(procs, i, err, errlen)) {
             proctab_stop_all(procs, 2.0);
+            timeline_close(&timeline, NULL);
             goto done;
         }
     }
@@ -282,8 +290,8 @@ int runner_run(const plan_t *plan, runner_opts_t *o, char *err, size_t errlen) {
     fprintf(stderr, "launch: %d processes started; run directory %s\n", proctab_count(procs),
             env->run_dir);
 
-    double last_write = util_now();
-    int stopping = 0;
+    double last_write = util_now(), started = last_write;
+    int stopping = 0, timed_out = 0;
     double stop_deadline = 0;
     while (!run.fatal && run.consumers_left > 0) {
         zmq_pollitem_t item = {stats, 0, ZMQ_POLLIN, 0};
@@ -296,6 +304,14 @@ int runner_run(const plan_t *plan, runner_opts_t *o, char *err, size_t errlen) {
             proctab_write_pids(procs, path);
             s_write_records(&run);
             last_write = util_now();
+        }
+        timeline_tick(timeline, db);
+        if (o->time_limit_s > 0 && !stopping && util_now() - started > o->time_limit_s) {
+            fprintf(stderr, "launch: time limit of %.0f s reached: asking the consumers to "
+                    "stop\n", o->time_limit_s);
+            proctab_signal(procs, PROC_CONSUMER, SIGINT);
+            stopping = timed_out = 1;
+            stop_deadline = util_now() + 60.0;
         }
         if (s_stop_signal && !stopping) {
             /* Ask consumers to checkpoint and stop; everything else stops after them. */
@@ -320,8 +336,11 @@ int runner_run(const plan_t *plan, runner_opts_t *o, char *err, size_t errlen) {
         statsrx_drain(stats, db);
     }
     s_write_records(&run);
+    timeline_close(&timeline, db);
     if (run.fatal)
         rc = 1;
+    else if (timed_out && !s_stop_signal)
+        rc = 0;
     else if (stopping)
         rc = 130, util_err(err, errlen, "stopped by %s", strsignal(s_stop_signal));
     else

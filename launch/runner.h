@@ -9,6 +9,8 @@
 typedef struct {
     graph_env_t env;
     int dry_run;
+    double time_limit_s;   /* > 0: after this long, stop as on SIGINT and count it a
+                            * success (launch profile's short runs) */
 } runner_opts_t;
 
 /* Returns the exit code of launch: 0 when the run completed, non-zero with err filled

@@ -3,6 +3,7 @@
 #include "statsdb.h"
 #include "util.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -18,6 +19,7 @@ typedef struct {
     s_kv_t *kv;
     int n, cap;
     long pid;      /* the incarnation: a restarted process gets a record of its own */
+    int fresh;     /* a snapshot arrived since the last timeline line */
 } s_rec_t;
 
 struct statsdb {
@@ -67,6 +69,7 @@ static s_rec_t *s_find(statsdb_t *self, const char *proc, long pid, int create) 
 void statsdb_begin(statsdb_t *self, const char *proc, long pid, const char *tier) {
     s_rec_t *r = s_find(self, proc, pid, 1);
     s_rec_clear(r);
+    r->fresh = 1;
     if (tier && *tier)
         snprintf(r->tier, sizeof r->tier, "%s", tier);
 }
@@ -156,6 +159,32 @@ int statsdb_write_stages(const statsdb_t *self, const char *path, char *err, siz
     fprintf(f, "\n}}\n");
     fclose(f);
     return s_commit(NULL, buf, len, path, err, errlen);
+}
+
+int statsdb_write_timeline(statsdb_t *self, FILE *f, double t) {
+    int lines = 0;
+    for (int i = 0; i < self->n; i++) {
+        s_rec_t *r = &self->recs[i];
+        if (!r->fresh || s_find(self, r->name, -1, 0) != r)
+            continue;
+        r->fresh = 0;
+        fprintf(f, "{\"t\": %.3f, \"proc\": \"%s\", \"tier\": \"%s\", \"pid\": %ld", t,
+                r->name, r->tier, r->pid);
+        for (int j = 0; j < r->n; j++) {
+            fprintf(f, ", \"%s\": ", r->kv[j].key);
+            /* Full precision: "time" is seconds since the epoch, and rates are taken
+             * from differences of consecutive lines. */
+            if (!r->kv[j].str && !isfinite(r->kv[j].value))
+                fputs("null", f);   /* a diverged loss must not make the line invalid */
+            else if (!r->kv[j].str && r->kv[j].value != (double)(long long)r->kv[j].value)
+                fprintf(f, "%.15g", r->kv[j].value);
+            else
+                s_write_value(f, &r->kv[j]);
+        }
+        fprintf(f, "}\n");
+        lines++;
+    }
+    return lines;
 }
 
 static const char *s_counters[] = {"read", "delivered", "rejected", "redispatched",

@@ -7,6 +7,7 @@
 #define OFA_LAUNCH_STATSDB_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 typedef struct statsdb statsdb_t;
 
@@ -27,6 +28,12 @@ double statsdb_sum(const statsdb_t *self, const char *key);
 
 /* Write stages.json: {"processes": {name: {"tier": .., counters...}}}. */
 int statsdb_write_stages(const statsdb_t *self, const char *path, char *err, size_t errlen);
+
+/* Append to f one JSON line per process whose snapshot arrived since the previous call
+ * (the newest incarnation only): {"t": t, "proc": name, "tier": .., "pid": .., counters...}.
+ * This is the per-second timeline RUN/stats.jsonl (launch/timeline.h). Returns the
+ * number of lines written. */
+int statsdb_write_timeline(statsdb_t *self, FILE *f, double t);
 
 /* Write summary.json for the given task names. */
 int statsdb_write_summary(const statsdb_t *self, const char *const *tasks, int n_tasks,

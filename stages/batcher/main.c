@@ -10,6 +10,7 @@
 #include "batcher.h"
 #include "planfile.h"
 #include "stage.h"
+#include "trace.h"
 #include "util.h"
 
 #include <errno.h>
@@ -119,6 +120,7 @@ int main(int argc, char **argv) {
     if (!conn)
         util_fatal("is the broker running?", "%s", err);
     void *in = stage_conn_socket(conn);
+    trace_open(a.id);
 
     batcher_t *bt = batcher_new();
     s_rank_t ranks[MAX_RANKS];
@@ -133,6 +135,8 @@ int main(int argc, char **argv) {
         if (zmq_poll(items, 2, 100) < 0 && errno != EINTR)
             break;
         double t0 = util_now();
+        double tr0 = trace_now();
+        long got = 0;
         /* From the broker: samples, rejects, eof. */
         for (;;) {
             proto_msg_t *m = proto_recv(in, NULL, NULL, ZMQ_DONTWAIT, err, sizeof err);
@@ -147,6 +151,7 @@ int main(int argc, char **argv) {
             if (kind == PROTO_SAMPLE || kind == PROTO_REJECT) {
                 if (requested > 0)
                     requested--;
+                got++;
                 stats_add(st, "items_in", 1);
                 stats_add(st, "bytes_in", (double)proto_msg_bytes(m));
                 long dup0 = batcher_duplicates(bt);
@@ -166,6 +171,8 @@ int main(int argc, char **argv) {
                 proto_msg_destroy(&m);
             }
         }
+        if (got)
+            trace_span_n("recv", tr0, NULL, "n", got);
         /* From the consumers: hello and credits. A rank that says hello again (a
          * restarted trainer) takes over its queue under its new identity. */
         for (;;) {
@@ -209,10 +216,13 @@ int main(int argc, char **argv) {
             proto_msg_destroy(&m);
         }
         /* Cut batches and hand them out. */
+        double tb = trace_now();
         for (proto_msg_t *b; (b = batcher_next(bt));) {
             stats_task_add(st, proto_msg_task(b), "batched", proto_msg_n_ids(b));
+            trace_span("batch", tb, proto_msg_task(b));
             s_enqueue(&ranks[k % world], b);
             k++;
+            tb = trace_now();
         }
         int backlog = 0;
         for (int r = 0; r < world; r++) {
@@ -224,7 +234,9 @@ int main(int argc, char **argv) {
                 rk->credits--;
                 stats_add(st, "items_out", 1);
                 stats_add(st, "bytes_out", (double)proto_msg_bytes(b));
+                double ts = trace_now();
                 proto_send(out, rk->ident, rk->identlen, &b, 0);
+                trace_span("send", ts, NULL);
             }
             backlog += rk->nq;
         }
@@ -302,6 +314,7 @@ int main(int argc, char **argv) {
             proto_msg_destroy(&ranks[r].q[i]);
         free(ranks[r].q);
     }
+    trace_close();
     batcher_destroy(&bt);
     stage_conn_destroy(&conn);
     zmq_close(out);

@@ -11,6 +11,7 @@
  *   ofa-sink --id sink --in ipc://RUN/batches.sock --stats ipc://RUN/stats.sock \
  *            --out RUN/delivered.tsv [--digest RUN/batches.digest] [--rank 0 --world 1] */
 #include "stage.h"
+#include "trace.h"
 #include "util.h"
 
 #include <errno.h>
@@ -257,6 +258,7 @@ int main(int argc, char **argv) {
     if (!conn)
         util_fatal("is the batcher running?", "%s", err);
     void *sock = stage_conn_socket(conn);
+    trace_open(a.id);
     /* The hello's credits are the initial window (as the trainer ranks give theirs):
      * after that, one CREDIT 1 per batch received. */
     s_set_t seen = {0};
@@ -289,6 +291,7 @@ int main(int argc, char **argv) {
              * busy time: a sink that is mostly waiting shows the pipeline, not the
              * consumer, is the bottleneck. */
             double t0 = util_now();
+            double tr0 = trace_now();
             stats_add(st, "wait_s", t0 - wait_start);
             char whybuf[256];
             const char *why = s_check(m, whybuf, sizeof whybuf);
@@ -334,6 +337,7 @@ int main(int argc, char **argv) {
              * and must be allowed to send the next one. */
             stats_add(st, "items_in", 1);
             stats_add(st, "bytes_in", (double)proto_msg_bytes(m));
+            trace_span_n("consume", tr0, task, "B", proto_msg_n_ids(m));
             proto_msg_destroy(&m);
             stage_conn_credit(conn, 1);
             double t1 = util_now();
@@ -346,6 +350,7 @@ int main(int argc, char **argv) {
         stage_conn_heartbeat(conn);
         stats_tick(st);
     }
+    trace_close();
     if (out)
         fclose(out);
     if (dig)

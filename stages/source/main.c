@@ -12,6 +12,7 @@
  * task.<T>.rejected_here for the rows it rejected itself. */
 #include "source.h"
 #include "stage.h"
+#include "trace.h"
 #include "util.h"
 
 #include <errno.h>
@@ -63,6 +64,7 @@ int main(int argc, char **argv) {
     if (!conn)
         util_fatal("is the broker running?", "%s", err);
     void *sock = stage_conn_socket(conn);
+    trace_open(a.id);
     long credits = 0;
     int finished = 0;
     double busy = 0;
@@ -93,7 +95,10 @@ int main(int argc, char **argv) {
          * sample (the broker counts it as an answer too). */
         double t0 = util_now();
         while (credits > 0 && !finished && !stage_stop_flag) {
+            double tr0 = trace_now();
             proto_msg_t *m = source_next(src);
+            if (m)
+                trace_span("read", tr0, proto_msg_task(m));
             if (!m) {
                 proto_msg_t *eof = proto_msg_new(PROTO_CONTROL, NULL);
                 proto_msg_set_op(eof, "eof");
@@ -109,7 +114,9 @@ int main(int argc, char **argv) {
                 stats_task_add(st, proto_msg_task(m), "rejected_here", 1);
             stats_add(st, "items_out", 1);
             stats_add(st, "bytes_out", (double)proto_msg_bytes(m));
+            double ts = trace_now();
             stage_conn_send(conn, &m);
+            trace_span("send", ts, NULL);
             credits--;
         }
         busy += util_now() - t0;
@@ -120,6 +127,7 @@ int main(int argc, char **argv) {
     if (stage_stop_flag)
         fprintf(stderr, "ofa-source: stopped by signal %d after %lld rows\n",
                 (int)stage_stop_flag, (long long)source_emitted(src));
+    trace_close();
     stage_conn_destroy(&conn);
     stats_destroy(&st);
     zmq_ctx_term(zctx);

@@ -29,6 +29,7 @@
 #include "proto.h"
 #include "stage.h"
 #include "stats.h"
+#include "trace.h"
 #include "trainer.h"
 #include "util.h"
 
@@ -254,6 +255,7 @@ int main(int argc, char **argv) {
     if (!self.conn)
         util_fatal("check --in (the batcher's consumer endpoint)", "%s", err);
     void *sock = stage_conn_socket(self.conn);
+    trace_open(a.id);
 
     int rc = 0, ended = 0;
     double wait_from = util_now();
@@ -269,12 +271,15 @@ int main(int argc, char **argv) {
         s_stats(&self);
         if (n <= 0 || !(it.revents & ZMQ_POLLIN))
             continue;
+        double tr0 = trace_now();
         proto_msg_t *m = proto_recv(sock, NULL, NULL, ZMQ_DONTWAIT, err, sizeof err);
         if (!m) {
             if (err[0])
                 fprintf(stderr, "%s: dropped a malformed message: %s\n", util_progname(), err);
             continue;
         }
+        if (proto_msg_kind(m) == PROTO_BATCH)
+            trace_span("recv", tr0, proto_msg_task(m));
         proto_kind_t kind = proto_msg_kind(m);
         if (kind == PROTO_BATCH) {
             double wait = util_now() - wait_from;
@@ -291,6 +296,7 @@ int main(int argc, char **argv) {
             } else {
                 stats_task_add(self.stats, b.task, "delivered", b.B);
                 stats_latency(self.stats, util_now() - t0);
+                trace_span_n("step", t0, b.task, "step", (long long)b.step);
             }
             s_align_free(&al);
             proto_msg_destroy(&m);
@@ -306,10 +312,12 @@ int main(int argc, char **argv) {
         }
     }
     if (ended) {
+        double tf = trace_now();
         if (trainer_finish(tr, err, sizeof err) != 0) {
             fprintf(stderr, "%s: end of training: %s\n", util_progname(), err);
             rc = 1;
         }
+        trace_span("finish", tf, NULL);
     } else if (s_stop) {
         fprintf(stderr, "%s: signal: writing a checkpoint at step %lld\n", util_progname(),
                 (long long)trainer_step(tr));
@@ -318,6 +326,7 @@ int main(int argc, char **argv) {
             rc = 1;
         }
     }
+    trace_close();
     s_stats(&self);
     stage_conn_destroy(&self.conn);
     stats_destroy(&self.stats);   /* sends the final snapshot */
