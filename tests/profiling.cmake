@@ -11,3 +11,7 @@ ofa_add_script_test(test_report_profile
 ofa_add_script_test(test_report_html
   COMMAND ${PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/test_report.py report
   LABELS e2e TIMEOUT 600)
+ofa_add_test(test_report_json
+  SOURCES test_report_json.c ${PROJECT_SOURCE_DIR}/launch/jsonr.c
+          ${PROJECT_SOURCE_DIR}/launch/timeline.c ${PROJECT_SOURCE_DIR}/launch/statsdb.c
+  LIBS ofacommon LABELS unit TIMEOUT 60)
