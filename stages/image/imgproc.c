@@ -6,6 +6,7 @@
  * vectorises) but integer sums do not depend on the order. */
 #include "imgproc.h"
 
+#include "resize_simd.h"
 #include "util.h"
 
 #include <math.h>
@@ -14,18 +15,10 @@
 #include <string.h>
 #include <turbojpeg.h>
 
-#define PRECISION_BITS (32 - 8 - 2)
+#define PRECISION_BITS RS_PRECISION_BITS
 #define WCACHE_SLOTS 8
 
-/* One axis of a resize: for each output index, the first input index, the number of
- * taps and ksize fixed-point weights. */
-typedef struct {
-    int in_size, out_size;   /* the key; 0 = empty slot */
-    int ksize;
-    int *bounds;             /* (out_size, 2): xmin, count */
-    int32_t *kk;             /* (out_size, ksize) */
-    uint64_t last_use;
-} s_weights_t;
+typedef rs_weights_t s_weights_t;
 
 struct img_ctx_t {
     img_opts_t opts;
@@ -34,7 +27,8 @@ struct img_ctx_t {
     uint8_t *tmp;      size_t tmp_cap;     /* horizontal pass output */
     uint8_t *fit;      size_t fit_cap;     /* resized image before crop/pad */
     uint8_t *hwc;      size_t hwc_cap;     /* (S, S, 3) for img_process */
-    int32_t *acc;      size_t acc_cap;     /* one row of vertical-pass sums */
+    uint8_t *pad;      size_t pad_cap;     /* last source row, readable past its end */
+    const rs_kernels_t *kn;                /* resampler inner loops for this CPU */
     png_bytep *rows;   size_t rows_cap;    /* row pointers for libpng */
     s_weights_t wc[WCACHE_SLOTS];
     uint64_t use_clock;
@@ -68,7 +62,17 @@ img_ctx_t *img_ctx_new(const img_opts_t *opts) {
         free(self);
         return NULL;
     }
+    rs_level_t max = RS_AVX512;
+    if (self->opts.simd == IMG_SIMD_NONE)
+        max = RS_SCALAR;
+    else if (self->opts.simd == IMG_SIMD_AVX2)
+        max = RS_AVX2;
+    self->kn = rs_kernels(max);
     return self;
+}
+
+const char *img_simd_name(const img_ctx_t *self) {
+    return self->kn->name;
 }
 
 void img_ctx_destroy(img_ctx_t **self_p) {
@@ -80,11 +84,13 @@ void img_ctx_destroy(img_ctx_t **self_p) {
     free(self->tmp);
     free(self->fit);
     free(self->hwc);
-    free(self->acc);
+    free(self->pad);
     free(self->rows);
     for (int i = 0; i < WCACHE_SLOTS; i++) {
         free(self->wc[i].bounds);
         free(self->wc[i].kk);
+        free(self->wc[i].kh);
+        free(self->wc[i].kl);
     }
     free(self);
     *self_p = NULL;
@@ -409,6 +415,33 @@ static double s_bicubic(double x) {
     return 0.0;
 }
 
+/* The vector kernels' copy of the weights: each 22-bit k as kh * 256 + kl with
+ * 0 <= kl < 256 (so kh is k >> 8 rounded down), both as int16, two taps per int32 in the
+ * order pmaddwd pairs them. Bicubic weights are at most about 1.0, so kh stays near
+ * 2^14; a table whose kh would not fit is marked and resampled by the plain C loops. */
+static void s_weights_split(s_weights_t *wt) {
+    int np = (wt->ksize + 1) / 2;
+    wt->npairs = np;
+    wt->kh = util_malloc((size_t)wt->out_size * np * sizeof(int32_t));
+    wt->kl = util_malloc((size_t)wt->out_size * np * sizeof(int32_t));
+    wt->split_ok = 1;
+    for (int xx = 0; xx < wt->out_size; xx++) {
+        const int32_t *k = wt->kk + (size_t)xx * wt->ksize;
+        for (int j = 0; j < np; j++) {
+            uint32_t h[2] = {0, 0}, l[2] = {0, 0};
+            for (int t = 0; t < 2 && 2 * j + t < wt->ksize; t++) {
+                int32_t kv = k[2 * j + t], lo = kv & 255, hi = (kv - lo) / 256;
+                if (hi < INT16_MIN || hi > INT16_MAX)
+                    wt->split_ok = 0;
+                h[t] = (uint16_t)hi;
+                l[t] = (uint16_t)lo;
+            }
+            wt->kh[(size_t)xx * np + j] = (int32_t)(h[0] | h[1] << 16);
+            wt->kl[(size_t)xx * np + j] = (int32_t)(l[0] | l[1] << 16);
+        }
+    }
+}
+
 /* Pillow's precompute_coeffs + normalize_coeffs_8bpc, line for line. On a downscale the
  * kernel is stretched by the scale (support 2*scale) so that every input pixel
  * contributes: this is the antialiasing that distinguishes PIL (and OFA's inputs) from
@@ -421,6 +454,8 @@ static void s_weights_build(s_weights_t *wt, int in_size, int out_size) {
     int ksize = (int)ceil(support) * 2 + 1;
     free(wt->bounds);
     free(wt->kk);
+    free(wt->kh);
+    free(wt->kl);
     wt->bounds = util_malloc((size_t)out_size * 2 * sizeof(int));
     wt->kk = util_calloc((size_t)out_size * ksize, sizeof(int32_t));
     double *pre = util_malloc((size_t)ksize * sizeof(double));
@@ -450,6 +485,7 @@ static void s_weights_build(s_weights_t *wt, int in_size, int out_size) {
     wt->in_size = in_size;
     wt->out_size = out_size;
     wt->ksize = ksize;
+    s_weights_split(wt);
 }
 
 /* Weight table for one axis, from the cache or built into its least recently used slot. */
@@ -469,88 +505,35 @@ static const s_weights_t *s_weights(img_ctx_t *self, int in_size, int out_size) 
     return victim;
 }
 
-/* Fixed point back to a byte, saturating like Pillow's clip8 (the sums start at 0.5 in
- * fixed point, so the shift rounds to nearest). */
-static inline uint8_t s_clip8(int32_t v) {
-    if (v >= (1 << PRECISION_BITS << 8))
-        return 255;
-    if (v <= 0)
-        return 0;
-    return (uint8_t)(v >> PRECISION_BITS);
-}
-
 /* Rows [y0, y0+rows) of src (., sw, 3) resampled horizontally into dst (rows, dw, 3).
- * Two rows at a time: they share the weights, which halves the weight loads and gives
- * the CPU six independent sums per tap. */
-static void s_horizontal(const uint8_t *src, int sw, int y0, int rows, uint8_t *dst, int dw,
-                         const s_weights_t *wt) {
-    const int32_t half = 1 << (PRECISION_BITS - 1);
+ * The kernels read a few bytes past the end of a row, which is the next row's start
+ * except for the last row: that one goes through a padded copy, since src may be the
+ * caller's buffer with nothing after it. */
+static void s_horizontal(img_ctx_t *self, const uint8_t *src, int sw, int y0, int rows,
+                         uint8_t *dst, int dw, const s_weights_t *wt) {
+    const rs_kernels_t *kn = wt->split_ok ? self->kn : &rs_scalar;
+    size_t sl = (size_t)sw * 3, dl = (size_t)dw * 3;
+    const uint8_t *in = src + (size_t)y0 * sl;
     int y = 0;
-    for (; y + 1 < rows; y += 2) {
-        const uint8_t *in0 = src + (size_t)(y0 + y) * sw * 3, *in1 = in0 + (size_t)sw * 3;
-        uint8_t *o0 = dst + (size_t)y * dw * 3, *o1 = o0 + (size_t)dw * 3;
-        for (int xx = 0; xx < dw; xx++) {
-            int xmin = wt->bounds[xx * 2], n = wt->bounds[xx * 2 + 1];
-            const int32_t *k = wt->kk + (size_t)xx * wt->ksize;
-            const uint8_t *p0 = in0 + (size_t)xmin * 3, *p1 = in1 + (size_t)xmin * 3;
-            int32_t r0 = half, g0 = half, b0 = half, r1 = half, g1 = half, b1 = half;
-            for (int x = 0; x < n; x++) {
-                int32_t kx = k[x];
-                r0 += p0[3 * x] * kx;
-                g0 += p0[3 * x + 1] * kx;
-                b0 += p0[3 * x + 2] * kx;
-                r1 += p1[3 * x] * kx;
-                g1 += p1[3 * x + 1] * kx;
-                b1 += p1[3 * x + 2] * kx;
-            }
-            o0[3 * xx] = s_clip8(r0);
-            o0[3 * xx + 1] = s_clip8(g0);
-            o0[3 * xx + 2] = s_clip8(b0);
-            o1[3 * xx] = s_clip8(r1);
-            o1[3 * xx + 1] = s_clip8(g1);
-            o1[3 * xx + 2] = s_clip8(b1);
-        }
-    }
-    for (; y < rows; y++) {
-        const uint8_t *in = src + (size_t)(y0 + y) * sw * 3;
-        uint8_t *o = dst + (size_t)y * dw * 3;
-        for (int xx = 0; xx < dw; xx++) {
-            int xmin = wt->bounds[xx * 2], n = wt->bounds[xx * 2 + 1];
-            const int32_t *k = wt->kk + (size_t)xx * wt->ksize;
-            const uint8_t *p = in + (size_t)xmin * 3;
-            int32_t r = half, g = half, b = half;
-            for (int x = 0; x < n; x++) {
-                r += p[3 * x] * k[x];
-                g += p[3 * x + 1] * k[x];
-                b += p[3 * x + 2] * k[x];
-            }
-            o[3 * xx] = s_clip8(r);
-            o[3 * xx + 1] = s_clip8(g);
-            o[3 * xx + 2] = s_clip8(b);
-        }
-    }
+    for (; y + 2 < rows; y += 2)
+        kn->horiz(in + y * sl, in + (y + 1) * sl, dst + y * dl, dst + (y + 1) * dl, dw, wt);
+    s_grow((void **)&self->pad, &self->pad_cap, sl + 64);
+    memcpy(self->pad, in + (size_t)(rows - 1) * sl, sl);
+    memset(self->pad + sl, 0, 64);
+    if (rows - y == 2)
+        kn->horiz(in + y * sl, self->pad, dst + y * dl, dst + (y + 1) * dl, dw, wt);
+    else
+        kn->horiz(self->pad, self->pad, dst + y * dl, dst + y * dl, dw, wt);
 }
 
 /* src (., w, 3) -> dst (dh, w, 3) vertically; wt's bounds are shifted by -y0. */
 static void s_vertical(img_ctx_t *self, const uint8_t *src, int w, int y0, uint8_t *dst,
                        int dh, const s_weights_t *wt) {
     size_t rowlen = (size_t)w * 3;
-    s_grow((void **)&self->acc, &self->acc_cap, rowlen * sizeof(int32_t));
-    int32_t *acc = self->acc;
     for (int yy = 0; yy < dh; yy++) {
         int ymin = wt->bounds[yy * 2] - y0, n = wt->bounds[yy * 2 + 1];
-        const int32_t *k = wt->kk + (size_t)yy * wt->ksize;
-        for (size_t i = 0; i < rowlen; i++)
-            acc[i] = 1 << (PRECISION_BITS - 1);
-        for (int y = 0; y < n; y++) {
-            const uint8_t *in = src + (size_t)(ymin + y) * rowlen;
-            int32_t ky = k[y];
-            for (size_t i = 0; i < rowlen; i++)
-                acc[i] += in[i] * ky;
-        }
-        uint8_t *o = dst + (size_t)yy * rowlen;
-        for (size_t i = 0; i < rowlen; i++)
-            o[i] = s_clip8(acc[i]);
+        self->kn->vert(src + (size_t)ymin * rowlen, rowlen, n, wt->kk + (size_t)yy * wt->ksize,
+                       rowlen, dst + (size_t)yy * rowlen);
     }
 }
 
@@ -566,7 +549,7 @@ void img_resize(img_ctx_t *self, const uint8_t *src, int sw, int sh, uint8_t *ds
         return;
     }
     if (!need_v) {
-        s_horizontal(src, sw, 0, sh, dst, dw, s_weights(self, sw, dw));
+        s_horizontal(self, src, sw, 0, sh, dst, dw, s_weights(self, sw, dw));
         return;
     }
     const s_weights_t *wv = s_weights(self, sh, dh);
@@ -580,7 +563,7 @@ void img_resize(img_ctx_t *self, const uint8_t *src, int sw, int sh, uint8_t *ds
     int y_first = wv->bounds[0];
     int y_last = wv->bounds[dh * 2 - 2] + wv->bounds[dh * 2 - 1];
     s_grow((void **)&self->tmp, &self->tmp_cap, (size_t)dw * (y_last - y_first) * 3);
-    s_horizontal(src, sw, y_first, y_last - y_first, self->tmp, dw, wh);
+    s_horizontal(self, src, sw, y_first, y_last - y_first, self->tmp, dw, wh);
     s_vertical(self, self->tmp, dw, y_first, dst, dh, wv);
 }
 

@@ -42,10 +42,21 @@ typedef enum {
 
 typedef enum { IMG_FORMAT_UNKNOWN = 0, IMG_FORMAT_JPEG, IMG_FORMAT_PNG } img_format_t;
 
+/* Which resampler inner loops a context uses. AUTO (the default) takes the widest the
+ * CPU supports; the others cap it (a cap the CPU lacks falls back to the next lower
+ * level). All of them give identical bytes: the choice changes only the speed. */
+typedef enum {
+    IMG_SIMD_AUTO = 0,
+    IMG_SIMD_NONE,        /* plain C */
+    IMG_SIMD_AVX2,
+    IMG_SIMD_AVX512,      /* AVX-512 BW/VL with VBMI and VNNI */
+} img_simd_t;
+
 typedef struct {
     uint64_t max_pixels;  /* reject sources with more pixels than this; 0 = default (64 Mpx) */
     int max_side;         /* reject sources wider or taller than this; 0 = default (32768) */
     bool no_dct_scaling;  /* decode JPEGs at full size even when much larger than needed */
+    img_simd_t simd;      /* resampler kernels; IMG_SIMD_AUTO = best available */
 } img_opts_t;
 
 typedef struct img_ctx_t img_ctx_t;
@@ -63,6 +74,9 @@ typedef struct {
 img_ctx_t *img_ctx_new(const img_opts_t *opts);
 /* Frees the context; accepts NULL and sets *self_p to NULL. */
 void img_ctx_destroy(img_ctx_t **self_p);
+
+/* Name of the resampler kernels ctx runs ("scalar", "avx2", "avx512"); static string. */
+const char *img_simd_name(const img_ctx_t *ctx);
 
 /* Format from the magic bytes (JPEG: FF D8 FF; PNG: the 8-byte signature). */
 img_format_t img_sniff(const uint8_t *data, size_t len);
