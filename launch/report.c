@@ -7,7 +7,8 @@
  *   - the evaluation (eval.json): per task, a bar for the model's metric beside one for
  *     the constant baseline;
  *   - per stage (tier) over time (stats.jsonl): throughput in items/s (summed over the
- *     tier's processes) and busy fraction (mean over them), one point per second.
+ *     tier's processes) and busy fraction (mean over them), one point per second;
+ *   - the whole run's per-process figures and the bottleneck, as `launch top --once`.
  *
  * Every plotted point is an SVG element of class "pt" with data-* attributes naming its
  * series and values (data-task, data-step, data-loss; data-tier, data-t, data-v), and
@@ -457,6 +458,7 @@ int report_main(int argc, char **argv) {
           "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\n"
           "td:first-child,th:first-child{text-align:left}tr.total{font-weight:bold}\n"
           ".note{color:#a33;font-size:13px}.chart{display:block;margin:6px 0}\n"
+          "pre{font-size:11px;background:#f6f6f6;padding:8px;overflow-x:auto}\n"
           "</style></head><body>\n<h1>Run report: ", f);
     s_html(f, base);
     fputs("</h1>\n<h2>Samples</h2>\n", f);
@@ -491,6 +493,23 @@ int report_main(int argc, char **argv) {
     }
     if (bad_s)
         fprintf(f, "<p class=\"note\">%ld malformed lines of stats.jsonl skipped</p>\n", bad_s);
+    /* The whole run's per-process figures and the bottleneck, as `launch top --once`
+     * prints them. */
+    fputs("<h2 id=\"stages-title\">Stages over the whole run</h2>\n", f);
+    char *tbuf = NULL;
+    size_t tlen = 0;
+    FILE *tf = open_memstream(&tbuf, &tlen);
+    char terr[512];
+    int trc = top_write(dir, 0, tf, terr, sizeof terr);
+    fclose(tf);
+    if (trc == 0) {
+        fputs("<pre id=\"stages\">", f);
+        s_html(f, tbuf);
+        fputs("</pre>\n", f);
+    } else {
+        s_note(f, "%s", terr);
+    }
+    free(tbuf);
     fputs("<p style=\"font-size:12px;color:#777\">Written by launch report; figures are "
           "explained in docs/profiling.md.</p>\n</body></html>\n", f);
     fclose(f);

@@ -7,7 +7,15 @@
 #ifndef OFA_LAUNCH_TOOLS_H
 #define OFA_LAUNCH_TOOLS_H
 
+#include <stddef.h>
+#include <stdio.h>
+
 int top_main(int argc, char **argv);
 int report_main(int argc, char **argv);
+
+/* The table of `launch top --once` for RUN_DIR into out: per process and tier figures
+ * over the last `window` seconds (<= 0: the whole run) and the bottleneck line. Returns
+ * 0, or -1 with err when the folder has no stats.jsonl or stages.json with figures. */
+int top_write(const char *dir, double window, FILE *out, char *err, size_t errlen);
 
 #endif

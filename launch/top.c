@@ -362,6 +362,26 @@ static int s_finished(const char *dir) {
     return finished;
 }
 
+int top_write(const char *dir, double window, FILE *out, char *err, size_t errlen) {
+    s_top_t top;
+    memset(&top, 0, sizeof top);
+    snprintf(top.run_dir, sizeof top.run_dir, "%s", dir);
+    snprintf(top.path, sizeof top.path, "%s/stats.jsonl", dir);
+    int rc = 0;
+    if (access(top.path, R_OK) == 0) {
+        s_follow(&top);
+    } else if (s_read_stages(&top, err, errlen) != 0) {
+        free(top.procs);
+        return -1;
+    }
+    if (top.nprocs == 0)
+        rc = util_err(err, errlen, "%s: no process figures in stats.jsonl", dir);
+    else
+        s_render(&top, window, s_finished(dir), out);
+    free(top.procs);
+    return rc;
+}
+
 static void s_usage(FILE *out) {
     fprintf(out,
             "usage: launch top [--once] [--interval S] [--window S] RUN_DIR\n"

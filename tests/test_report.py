@@ -238,6 +238,9 @@ def test_report(tmp):
     for svg in ("loss", "eval", "throughput", "busy"):
         if svg not in pp.svgs:
             fail(f"no {svg} chart")
+    stages = re.search(r'<pre id="stages">(.*?)</pre>', dom, re.S)
+    if not stages or not re.search(r"^bottleneck: trainer ", stages.group(1), re.M):
+        fail("the stages table of report.html names no bottleneck (the trainer, busy all along)")
     keep = os.environ.get("OFA_REPORT_KEEP")
     if keep and png:
         shutil.copy(png, keep)
