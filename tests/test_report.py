@@ -17,7 +17,7 @@
 
 Paths come from OFA_SOURCE_DIR / OFA_BINARY_DIR (set by CTest).
 """
-import json, os, re, shutil, subprocess, sys, tempfile
+import json, os, re, shutil, signal, subprocess, sys, tempfile, time
 from html.parser import HTMLParser
 
 SRC = os.environ.get("OFA_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
@@ -81,9 +81,27 @@ def check_timeline(rd):
 
 def test_profile(tmp):
     plan = os.path.join(tmp, "plan.conf")
-    write_plan(plan, "sink", 150)
+    write_plan(plan, "sink", 300)
     rd = os.path.join(tmp, "run")
-    p = run([LAUNCH, "profile", "--seconds", "30", "--run-dir", rd, plan])
+    prof = subprocess.Popen([LAUNCH, "profile", "--seconds", "60", "--run-dir", rd, plan],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Live: top follows stats.jsonl while the run goes, redraws, and stops on SIGINT.
+    deadline = time.time() + 60
+    while time.time() < deadline and prof.poll() is None and not (
+            os.path.exists(os.path.join(rd, "stats.jsonl")) and
+            os.path.getsize(os.path.join(rd, "stats.jsonl")) > 0):
+        time.sleep(0.1)
+    live = subprocess.Popen([LAUNCH, "top", "--interval", "0.5", rd], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    live.send_signal(signal.SIGINT)
+    lout, lerr = live.communicate(timeout=10)
+    if live.returncode != 0 or lout.count("\033[H\033[2J") < 2 or "PROCESS" not in lout:
+        fail(f"live top: exit {live.returncode}, {lout.count(chr(27) + '[H')} redraws:\n{lout[-800:]}{lerr}")
+    print(f"ok: live top redrew {lout.count(chr(27) + '[H')} times while the run went")
+    out, err = prof.communicate(timeout=240)
+    if prof.returncode != 0:
+        fail(f"launch profile exited {prof.returncode}:\n{out}\n{err}")
     trace = json.load(open(os.path.join(rd, "trace.json")))
     events = trace["traceEvents"]
     names = {e["pid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
