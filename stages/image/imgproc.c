@@ -420,7 +420,9 @@ static double s_bicubic(double x) {
  * order pmaddwd pairs them. Bicubic weights are at most about 1.0, so kh stays near
  * 2^14; a table whose kh would not fit is marked and resampled by the plain C loops. */
 static void s_weights_split(s_weights_t *wt) {
-    int np = (wt->ksize + 1) / 2;
+    /* Rounded up to whole groups of four pairs (zero weights), which the AVX-512 kernel
+     * loads 128 bits at a time. */
+    int np = ((wt->ksize + 1) / 2 + 3) & ~3;
     wt->npairs = np;
     wt->kh = util_malloc((size_t)wt->out_size * np * sizeof(int32_t));
     wt->kl = util_malloc((size_t)wt->out_size * np * sizeof(int32_t));
@@ -508,11 +510,12 @@ static const s_weights_t *s_weights(img_ctx_t *self, int in_size, int out_size) 
 /* Rows [y0, y0+rows) of src (., sw, 3) resampled horizontally into dst (rows, dw, 3).
  * The kernels read a few bytes past the end of a row, which is the next row's start
  * except for the last row: that one goes through a padded copy, since src may be the
- * caller's buffer with nothing after it. */
+ * caller's buffer with nothing after it. Rows shorter than that overrun (under 11
+ * pixels) go through the plain C kernels, which read nothing past a row. */
 static void s_horizontal(img_ctx_t *self, const uint8_t *src, int sw, int y0, int rows,
                          uint8_t *dst, int dw, const s_weights_t *wt) {
-    const rs_kernels_t *kn = wt->split_ok ? self->kn : &rs_scalar;
     size_t sl = (size_t)sw * 3, dl = (size_t)dw * 3;
+    const rs_kernels_t *kn = wt->split_ok && sl >= 32 ? self->kn : &rs_scalar;
     const uint8_t *in = src + (size_t)y0 * sl;
     int y = 0;
     for (; y + 2 < rows; y += 2)

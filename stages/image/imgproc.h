@@ -49,7 +49,7 @@ typedef enum {
     IMG_SIMD_AUTO = 0,
     IMG_SIMD_NONE,        /* plain C */
     IMG_SIMD_AVX2,
-    IMG_SIMD_AVX512,      /* AVX-512 BW/VL with VBMI and VNNI */
+    IMG_SIMD_AVX512,      /* AVX-512 BW/VL with VNNI */
 } img_simd_t;
 
 typedef struct {

@@ -2,7 +2,7 @@
  *
  * Three levels, picked once per context from what the CPU reports
  * (__builtin_cpu_supports), so one binary runs everywhere and uses the widest units it
- * finds: plain C; AVX2 (any x86-64 since 2013); AVX-512 with VBMI and VNNI (Ice Lake,
+ * finds: plain C; AVX2 (any x86-64 since 2013); AVX-512 with VNNI (Ice Lake,
  * Zen 4 and later). The vector functions carry target attributes instead of the whole
  * file being compiled with -mavx2, so nothing outside them can pick up an instruction
  * an older CPU lacks. */
@@ -93,57 +93,71 @@ const rs_kernels_t rs_scalar = {RS_SCALAR, "scalar", s_horiz_c, s_vert_c};
  * sums. The two rows share the weights, the interleaved channels need no
  * de-interleaving pass, and four output pixels are packed to bytes together. */
 
+/* The body of the horizontal kernel, shared by the AVX2 and AVX-512 levels; MADD(acc,
+ * d, w) is acc + pmaddwd(d, w), one vpdpwssd where VNNI is there. Four taps per step:
+ * one 16-byte load per row covers pixels x..x+4, two shuffles make the pairs (x, x+1)
+ * and (x+2, x+3), and the weights of the two pairs come in one load, spread by pshufd.
+ * The loads read up to 13 bytes past a row's last pixel. */
+#define RS_HORIZ_BODY(MADD)                                                                  \
+    const __m256i shuf_a = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, \
+                                            -1, -1, 0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, \
+                                            -1, -1, -1, -1);                                  \
+    const __m256i shuf_b = _mm256_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1,   \
+                                            -1, -1, -1, 6, -1, 9, -1, 7, -1, 10, -1, 8, -1,   \
+                                            11, -1, -1, -1, -1, -1);                          \
+    const __m256i pack3 = _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1,    \
+                                           -1, -1, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14,    \
+                                           -1, -1, -1, -1);                                   \
+    const __m256i half = _mm256_set1_epi32(RS_HALF);                                          \
+    const int np = wt->npairs;                                                                \
+    for (int xx = 0; xx < dw; xx += 4) {                                                      \
+        __m256i v[4];                                                                         \
+        for (int q = 0; q < 4; q++) {                                                         \
+            int x = xx + q < dw ? xx + q : dw - 1;                                            \
+            int xmin = wt->bounds[x * 2], n = wt->bounds[x * 2 + 1];                          \
+            const int32_t *kh = wt->kh + (size_t)x * np, *kl = wt->kl + (size_t)x * np;       \
+            const uint8_t *p0 = r0 + (size_t)xmin * 3, *p1 = r1 + (size_t)xmin * 3;           \
+            __m256i ah = _mm256_setzero_si256(), al = _mm256_setzero_si256();                 \
+            for (int t = 0; t < n; t += 4, p0 += 12, p1 += 12) {                              \
+                __m256i d = _mm256_inserti128_si256(                                          \
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)p0)),             \
+                    _mm_loadu_si128((const __m128i *)p1), 1);                                 \
+                __m256i da = _mm256_shuffle_epi8(d, shuf_a), db = _mm256_shuffle_epi8(d, shuf_b); \
+                __m256i wh = _mm256_broadcastsi128_si256(                                     \
+                    _mm_loadl_epi64((const __m128i *)(kh + (t >> 1))));                       \
+                __m256i wl = _mm256_broadcastsi128_si256(                                     \
+                    _mm_loadl_epi64((const __m128i *)(kl + (t >> 1))));                       \
+                ah = MADD(ah, da, _mm256_shuffle_epi32(wh, 0x00));                            \
+                al = MADD(al, da, _mm256_shuffle_epi32(wl, 0x00));                            \
+                ah = MADD(ah, db, _mm256_shuffle_epi32(wh, 0x55));                            \
+                al = MADD(al, db, _mm256_shuffle_epi32(wl, 0x55));                            \
+            }                                                                                 \
+            __m256i s = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(ah, 8), al), half); \
+            v[q] = _mm256_srai_epi32(s, RS_PRECISION_BITS);                                   \
+        }                                                                                     \
+        __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(v[0], v[1]),                       \
+                                        _mm256_packs_epi32(v[2], v[3]));                      \
+        b = _mm256_shuffle_epi8(b, pack3);                                                    \
+        __m128i b0 = _mm256_castsi256_si128(b), b1 = _mm256_extracti128_si256(b, 1);          \
+        if (xx + 6 <= dw) {                                                                   \
+            _mm_storeu_si128((__m128i *)(o0 + (size_t)xx * 3), b0);                           \
+            _mm_storeu_si128((__m128i *)(o1 + (size_t)xx * 3), b1);                           \
+        } else {                                                                              \
+            uint8_t t0[16], t1[16];                                                           \
+            size_t m = (size_t)(dw - xx < 4 ? dw - xx : 4) * 3;                               \
+            _mm_storeu_si128((__m128i *)t0, b0);                                              \
+            _mm_storeu_si128((__m128i *)t1, b1);                                              \
+            memcpy(o0 + (size_t)xx * 3, t0, m);                                               \
+            memcpy(o1 + (size_t)xx * 3, t1, m);                                               \
+        }                                                                                     \
+    }
+
+#define RS_MADD_AVX2(acc, d, w) _mm256_add_epi32(acc, _mm256_madd_epi16(d, w))
+
 __attribute__((target("avx2"))) static void s_horiz_avx2(const uint8_t *r0, const uint8_t *r1,
                                                          uint8_t *o0, uint8_t *o1, int dw,
                                                          const rs_weights_t *wt) {
-    const __m256i shuf = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1,
-                                          -1, 0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1,
-                                          -1, -1);
-    /* RGB0 RGB0 RGB0 RGB0 -> RGBRGBRGBRGB, per lane. */
-    const __m256i pack3 = _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1,
-                                           -1, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1,
-                                           -1, -1);
-    const __m256i half = _mm256_set1_epi32(RS_HALF);
-    const int np = wt->npairs;
-    for (int xx = 0; xx < dw; xx += 4) {
-        __m256i v[4];
-        for (int q = 0; q < 4; q++) {
-            /* Past the end of the row: recompute the last pixel, not stored. */
-            int x = xx + q < dw ? xx + q : dw - 1;
-            int xmin = wt->bounds[x * 2], pairs = (wt->bounds[x * 2 + 1] + 1) / 2;
-            const int32_t *kh = wt->kh + (size_t)x * np, *kl = wt->kl + (size_t)x * np;
-            const uint8_t *p0 = r0 + (size_t)xmin * 3, *p1 = r1 + (size_t)xmin * 3;
-            __m256i ah = _mm256_setzero_si256(), al = _mm256_setzero_si256();
-            for (int j = 0; j < pairs; j++) {
-                __m256i d = _mm256_inserti128_si256(
-                    _mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)(p0 + 6 * j))),
-                    _mm_loadl_epi64((const __m128i *)(p1 + 6 * j)), 1);
-                d = _mm256_shuffle_epi8(d, shuf);
-                ah = _mm256_add_epi32(ah, _mm256_madd_epi16(d, _mm256_set1_epi32(kh[j])));
-                al = _mm256_add_epi32(al, _mm256_madd_epi16(d, _mm256_set1_epi32(kl[j])));
-            }
-            __m256i s = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(ah, 8), al), half);
-            v[q] = _mm256_srai_epi32(s, RS_PRECISION_BITS);
-        }
-        /* Saturating packs clip exactly as s_clip8 does (negative -> 0, > 255 -> 255). */
-        __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(v[0], v[1]),
-                                        _mm256_packs_epi32(v[2], v[3]));
-        b = _mm256_shuffle_epi8(b, pack3);
-        __m128i b0 = _mm256_castsi256_si128(b), b1 = _mm256_extracti128_si256(b, 1);
-        /* A 16-byte store writes 4 bytes past the 12 of this block: fine while the next
-         * block overwrites them, not at the end of a row (the next row may be done). */
-        if (xx + 6 <= dw) {
-            _mm_storeu_si128((__m128i *)(o0 + (size_t)xx * 3), b0);
-            _mm_storeu_si128((__m128i *)(o1 + (size_t)xx * 3), b1);
-        } else {
-            uint8_t t0[16], t1[16];
-            size_t m = (size_t)(dw - xx < 4 ? dw - xx : 4) * 3;
-            _mm_storeu_si128((__m128i *)t0, b0);
-            _mm_storeu_si128((__m128i *)t1, b1);
-            memcpy(o0 + (size_t)xx * 3, t0, m);
-            memcpy(o1 + (size_t)xx * 3, t1, m);
-        }
-    }
+    RS_HORIZ_BODY(RS_MADD_AVX2)
 }
 
 /* Vertical: 32 output bytes per step, each widened to 32 bits and multiplied by the
@@ -184,11 +198,65 @@ __attribute__((target("avx2"))) static void s_vert_avx2(const uint8_t *src, size
 
 static const rs_kernels_t s_avx2 = {RS_AVX2, "avx2", s_horiz_avx2, s_vert_avx2};
 
+/* ---------------------------------------------------------------------------------
+ * AVX-512 (BW, VL, VNNI).
+ *
+ * Horizontal: the AVX2 kernel with vpdpwssd (multiply, pair-add and accumulate in one
+ * instruction) on 256-bit registers. A 512-bit version (eight taps of a row per
+ * register, masked loads, vpermb, a four-pixel reduction) measured slower on Zen 4
+ * than this one (0.89 vs 0.45 ms for 640x480 -> 384x480), so the wide registers are used
+ * only in the vertical pass. */
+
+#define RS_AVX512_TARGET "avx512f,avx512bw,avx512vl,avx512vnni"
+#define RS_MADD_VNNI(acc, d, w) _mm256_dpwssd_epi32(acc, d, w)
+
+__attribute__((target(RS_AVX512_TARGET))) static void
+s_horiz_avx512(const uint8_t *r0, const uint8_t *r1, uint8_t *o0, uint8_t *o1, int dw,
+               const rs_weights_t *wt) {
+    RS_HORIZ_BODY(RS_MADD_VNNI)
+}
+
+/* Vertical: as the AVX2 one, 64 output bytes per step in 16-lane registers. */
+__attribute__((target(RS_AVX512_TARGET))) static void
+s_vert_avx512(const uint8_t *src, size_t stride, int n, const int32_t *k, size_t len,
+              uint8_t *dst) {
+    const __m512i half = _mm512_set1_epi32(RS_HALF), zero = _mm512_setzero_si512();
+    size_t i = 0;
+    for (; i + 64 <= len; i += 64) {
+        __m512i a0 = half, a1 = half, a2 = half, a3 = half;
+        const uint8_t *p = src + i;
+        for (int y = 0; y < n; y++, p += stride) {
+            __m512i ky = _mm512_set1_epi32(k[y]);
+            a0 = _mm512_add_epi32(a0, _mm512_mullo_epi32(
+                _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)), ky));
+            a1 = _mm512_add_epi32(a1, _mm512_mullo_epi32(
+                _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 16))), ky));
+            a2 = _mm512_add_epi32(a2, _mm512_mullo_epi32(
+                _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 32))), ky));
+            a3 = _mm512_add_epi32(a3, _mm512_mullo_epi32(
+                _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + 48))), ky));
+        }
+        __m512i *acc[4] = {&a0, &a1, &a2, &a3};
+        for (int j = 0; j < 4; j++) {
+            __m512i v = _mm512_max_epi32(_mm512_srai_epi32(*acc[j], RS_PRECISION_BITS), zero);
+            _mm_storeu_si128((__m128i *)(dst + i + 16 * j), _mm512_cvtusepi32_epi8(v));
+        }
+    }
+    if (i < len)
+        s_vert_c(src + i, stride, n, k, len - i, dst + i);
+}
+
+static const rs_kernels_t s_avx512 = {RS_AVX512, "avx512", s_horiz_avx512, s_vert_avx512};
+
 #endif /* RS_X86 */
 
 const rs_kernels_t *rs_kernels(rs_level_t max) {
 #ifdef RS_X86
     __builtin_cpu_init();
+    if (max >= RS_AVX512 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512vnni"))
+        return &s_avx512;
     if (max >= RS_AVX2 && __builtin_cpu_supports("avx2"))
         return &s_avx2;
 #else

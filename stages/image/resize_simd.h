@@ -23,7 +23,7 @@
 typedef struct {
     int in_size, out_size;   /* the key; 0 = empty slot */
     int ksize;               /* taps per output, padded (zero weights past count) */
-    int npairs;              /* (ksize + 1) / 2 */
+    int npairs;              /* (ksize + 1) / 2, rounded up to a multiple of 4 */
     int *bounds;             /* (out_size, 2): xmin, count */
     int32_t *kk;             /* (out_size, ksize) */
     int32_t *kh, *kl;        /* (out_size, npairs): two int16 per int32, taps 2j | 2j+1 */
@@ -35,8 +35,9 @@ typedef enum { RS_SCALAR = 0, RS_AVX2, RS_AVX512 } rs_level_t;
 
 /* One implementation of the two passes.
  * horiz: rows r0 and r1 (sw pixels of RGB each) resampled into o0 and o1 (dw pixels).
- *   r1 may equal r0 and o1 o0 (one row). The rows must stay readable 8 bytes past
- *   their last pixel (the caller copies the last row of a buffer to padded scratch).
+ *   r1 may equal r0 and o1 o0 (one row). The rows must stay readable 16 bytes past
+ *   their last pixel (the caller copies the last row of a buffer to padded scratch)
+ *   and, for the vector kernels, be at least 32 bytes long.
  * vert: one output row of len bytes from n input rows src, src + stride, ..., each
  *   multiplied by k[y]. */
 typedef struct {
