@@ -62,6 +62,9 @@ int main(int argc, char **argv) {
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    /* A restarted process reconnects under its old id: the new connection takes it over. */
+    int handover = 1;
+    zmq_setsockopt(sock, ZMQ_ROUTER_HANDOVER, &handover, sizeof handover);
     if (zmq_bind(sock, o.bind) != 0)
         util_fatal("is another run using the same endpoint?", "bind %s: %s", o.bind,
                    zmq_strerror(errno));

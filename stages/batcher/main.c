@@ -113,6 +113,9 @@ int main(int argc, char **argv) {
     zmq_setsockopt(out, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(out, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(out, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    /* A restarted process reconnects under its old id: the new connection takes it over. */
+    int handover = 1;
+    zmq_setsockopt(out, ZMQ_ROUTER_HANDOVER, &handover, sizeof handover);
     if (zmq_bind(out, o.out) != 0)
         util_fatal(NULL, "bind %s: %s", o.out, zmq_strerror(errno));
     stage_conn_t *conn = stage_conn_new(zctx, a.ctl, "batcher", a.id, "batcher", 0, NULL, err,
