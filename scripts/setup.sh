@@ -11,7 +11,7 @@ PKGS=(
   libavformat-dev libavcodec-dev libswscale-dev libswresample-dev libavutil-dev
   libcriterion-dev libopenblas-dev libopenblas0-pthread libfftw3-dev
   python3-pil python3-numpy python3-torch python3-torchvision
-  tuxpaint-stamps-default opencv-doc python3-skimage imagemagick
+  tuxpaint-stamps-default opencv-doc python3-skimage imagemagick chromium
 )
 
 missing=()
