@@ -96,8 +96,9 @@ const rs_kernels_t rs_scalar = {RS_SCALAR, "scalar", s_horiz_c, s_vert_c};
 /* The body of the horizontal kernel, shared by the AVX2 and AVX-512 levels; MADD(acc,
  * d, w) is acc + pmaddwd(d, w), one vpdpwssd where VNNI is there. Four taps per step:
  * one 16-byte load per row covers pixels x..x+4, two shuffles make the pairs (x, x+1)
- * and (x+2, x+3), and the weights of the two pairs come in one load, spread by pshufd.
- * The loads read up to 13 bytes past a row's last pixel. */
+ * and (x+2, x+3). The weights are broadcast straight from memory (a load, not a
+ * shuffle: the shuffle units are what limits this loop). The loads read up to 13
+ * bytes past a row's last pixel. */
 #define RS_HORIZ_BODY(MADD)                                                                  \
     const __m256i shuf_a = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, \
                                             -1, -1, 0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, \
@@ -122,15 +123,15 @@ const rs_kernels_t rs_scalar = {RS_SCALAR, "scalar", s_horiz_c, s_vert_c};
                 __m256i d = _mm256_inserti128_si256(                                          \
                     _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)p0)),             \
                     _mm_loadu_si128((const __m128i *)p1), 1);                                 \
-                __m256i da = _mm256_shuffle_epi8(d, shuf_a), db = _mm256_shuffle_epi8(d, shuf_b); \
-                __m256i wh = _mm256_broadcastsi128_si256(                                     \
-                    _mm_loadl_epi64((const __m128i *)(kh + (t >> 1))));                       \
-                __m256i wl = _mm256_broadcastsi128_si256(                                     \
-                    _mm_loadl_epi64((const __m128i *)(kl + (t >> 1))));                       \
-                ah = MADD(ah, da, _mm256_shuffle_epi32(wh, 0x00));                            \
-                al = MADD(al, da, _mm256_shuffle_epi32(wl, 0x00));                            \
-                ah = MADD(ah, db, _mm256_shuffle_epi32(wh, 0x55));                            \
-                al = MADD(al, db, _mm256_shuffle_epi32(wl, 0x55));                            \
+                __m256i da = _mm256_shuffle_epi8(d, shuf_a);                                  \
+                const int32_t *h = kh + (t >> 1), *l = kl + (t >> 1);                         \
+                ah = MADD(ah, da, _mm256_set1_epi32(h[0]));                                   \
+                al = MADD(al, da, _mm256_set1_epi32(l[0]));                                   \
+                if (t + 2 < n) { /* the second pair has a tap */                              \
+                    __m256i db = _mm256_shuffle_epi8(d, shuf_b);                              \
+                    ah = MADD(ah, db, _mm256_set1_epi32(h[1]));                               \
+                    al = MADD(al, db, _mm256_set1_epi32(l[1]));                               \
+                }                                                                             \
             }                                                                                 \
             __m256i s = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(ah, 8), al), half); \
             v[q] = _mm256_srai_epi32(s, RS_PRECISION_BITS);                                   \
