@@ -12,7 +12,7 @@
 # split and every tensor's bytes) and delivered-id files (in delivery order); C must
 # differ (so the comparison can fail). Every run: lost 0, the expected counts.
 #
-# `pipeline_determinism.sh kill`: the built stamps_caption dataset (4 epochs) twice with
+# `pipeline_determinism.sh kill`: the built stamps_caption dataset (20 epochs) twice with
 # 4 image workers, the second time with one worker SIGKILLed while it holds items: the
 # broker re-dispatches them, and the batches must still be byte-identical.
 set -euo pipefail
@@ -89,7 +89,7 @@ tasks = (
   { name = "caption";
     instruction = "[IMAGE:img] what does the image describe? -> [TEXT:cap]";
     train = ["$DATA/train.tsv"]; valid = ["$DATA/valid.tsv"];
-    columns = ["id", "img", "cap"]; batch_size = 16; epochs = 4; }
+    columns = ["id", "img", "cap"]; batch_size = 16; epochs = 20; }
 );
 model = { size = "nano"; vocab_size = 300; };
 trainer = { consumer = "sink"; };
