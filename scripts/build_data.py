@@ -153,6 +153,11 @@ SOURCES = {
         "copyright": "/usr/share/doc/wordnet-base/copyright",
         "used": "synsets, glosses and example sentences of /usr/share/wordnet/data.*",
     },
+    "miscfiles": {
+        "license": "GPL-2 and public domain (per file; see the copyright file)",
+        "copyright": "/usr/share/doc/miscfiles/copyright",
+        "used": "the tables /usr/share/misc/cities.dat.gz (491 cities) and countries.gz",
+    },
     "generated": {
         "license": "none needed (made by scripts/data/text_sets.py)",
         "copyright": "",
@@ -515,6 +520,36 @@ TEXT_DATASETS = {
                 "definition -> word, word -> one of its example sentences; examples holds "
                 "one solved example of the same task on another synset. A small stand-in "
                 "for Natural Instructions v2 (3 tasks, not 1,600); synsets split by offset."),
+    },
+    "spider": {
+        "builder": text_sets.build_spider,
+        "columns": ["id", "src", "database", "tgt"],
+        "sizes": {"train": 1600, "valid": 180},
+        "sources": ["miscfiles"],
+        "how": ("Text to SQL over two real tables (miscfiles' cities and countries): src a "
+                "question from one of 12 templates filled with a row's values, database "
+                "the two tables' schema, tgt the SQL. Templated questions, not Spider's "
+                "human ones; the entity a question names decides its split."),
+    },
+    "fetaqa": {
+        "builder": text_sets.build_fetaqa,
+        "columns": ["id", "database", "src", "tgt"],
+        "sizes": {"train": 2000, "valid": 200},
+        "sources": ["miscfiles"],
+        "how": ("Table question answering: database is 3-6 rows of miscfiles' cities table "
+                "(name | country | population), src a templated question (population of a "
+                "city, its country, the most populous city of the table), tgt a templated "
+                "one-sentence answer. The asked-about city decides the split."),
+    },
+    "dart": {
+        "builder": text_sets.build_dart,
+        "columns": ["id", "database", "tgt"],
+        "sizes": {"train": 2000, "valid": 200},
+        "sources": ["miscfiles"],
+        "how": ("Triples to text: database is a random subset of one city's or country's "
+                "facts from miscfiles' tables as 'subject | relation | object' triples, tgt "
+                "a templated sentence stating exactly those facts (DART's are written by "
+                "people). Entities split between train and valid."),
     },
 }
 

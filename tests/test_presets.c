@@ -165,6 +165,9 @@ static const struct {
     {"text_infilling", "text_infilling"},
     {"sudoku", "sudoku"},
     {"natural_instruction_v2", "natural_instruction_v2"},
+    {"spider", "spider"},
+    {"fetaqa", "fetaqa"},
+    {"dart", "dart"},
 };
 #define NWITH ((int)(sizeof with_data / sizeof with_data[0]))
 

@@ -339,3 +339,193 @@ def build_natural_instruction_v2(name, seed, sizes, rng_for):
         rows[split] = out
     return rows, {"wordnet": WORDNET_DIR, "synsets": len(syns),
                   "candidates": {k: len(v) for k, v in cand.items()}}
+
+
+# ---------------------------------------------------------------- miscfiles tables
+
+MISC_DIR = "/usr/share/misc"
+CITY_COLS = ["name", "country", "region", "population", "latitude", "longitude"]
+COUNTRY_COLS = ["name", "capital", "iso2", "iso3", "un_code"]
+
+
+def _gz_lines(fname):
+    import gzip
+    p = os.path.join(MISC_DIR, fname)
+    if not os.path.exists(p):
+        raise DataError("%s: missing (apt-get install miscfiles)" % p)
+    with gzip.open(p, "rt", encoding="utf-8", errors="replace") as f:
+        return f.read().split("\n")
+
+
+def load_cities():
+    """The City records of miscfiles' cities.dat as dicts of CITY_COLS (lowercase ASCII;
+    population an int, coordinates rounded to 0.1 degree). Records without a population,
+    a name or a country are left out."""
+    out, rec = [], {}
+    for line in _gz_lines("cities.dat.gz") + ["//"]:
+        if line.startswith("//"):
+            if rec.get("type") == "city" and rec.get("population", "").isdigit() \
+                    and rec.get("name") and rec.get("country"):
+                out.append({"name": rec["name"], "country": rec["country"],
+                            "region": rec.get("region") or "-",
+                            "population": int(rec["population"]),
+                            "latitude": "%.1f" % float(rec.get("latitude") or 0),
+                            "longitude": "%.1f" % float(rec.get("longitude") or 0)})
+            rec = {}
+            continue
+        k, _, v = line.partition(":")
+        rec[k.strip().lower()] = _clean(v)
+    # Names repeat (two Portlands); keep the first of each so a question has one answer.
+    seen, uniq = set(), []
+    for c in out:
+        if c["name"] not in seen and "'" not in c["name"]:
+            seen.add(c["name"])
+            uniq.append(c)
+    return uniq
+
+
+def load_countries():
+    out = []
+    for line in _gz_lines("countries.gz"):
+        if not line or line.startswith("#"):
+            continue
+        f = line.split(":")
+        if len(f) == 5 and f[4].strip():
+            out.append({"un_code": f[0], "iso2": f[1].lower(), "iso3": f[2].lower(),
+                        "name": _clean(f[3]), "capital": _clean(f[4])})
+    return [c for c in out if c["name"] and "'" not in c["name"] and "'" not in c["capital"]]
+
+
+SPIDER_SCHEMA = ("cities : %s | countries : %s"
+                 % (" , ".join(CITY_COLS), " , ".join(COUNTRY_COLS)))
+
+
+def _spider_items(cities, countries):
+    """(key, question, sql) for every template and entity; key decides the split."""
+    items = []
+    by_country = {}
+    for c in cities:
+        by_country.setdefault(c["country"], []).append(c)
+    for c in cities:
+        n = c["name"]
+        items.append((n, "what is the population of %s?" % n,
+                      "select population from cities where name = '%s'" % n))
+        items.append((n, "which country is %s in?" % n,
+                      "select country from cities where name = '%s'" % n))
+        items.append((n, "where is %s? give its latitude and longitude." % n,
+                      "select latitude , longitude from cities where name = '%s'" % n))
+    for k, cs in by_country.items():
+        items.append((k, "which cities are in %s?" % k,
+                      "select name from cities where country = '%s'" % k))
+        items.append((k, "how many cities are in %s?" % k,
+                      "select count(*) from cities where country = '%s'" % k))
+        items.append((k, "which city in %s has the most people?" % k,
+                      "select name from cities where country = '%s' order by population "
+                      "desc limit 1" % k))
+    for c in countries:
+        n = c["name"]
+        items.append((n, "what is the capital of %s?" % n,
+                      "select capital from countries where name = '%s'" % n))
+        items.append((n, "what is the three letter code of %s?" % n,
+                      "select iso3 from countries where name = '%s'" % n))
+        items.append((c["capital"], "which country has the capital %s?" % c["capital"],
+                      "select name from countries where capital = '%s'" % c["capital"]))
+    for t in (100000, 500000, 1000000, 2000000, 5000000, 10000000):
+        items.append(("pop%d" % t, "which cities have more than %d people?" % t,
+                      "select name from cities where population > %d" % t))
+    return items
+
+
+def build_spider(name, seed, sizes, rng_for):
+    """Rows: id, src, database, tgt. A question about miscfiles' cities and countries
+    tables, the two tables' schema, and the SQL that answers it. The questions come from
+    12 templates over the real rows (not written by people, unlike Spider); the entity a
+    question names decides its split, so valid asks about cities and countries that no
+    training question names."""
+    cities, countries = load_cities(), load_countries()
+    cand = {"train": [], "valid": []}
+    for key, q, sql in _spider_items(cities, countries):
+        cand["valid" if _in_valid(key, name, 100) else "train"].append((q, sql))
+    rows = {}
+    for split, id0 in (("train", 0), ("valid", 1000000)):
+        pick = _take(rng_for(split), cand[split], sizes[split], "%s %s" % (name, split))
+        rows[split] = [[str(id0 + i), q, SPIDER_SCHEMA, s] for i, (q, s) in enumerate(pick)]
+    return rows, {"tables": {"cities": len(cities), "countries": len(countries)},
+                  "files": [os.path.join(MISC_DIR, "cities.dat.gz"),
+                            os.path.join(MISC_DIR, "countries.gz")],
+                  "candidates": {k: len(v) for k, v in cand.items()}}
+
+
+def build_fetaqa(name, seed, sizes, rng_for):
+    """Rows: id, database, src, tgt. database = 3-6 rows of miscfiles' cities table
+    linearized ("name | country | population ; row ; ..."), src a question that needs
+    the table, tgt a one-sentence answer. Questions and answer sentences are templated
+    (FeTaQA's are written by people); the table rows are real. Split by the first city."""
+    cities = load_cities()
+    cand = {"train": [], "valid": []}
+    for c in cities:
+        cand["valid" if _in_valid(c["name"], name, 100) else "train"].append(c)
+    rows = {}
+    for split, id0 in (("train", 0), ("valid", 1000000)):
+        rng = rng_for(split)
+        out = []
+        for i in range(sizes[split]):
+            first = rng.choice(cand[split])
+            others = rng.sample(cities, rng.randint(2, 5))
+            tab = [first] + [c for c in others if c is not first]
+            rng.shuffle(tab)
+            db = "name | country | population ; " + " ; ".join(
+                "%s | %s | %d" % (c["name"], c["country"], c["population"]) for c in tab)
+            kind = rng.randrange(3)
+            if kind == 0:
+                q = "what is the population of %s?" % first["name"]
+                a = "%s has a population of %d." % (first["name"], first["population"])
+            elif kind == 1:
+                q = "which country is %s in?" % first["name"]
+                a = "%s is in %s." % (first["name"], first["country"])
+            else:
+                big = max(tab, key=lambda c: c["population"])
+                q = "which city in the table has the most people?"
+                a = "%s has the most people, %d." % (big["name"], big["population"])
+            out.append([str(id0 + i), db, q, a])
+        rows[split] = out
+    return rows, {"cities": len(cities), "file": os.path.join(MISC_DIR, "cities.dat.gz"),
+                  "candidates": {k: len(v) for k, v in cand.items()}}
+
+
+def build_dart(name, seed, sizes, rng_for):
+    """Rows: id, database, tgt. database = the triples of one city or country of
+    miscfiles' tables ("aberdeen | country | uk ; aberdeen | region | scotland ; ..."),
+    a random subset of its facts in random order; tgt = a sentence that states exactly
+    those facts, from templates (DART's sentences are written by people; the facts here
+    are real). Split by entity."""
+    ents = []
+    for c in load_cities():
+        facts = [("country", c["country"]), ("population", str(c["population"]))]
+        if c["region"] != "-":
+            facts.append(("region", c["region"]))
+        ents.append((c["name"], "city", facts))
+    for c in load_countries():
+        ents.append((c["name"], "country", [("capital", c["capital"]), ("iso code", c["iso3"])]))
+    cand = {"train": [], "valid": []}
+    for e in ents:
+        cand["valid" if _in_valid(e[0], name, 100) else "train"].append(e)
+    phrase = {"country": "is in %s", "population": "has a population of %s",
+              "region": "is in the region %s", "capital": "has the capital %s",
+              "iso code": "has the iso code %s"}
+    rows = {}
+    for split, id0 in (("train", 0), ("valid", 1000000)):
+        rng = rng_for(split)
+        out = []
+        for i in range(sizes[split]):
+            ent, kind, facts = rng.choice(cand[split])
+            fs = rng.sample(facts, rng.randint(1, len(facts)))
+            db = " ; ".join("%s | %s | %s" % (ent, k, v) for k, v in fs)
+            parts = [phrase[k] % v for k, v in fs]
+            text = "%s %s." % (ent, parts[0] if len(parts) == 1 else
+                               ", ".join(parts[:-1]) + " and " + parts[-1])
+            out.append([str(id0 + i), db, text])
+        rows[split] = out
+    return rows, {"entities": len(ents), "candidates": {k: len(v) for k, v in cand.items()},
+                  "files": [os.path.join(MISC_DIR, "cities.dat.gz"),
+                            os.path.join(MISC_DIR, "countries.gz")]}
