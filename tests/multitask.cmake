@@ -1,0 +1,7 @@
+# The multi- vs single-task experiment (scripts/multitask_experiment.sh): seven trainings
+# of the nano model on CPU, 5-10 minutes at this size; label long, not part of CI.
+ofa_add_script_test(multitask_experiment
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/../scripts/multitask_experiment.sh
+          --epochs 1 --max-rows 320 --bin ${CMAKE_BINARY_DIR}/bin
+          --out ${CMAKE_BINARY_DIR}/multitask_experiment
+  LABELS long TIMEOUT 1800)
