@@ -659,7 +659,7 @@ def build_text(name, d, mpath, seed, t0):
     for pkg in spec["sources"]:
         src = dict(SOURCES[pkg])
         src["package"] = pkg
-        src["version"] = pkg_version(pkg) if pkg == "wordnet-base" else None
+        src["version"] = pkg_version(pkg) if pkg in ("wordnet-base", "miscfiles") else None
         manifest["sources"].append(src)
     manifest["build_seconds"] = round(time.time() - t0, 2)
     write_json_atomic(mpath, manifest)
