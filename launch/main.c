@@ -1,7 +1,7 @@
 /* launch: reads a plan, compiles its tasks, builds the process graph, starts and
  * supervises every process, and writes the run directory's records.
  *
- *   launch [--dry-run] [--resume] [--run-dir DIR] PLAN
+ *   launch [--dry-run] [--resume] [--slurm|--local] [--run-dir DIR] PLAN
  *   launch data NAME [--out DIR]        build a dataset from Debian packages
  *   launch infer CKPT --instruction '...' --input col=path ...
  *   launch top [--once] RUN_DIR         live per-process figures and the bottleneck
@@ -42,7 +42,10 @@ static void s_usage(FILE *out) {
             "  --resume    continue the newest run of this plan (or --run-dir) from its\n"
             "              last checkpoint\n"
             "  --run-dir   run directory (default RUN_DIR/<plan>-<time> from the plan)\n"
-            "  --bin-dir   folder of the ofa-* stage programs (default: beside launch)\n");
+            "  --bin-dir   folder of the ofa-* stage programs (default: beside launch)\n"
+            "  --slurm     run every process as a job step of the current Slurm allocation\n"
+            "              (the default when SLURM_JOB_ID is set; see docs/cluster.md)\n"
+            "  --local     run locally even inside a Slurm allocation\n");
 }
 
 /* The folder of this executable: the built-in stage programs live beside it. */
@@ -127,7 +130,9 @@ int main(int argc, char **argv) {
         } else if (strcmp(a, "--resume") == 0) {
             o.env.resume = 1;
         } else if (strcmp(a, "--slurm") == 0) {
-            util_fatal("run launch without --slurm", "--slurm: cluster launch is not built yet");
+            o.slurm = 1;
+        } else if (strcmp(a, "--local") == 0) {
+            o.slurm = -1;
         } else if (strcmp(a, "--run-dir") == 0 && i + 1 < argc) {
             snprintf(o.env.run_dir, sizeof o.env.run_dir, "%s", argv[++i]);
         } else if (profile && strcmp(a, "--seconds") == 0 && i + 1 < argc) {

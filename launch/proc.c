@@ -17,6 +17,8 @@ struct proctab {
     char log_dir[4096];
     proc_t *procs;
     int n, cap;
+    proc_signal_fn sig_fn;    /* optional signal route (Slurm steps) */
+    void *sig_ctx;
 };
 
 proctab_t *proctab_new(const char *log_dir) {
@@ -62,6 +64,23 @@ int proctab_add(proctab_t *self, const char *name, const char *tier, proc_role_t
     for (int i = 0; i < argc; i++)
         p->argv[i] = util_strdup(argv[i]);
     return self->n++;
+}
+
+void proctab_set_argv(proctab_t *self, int i, char *const argv[]) {
+    proc_t *p = proctab_get(self, i);
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    char **copy = util_calloc((size_t)argc + 1, sizeof *copy);
+    for (int k = 0; k < argc; k++)
+        copy[k] = util_strdup(argv[k]);
+    s_free_argv(p->argv);
+    p->argv = copy;
+}
+
+void proctab_set_signal_hook(proctab_t *self, proc_signal_fn fn, void *ctx) {
+    self->sig_fn = fn;
+    self->sig_ctx = ctx;
 }
 
 int proctab_count(const proctab_t *self) { return self->n; }
@@ -176,7 +195,8 @@ void proctab_restart_due(proctab_t *self) {
 void proctab_signal(proctab_t *self, int role, int sig) {
     for (int i = 0; i < self->n; i++) {
         proc_t *p = &self->procs[i];
-        if (p->running && (role < 0 || (int)p->role == role))
+        if (p->running && (role < 0 || (int)p->role == role) &&
+            !(self->sig_fn && self->sig_fn(self->sig_ctx, p, sig) == 0))
             kill(p->pid, sig);
     }
 }

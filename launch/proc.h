@@ -31,6 +31,7 @@ typedef struct {
     double started_at;
     double restart_at;    /* monotonic time of the pending restart, 0 = none */
     bool exited_ok;       /* exited with status 0 */
+    char node[64];        /* Slurm node it is placed on, "" when local */
 } proc_t;
 
 typedef struct proctab proctab_t;
@@ -67,6 +68,16 @@ void proctab_signal(proctab_t *self, int role, int sig);
 
 /* SIGTERM everything running, wait up to grace_s, then SIGKILL what is left. */
 void proctab_stop_all(proctab_t *self, double grace_s);
+
+/* Replace process i's argv (copied), e.g. to wrap it in srun; takes effect at its next
+ * start. */
+void proctab_set_argv(proctab_t *self, int i, char *const argv[]);
+
+/* Route signals to processes through fn (Slurm: scancel --signal of the process's step)
+ * instead of kill(2); fn returns 0 when it delivered the signal, -1 to fall back to
+ * kill(2) of the child. */
+typedef int (*proc_signal_fn)(void *ctx, proc_t *p, int sig);
+void proctab_set_signal_hook(proctab_t *self, proc_signal_fn fn, void *ctx);
 
 /* Number of running processes. */
 int proctab_running(const proctab_t *self);

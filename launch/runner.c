@@ -4,6 +4,7 @@
  * a short timeout, and on every turn reaps exited children (SIGCHLD only sets a flag),
  * restarts crashed workers whose back-off has passed, and acts on SIGINT/SIGTERM. */
 #include "runner.h"
+#include "slurm.h"
 #include "statsdb.h"
 #include "statsrx.h"
 #include "timeline.h"
@@ -220,13 +221,20 @@ int runner_run(const plan_t *plan, runner_opts_t *o, char *err, size_t errlen) {
     snprintf(env->stats_ep, sizeof env->stats_ep, "ipc://%s/stats", env->sock_dir);
 
     proctab_t *procs = NULL;
+    slurm_t *slurm = NULL;
     statsdb_t *db = statsdb_new();
     void *zctx = NULL, *stats = NULL;
     int rc = 1;
     char logs[1200];
     snprintf(logs, sizeof logs, "%s/logs", env->run_dir);
     procs = proctab_new(logs);
+    /* In a Slurm allocation, tcp:// endpoints and one job step per process. */
+    if (slurm_wanted(o->slurm) &&
+        (!(slurm = slurm_new(err, errlen)) || slurm_endpoints(slurm, env, err, errlen)))
+        goto done;
     if (graph_build(plan, env, procs, err, errlen))
+        goto done;
+    if (slurm && slurm_place(slurm, procs, err, errlen))
         goto done;
     snprintf(path, sizeof path, "%s/graph.dot", env->run_dir);
     if (graph_write_dot(plan, procs, path, err, errlen))
@@ -329,6 +337,8 @@ int runner_run(const plan_t *plan, runner_opts_t *o, char *err, size_t errlen) {
         util_err(err, errlen, "%s", run.fatal_reason);
     }
     proctab_stop_all(procs, 10.0);
+    if (slurm)
+        slurm_cancel_left(slurm, procs);
     /* Final stats messages are sent on exit; collect what arrived. */
     for (int i = 0; i < 5; i++) {
         zmq_pollitem_t item = {stats, 0, ZMQ_POLLIN, 0};
@@ -367,6 +377,7 @@ done:
             fprintf(stderr, "launch: could not remove %s\n", env->sock_dir);
     }
     proctab_destroy(&procs);
+    slurm_destroy(&slurm);
     statsdb_destroy(&db);
     return rc;
 }

@@ -9,6 +9,7 @@
 typedef struct {
     graph_env_t env;
     int dry_run;
+    int slurm;    /* 1 --slurm, -1 --local, 0 Slurm when SLURM_JOB_ID is set (slurm.h) */
     double time_limit_s;   /* > 0: after this long, stop as on SIGINT and count it a
                             * success (launch profile's short runs) */
 } runner_opts_t;

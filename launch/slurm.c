@@ -1,0 +1,360 @@
+/* slurm.c: see slurm.h. Slurm is driven only through its client programs (scontrol,
+ * srun, squeue, scancel), run from argv lists: launch links no Slurm library, so the same
+ * binary runs with or without Slurm installed. */
+#include "slurm.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_NODES 1024
+
+struct slurm {
+    char job[32];
+    char **nodes;
+    int nnodes;
+    char first_addr[64];    /* numeric IPv4 of the first node */
+    char self_addr[64];     /* numeric IPv4 of the host that runs launch */
+    char *steps;            /* last squeue output (name -> step), and when it was read */
+    double steps_at;
+};
+
+int slurm_wanted(int mode) {
+    if (mode != 0)
+        return mode > 0;
+    const char *job = getenv("SLURM_JOB_ID");
+    return job && *job;
+}
+
+/* Run argv (no shell) and return its stdout, or NULL with err when it cannot run or
+ * exits non-zero (its stderr goes to launch's). */
+static char *s_capture(char *const argv[], char *err, size_t errlen) {
+    int fds[2];
+    if (pipe(fds) != 0)
+        return util_err(err, errlen, "pipe: %s", strerror(errno)), NULL;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return util_err(err, errlen, "fork for %s: %s", argv[0], strerror(errno)), NULL;
+    }
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0)
+            dup2(devnull, 0);
+        execvp(argv[0], argv);
+        fprintf(stderr, "launch: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t len = 0, cap = 4096;
+    char *buf = util_malloc(cap);
+    for (;;) {
+        if (len + 1024 > cap)
+            buf = util_realloc(buf, cap *= 2);
+        ssize_t n = read(fds[0], buf + len, cap - len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = 0;
+    close(fds[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        free(buf);
+        util_err(err, errlen, "%s failed (%s %d)%s", argv[0],
+                 WIFEXITED(status) ? "exit" : "signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+                 WIFEXITED(status) && WEXITSTATUS(status) == 127
+                     ? ": is Slurm's client (slurm-client) installed?" : "");
+        return NULL;
+    }
+    return buf;
+}
+
+int slurm_parse_node_addr(const char *text, char *out, size_t outlen) {
+    /* Tokens are KEY=VALUE separated by blanks; match NodeAddr= at a token start. */
+    for (const char *p = text; (p = strstr(p, "NodeAddr=")) != NULL; p++) {
+        if (p != text && p[-1] != ' ' && p[-1] != '\n' && p[-1] != '\t')
+            continue;
+        p += strlen("NodeAddr=");
+        size_t n = strcspn(p, " \t\n");
+        if (n == 0 || n >= outlen)
+            return -1;
+        memcpy(out, p, n);
+        out[n] = 0;
+        return 0;
+    }
+    return -1;
+}
+
+long slurm_parse_step(const char *text, const char *job, const char *name) {
+    long best = -1;
+    size_t jl = strlen(job);
+    const char *line = text;
+    while (line && *line) {
+        const char *eol = strchr(line, '\n');
+        size_t len = eol ? (size_t)(eol - line) : strlen(line);
+        /* "JOB.STEP|NAME" */
+        const char *bar = memchr(line, '|', len);
+        if (bar && (size_t)(bar - line) > jl + 1 && strncmp(line, job, jl) == 0 &&
+            line[jl] == '.' && strlen(name) == len - (size_t)(bar + 1 - line) &&
+            strncmp(bar + 1, name, strlen(name)) == 0) {
+            char *end;
+            long step = strtol(line + jl + 1, &end, 10);
+            if (end == bar && step > best)
+                best = step;
+        }
+        line = eol ? eol + 1 : NULL;
+    }
+    return best;
+}
+
+/* Numeric IPv4 of a host name or address. */
+static int s_resolve(const char *host, char *out, size_t outlen, char *err, size_t errlen) {
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0 || !res)
+        return util_err(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(rc));
+    struct sockaddr_in *sa = (struct sockaddr_in *)res->ai_addr;
+    inet_ntop(AF_INET, &sa->sin_addr, out, (socklen_t)outlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* The address of node NAME: its NodeAddr from scontrol, resolved to a number. */
+static int s_node_addr(const char *name, char *out, size_t outlen, char *err, size_t errlen) {
+    char *argv[] = {"scontrol", "show", "node", "-o", (char *)name, NULL};
+    char *text = s_capture(argv, err, errlen);
+    if (!text)
+        return -1;
+    char addr[256];
+    int rc = slurm_parse_node_addr(text, addr, sizeof addr);
+    free(text);
+    if (rc != 0)
+        return util_err(err, errlen, "scontrol show node %s: no NodeAddr", name);
+    return s_resolve(addr, out, outlen, err, errlen);
+}
+
+slurm_t *slurm_new(char *err, size_t errlen) {
+    const char *job = getenv("SLURM_JOB_ID");
+    const char *list = getenv("SLURM_JOB_NODELIST");
+    if (!list || !*list)
+        list = getenv("SLURM_NODELIST");
+    if (!job || !*job || !list || !*list)
+        return util_err(err, errlen, "--slurm: not inside a Slurm allocation (SLURM_JOB_ID "
+                        "or SLURM_JOB_NODELIST unset); run launch in salloc or an sbatch "
+                        "script"), NULL;
+    char *argv[] = {"scontrol", "show", "hostnames", (char *)list, NULL};
+    char *text = s_capture(argv, err, errlen);
+    if (!text)
+        return NULL;
+    slurm_t *self = util_calloc(1, sizeof *self);
+    snprintf(self->job, sizeof self->job, "%s", job);
+    self->nodes = util_calloc(MAX_NODES, sizeof *self->nodes);
+    for (char *save = NULL, *t = strtok_r(text, " \n", &save); t && self->nnodes < MAX_NODES;
+         t = strtok_r(NULL, " \n", &save))
+        self->nodes[self->nnodes++] = util_strdup(t);
+    free(text);
+    if (self->nnodes == 0) {
+        util_err(err, errlen, "scontrol show hostnames %s: no nodes", list);
+        slurm_destroy(&self);
+        return NULL;
+    }
+    if (s_node_addr(self->nodes[0], self->first_addr, sizeof self->first_addr, err, errlen)) {
+        slurm_destroy(&self);
+        return NULL;
+    }
+    /* launch's own address: its node's when it runs on one (sbatch), the first node's when
+     * that is a loopback address (every node on this host), else this host's name. */
+    const char *here = getenv("SLURMD_NODENAME");
+    int rc = 0;
+    if (here && *here)
+        rc = s_node_addr(here, self->self_addr, sizeof self->self_addr, err, errlen);
+    else if (strncmp(self->first_addr, "127.", 4) == 0)
+        snprintf(self->self_addr, sizeof self->self_addr, "%s", self->first_addr);
+    else {
+        char host[256] = "";
+        gethostname(host, sizeof host - 1);
+        rc = s_resolve(host, self->self_addr, sizeof self->self_addr, err, errlen);
+    }
+    if (rc) {
+        slurm_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+void slurm_destroy(slurm_t **self_p) {
+    if (!self_p || !*self_p)
+        return;
+    slurm_t *self = *self_p;
+    for (int i = 0; i < self->nnodes; i++)
+        free(self->nodes[i]);
+    free(self->nodes);
+    free(self->steps);
+    free(self);
+    *self_p = NULL;
+}
+
+int slurm_nnodes(const slurm_t *self) { return self->nnodes; }
+const char *slurm_node(const slurm_t *self, int i) {
+    OFA_ASSERT(i >= 0 && i < self->nnodes);
+    return self->nodes[i];
+}
+const char *slurm_job_id(const slurm_t *self) { return self->job; }
+
+/* Free ports on ADDR: where ADDR is an address of this host, the kernel's choice (each
+ * socket stays bound until all are chosen, so the ports differ); elsewhere a random port
+ * in 30000-59999. A port taken between the choice and the bind makes that bind fail
+ * with "Address already in use" in the process's log, and the run stops saying so. */
+static void s_ports(const char *addr, int *ports, int n) {
+    int fds[8];
+    OFA_ASSERT(n <= 8);
+    unsigned seed = (unsigned)getpid() ^ (unsigned)(util_now() * 1e6);
+    for (int i = 0; i < n; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+        inet_pton(AF_INET, addr, &sa.sin_addr);
+        socklen_t sl = sizeof sa;
+        if (fds[i] >= 0 && bind(fds[i], (struct sockaddr *)&sa, sizeof sa) == 0 &&
+            getsockname(fds[i], (struct sockaddr *)&sa, &sl) == 0) {
+            ports[i] = ntohs(sa.sin_port);
+        } else {
+            seed = seed * 1103515245u + 12345u;
+            ports[i] = 30000 + (int)((seed >> 8) % 30000);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
+int slurm_endpoints(slurm_t *self, graph_env_t *env, char *err, size_t errlen) {
+    int first[2], mine[1];
+    s_ports(self->first_addr, first, 2);
+    s_ports(self->self_addr, mine, 1);
+    if (first[0] == first[1])
+        return util_err(err, errlen, "could not choose two ports on %s", self->first_addr);
+    snprintf(env->broker_ep, sizeof env->broker_ep, "tcp://%s:%d", self->first_addr, first[0]);
+    snprintf(env->batches_ep, sizeof env->batches_ep, "tcp://%s:%d", self->first_addr,
+             first[1]);
+    snprintf(env->stats_ep, sizeof env->stats_ep, "tcp://%s:%d", self->self_addr, mine[0]);
+    return 0;
+}
+
+int slurm_place_index(proc_role_t role, int worker_k, int nnodes) {
+    if (role != PROC_WORKER || nnodes <= 1)
+        return 0;
+    /* Start at the second node: with fewer workers than nodes, the first node (which
+     * already runs the broker, batcher, source and consumers) gets workers last. */
+    return (worker_k + 1) % nnodes;
+}
+
+char **slurm_srun_argv(const char *node, const char *name, char *const argv[]) {
+    const char *pre[] = {"srun", "--overlap", "-N1", "-n1", "-w", node,
+                         "--kill-on-bad-exit=1", "--input=none", "-J", name};
+    int npre = (int)(sizeof pre / sizeof pre[0]);
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    char **out = util_calloc((size_t)(npre + argc + 1), sizeof *out);
+    for (int i = 0; i < npre; i++)
+        out[i] = util_strdup(pre[i]);
+    for (int i = 0; i < argc; i++)
+        out[npre + i] = util_strdup(argv[i]);
+    return out;
+}
+
+/* The step id of the running step named NAME, from squeue (cached for a moment, since a
+ * stop signals every process in one go). */
+static long s_step_of(slurm_t *self, const char *name) {
+    if (!self->steps || util_now() - self->steps_at > 0.5) {
+        char e[256];
+        char *argv[] = {"squeue", "-h", "-s", "-j", self->job, "-o", "%i|%j", NULL};
+        free(self->steps);
+        self->steps = s_capture(argv, e, sizeof e);
+        self->steps_at = util_now();
+        if (!self->steps)
+            fprintf(stderr, "launch: %s\n", e);
+    }
+    return self->steps ? slurm_parse_step(self->steps, self->job, name) : -1;
+}
+
+/* Signal hook of the process table: a signal for a process goes to its step's task
+ * through scancel. Returns -1 when the step is not known yet (srun still starting), so
+ * the table signals srun itself. */
+static int s_signal(void *ctx, proc_t *p, int sig) {
+    slurm_t *self = ctx;
+    long step = s_step_of(self, p->name);
+    if (step < 0)
+        return -1;
+    char id[64], sigarg[32], e[256];
+    snprintf(id, sizeof id, "%s.%ld", self->job, step);
+    snprintf(sigarg, sizeof sigarg, "--signal=%d", sig);
+    char *argv[] = {"scancel", sigarg, id, NULL};
+    if (sig == SIGKILL)
+        argv[1] = "--quiet", argv[2] = id;
+    char *out = s_capture(argv, e, sizeof e);
+    if (!out) {
+        fprintf(stderr, "launch: scancel %s of %s: %s\n", id, p->name, e);
+        return -1;
+    }
+    free(out);
+    return 0;
+}
+
+int slurm_place(slurm_t *self, proctab_t *procs, char *err, size_t errlen) {
+    int worker_k = 0;
+    for (int i = 0; i < proctab_count(procs); i++) {
+        proc_t *p = proctab_get(procs, i);
+        int k = p->role == PROC_WORKER ? worker_k++ : 0;
+        const char *node = self->nodes[slurm_place_index(p->role, k, self->nnodes)];
+        char **argv = slurm_srun_argv(node, p->name, p->argv);
+        proctab_set_argv(procs, i, argv);
+        for (char **a = argv; *a; a++)
+            free(*a);
+        free(argv);
+        snprintf(p->node, sizeof p->node, "%s", node);
+    }
+    proctab_set_signal_hook(procs, s_signal, self);
+    (void)err;
+    (void)errlen;
+    return 0;
+}
+
+void slurm_cancel_left(slurm_t *self, proctab_t *procs) {
+    free(self->steps);
+    self->steps = NULL;
+    for (int i = 0; i < proctab_count(procs); i++) {
+        proc_t *p = proctab_get(procs, i);
+        long step = s_step_of(self, p->name);
+        if (step < 0)
+            continue;
+        char id[64], e[256];
+        snprintf(id, sizeof id, "%s.%ld", self->job, step);
+        char *argv[] = {"scancel", "--quiet", id, NULL};
+        char *out = s_capture(argv, e, sizeof e);
+        if (out)
+            fprintf(stderr, "launch: cancelled step %s of %s, still listed after the stop\n",
+                    id, p->name);
+        free(out);
+    }
+}
