@@ -12,7 +12,7 @@ PKGS=(
   libcriterion-dev libopenblas-dev libopenblas0-pthread libfftw3-dev
   python3-pil python3-numpy python3-torch python3-torchvision
   tuxpaint-stamps-default opencv-doc python3-skimage imagemagick chromium
-  wordnet-base miscfiles
+  wordnet-base miscfiles slurmd slurmctld slurm-client munge
 )
 
 missing=()
