@@ -25,11 +25,8 @@ static int s_extra(void *ctx, const char *flag, const char *value) {
         return 1;
     }
     if (strcmp(flag, "--max-inflight") == 0 || strcmp(flag, "--dead-ms") == 0) {
-        char *end;
-        long v = strtol(value, &end, 10);
-        if (*end || v < 1 || v > 10000000)
-            util_fatal(NULL, "%s needs a positive number", flag);
-        *(flag[2] == 'm' ? &o->max_inflight : &o->dead_ms) = (int)v;
+        int v = (int)stage_flag_int(flag, value, 1, 10000000);
+        *(flag[2] == 'm' ? &o->max_inflight : &o->dead_ms) = v;
         return 1;
     }
     return 0;

@@ -91,6 +91,26 @@ void stage_args_parse(stage_args_t *a, int argc, char **argv, const char *usage,
     }
 }
 
+double stage_flag_number(const char *flag, const char *value, double lo, double hi) {
+    char *end;
+    errno = 0;
+    double v = value ? strtod(value, &end) : 0;
+    if (!value || !*value || *end || errno || !(v >= lo && v <= hi))
+        util_fatal(NULL, "%s takes a number in [%g, %g], got '%s'", flag, lo, hi,
+                   value ? value : "");
+    return v;
+}
+
+long stage_flag_int(const char *flag, const char *value, long lo, long hi) {
+    char *end;
+    errno = 0;
+    long v = value ? strtol(value, &end, 10) : 0;
+    if (!value || !*value || *end || errno || v < lo || v > hi)
+        util_fatal(NULL, "%s takes an integer in [%ld, %ld], got '%s'", flag, lo, hi,
+                   value ? value : "");
+    return v;
+}
+
 struct stage_conn {
     void *sock;
     double last_send;

@@ -44,6 +44,13 @@ typedef int (*stage_extra_fn)(void *ctx, const char *flag, const char *value);
 void stage_args_parse(stage_args_t *a, int argc, char **argv, const char *usage,
                       stage_extra_fn extra_fn, void *extra_ctx);
 
+/* Value of a numeric program flag: the whole string must be a number in [lo, hi];
+ * otherwise the program exits 1 with "FLAG takes a number in [lo, hi], got 'VALUE'".
+ * For use inside an extra_fn. */
+double stage_flag_number(const char *flag, const char *value, double lo, double hi);
+/* The same for a decimal integer in [lo, hi]. */
+long stage_flag_int(const char *flag, const char *value, long lo, long hi);
+
 /* SIGINT/SIGTERM set this flag (installed by stage_install_signals). */
 extern volatile sig_atomic_t stage_stop_flag;
 void stage_install_signals(void);

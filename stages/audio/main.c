@@ -13,24 +13,14 @@
 #include <stdio.h>
 #include <string.h>
 
-static double s_number(const char *flag, const char *value, double lo, double hi) {
-    char *end;
-    errno = 0;
-    double v = value ? strtod(value, &end) : 0;
-    if (!value || !*value || *end || errno || v < lo || v > hi)
-        util_fatal(NULL, "%s takes a number in [%g, %g], got '%s'", flag, lo, hi,
-                   value ? value : "");
-    return v;
-}
-
 static int s_extra(void *ctx, const char *flag, const char *value) {
     audstage_opts_t *o = ctx;
     if (!strcmp(flag, "--max-seconds")) {
-        o->max_seconds = s_number(flag, value, 0.01, 1e6);
+        o->max_seconds = stage_flag_number(flag, value, 0.01, 1e6);
         return 1;
     }
     if (!strcmp(flag, "--dither")) {
-        o->dither = (float)s_number(flag, value, 0, 1e4);
+        o->dither = (float)stage_flag_number(flag, value, 0, 1e4);
         return 1;
     }
     if (!strcmp(flag, "--specaugment")) {

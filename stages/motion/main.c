@@ -13,28 +13,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-static long s_int(const char *flag, const char *value, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long v = value ? strtol(value, &end, 10) : 0;
-    if (!value || !*value || *end || errno || v < lo || v > hi)
-        util_fatal(NULL, "%s takes an integer in [%ld, %ld], got '%s'", flag, lo, hi,
-                   value ? value : "");
-    return v;
-}
-
 static int s_extra(void *ctx, const char *flag, const char *value) {
     motstage_opts_t *o = ctx;
     if (!strcmp(flag, "--window")) {
-        o->window = (int)s_int(flag, value, 1, 100000);
+        o->window = (int)stage_flag_int(flag, value, 1, 100000);
         return 1;
     }
     if (!strcmp(flag, "--stride")) {
-        o->stride = (int)s_int(flag, value, 1, 100000);
+        o->stride = (int)stage_flag_int(flag, value, 1, 100000);
         return 1;
     }
     if (!strcmp(flag, "--step")) {
-        o->step = (int)s_int(flag, value, 1, 1000);
+        o->step = (int)stage_flag_int(flag, value, 1, 1000);
         return 1;
     }
     if (!strcmp(flag, "--pos-scale")) {

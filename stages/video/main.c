@@ -9,25 +9,17 @@
 #include "vidstage.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
-
-static unsigned long long s_count(const char *flag, const char *value) {
-    char *end;
-    errno = 0;
-    unsigned long long v = value ? strtoull(value, &end, 10) : 0;
-    if (!value || !*value || *end || errno || v == 0 || value[0] == '-')
-        util_fatal(NULL, "%s takes a positive integer, got '%s'", flag, value ? value : "");
-    return v;
-}
 
 static int s_extra(void *ctx, const char *flag, const char *value) {
     vid_opts_t *o = ctx;
     if (!strcmp(flag, "--max-frames")) {
-        o->max_frames = (int64_t)s_count(flag, value);
+        o->max_frames = (int64_t)stage_flag_int(flag, value, 1, LONG_MAX);
         return 1;
     }
     if (!strcmp(flag, "--max-pixels")) {
-        o->max_pixels = s_count(flag, value);
+        o->max_pixels = (unsigned long long)stage_flag_int(flag, value, 1, LONG_MAX);
         return 1;
     }
     return 0;
