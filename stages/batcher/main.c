@@ -27,7 +27,6 @@ enum { WINDOW = 512, READY_PER_RANK = 4, MAX_RANKS = 64 };
 
 typedef struct {
     char out[512];
-    int max_inflight;
     int world;                /* --world: consumers; 0 = from the plan */
 } s_opts_t;
 
@@ -49,10 +48,6 @@ static int s_extra(void *ctx, const char *flag, const char *value) {
     s_opts_t *o = ctx;
     if (value && strcmp(flag, "--out") == 0) {
         snprintf(o->out, sizeof o->out, "%s", value);
-        return 1;
-    }
-    if (value && strcmp(flag, "--max-inflight") == 0) {
-        o->max_inflight = atoi(value);
         return 1;
     }
     if (value && strcmp(flag, "--world") == 0) {
@@ -79,11 +74,10 @@ static void s_enqueue(s_rank_t *r, proto_msg_t *b) {
 
 int main(int argc, char **argv) {
     stage_args_t a;
-    s_opts_t o = {.max_inflight = 256};
+    s_opts_t o = {0};
     stage_args_parse(&a, argc, argv,
                      "usage: ofa-batcher --ctl BROKER --out ENDPOINT [common flags]\n"
                      "  --out ENDPOINT      ROUTER endpoint the consumers connect to\n"
-                     "  --max-inflight N    the broker's bound (for the gap rule; 256)\n"
                      "  --world N           consumers (ranks); default: the plan's trainer.ranks\n"
                      "                      when its consumer is the trainer, else 1",
                      s_extra, &o);
