@@ -126,9 +126,7 @@ static void s_write_value(FILE *f, const s_kv_t *kv) {
 }
 
 /* Write to a memory stream, then atomically to the file: readers never see half a file. */
-static int s_commit(FILE *f, char *buf, size_t len, const char *path, char *err,
-                    size_t errlen) {
-    (void)f;
+static int s_commit(char *buf, size_t len, const char *path, char *err, size_t errlen) {
     int rc = util_write_file_atomic(path, buf, len, err, errlen);
     free(buf);
     return rc;
@@ -158,7 +156,7 @@ int statsdb_write_stages(const statsdb_t *self, const char *path, char *err, siz
     }
     fprintf(f, "\n}}\n");
     fclose(f);
-    return s_commit(NULL, buf, len, path, err, errlen);
+    return s_commit(buf, len, path, err, errlen);
 }
 
 int statsdb_write_timeline(statsdb_t *self, FILE *f, double t) {
@@ -214,5 +212,5 @@ int statsdb_write_summary(const statsdb_t *self, const char *const *tasks, int n
                "\"lost\": %lld, \"redispatched\": %lld, \"duplicates_dropped\": %lld}}\n",
             tot[0], tot[1], tot[2], tot[0] - tot[1] - tot[2], tot[3], tot[4]);
     fclose(f);
-    return s_commit(NULL, buf, len, path, err, errlen);
+    return s_commit(buf, len, path, err, errlen);
 }
