@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 typedef struct {
     char key[96];
     double v;
+    int warned;     /* the key is too long for a message and that was said */
 } s_counter_t;
 
 struct stats {
@@ -74,6 +76,7 @@ static s_counter_t *s_get(stats_t *self, const char *key) {
     s_counter_t *c = &self->c[self->n++];
     snprintf(c->key, sizeof c->key, "%s", key);
     c->v = 0;
+    c->warned = 0;
     return c;
 }
 
@@ -155,6 +158,13 @@ void stats_flush(stats_t *self) {
     for (int i = 0; i < self->n && i < PROTO_MAX_FIELDS - 16; i++) {
         if (strlen(self->c[i].key) < PROTO_MAX_KEY)
             proto_msg_set_float(m, self->c[i].key, self->c[i].v);
+        else if (!self->c[i].warned) {
+            /* A message key holds PROTO_MAX_KEY - 1 bytes: say once which counter is
+             * not reported rather than losing it silently. */
+            fprintf(stderr, "%s: stats counter '%s' is longer than %d bytes; not reported\n",
+                    self->proc, self->c[i].key, PROTO_MAX_KEY - 1);
+            self->c[i].warned = 1;
+        }
     }
     proto_msg_set_float(m, "lat_p50_ms", 1e3 * stats_percentile(self, 50));
     proto_msg_set_float(m, "lat_p90_ms", 1e3 * stats_percentile(self, 90));
