@@ -104,6 +104,9 @@ static const s_key_t s_global_keys[] = {
      "Beam width for generation; 1 = greedy."},
     {"trainer.max_gen_len", K_INT, "@", 1, 65536, NULL, PO(trainer.max_gen_len), 0,
      "Tokens generated at most; default model.max_tgt_len."},
+    {"trainer.multitask", K_ENUM, "sample", 0, 0, "sample|round_robin", PO(trainer.multitask), 0,
+     "How a step mixes tasks: sample = each step is one batch of a task drawn by weight; "
+     "round_robin = each step accumulates one batch of every task, weighted by its weight."},
 };
 
 /* Keys of one task group. The instruction is a string here; it is compiled against the
@@ -593,6 +596,7 @@ void plan_destroy(plan_t **self_p) {
     free(p->trainer.backend);
     free(p->trainer.consumer);
     free(p->trainer.precision);
+    free(p->trainer.multitask);
     free(p);
     *self_p = NULL;
 }
@@ -616,6 +620,9 @@ static void s_task_finish(s_errs_t *e, plan_t *p, plan_task_t *t, const config_s
     const config_setting_t *ns = config_setting_get_member(g, "name");
     if (t->name && !s_good_name(t->name))
         s_errf(e, ns, "task name '%s' may hold only letters, digits, '_' and '-'", t->name);
+    else if (t->name && strlen(t->name) > PLAN_MAX_TASK_NAME)
+        s_errf(e, ns, "task name '%s' is longer than %d characters (it becomes part of counter "
+               "names such as task.NAME.rejected_here)", t->name, PLAN_MAX_TASK_NAME);
     const config_setting_t *trs = config_setting_get_member(g, "train");
     if (trs && t->train && t->ntrain == 0)
         s_errf(e, trs, "%s'train' is empty: list the training files", where);

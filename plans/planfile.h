@@ -22,6 +22,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* Longest task name: it is embedded in counter names (task.NAME.rejected_here) that
+ * must fit a message key (PROTO_MAX_KEY). */
+#define PLAN_MAX_TASK_NAME 40
+
 typedef struct {
     char *name;
     char *instruction;
@@ -79,6 +83,7 @@ typedef struct {
     int ranks;
     int beam;                /* 1 = greedy */
     int max_gen_len;         /* tokens generated at most */
+    char *multitask;         /* "sample" | "round_robin": how a step mixes tasks */
 } plan_trainer_t;
 
 typedef struct {

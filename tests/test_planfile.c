@@ -367,3 +367,11 @@ Test(planfile, image_size_and_patch) {
     cr_assert_str_eq(p->tasks[0].plan->tmpls[0].slots[0].steps[2].arg, "32 px, 16 patches");
     plan_destroy(&p);
 }
+
+Test(planfile, long_task_name_is_an_error) {
+    load_fails("tasks = (\n  { name = \"a_task_name_that_is_much_too_long_for_counters\";\n"
+               "    instruction = \"[TEXT:x] -> [TEXT:y]\";\n"
+               "    train = \"t.tsv\"; columns = [\"x\", \"y\"]; }\n);\n");
+    cr_assert(strstr(err, "t.conf:2: task name 'a_task_name_that_is_much_too_long_for_counters' "
+                          "is longer than 40 characters"), "%s", err);
+}
