@@ -257,6 +257,60 @@ static int s_cmp_proc(const void *a, const void *b) {
     return d ? d : strcmp(p->name, q->name);
 }
 
+/* The worker-count suggestion. The trainer ranks (a sink has no limit to size for) could take
+ * samples at its current rate divided by its busy fraction; a decode tier whose
+ * processes each do rate/busy items per busy second needs demand / capacity of them,
+ * plus 10% headroom. Only tiers between the broker and the tokenizer (the decode
+ * workers) and the tokenizer itself are sized; the rule is in docs/profiling.md. */
+static void s_suggest(const s_top_t *top, const s_fig_t *figs, FILE *out) {
+    double cbusy = 0;
+    int nc = 0;
+    for (int i = 0; i < top->nprocs; i++)
+        if (figs[i].known && !strcmp(top->procs[i].tier, "trainer"))
+            cbusy += figs[i].busy, nc++;
+    if (!nc || top->from_stages)
+        return;
+    cbusy /= nc;
+    if (cbusy < 0.02)
+        cbusy = 0.02;   /* an idle consumer: size for 50x today's rate at most */
+    int said = 0;
+    for (int i = 0; i < top->nprocs; i++) {
+        const char *tier = top->procs[i].tier;
+        int r = s_rank(tier);
+        if (r != 2 && strcmp(tier, "tokenize") != 0)
+            continue;
+        int seen = 0;
+        for (int j = 0; j < i; j++)
+            seen |= strcmp(top->procs[j].tier, tier) == 0;
+        if (seen)
+            continue;
+        int n = 0;
+        double rate = 0, busy_s = 0;
+        for (int j = i; j < top->nprocs; j++) {
+            if (strcmp(top->procs[j].tier, tier) != 0)
+                continue;
+            n++;
+            if (figs[j].known && !isnan(figs[j].rate)) {
+                rate += figs[j].rate;
+                busy_s += figs[j].busy;
+            }
+        }
+        if (rate <= 0 || busy_s <= 0)
+            continue;
+        double capacity = rate / busy_s;           /* items per busy second, one process */
+        double demand = rate / cbusy;              /* what the consumer could take */
+        int want = (int)ceil(1.1 * demand / capacity);
+        if (want < 1)
+            want = 1;
+        if (!said)
+            fprintf(out, "\nsuggested workers (consumer busy %.0f%%, so it could take %.1fx "
+                    "today's rate):\n", 100 * cbusy, 1 / cbusy);
+        said = 1;
+        fprintf(out, "  stages.%s.workers = %d;   # now %d; one does %.0f items/s busy\n",
+                tier, want, n, capacity);
+    }
+}
+
 static void s_render(s_top_t *top, double window, int finished, FILE *out) {
     qsort(top->procs, (size_t)top->nprocs, sizeof *top->procs, s_cmp_proc);
     fprintf(out, "launch top: %s   t=%.0f s   %s%s\n", top->run_dir, top->t_last,
@@ -337,6 +391,7 @@ static void s_render(s_top_t *top, double window, int finished, FILE *out) {
         fprintf(out, "\nbottleneck: %s (busiest, %.0f%% per process, %.0f process%s); no "
                 "stage is saturated: the limit is outside the stages (data, credits, "
                 "machine)\n", best, 100 * best_busy, best_n, best_n > 1 ? "es" : "");
+    s_suggest(top, figs, out);
     free(figs);
 }
 

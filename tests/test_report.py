@@ -184,6 +184,36 @@ def test_top(tmp):
     if p.returncode != 2 or "--window" not in p.stderr:
         fail("a bad --window is not refused")
     print("ok: top's figures and bottleneck match the hand-computed ones; bad input refused")
+    test_suggest(tmp)
+
+
+def test_suggest(tmp):
+    """The worker-count suggestion, computed by hand: two image workers at 100 items/s
+    each, 25% busy (400 items per busy second each, 200/s in all); the trainer is 25%
+    busy, so it could take 200 / 0.25 = 800/s: 1.1 * 800 / 400 = 2.2 -> 3 workers.
+    The tokenizer: 200/s at 10% busy (2000 per busy second) -> ceil(1.1 * 800 / 2000) = 1."""
+    rd = os.path.join(tmp, "suggest")
+    os.makedirs(rd)
+    with open(os.path.join(rd, "stats.jsonl"), "w") as f:
+        for t, k in ((1.0, 0), (2.0, 1), (3.0, 2)):
+            for i in range(2):
+                f.write(json.dumps({"t": t, "proc": f"image.{i}", "tier": "image", "pid": 20 + i,
+                                    "time": 100.0 + t, "items_in": 100 * k,
+                                    "items_out": 100 * k, "busy_s": 0.25 * k,
+                                    "wait_s": 0.75 * k}) + "\n")
+            f.write(json.dumps({"t": t, "proc": "tokenize.0", "tier": "tokenize", "pid": 30,
+                                "time": 100.0 + t, "items_in": 200 * k, "items_out": 200 * k,
+                                "busy_s": 0.1 * k, "wait_s": 0.9 * k}) + "\n")
+            f.write(json.dumps({"t": t, "proc": "trainer.0", "tier": "trainer", "pid": 40,
+                                "time": 100.0 + t, "items_in": 12.5 * k, "busy_s": 0.25 * k,
+                                "wait_s": 0.75 * k}) + "\n")
+    t = run([LAUNCH, "top", "--once", rd]).stdout
+    print(t)
+    for want in ("could take 4.0x today's rate", "stages.image.workers = 3;   # now 2",
+                 "stages.tokenize.workers = 1;   # now 1"):
+        if want not in t:
+            fail(f"suggestion: '{want}' missing")
+    print("ok: the suggested worker counts match the hand-computed ones")
 
 
 class Points(HTMLParser):
