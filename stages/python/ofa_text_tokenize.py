@@ -1,0 +1,654 @@
+#!/usr/bin/python3
+"""ofa_text_tokenize.py: the tokenize tier for text-only tasks, written in Python.
+
+A worker stage in another language than the rest of the pipeline: it speaks the protocol
+of docs/protocol.md with python3-zmq and python3-msgpack (Debian's packages, run by
+/usr/bin/python3) and passes the conformance kit (docs/conformance.md). For a task whose
+instruction has only text-like slots (TEXT, CATEGORY, STRUCT) it builds the same model
+input as the C stage ofa-tokenize, bit for bit:
+
+    src_tok i32 (S), src_mod u8 (S), tgt_in i32 (T), tgt_out i32 (T), ref (str),
+    tok.src_cut, tok.tgt_cut, tok.masked (int)
+
+with the project's byte-level BPE (the merges file that launch trains, RUN_DIR/bpe.bin),
+the grouping of adjacent text into <s> ... </s>, the attributes uncased, no_punctuation,
+max_length and no_loss, ||| templates picked by (seed, sample id), and the truncation
+rule of stages/tokenize/tokenize.h. A sample of a task it cannot build (an IMAGE or BOX
+slot, mask_ratio= or noise_ratio=, a repeated group) is rejected with the reason.
+
+Use it in a plan in place of the C stage:
+
+    stages = { tokenize = { program = ["/usr/bin/python3", "stages/python/ofa_text_tokenize.py"]; }; };
+
+launch appends the common flags (--id --ctl --plan --stats --run-dir --tier --credits).
+"""
+import argparse
+import mmap
+import os
+import signal
+import sys
+import time
+
+import msgpack
+import zmq
+
+SAMPLE, BATCH, CREDIT, REJECT, STATS, CONTROL = 1, 2, 3, 4, 5, 6
+HEARTBEAT_S = 0.5
+BOS, PAD, EOS, UNK, MASK, BYTE0 = 0, 1, 2, 3, 4, 5
+FIRST_MERGE = BYTE0 + 256
+MOD_TEXT = 0
+TEXTLIKE = {"TEXT": 0, "CATEGORY": 0, "STRUCT": 0}
+MODALITIES = ("TEXT", "IMAGE", "BOX", "AUDIO", "VIDEO", "PHONE", "MOTION", "STRUCT",
+              "CATEGORY")
+MASK64 = (1 << 64) - 1
+
+
+# ---- the plan (a libconfig file) ------------------------------------------------------
+
+class ConfigError(Exception):
+    pass
+
+
+def parse_libconfig(text):
+    """The subset of libconfig that plan files use: settings `name = value;` (or `:`),
+    groups {}, lists (), arrays [], strings (adjacent ones joined), numbers, booleans,
+    and # // /* */ comments. Returns a dict."""
+    toks = []
+    i, n, line = 0, len(text), 1
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+            i += 1
+        elif c.isspace():
+            i += 1
+        elif c == "#" or text.startswith("//", i):
+            while i < n and text[i] != "\n":
+                i += 1
+        elif text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            if j < 0:
+                raise ConfigError(f"line {line}: unterminated comment")
+            line += text.count("\n", i, j)
+            i = j + 2
+        elif c == '"':
+            j, out = i + 1, []
+            while j < n and text[j] != '"':
+                if text[j] == "\\" and j + 1 < n:
+                    out.append({"n": "\n", "t": "\t", "r": "\r", "f": "\f"}.get(
+                        text[j + 1], text[j + 1]))
+                    j += 2
+                else:
+                    out.append(text[j])
+                    j += 1
+            if j >= n:
+                raise ConfigError(f"line {line}: unterminated string")
+            if toks and toks[-1][0] == "str":
+                toks[-1] = ("str", toks[-1][1] + "".join(out), line)
+            else:
+                toks.append(("str", "".join(out), line))
+            i = j + 1
+        elif c in "{}()[],;=:":
+            toks.append(("p", c, line))
+            i += 1
+        else:
+            j = i
+            while j < n and (text[j].isalnum() or text[j] in "_-+.*"):
+                j += 1
+            if j == i:
+                raise ConfigError(f"line {line}: unexpected '{c}'")
+            toks.append(("w", text[i:j], line))
+            i = j
+    pos = [0]
+
+    def peek():
+        return toks[pos[0]] if pos[0] < len(toks) else ("eof", "", line)
+
+    def take(kind=None, val=None):
+        t = peek()
+        if (kind and t[0] != kind) or (val and t[1] != val):
+            raise ConfigError(f"line {t[2]}: expected {val or kind}, got '{t[1]}'")
+        pos[0] += 1
+        return t
+
+    def value():
+        t = take()
+        if t[0] == "str":
+            return t[1]
+        if t[0] == "p" and t[1] in "{([":
+            close = {"{": "}", "(": ")", "[": "]"}[t[1]]
+            if t[1] == "{":
+                return settings(close)
+            out = []
+            while peek()[1] != close:
+                out.append(value())
+                if peek()[1] == ",":
+                    take()
+            take("p", close)
+            return out
+        if t[0] == "w":
+            w = t[1].lower()
+            if w in ("true", "false"):
+                return w == "true"
+            try:
+                return int(w.rstrip("l"), 0)
+            except ValueError:
+                try:
+                    return float(w)
+                except ValueError:
+                    pass
+        raise ConfigError(f"line {t[2]}: bad value '{t[1]}'")
+
+    def settings(close):
+        out = {}
+        while peek()[0] != "eof" and peek()[1] != close:
+            name = take("w")[1]
+            if peek()[1] in ("=", ":"):
+                take()
+            out[name] = value()
+            if peek()[1] in (";", ","):
+                take()
+        if close:
+            take("p", close)
+        return out
+
+    return settings(None)
+
+
+# ---- instructions (the text-only part of plans/instr.c and plans/taskplan.c) ----------
+
+class TaskError(Exception):
+    pass
+
+
+def parse_slot(body):
+    parts = [p.strip() for p in body.split(",")]
+    head = parts[0]
+    mod, _, column = head.partition(":")
+    mod = mod.strip()
+    if mod not in MODALITIES:
+        raise TaskError(f"unknown modality '{mod}'")
+    if mod not in TEXTLIKE:
+        raise TaskError(f"a {mod} slot: this stage serves text-only tasks (TEXT, "
+                        "CATEGORY, STRUCT slots)")
+    slot = {"mod": mod, "column": column.strip(), "uncased": False, "no_punctuation": False,
+            "max_length": 0, "no_loss": False, "add_bos": False, "add_eos": False}
+    if not slot["column"]:
+        raise TaskError(f"{mod} slot without a column name")
+    for a in parts[1:]:
+        key, _, val = a.partition("=")
+        key = key.strip()
+        if key in ("uncased", "no_punctuation", "no_loss", "add_bos", "add_eos"):
+            slot[key] = True
+        elif key == "max_length":
+            slot["max_length"] = int(val)
+        elif key in ("mask_ratio", "noise_ratio"):
+            if float(val) > 0:
+                raise TaskError(f"slot {slot['column']}: {key} is not implemented by this "
+                                "stage (use ofa-tokenize)")
+        elif key in ("closed_set", "preprocess", "adaptor"):
+            pass
+        else:
+            raise TaskError(f"slot {slot['column']}: attribute '{key}' is not known here")
+    return slot
+
+
+def compile_side(text, target):
+    """One side of a template -> a list of sequences, each a list of items: ("text", s)
+    or ("slot", slot). The target side is later laid out as one sequence."""
+    seqs, open_seq, i = [], False, 0
+    items_text_from = 0
+
+    def add(item):
+        nonlocal open_seq
+        if not open_seq:
+            seqs.append([])
+            open_seq = True
+        seqs[-1].append(item)
+
+    def flush_text(a, b):
+        s = text[a:b].strip(" \t\n\v\f\r")
+        if s:
+            add(("text", s))
+
+    while i < len(text):
+        if text[i] == "[":
+            j = text.find("]", i)
+            if j < 0:
+                raise TaskError("unbalanced '['")
+            flush_text(items_text_from, i)
+            slot = parse_slot(text[i + 1:j])
+            slot["target"] = target
+            slot["loss"] = target and not slot["no_loss"]
+            if slot["add_bos"]:
+                open_seq = False
+            add(("slot", slot))
+            if slot["add_eos"]:
+                open_seq = False
+            i = items_text_from = j + 1
+        elif text.startswith("<BOS>", i) or text.startswith("<EOS>", i):
+            flush_text(items_text_from, i)
+            open_seq = False
+            i = items_text_from = i + 5
+        elif text.startswith(")*", i) or text[i] == "(":
+            raise TaskError("repeated groups ( ... )* are not implemented by this stage")
+        else:
+            i += 1
+    flush_text(items_text_from, len(text))
+    return seqs
+
+
+def compile_task(instruction):
+    tmpls = []
+    for alt in instruction.split("|||"):
+        if alt.count("->") != 1:
+            raise TaskError("an instruction has exactly one '->'")
+        src, tgt = alt.split("->")
+        tmpls.append((compile_side(src, False), compile_side(tgt, True)))
+    return tmpls
+
+
+def splitmix64(state):
+    """One step of util_rng_next: returns (new state, value)."""
+    state = (state + 0x9E3779B97F4A7C15) & MASK64
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return state, z ^ (z >> 31)
+
+
+def pick_template(ntmpls, seed, sample_id):
+    if ntmpls <= 1:
+        return 0
+    _, v = splitmix64((seed ^ ((sample_id * 0x9E3779B97F4A7C15) & MASK64)) & MASK64)
+    return v % ntmpls
+
+
+# ---- BPE (stages/text/bpe.h) -----------------------------------------------------------
+
+def byte_class(c):
+    if c >= 0x80 or 0x61 <= c <= 0x7A or 0x41 <= c <= 0x5A:
+        return 0
+    if 0x30 <= c <= 0x39:
+        return 1
+    if c in (0x20, 0x09, 0x0A, 0x0D, 0x0B, 0x0C):
+        return 2
+    return 3
+
+
+def pretokenize(s):
+    i, n, out = 0, len(s), []
+    while i < n:
+        start, c = i, byte_class(s[i])
+        if s[i] == 0x20 and i + 1 < n and byte_class(s[i + 1]) != 2:
+            c = byte_class(s[i + 1])
+            i += 2
+            while i < n and byte_class(s[i]) == c:
+                i += 1
+        elif c == 2:
+            while i < n and byte_class(s[i]) == 2:
+                i += 1
+            if i < n and i - start > 1 and s[i - 1] == 0x20:
+                i -= 1
+        else:
+            while i < n and byte_class(s[i]) == c:
+                i += 1
+        out.append(s[start:i])
+    return out
+
+
+class Bpe:
+    def __init__(self, path):
+        with open(path, "rb") as f:
+            lines = f.read().decode("ascii").split("\n")
+        if lines[0] != "OFABPE 1":
+            raise ValueError(f"{path}: not an OFABPE 1 merges file")
+        if not lines[1].startswith("merges "):
+            raise ValueError(f"{path}: line 2 must be 'merges M'")
+        m = int(lines[1].split()[1])
+        self.ranks = {}
+        for r in range(m):
+            a, b = lines[2 + r].split()
+            self.ranks[(int(a), int(b))] = r
+        self.n_merges = m
+        self.cache = {}
+
+    def bin0(self):
+        return FIRST_MERGE + self.n_merges
+
+    def encode_piece(self, piece):
+        got = self.cache.get(piece)
+        if got is not None:
+            return got
+        sym = [BYTE0 + b for b in piece]
+        while len(sym) > 1:
+            best, at = None, -1
+            for k in range(len(sym) - 1):
+                r = self.ranks.get((sym[k], sym[k + 1]))
+                if r is not None and (best is None or r < best):
+                    best, at = r, k
+            if best is None:
+                break
+            sym[at:at + 2] = [FIRST_MERGE + best]
+        if len(self.cache) < 65536:
+            self.cache[piece] = sym
+        return sym
+
+    def encode(self, data):
+        out = []
+        for p in pretokenize(data):
+            out.extend(self.encode_piece(p))
+        return out
+
+
+# ---- building a sample (stages/tokenize/tokenize.c, text-only) --------------------------
+
+PUNCT = set(range(33, 48)) | set(range(58, 65)) | set(range(91, 97)) | set(range(123, 127))
+SPACE = b" \t\n\v\f\r"
+
+
+def normalize(slot, value):
+    value = value.strip(SPACE)
+    out = bytearray()
+    for c in value:
+        if slot["no_punctuation"] and c in PUNCT:
+            continue
+        out.append(c + 32 if slot["uncased"] and 0x41 <= c <= 0x5A else c)
+    return bytes(out)
+
+
+class Piece:
+    __slots__ = ("ids", "cuttable", "loss")
+
+    def __init__(self, ids, cuttable=False, loss=False):
+        self.ids, self.cuttable, self.loss = ids, cuttable, loss
+
+
+def truncate(pieces, budget):
+    """Cut the longest cuttable piece first (down to the second longest at a time) until
+    the total fits; returns the number of tokens cut, or None when it cannot fit."""
+    total, cut = sum(len(p.ids) for p in pieces), 0
+    while total > budget:
+        a = b = None
+        for p in pieces:
+            if not p.cuttable or not p.ids:
+                continue
+            if a is None or len(p.ids) > len(a.ids):
+                a, b = p, a
+            elif b is None or len(p.ids) > len(b.ids):
+                b = p
+        if a is None:
+            return None
+        c = total - budget
+        room = max(1, len(a.ids) - (len(b.ids) if b else 0))
+        c = min(c, room)
+        del a.ids[len(a.ids) - c:]
+        total -= c
+        cut += c
+    return cut
+
+
+class Tokenizer:
+    def __init__(self, plan, bpe):
+        self.bpe = bpe
+        self.seed = int(plan.get("seed", 0))
+        model = plan.get("model", {})
+        self.tasks = {}
+        for t in plan.get("tasks", []):
+            entry = {"max_src": int(t.get("max_src_len", model.get("max_src_len", 256))),
+                     "max_tgt": int(t.get("max_tgt_len", model.get("max_tgt_len", 64)))}
+            try:
+                entry["tmpls"] = compile_task(t["instruction"])
+            except (TaskError, ValueError) as e:
+                entry["why"] = str(e)
+                print(f"ofa_text_tokenize: warning: task {t.get('name')} cannot be "
+                      f"tokenized, its samples will be rejected: {e}", file=sys.stderr)
+            self.tasks[t.get("name", "")] = entry
+
+    def build(self, task, sample_id, fields):
+        """Returns (fields to set) or raises TaskError with the reason."""
+        t = self.tasks.get(task)
+        if t is None:
+            raise TaskError(f"unknown task '{task}' (not in the plan)")
+        if "why" in t:
+            raise TaskError(f"task {task}: {t['why']}")
+        src_seqs, tgt_seqs = t["tmpls"][pick_template(len(t["tmpls"]), self.seed,
+                                                      sample_id)]
+        ref = []
+
+        def item_piece(item, target):
+            kind, x = item
+            if kind == "text":
+                return Piece(self.bpe.encode(b" " + x.encode()))
+            col = x["column"]
+            if col not in fields:
+                raise TaskError(f"column {col}: missing from the sample")
+            v = fields[col]
+            if isinstance(v, str):
+                v = v.encode("utf-8", "surrogateescape")
+            if not isinstance(v, (bytes, bytearray)):
+                raise TaskError(f"column {col}: expected text for a {x['mod']} slot")
+            norm = normalize(x, bytes(v))
+            if target and x["loss"]:
+                ref.append(norm)
+            p = Piece(self.bpe.encode(b" " + norm), cuttable=True, loss=x["loss"])
+            if x["max_length"] > 0 and len(p.ids) > x["max_length"]:
+                del p.ids[x["max_length"]:]
+            return p
+
+        src = []
+        for seq in src_seqs:
+            src.append(Piece([BOS]))
+            src.extend(item_piece(it, False) for it in seq)
+            src.append(Piece([EOS]))
+        src_cut = truncate(src, t["max_src"])
+        if src_cut is None:
+            raise TaskError(f"source needs more than max_src_len={t['max_src']} positions "
+                            "even with every text slot cut (images/prompt/bins alone exceed "
+                            "it)")
+        tgt = [Piece([BOS])]
+        any_loss = False
+        for seq in tgt_seqs:
+            for it in seq:
+                tgt.append(item_piece(it, True))
+                any_loss |= it[0] == "slot" and it[1]["loss"]
+        tgt.append(Piece([EOS], loss=any_loss))
+        tgt_cut = truncate(tgt, t["max_tgt"] + 1)
+        if tgt_cut is None:
+            raise TaskError(f"target needs more than max_tgt_len={t['max_tgt']} positions "
+                            "even with every text slot cut")
+        src_tok = [i for p in src for i in p.ids]
+        y = [(i, p.loss) for p in tgt for i in p.ids]
+        tgt_in = [i for i, _ in y[:-1]]
+        tgt_out = [i if loss else PAD for i, loss in y[1:]]
+        return {
+            "src_tok": tensor("i32", src_tok),
+            "src_mod": {"dtype": "u8", "shape": [len(src_tok)],
+                        "data": bytes([MOD_TEXT]) * len(src_tok)},
+            "tgt_in": tensor("i32", tgt_in),
+            "tgt_out": tensor("i32", tgt_out),
+            "ref": b" ".join(ref).decode("utf-8", "replace"),
+            "tok.src_cut": src_cut,
+            "tok.tgt_cut": tgt_cut,
+            "tok.masked": 0,
+        }
+
+
+def tensor(dtype, values):
+    data = b"".join(int(v).to_bytes(4, "little", signed=True) for v in values)
+    return {"dtype": dtype, "shape": [len(values)], "data": data}
+
+
+# ---- the protocol -----------------------------------------------------------------------
+
+def envelope(kind, task="", ids=(), op=None, fields=None):
+    env = {"magic": "OFAC", "v": 1, "kind": kind, "task": task, "ids": list(ids),
+           "f": fields or {}}
+    if op:
+        env["op"] = op
+    return env
+
+
+def field_bytes(value, frames):
+    """The bytes of a bin or tensor field, whichever transport carried them (inline,
+    a following frame, or POSIX shared memory, which the receiver unlinks)."""
+    if isinstance(value, (bytes, str)):
+        return value
+    d = value["data"]
+    if isinstance(d, bytes):
+        return d
+    if isinstance(d, int):
+        if not 1 <= d < len(frames):
+            raise ValueError(f"frame {d} of {len(frames) - 1}")
+        return frames[d]
+    name = d["name"]
+    if not name.startswith("/") or "/" in name[1:]:
+        raise ValueError(f"bad shared-memory name {name!r}")
+    fd = os.open("/dev/shm" + name, os.O_RDONLY)
+    try:
+        os.unlink("/dev/shm" + name)
+        with mmap.mmap(fd, 0, prot=mmap.PROT_READ) as m:
+            return m[d["offset"]:d["offset"] + d["len"]]
+    finally:
+        os.close(fd)
+
+
+def decode(frames):
+    """The envelope of a received message, with every field's data made inline; raises
+    ValueError on anything malformed."""
+    try:
+        env = msgpack.unpackb(frames[0], raw=False, unicode_errors="surrogateescape")
+    except Exception as e:
+        raise ValueError(f"not a msgpack message: {e}") from None
+    if not isinstance(env, dict) or env.get("magic") != "OFAC":
+        raise ValueError("envelope: bad magic")
+    if env.get("v") != 1:
+        raise ValueError("envelope: unsupported version (want 1)")
+    if env.get("kind") not in (SAMPLE, BATCH, CREDIT, REJECT, STATS, CONTROL):
+        raise ValueError("envelope: unknown kind")
+    f = env.get("f", {})
+    if not isinstance(f, dict):
+        raise ValueError("envelope: f must be a map")
+    for k, v in list(f.items()):
+        if isinstance(v, dict):
+            if "data" not in v:
+                raise ValueError(f"field '{k}': no data")
+            v["data"] = field_bytes(v, frames)
+            if "dtype" not in v:
+                f[k] = v["data"]   # a bin sent out of line
+    env["f"] = f
+    return env
+
+
+def main():
+    p = argparse.ArgumentParser(
+        description="tokenize tier for text-only tasks (Python); see docs/conformance.md")
+    for flag in ("--id", "--ctl", "--plan", "--stats", "--run-dir", "--tier", "--bpe"):
+        p.add_argument(flag, default="")
+    p.add_argument("--credits", type=int, default=8)
+    a = p.parse_args()
+    if not 1 <= a.credits <= 100000:
+        p.error("--credits needs a number from 1 to 100000")
+    tier = a.tier or "tokenize"
+    pid = a.id or "tokenize-py"
+    bpe_path = a.bpe or os.path.join(a.run_dir, "bpe.bin")
+    try:
+        with open(a.plan, encoding="utf-8") as f:
+            plan = parse_libconfig(f.read())
+        tok = Tokenizer(plan, Bpe(bpe_path))
+    except (OSError, ValueError, ConfigError) as e:
+        print(f"ofa_text_tokenize: cannot start: {e}\n---> HINT: --plan is the run's "
+              "plan.resolved.conf and --bpe (or RUN_DIR/bpe.bin) the merges file",
+              file=sys.stderr)
+        return 1
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.ROUTING_ID, pid.encode())
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.connect(a.ctl)
+    stats = ctx.socket(zmq.PUSH)
+    stats.setsockopt(zmq.SNDHWM, 16)
+    stats.setsockopt(zmq.LINGER, 500)
+    if a.stats:
+        stats.connect(a.stats)
+    counters = {"items_in": 0.0, "items_out": 0.0, "bytes_in": 0.0, "bytes_out": 0.0,
+                "busy_s": 0.0, "wait_s": 0.0, "rejected": 0.0}
+
+    def push_stats():
+        if not a.stats:
+            return
+        f = {"proc": pid, "tier": tier, "pid": os.getpid(), "time": time.time(), **counters}
+        try:
+            stats.send(msgpack.packb(envelope(STATS, fields=f), use_bin_type=True),
+                       zmq.DONTWAIT)
+        except zmq.Again:
+            pass   # never stall on stats
+
+    def send(env):
+        sock.send(msgpack.packb(env, use_bin_type=True, unicode_errors="surrogateescape"))
+
+    send(envelope(CONTROL, op="hello", fields={
+        "role": "worker", "id": pid, "tier": tier, "credits": a.credits}))
+    last_send = last_stats = wait_from = time.monotonic()
+    while not stop:
+        try:
+            ready = sock.poll(100)
+        except zmq.ZMQError:
+            ready = 0   # interrupted by a signal
+        while ready and not stop:
+            try:
+                frames = sock.recv_multipart(zmq.DONTWAIT)
+            except zmq.Again:
+                break
+            try:
+                env = decode(frames)
+            except (ValueError, OSError, KeyError, TypeError) as e:
+                print(f"ofa_text_tokenize: dropped a malformed message: {e}", file=sys.stderr)
+                continue
+            if env["kind"] == CONTROL:
+                if env.get("op") == "stop":
+                    stop.append(1)
+                continue
+            if env["kind"] != SAMPLE:
+                continue
+            t0 = time.monotonic()
+            counters["wait_s"] += t0 - wait_from
+            counters["items_in"] += 1
+            f = env["f"]
+            ids = env.get("ids", [])
+            try:
+                if len(ids) != 1:
+                    raise TaskError(f"a sample carries one id, this one {len(ids)}")
+                f.update(tok.build(env.get("task", ""), ids[0], f))
+                f["@hop"] = int(f.get("@hop", 0)) + 1
+                out = envelope(SAMPLE, env.get("task", ""), ids, fields=f)
+                counters["items_out"] += 1
+            except TaskError as e:
+                out = envelope(REJECT, env.get("task", ""), ids, fields={
+                    "seq": f.get("seq", -1), "row": f.get("row", -1),
+                    "slot": f.get("slot", -1), "epoch": f.get("epoch", 0),
+                    "split": f.get("split", "train"), "stage": tier, "reason": str(e)})
+                counters["rejected"] += 1
+            send(out)
+            last_send = wait_from = time.monotonic()
+            counters["busy_s"] += last_send - t0
+        now = time.monotonic()
+        if now - last_send >= HEARTBEAT_S:
+            send(envelope(CONTROL, op="heartbeat"))
+            last_send = now
+        if now - last_stats >= 1.0:
+            push_stats()
+            last_stats = now
+    push_stats()   # the final snapshot
+    sock.close()
+    stats.close()
+    ctx.term()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
