@@ -5,3 +5,8 @@ ofa_add_script_test(multitask_experiment
           --epochs 1 --max-rows 320 --bin ${CMAKE_BINARY_DIR}/bin
           --out ${CMAKE_BINARY_DIR}/multitask_experiment
   LABELS long TIMEOUT 1800)
+# trainer.multitask = round_robin: the source's rounds and the trainer's summed step.
+if(TARGET ofatrainer AND TARGET ofasource)
+  ofa_add_test(test_multitask SOURCES test_multitask.c LIBS ofatrainer ofasource
+               LABELS unit TIMEOUT 120)
+endif()

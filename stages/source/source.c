@@ -68,9 +68,14 @@ struct source {
     int valid_task;        /* validation: current task */
     int64_t valid_pos;
     int bucket;            /* length bucketing: batches per sorted chunk (0/1 = off) */
+    int rr;                /* trainer.multitask = round_robin (source.h) */
+    int64_t rr_steps;      /* round_robin: rounds (optimizer steps) in the run */
+    int64_t rr_step;       /* round_robin: current round */
+    int rr_next;           /* round_robin: next task index within the round */
 };
 
 static void s_bucket(source_t *self, s_task_t *t, int ti, util_rng_t *r);
+static int64_t s_rr_steps(const plan_t *plan, const int64_t *rows);
 
 uint64_t source_sample_id(int task_index, int valid, int64_t row) {
     return ((uint64_t)task_index << 40) | (valid ? (1ull << 39) : 0) | (uint64_t)row;
@@ -204,6 +209,17 @@ source_t *source_new(const plan_t *plan, char *err, size_t errlen) {
         st->done = st->train.n == 0 || pt->epochs <= 0;
         if (!st->done)
             s_shuffle(self, st, t);
+    }
+    /* round_robin: one slot of every task per round, for as many rounds as the longest
+     * task needs for its epochs (or trainer.max_steps rounds); shorter tasks start their
+     * next epoch when they run out, so every round holds every task. */
+    self->rr = plan->trainer.multitask && strcmp(plan->trainer.multitask, "round_robin") == 0;
+    if (self->rr) {
+        int64_t *rows = util_calloc((size_t)plan->ntasks + 1, sizeof *rows);
+        for (int t = 0; t < plan->ntasks; t++)
+            rows[t] = self->tasks[t].done ? 0 : self->tasks[t].train.n;
+        self->rr_steps = s_rr_steps(plan, rows);
+        free(rows);
     }
     return self;
 fail:
@@ -724,6 +740,41 @@ void source_set_bucket(source_t *self, int k) {
             s_shuffle(self, &self->tasks[t], t);
 }
 
+/* round_robin: rounds in the run (source.h's rule) from each task's training row count
+ * rows[t] (max_rows applied here). The trainer sizes its schedule by the same rule. */
+static int64_t s_rr_steps(const plan_t *plan, const int64_t *rows) {
+    if (plan->trainer.max_steps > 0)
+        return plan->trainer.max_steps;
+    int64_t longest = 0;
+    for (int t = 0; rows && t < plan->ntasks; t++) {
+        const plan_task_t *pt = &plan->tasks[t];
+        int64_t r = rows[t];
+        if (pt->max_rows > 0 && r > pt->max_rows)
+            r = pt->max_rows;
+        if (r <= 0 || pt->epochs <= 0)
+            continue;
+        int64_t bs = pt->batch_size > 0 ? pt->batch_size : 1;
+        int64_t n = (r + bs - 1) / bs * pt->epochs;
+        longest = n > longest ? n : longest;
+    }
+    return longest;
+}
+
+/* round_robin: the next task of the current round (task order, skipping tasks without
+ * training rows), moving to the next round after the last; -1 after the last round. */
+static int s_pick_rr(source_t *self) {
+    for (;;) {
+        if (self->rr_step >= self->rr_steps)
+            return -1;
+        while (self->rr_next < self->plan->ntasks && self->tasks[self->rr_next].done)
+            self->rr_next++;
+        if (self->rr_next < self->plan->ntasks)
+            return self->rr_next++;
+        self->rr_next = 0;
+        self->rr_step++;
+    }
+}
+
 /* Pick the task of the next training slot, or -1 when every task is done. The choice is
  * among the tasks that still have epochs to run, in proportion to their weights: a
  * task that finished its epochs simply drops out and the others share its slots.
@@ -767,7 +818,7 @@ proto_msg_t *source_next(source_t *self) {
                 /* End of an epoch: the slot ends here too. */
                 self->left_in_slot = 0;
                 st->epoch++;
-                if (st->epoch >= self->plan->tasks[ti].epochs)
+                if (!self->rr && st->epoch >= self->plan->tasks[ti].epochs)
                     st->done = 1;
                 else
                     s_shuffle(self, st, ti);
@@ -779,7 +830,7 @@ proto_msg_t *source_next(source_t *self) {
             }
             return m;
         }
-        int t = s_pick_task(self);
+        int t = self->rr ? s_pick_rr(self) : s_pick_task(self);
         if (t < 0) {
             self->phase = self->valid_first ? 2 : 1;
             break;

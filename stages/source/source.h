@@ -27,6 +27,14 @@
  * cannot be read becomes a REJECT message naming file:line and the column; it still
  * takes its seq and slot, so nothing downstream waits for it.
  *
+ * trainer.multitask = "round_robin" changes the training slots: they come in rounds of
+ * one slot of every task with training rows, in the plan's task order (each task its own
+ * batch_size), one round per optimizer step (the trainer sums the round's gradients).
+ * The number of rounds is trainer.max_steps when set, else that of the longest task:
+ * max over tasks of ceil(rows / batch_size) x epochs. A task that runs out of rows
+ * before the last round starts its next epoch (new shuffle, epoch + 1), so small
+ * datasets repeat by their own epochs and every round holds every task.
+ *
  * Limits: max_rows of a task caps its train rows and, separately, its valid rows (the
  * first ones in file order). */
 #ifndef OFA_SOURCE_H

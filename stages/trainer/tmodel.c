@@ -13,6 +13,8 @@ struct tmodel_t {
     model_t *m;
     int64_t numel;
     float *hw, *hm, *hv;      /* host mirrors of the flat W/M/V buffers (lazy) */
+    float *acc, *hg;          /* (numel) gradient sum of an accumulated step, and one
+                               * batch's gradient (lazy) */
     model_cache_t *cache;     /* during generation */
     int cache_rows, cache_src, cache_len;
     char (*names)[MODEL_MAX_NAME];   /* (n_params) parameter names */
@@ -82,6 +84,8 @@ void tmodel_destroy(tmodel_t **self_p) {
     free(self->hw);
     free(self->hm);
     free(self->hv);
+    free(self->acc);
+    free(self->hg);
     free(self->names);
     free(self);
     *self_p = NULL;
@@ -125,6 +129,51 @@ int tmodel_train(tmodel_t *self, const trainer_batch_t *b, double lr, double cli
     model_step(self->m, (float)lr);
     return 0;
 }
+
+/* The sum lives in host memory and each batch's gradient is downloaded into it: the
+ * model's backward overwrites G (it zeroes it first), and a copy of numel floats per
+ * batch is small next to a forward and backward pass. On the GPU this costs a transfer
+ * per micro-batch; an on-device sum would avoid it once that backend trains here. */
+void tmodel_accum_begin(tmodel_t *self) {
+    if (!self->acc) {
+        self->acc = util_malloc(sizeof(float) * self->numel);
+        self->hg = util_malloc(sizeof(float) * self->numel);
+    }
+    memset(self->acc, 0, sizeof(float) * self->numel);
+}
+
+int tmodel_grad(tmodel_t *self, const trainer_batch_t *b, float *out, char *err, size_t errlen) {
+    float loss;
+    int64_t ntok;
+    if (tmodel_loss(self, b, &loss, &ntok, err, errlen) != 0)
+        return -1;
+    model_backward(self->m);
+    model_buf_download(self->m, MODEL_G, out);
+    return 0;
+}
+
+int tmodel_accum_add(tmodel_t *self, const trainer_batch_t *b, double weight, float *loss,
+                     int64_t *ntok, char *err, size_t errlen) {
+    OFA_ASSERT(self->acc);
+    if (tmodel_loss(self, b, loss, ntok, err, errlen) != 0)
+        return -1;
+    model_backward(self->m);
+    model_buf_download(self->m, MODEL_G, self->hg);
+    float w = (float)weight;
+    for (int64_t i = 0; i < self->numel; i++)
+        self->acc[i] += w * self->hg[i];
+    return 0;
+}
+
+void tmodel_accum_step(tmodel_t *self, double lr, double clip) {
+    OFA_ASSERT(self->acc);
+    model_buf_upload(self->m, MODEL_G, self->acc);
+    model_clip_grad(self->m, clip);
+    model_step(self->m, (float)lr);
+}
+
+const float *tmodel_accum_grad(const tmodel_t *self) { return self->acc; }
+int64_t tmodel_numel(const tmodel_t *self) { return self->numel; }
 
 /* Checkpoints go through host copies of the flat buffers because backend memory is
  * device memory on a GPU backend; on the CPU this is one memcpy per buffer, a small cost

@@ -37,6 +37,25 @@ int tmodel_vocab(const tmodel_t *self);
 int tmodel_train(tmodel_t *self, const trainer_batch_t *b, double lr, double clip,
                  float *loss, int64_t *ntok, char *err, size_t errlen);
 
+/* Gradient accumulation over several batches for one optimizer step (the round_robin
+ * multi-task step): tmodel_accum_begin zeroes the sum; each tmodel_accum_add runs
+ * forward + backward on a batch and adds weight x its gradient (of the batch's mean
+ * loss) to the sum; tmodel_accum_step puts the sum in place of the gradient, clips it to
+ * `clip` (<= 0: none) and takes one AdamW step at lr. tmodel_accum_grad gives the sum
+ * (host memory owned by tmodel, tmodel_numel floats, in the flat parameter order of
+ * tmodel_param's offsets) as it stands, before clipping. accum_add returns 0 or -1 with
+ * err (the sum is then unchanged). */
+void tmodel_accum_begin(tmodel_t *self);
+int tmodel_accum_add(tmodel_t *self, const trainer_batch_t *b, double weight, float *loss,
+                     int64_t *ntok, char *err, size_t errlen);
+void tmodel_accum_step(tmodel_t *self, double lr, double clip);
+const float *tmodel_accum_grad(const tmodel_t *self);
+
+/* The gradient of the mean loss of one batch at the current weights, without a step,
+ * into out (tmodel_numel floats). 0 or -1 with err. */
+int tmodel_grad(tmodel_t *self, const trainer_batch_t *b, float *out, char *err, size_t errlen);
+int64_t tmodel_numel(const tmodel_t *self);
+
 /* Loss of the batch without training (tests, evaluation loss). */
 int tmodel_loss(tmodel_t *self, const trainer_batch_t *b, float *loss, int64_t *ntok,
                 char *err, size_t errlen);

@@ -35,7 +35,17 @@ typedef struct {
     const plan_task_t *pt;
     taskplan_gen_t gen;
     int closed;             /* collect training targets for a closed set */
+    double weight;          /* round_robin: the task's share of a step's gradient */
 } s_task_t;
+
+/* round_robin: a micro-batch summed into the pending step, kept for its metrics line. */
+typedef struct {
+    int task;
+    float loss;
+    int64_t ntok;
+    int B;
+    double wait_s;
+} s_micro_t;
 
 struct trainer_t {
     const plan_t *plan;
@@ -58,6 +68,12 @@ struct trainer_t {
     double busy_s;
     s_vbatch_t *valid;
     int nvalid, capvalid;
+    /* trainer.multitask = round_robin: one optimizer step per round of micro-batches */
+    int rr;
+    int rr_tasks;           /* tasks with training rows: micro-batches in a full round */
+    s_micro_t *rr_pending;  /* (ntasks) micro-batches summed so far in this round */
+    int rr_n;
+    int64_t rr_last;        /* batch step of the last micro-batch summed */
 };
 
 /* The model library has its own schedule (model_lr_at, 0-based); the trainer keeps this
@@ -102,9 +118,15 @@ static int64_t s_count_rows(const char *path) {
     return n;
 }
 
-static int64_t s_estimate_total(const plan_t *plan, int world) {
-    if (plan->trainer.max_steps > 0)
-        return plan->trainer.max_steps;
+static int s_round_robin(const plan_t *plan) {
+    return plan->trainer.multitask && strcmp(plan->trainer.multitask, "round_robin") == 0;
+}
+
+/* The schedule's T. sample: every batch is a step, so the sum of the tasks' batches;
+ * round_robin: every round is a step, so the batches of the longest task (source.h).
+ * active[t] (may be NULL) is set to whether task t has training rows. */
+static int64_t s_estimate_total(const plan_t *plan, int world, uint8_t *active) {
+    int rr = s_round_robin(plan);
     int64_t total = 0;
     for (int t = 0; t < plan->ntasks; t++) {
         const plan_task_t *pt = &plan->tasks[t];
@@ -116,9 +138,14 @@ static int64_t s_estimate_total(const plan_t *plan, int world) {
         }
         if (pt->max_rows > 0 && rows > pt->max_rows)
             rows = pt->max_rows;
+        if (active)
+            active[t] = rows > 0 && pt->epochs > 0;
         int bs = pt->batch_size > 0 ? pt->batch_size : 1;
-        total += (rows + bs - 1) / bs * (pt->epochs > 0 ? pt->epochs : 1);
+        int64_t n = (rows + bs - 1) / bs * (pt->epochs > 0 ? pt->epochs : 1);
+        total = rr ? (n > total ? n : total) : total + n;
     }
+    if (plan->trainer.max_steps > 0)
+        return plan->trainer.max_steps;
     if (world > 1)
         total = (total + world - 1) / world;
     return total > 0 ? total : 1;
@@ -293,6 +320,7 @@ trainer_t *trainer_new(const plan_t *plan, const trainer_opts_t *opts, char *err
         self->tasks[i].pt = pt;
         self->tasks[i].gen = pt->plan->gen;
         self->tasks[i].closed = pt->plan->gen == GEN_CLOSED_SET;
+        self->tasks[i].weight = pt->weight > 0 ? pt->weight : 1.0;
         if (taskplan_runnable(pt->plan, err, errlen) != 0) {
             char e2[512];
             snprintf(e2, sizeof e2, "%s", err);
@@ -319,7 +347,23 @@ trainer_t *trainer_new(const plan_t *plan, const trainer_opts_t *opts, char *err
     if (!self->model)
         goto fail;
     self->ev = teval_new();
-    self->total = s_estimate_total(plan, self->opts.world);
+    uint8_t *active = util_calloc(plan->ntasks + 1, 1);
+    self->total = s_estimate_total(plan, self->opts.world, active);
+    self->rr = s_round_robin(plan);
+    if (self->rr) {
+        /* Each task's share of a step: its weight over the weights of the tasks that
+         * train, so a full round's gradient is their weighted mean. */
+        double wsum = 0;
+        for (int i = 0; i < plan->ntasks; i++) {
+            self->rr_tasks += active[i];
+            wsum += active[i] ? self->tasks[i].weight : 0;
+        }
+        for (int i = 0; i < plan->ntasks; i++)
+            self->tasks[i].weight /= wsum > 0 ? wsum : 1;
+        self->rr_pending = util_calloc(plan->ntasks + 1, sizeof *self->rr_pending);
+        tmodel_accum_begin(self->model);
+    }
+    free(active);
     if (opts->resume) {
         int64_t s = ckpt_latest(self->ckpt_dir);
         if (s < 0) {
@@ -366,6 +410,7 @@ void trainer_destroy(trainer_t **self_p) {
     for (int i = 0; i < self->nvalid; i++)
         s_vbatch_free(&self->valid[i]);
     free(self->valid);
+    free(self->rr_pending);
     free(self->tasks);
     free(self->bpe_bytes);
     free(self);
@@ -507,8 +552,16 @@ int trainer_feed(trainer_t *self, const trainer_batch_t *b0, double wait_s, char
 
 static int s_evaluate(trainer_t *self, char *err, size_t errlen);
 
+static void s_after_step(trainer_t *self, char *err, size_t errlen);
+static void s_rr_step(trainer_t *self, char *err, size_t errlen);
+static int s_feed_rr(trainer_t *self, s_task_t *task, const trainer_batch_t *b, double wait_s,
+                     char *err, size_t errlen);
+
 static int s_feed(trainer_t *self, const trainer_batch_t *b, double wait_s, char *err, size_t errlen) {
     if (b->valid) {
+        /* Validation batches after the training ones: the last round is complete. */
+        if (self->rr)
+            s_rr_step(self, err, errlen);
         s_keep_valid(self, b);
         return 0;
     }
@@ -526,6 +579,8 @@ static int s_feed(trainer_t *self, const trainer_batch_t *b, double wait_s, char
         self->n_skipped++;
         return 0;
     }
+    if (self->rr)
+        return s_feed_rr(self, task, b, wait_s, err, errlen);
     double t0 = util_now();
     /* The schedule is a function of the optimizer step only, so a resumed run continues
      * it exactly where the checkpoint left it. */
@@ -550,6 +605,77 @@ static int s_feed(trainer_t *self, const trainer_batch_t *b, double wait_s, char
                        pt->log_every, last);
         trainlog_progress(self->log, self->step, self->total);
     }
+    s_after_step(self, err, errlen);
+    return 0;
+}
+
+/* round_robin: the optimizer step of the micro-batches summed so far (a full round, or
+ * what arrived of it), their metrics lines, then the evaluation and checkpoint rules. A
+ * round with a missing batch (all its rows rejected) still steps, with the shares of the
+ * batches it has. */
+static void s_rr_step(trainer_t *self, char *err, size_t errlen) {
+    if (self->rr_n == 0)
+        return;
+    const plan_trainer_t *pt = &self->plan->trainer;
+    double t0 = util_now();
+    double lr = trainer_schedule(pt->lr, pt->warmup, self->total, self->step + 1);
+    tmodel_accum_step(self->model, lr, pt->clip);
+    self->step++;
+    self->cursor = self->rr_last;
+    double loss = 0, dt = util_now() - t0;
+    self->busy_s += dt;
+    self->elapsed += dt;
+    int last = self->step == self->total || (pt->max_steps > 0 && self->step == pt->max_steps);
+    for (int i = 0; i < self->rr_n; i++) {
+        const s_micro_t *u = &self->rr_pending[i];
+        loss += self->tasks[u->task].weight * u->loss;
+        if (self->log)
+            trainlog_batch(self->log, self->step, self->tasks[u->task].pt->name, u->loss, lr,
+                           u->B, u->ntok, u->wait_s, pt->log_every, last);
+    }
+    self->last_loss = (float)loss;
+    self->rr_n = 0;   /* the sum stays readable (trainer_step_grad) until the next round */
+    if (self->log)
+        trainlog_progress(self->log, self->step, self->total);
+    s_after_step(self, err, errlen);
+}
+
+/* round_robin: sum one micro-batch into the round; step when the round is full. A batch
+ * that does not follow the previous one (a gap in the batch steps) or whose task is
+ * already in the round starts a new round: the rounds the source cut stay the steps
+ * even when a batch is missing. */
+static int s_feed_rr(trainer_t *self, s_task_t *task, const trainer_batch_t *b, double wait_s,
+                     char *err, size_t errlen) {
+    int ti = (int)(task - self->tasks);
+    int fresh = self->rr_n > 0 && b->step != self->rr_last + 1;
+    for (int i = 0; i < self->rr_n && !fresh; i++)
+        fresh = self->rr_pending[i].task == ti;
+    if (fresh)
+        s_rr_step(self, err, errlen);
+    if (self->rr_n == 0)
+        tmodel_accum_begin(self->model);
+    double t0 = util_now();
+    float loss = 0;
+    int64_t ntok = 0;
+    if (tmodel_accum_add(self->model, b, task->weight, &loss, &ntok, err, errlen) != 0) {
+        self->n_bad++;
+        return -1;
+    }
+    double dt = util_now() - t0;
+    self->busy_s += dt;
+    self->elapsed += dt + wait_s;
+    self->rr_pending[self->rr_n++] = (s_micro_t){ti, loss, ntok, b->B, wait_s};
+    self->rr_last = b->step;
+    self->n_batches++;
+    self->n_samples += b->B;
+    if (self->rr_n >= self->rr_tasks)
+        s_rr_step(self, err, errlen);
+    return 0;
+}
+
+/* After every optimizer step: evaluation and checkpoint when due. */
+static void s_after_step(trainer_t *self, char *err, size_t errlen) {
+    const plan_trainer_t *pt = &self->plan->trainer;
     if (pt->eval_every > 0 && self->step % pt->eval_every == 0 && self->nvalid > 0 &&
         self->step != self->total) {
         /* The validation batches came first (source.h), so the model can be scored
@@ -566,7 +692,6 @@ static int s_feed(trainer_t *self, const trainer_batch_t *b, double wait_s, char
         fprintf(stderr, "%s: checkpoint at step %lld failed: %s\n", util_progname(),
                 (long long)self->step, err);
     }
-    return 0;
 }
 
 /* ---------------------------------------------------------------- evaluation */
@@ -696,6 +821,8 @@ static int s_evaluate(trainer_t *self, char *err, size_t errlen) {
 }
 
 int trainer_finish(trainer_t *self, char *err, size_t errlen) {
+    if (self->rr)
+        s_rr_step(self, err, errlen);
     if (self->log) {
         trainlog_flush(self->log, self->step,
                        trainer_schedule(self->plan->trainer.lr, self->plan->trainer.warmup,
@@ -714,6 +841,12 @@ int64_t trainer_cursor(const trainer_t *self) { return self->cursor; }
 int64_t trainer_total_steps(const trainer_t *self) { return self->total; }
 float trainer_last_loss(const trainer_t *self) { return self->last_loss; }
 int trainer_vocab(const trainer_t *self) { return tmodel_vocab(self->model); }
+
+const float *trainer_step_grad(const trainer_t *self, int64_t *n) {
+    if (n)
+        *n = tmodel_numel(self->model);
+    return self->rr ? tmodel_accum_grad(self->model) : NULL;
+}
 
 double trainer_lr_at(const trainer_t *self, int64_t step) {
     return trainer_schedule(self->plan->trainer.lr, self->plan->trainer.warmup, self->total, step);

@@ -20,8 +20,20 @@
  *    little high, so the last steps keep a small positive learning rate; when the data
  *    runs longer than T the rate stays at 0. With max_steps set, training batches past
  *    max_steps are skipped (the validation batches are still evaluated).
- *  - One training batch = one AdamW step (weight decay trainer.weight_decay, gradient
- *    norm clipped to trainer.clip, label smoothing trainer.label_smoothing).
+ *  - trainer.multitask = "sample" (the default): one training batch = one AdamW step
+ *    (weight decay trainer.weight_decay, gradient norm clipped to trainer.clip, label
+ *    smoothing trainer.label_smoothing).
+ *  - trainer.multitask = "round_robin": the source sends rounds of one batch of every
+ *    task (source.h); the trainer sums the gradients of a round's batches, each of its
+ *    batch's mean loss times the task's weight / the sum of the training tasks' weights,
+ *    and takes one AdamW step on the sum (clipped as a whole). A round ends when it
+ *    holds a batch of every task with training rows, or early when the next batch's task
+ *    is already in it or its step is not the next one (a batch lost to rejects), or at
+ *    the validation batches / trainer_finish. T is then the rounds of the longest task:
+ *    max over tasks of ceil(rows / batch_size) x epochs. metrics.jsonl keeps one line
+ *    per task (each micro-batch is accounted under the step it went into). The resume
+ *    cursor is the last batch of the last complete step: a checkpoint taken mid-round
+ *    drops the round's partial sum, and the resumed run sums those batches again.
  *  - Resume: the data cursor is the "step" field (batch index of the run) of the last
  *    batch this rank consumed. The source and batcher produce the same batch sequence
  *    again, and a resumed trainer skips every training batch with step <= cursor; the
@@ -107,6 +119,10 @@ int64_t trainer_total_steps(const trainer_t *self);  /* the schedule's T */
 double trainer_lr_at(const trainer_t *self, int64_t step);  /* lr of optimizer step `step` (1-based) */
 float trainer_last_loss(const trainer_t *self);
 int trainer_vocab(const trainer_t *self);
+/* round_robin: the gradient sum of the last step (before clipping; during a round, the
+ * partial sum), *n floats in the flat order of the model's parameters (tmodel.h).
+ * NULL in sample mode. Owned by the trainer (tests). */
+const float *trainer_step_grad(const trainer_t *self, int64_t *n);
 /* Counters for the stats socket. */
 void trainer_counters(const trainer_t *self, int64_t *batches, int64_t *samples,
                       int64_t *skipped, int64_t *bad, double *busy_s);
