@@ -13,6 +13,7 @@ PKGS=(
   python3-pil python3-numpy python3-torch python3-torchvision
   tuxpaint-stamps-default opencv-doc python3-skimage imagemagick chromium
   wordnet-base miscfiles slurmd slurmctld slurm-client munge
+  libopenmpi-dev openmpi-bin
 )
 
 missing=()
