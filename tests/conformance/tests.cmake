@@ -65,3 +65,16 @@ foreach(fault
     bash ${_cf_dir}/expect_fail.sh "${_why}" ${_cf_echo} -- ${_cf_bin}/conform-broken
     --break ${_mode})
 endforeach()
+
+# A real plan through launch with the Python stage swapped in by stages.tokenize.program:
+# lost 0, and batches and rejects identical to those of the C stage.
+set(_cf_e2e_ok TRUE)
+foreach(p launch ofa-broker ofa-source ofa-tokenize ofa-batcher ofa-sink ofa-bpe-train)
+  if(NOT TARGET ${p})
+    set(_cf_e2e_ok FALSE)
+  endif()
+endforeach()
+if(_cf_e2e_ok AND EXISTS /usr/bin/python3)
+  ofa_add_script_test(e2e_python_stage COMMAND bash ${_cf_dir}/e2e_python_stage.sh
+                      LABELS e2e TIMEOUT 120)
+endif()
