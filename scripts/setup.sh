@@ -10,7 +10,7 @@ PKGS=(
   libzmq3-dev libmsgpack-dev libconfig-dev libturbojpeg0-dev libpng-dev libsndfile1-dev
   libavformat-dev libavcodec-dev libswscale-dev libswresample-dev libavutil-dev
   libcriterion-dev libopenblas-dev libopenblas0-pthread libfftw3-dev
-  python3-pil python3-numpy python3-torch python3-torchvision
+  python3-pil python3-numpy python3-torch python3-torchvision python3-zmq python3-msgpack
   tuxpaint-stamps-default opencv-doc python3-skimage imagemagick chromium
   wordnet-base miscfiles slurmd slurmctld slurm-client munge
   libopenmpi-dev openmpi-bin
