@@ -80,13 +80,21 @@ struct broker {
     int npeers, cappeers;
 
     s_msgq_t toward_batcher;
+    /* Sent to a batcher that acknowledges (its hello says "acks"), kept until its "ack"
+     * says they are inside batches a consumer received: a restarted batcher gets them
+     * again, so a SIGKILLed batcher loses nothing. A min-heap by seq, like the queue. */
+    s_msgq_t unacked;
+    int batcher_acks;            /* the current batcher acknowledges */
+    int64_t acked_seq;           /* every seq below is safe at a consumer */
+    int64_t acked_batch;         /* index of the first batch not yet confirmed */
+    proto_msg_t *eof_copy;       /* the eof as forwarded, for a restarted batcher */
     int batcher_credits;
     int64_t batcher_want;        /* the seq the batcher's walk waits for (-1: none) */
     int source_requested;        /* samples asked of the source, not yet received */
     proto_msg_t *eof;            /* the source's eof, forwarded once all is resolved */
     int eof_forwarded;
 
-    long redispatched, duplicates, garbage;
+    long redispatched, duplicates, garbage, batcher_resent;
 };
 
 /* ---------------------------------------------------------------- small containers */
@@ -331,7 +339,14 @@ void broker_destroy(broker_t **self_p) {
     }
     free(self->toward_batcher.v);
     free(self->toward_batcher.seq);
+    while (self->unacked.n) {
+        proto_msg_t *m = s_msgq_pop(&self->unacked);
+        proto_msg_destroy(&m);
+    }
+    free(self->unacked.v);
+    free(self->unacked.seq);
     proto_msg_destroy(&self->eof);
+    proto_msg_destroy(&self->eof_copy);
     if (self->rejects)
         fclose(self->rejects);
     free(self);
@@ -343,6 +358,8 @@ long broker_duplicates(const broker_t *self) { return self->duplicates; }
 long broker_in_system(const broker_t *self) {
     return self->nentries + self->toward_batcher.n;
 }
+long broker_unacked(const broker_t *self) { return self->unacked.n; }
+long broker_batcher_resent(const broker_t *self) { return self->batcher_resent; }
 
 static void s_count(broker_t *self, const char *task, const char *what) {
     if (self->stats) {
@@ -478,6 +495,57 @@ void broker_on_garbage(broker_t *self, const void *ident, size_t identlen, const
 
 static void s_requeue_held(broker_t *self, s_peer_t *p);
 
+/* A batcher said hello: the first one, or one restarted after a crash (same identity).
+ * What the old one was sent and never acknowledged goes back into the queue toward the
+ * batcher, the end of data too if it had been forwarded, and the new one is told where
+ * the confirmed part ends ("start": the first seq and batch index it must produce), so
+ * it cuts the same batches the old one would have. Credits die with the old process. */
+static void s_on_batcher_hello(broker_t *self, s_peer_t *p, const proto_msg_t *hello) {
+    int n = self->unacked.n;
+    while (self->unacked.n) {
+        proto_msg_t *m = s_msgq_pop(&self->unacked);
+        s_count(self, proto_msg_task(m), "redispatched");
+        s_to_batcher(self, m);
+    }
+    self->batcher_resent += n;
+    if (self->stats && n)
+        stats_add(self->stats, "batcher_resent", n);
+    if (self->eof_forwarded && self->eof_copy) {
+        proto_msg_destroy(&self->eof);
+        self->eof = self->eof_copy;
+        self->eof_copy = NULL;
+        self->eof_forwarded = 0;
+    }
+    self->batcher_credits = 0;
+    self->batcher_want = -1;
+    self->batcher_acks = proto_msg_get_int(hello, "acks", 0) != 0;
+    if (n || self->acked_seq > 0 || self->acked_batch > 0) {
+        fprintf(stderr, "broker: batcher %s (re)joined: it starts at seq %lld, batch %lld; "
+                "%d sample(s) and notices it had not acknowledged are sent again\n", p->id,
+                (long long)self->acked_seq, (long long)self->acked_batch, n);
+        proto_msg_t *st = proto_msg_new(PROTO_CONTROL, NULL);
+        proto_msg_set_op(st, "start");
+        proto_msg_set_int(st, "seq", self->acked_seq);
+        proto_msg_set_int(st, "batch", self->acked_batch);
+        self->send(self->send_ctx, p->ident, p->identlen, &st);
+    }
+}
+
+/* The batcher's "ack" {seq, batch}: every seq below seq is inside a batch a consumer
+ * confirmed (or was a reject notice the walk passed); batch is the index of the first
+ * batch not yet confirmed. The kept copies below seq are freed. */
+static void s_on_batcher_ack(broker_t *self, const proto_msg_t *m) {
+    int64_t seq = proto_msg_get_int(m, "seq", -1), batch = proto_msg_get_int(m, "batch", -1);
+    if (seq < self->acked_seq || batch < self->acked_batch)
+        return;   /* stale or malformed: acknowledgements only move forward */
+    self->acked_seq = seq;
+    self->acked_batch = batch;
+    while (self->unacked.n && self->unacked.seq[0] < seq) {
+        proto_msg_t *d = s_msgq_pop(&self->unacked);
+        proto_msg_destroy(&d);
+    }
+}
+
 void broker_on_message(broker_t *self, const void *ident, size_t identlen, proto_msg_t *m) {
     s_peer_t *p = s_peer(self, ident, identlen, 1);
     p->last_seen = util_now();
@@ -515,6 +583,7 @@ void broker_on_message(broker_t *self, const void *ident, size_t identlen, proto
                 p->role = ROLE_SOURCE;
             } else if (role && strcmp(role, "batcher") == 0) {
                 p->role = ROLE_BATCHER;
+                s_on_batcher_hello(self, p, m);
             } else {
                 fprintf(stderr, "broker: hello with unknown role '%s' from %s\n",
                         role ? role : "", p->id);
@@ -522,6 +591,8 @@ void broker_on_message(broker_t *self, const void *ident, size_t identlen, proto
             fprintf(stderr, "broker: %s joined as %s%s%s\n", p->id, role ? role : "?",
                     p->role == ROLE_WORKER ? " of tier " : "",
                     p->role == ROLE_WORKER ? self->tiers[p->tier].name : "");
+        } else if (strcmp(op, "ack") == 0 && p->role == ROLE_BATCHER) {
+            s_on_batcher_ack(self, m);
         } else if (strcmp(op, "eof") == 0 && p->role == ROLE_SOURCE) {
             proto_msg_destroy(&self->eof);
             self->eof = m;
@@ -651,6 +722,8 @@ static void s_dispatch(broker_t *self) {
             self->batcher_credits--;
         else
             self->batcher_want = -1;
+        if (self->batcher_acks)
+            s_msgq_push(&self->unacked, proto_msg_clone(m));
         self->send(self->send_ctx, b->ident, b->identlen, &m);
     }
     /* The end of data, once nothing before it is left. */
@@ -659,6 +732,9 @@ static void s_dispatch(broker_t *self) {
         proto_msg_t *m = self->eof;
         self->eof = NULL;
         self->eof_forwarded = 1;
+        proto_msg_destroy(&self->eof_copy);
+        if (self->batcher_acks)
+            self->eof_copy = proto_msg_clone(m);
         self->send(self->send_ctx, b->ident, b->identlen, &m);
         fprintf(stderr, "broker: end of data passed to the batcher\n");
     }
@@ -693,5 +769,6 @@ void broker_tick(broker_t *self) {
         stats_set(self->stats, "in_tiers", (double)self->nentries);
         stats_set(self->stats, "toward_batcher", (double)self->toward_batcher.n);
         stats_set(self->stats, "batcher_credits", (double)self->batcher_credits);
+        stats_set(self->stats, "unacked", (double)self->unacked.n);
     }
 }

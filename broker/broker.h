@@ -12,6 +12,11 @@
  * answer whose hop is not the one the broker waits for is a late duplicate (the sample
  * was re-dispatched and answered by someone else) and is dropped and counted.
  *
+ * A batcher that says "acks" in its hello acknowledges with CONTROL "ack" {seq, batch}
+ * once the batches holding everything below seq reached their consumers; until then the
+ * broker keeps a copy of what it sent, and a restarted batcher (hello again under the same
+ * identity) gets CONTROL "start" {seq, batch} and every unacknowledged message again.
+ *
  * The state machine is independent of sockets: broker_on_message() takes one message
  * from a peer, and outgoing messages go through the send callback, so tests can drive
  * it directly. */
@@ -55,5 +60,9 @@ void broker_tick(broker_t *self);
 long broker_redispatched(const broker_t *self);
 long broker_duplicates(const broker_t *self);
 long broker_in_system(const broker_t *self);
+/* Samples and notices sent to the batcher and not yet acknowledged (kept for a restart),
+ * and how many were sent again to a restarted batcher. */
+long broker_unacked(const broker_t *self);
+long broker_batcher_resent(const broker_t *self);
 
 #endif

@@ -125,6 +125,7 @@ stage_conn_t *stage_conn_new(void *zctx, const char *endpoint, const char *role,
         return NULL;
     }
     stage_conn_t *self = util_calloc(1, sizeof *self);
+    proto_msg_t *hello;     /* a copy of the hello, for stage_conn_rehello */
     self->sock = zmq_socket(zctx, ZMQ_DEALER);
     /* Flow is bounded by credits, not by high-water marks (which drop or block). */
     int linger = 1000, hwm = 0;
@@ -166,6 +167,7 @@ void stage_conn_destroy(stage_conn_t **self_p) {
 
 void *stage_conn_socket(stage_conn_t *self) { return self->sock; }
 
+    self->hello = proto_msg_clone(hello);
 int stage_conn_send(stage_conn_t *self, proto_msg_t **msg_p) {
     self->last_send = util_now();
     return proto_send(self->sock, NULL, 0, msg_p, 0);
@@ -178,6 +180,7 @@ void stage_conn_heartbeat(stage_conn_t *self) {
     proto_msg_set_op(m, "heartbeat");
     stage_conn_send(self, &m);
 }
+    proto_msg_destroy(&(*self_p)->hello);
 
 int stage_conn_credit(stage_conn_t *self, int n) {
     proto_msg_t *m = proto_msg_new(PROTO_CREDIT, NULL);
@@ -203,6 +206,18 @@ proto_msg_t *stage_make_reject(const proto_msg_t *sample, const char *stage,
 
 int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
     stage_install_signals();
+int stage_conn_ack(stage_conn_t *self, int64_t step) {
+    proto_msg_t *m = proto_msg_new(PROTO_CREDIT, NULL);
+    proto_msg_set_int(m, "n", 1);
+    proto_msg_set_int(m, "ack", step);
+    return stage_conn_send(self, &m);
+}
+
+int stage_conn_rehello(stage_conn_t *self) {
+    proto_msg_t *m = proto_msg_clone(self->hello);
+    return m ? stage_conn_send(self, &m) : -1;
+}
+
     void *zctx = zmq_ctx_new();
     char err[1024];
     stats_t *st = stats_new(zctx, a->stats, a->id, a->tier);

@@ -33,7 +33,7 @@ typedef struct {
     int consumers_left;
 } s_run_t;
 
-/* A crash handler: restart workers, fail the run for everything else. */
+/* A crash handler: restart workers and the batcher, fail the run for everything else. */
 static void s_on_exit(void *ctx, proc_t *p) {
     s_run_t *run = ctx;
     char how[128];
@@ -79,6 +79,24 @@ static void s_on_exit(void *ctx, proc_t *p) {
         run->fatal = 1;
         snprintf(run->fatal_reason, sizeof run->fatal_reason,
                  "%s %s, and the run cannot go on without it; see %s/logs/%s.log", p->name,
+    if (strcmp(p->tier, "batcher") == 0 && !p->exited_ok) {
+        /* The broker keeps what the batcher has not acknowledged and sends it to the
+         * restarted one, which cuts the same batches (docs/protocol.md, the ack
+         * contract): a crashed batcher is restarted like a worker, and the run fails
+         * only when it crashes in a loop. */
+        if (proctab_schedule_restart(run->procs, p, 5, 30.0)) {
+            fprintf(stderr, "launch: %s %s; restarting (restart %d)\n", p->name, how,
+                    p->restarts);
+            return;
+        }
+        if (!run->fatal) {
+            run->fatal = 1;
+            snprintf(run->fatal_reason, sizeof run->fatal_reason,
+                     "%s crashed %d times in a row (%s); see %s/logs/%s.log", p->name,
+                     p->crashes_recent, how, run->opts->env.run_dir, p->name);
+        }
+        return;
+    }
                  p->exited_ok ? "exited early" : how, run->opts->env.run_dir, p->name);
     }
 }

@@ -627,7 +627,10 @@ Test(batcher_programs, ofa_sink_over_zeromq, .timeout = 60) {
     int lines = 0;
     for (char *c = dig; *c; c++)
         lines += *c == '\n';
-    cr_assert_eq(lines, 3, "one digest line per well-formed batch");
+    /* The good batch sent again (all its samples delivered already) is a copy a
+     * restarted batcher would send: no digest line, so digests compare runs with and
+     * without a batcher restart. */
+    cr_assert_eq(lines, 2, "one digest line per well-formed batch that is not a copy");
     free(dig);
     char *lg = util_read_file(log, &n, NULL, 0);
     cr_assert(lg && strstr(lg, "malformed batch of task a: src_len / tgt_len"), "%s", lg);

@@ -546,3 +546,112 @@ Test(metrics, agrees_with_python_reference) {
         free(cases[k].refs);
     }
 }
+
+/* ---------------------------------------------------------------- solved_acc */
+
+/* A 4x4 puzzle from data/sudoku's generator and its unique solution (boxes 2x2). */
+static const char *SUDOKU_PUZZLE = "0 1 2 0 | 0 4 3 0 | 0 0 0 0 | 4 0 0 3";
+static const char *SUDOKU_SOLUTION = "3 1 2 4 | 2 4 3 1 | 1 3 4 2 | 4 2 1 3";
+
+Test(metrics, sudoku_check_hand_made_grids) {
+    char why[200];
+    cr_assert_eq(metric_sudoku_check(SUDOKU_SOLUTION, SUDOKU_PUZZLE, why, sizeof why), 1, "%s", why);
+    /* Separators do not matter, only the numbers in order. */
+    cr_assert_eq(metric_sudoku_check("3124 2431 1342 4213", SUDOKU_PUZZLE, why, sizeof why), 0,
+                 "3124 is one number, not four cells");
+    cr_assert_eq(metric_sudoku_check("3,1,2,4,2,4,3,1,1,3,4,2,4,2,1,3", SUDOKU_PUZZLE, why,
+                                     sizeof why), 1, "%s", why);
+    /* Rows 1 and 2 swapped: every row, column and box still holds 1..4, but the given
+     * 1 at cell 2 is now 4: not a completion of this puzzle. */
+    cr_assert_eq(metric_sudoku_check("2 4 3 1 | 3 1 2 4 | 1 3 4 2 | 4 2 1 3", SUDOKU_PUZZLE,
+                                     why, sizeof why), 0);
+    cr_assert(strstr(why, "cell 2 is 4, the given is 1"), "%s", why);
+    /* Consistent with the givens but a repeated number in a row and a column. */
+    cr_assert_eq(metric_sudoku_check("3 1 2 4 | 2 4 3 1 | 1 3 4 2 | 4 2 2 3", SUDOKU_PUZZLE,
+                                     why, sizeof why), 0);
+    cr_assert(strstr(why, "repeats 2"), "%s", why);
+    /* Columns and boxes: every row a permutation, column 1 repeats. */
+    cr_assert_eq(metric_sudoku_check("1 2 3 4 | 1 2 3 4 | 1 2 3 4 | 1 2 3 4",
+                                     "0 0 0 0 | 0 0 0 0 | 0 0 0 0 | 0 0 0 0", why, sizeof why), 0);
+    cr_assert(strstr(why, "column 1 repeats 1"), "%s", why);
+    /* Rows and columns Latin, a 2x2 box not: a Latin square that is no sudoku. */
+    cr_assert_eq(metric_sudoku_check("1 2 3 4 | 2 3 4 1 | 3 4 1 2 | 4 1 2 3",
+                                     "0 0 0 0 | 0 0 0 0 | 0 0 0 0 | 0 0 0 0", why, sizeof why), 0);
+    cr_assert(strstr(why, "box 1 repeats 2"), "%s", why);
+    /* Wrong size, out-of-range numbers, empty output. */
+    cr_assert_eq(metric_sudoku_check("3 1 2 4 | 2 4 3 1 | 1 3 4 2 | 4 2 1", SUDOKU_PUZZLE, why,
+                                     sizeof why), 0);
+    cr_assert(strstr(why, "15 cells, the puzzle has 16"), "%s", why);
+    cr_assert_eq(metric_sudoku_check("3 1 2 4 | 2 4 3 1 | 1 3 4 2 | 4 2 1 5", SUDOKU_PUZZLE, why,
+                                     sizeof why), 0);
+    cr_assert_eq(metric_sudoku_check("", SUDOKU_PUZZLE, why, sizeof why), 0);
+    cr_assert_eq(metric_sudoku_check(NULL, SUDOKU_PUZZLE, NULL, 0), 0);
+    /* A puzzle that is not a grid. */
+    cr_assert_eq(metric_sudoku_check(SUDOKU_SOLUTION, "1 2 3", why, sizeof why), -1);
+    cr_assert(strstr(why, "3 cells"), "%s", why);
+    /* The givens may sit inside the prompt's words. */
+    cr_assert_eq(metric_sudoku_check(SUDOKU_SOLUTION,
+                                     "\" 0 1 2 0 | 0 4 3 0 | 0 0 0 0 | 4 0 0 3 \" . solve the sudoku .",
+                                     why, sizeof why), 1, "%s", why);
+}
+
+/* A 9x9 grid: valid as a whole, with a third of its cells as the givens; one wrong cell. */
+Test(metrics, sudoku_9x9) {
+    const char *sol = "534678912672195348198342567859761423426853791713924856961537284287419635345286179";
+    char grid[400] = "", puzzle[400] = "", why[200];
+    size_t o = 0, p = 0;
+    for (int i = 0; i < 81; i++) {
+        o += (size_t)snprintf(grid + o, sizeof grid - o, "%c%s", sol[i], i % 9 == 8 ? " | " : " ");
+        p += (size_t)snprintf(puzzle + p, sizeof puzzle - p, "%c ", i % 3 == 0 ? sol[i] : '0');
+    }
+    cr_assert_eq(metric_sudoku_check(grid, puzzle, why, sizeof why), 1, "%s", why);
+    grid[0] = '9';
+    cr_assert_eq(metric_sudoku_check(grid, puzzle, why, sizeof why), 0);
+    cr_assert(strstr(why, "cell 1 is 9, the given is 5"), "%s", why);
+    /* A 9-digit row where a box repeats although rows and columns would not: a cyclic
+     * Latin square (row r = 1..9 shifted by r) is no sudoku. */
+    o = 0;
+    for (int r = 0; r < 9; r++)
+        for (int c = 0; c < 9; c++)
+            o += (size_t)snprintf(grid + o, sizeof grid - o, "%d ", (r + c) % 9 + 1);
+    memset(puzzle, 0, sizeof puzzle);
+    for (int i = 0; i < 81; i++)
+        strcat(puzzle, "0 ");
+    cr_assert_eq(metric_sudoku_check(grid, puzzle, why, sizeof why), 0);
+    cr_assert(strstr(why, "box 1 repeats"), "%s", why);
+}
+
+Test(metrics, solved_acc_with_and_without_the_puzzle) {
+    /* A 4x4 puzzle with two completions: blanking the rectangle 1 2 / 2 1 of rows 1 and
+     * 3, columns 1 and 2, of the first grid lets it be filled either way. */
+    const char *puzzle = "0 0 3 4 | 3 4 1 2 | 0 0 4 3 | 4 3 2 1";
+    const char *ref = "1 2 3 4 | 3 4 1 2 | 2 1 4 3 | 4 3 2 1";
+    const char *other = "2 1 3 4 | 3 4 1 2 | 1 2 4 3 | 4 3 2 1";
+    char why[200];
+    cr_assert_eq(metric_sudoku_check(ref, puzzle, why, sizeof why), 1, "%s", why);
+    cr_assert_eq(metric_sudoku_check(other, puzzle, why, sizeof why), 1, "%s", why);
+    const char *r0[2] = {ref, puzzle}, *r1[2] = {ref, puzzle}, *r2[2] = {ref, puzzle},
+               *r3[1] = {ref};
+    metric_refs_t refs[4] = {{r0, 2}, {r1, 2}, {r2, 2}, {r3, 1}};
+    const char *hyps[4] = {ref, other, "1 2 3 4", other};
+    /* Solved: the reference; the other completion; not: a short grid; the other
+     * completion without the puzzle (then the solution is the givens). */
+    cr_assert_float_eq(compute("solved_acc", hyps, refs, 4), 0.5, EPS);
+    cr_assert_float_eq(compute("exact_match", hyps, refs, 4), 0.25, EPS);
+    cr_assert(metric_known("solved_acc"));
+    cr_assert(metric_higher_is_better("solved_acc"));
+    /* The baseline is the most frequent solution, never the puzzle text. */
+    metric_baseline_t b;
+    char err[256];
+    cr_assert_eq(metric_baseline("solved_acc", refs, 4, &b, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(b.output, ref);
+    cr_assert_float_eq(b.value, 1.0, EPS, "every sample here accepts the reference grid");
+    cr_assert_str_eq(b.kind, "constant grid");
+    metric_baseline_clear(&b);
+    /* A puzzle that is no grid is an error naming the sample. */
+    const char *bad[2] = {ref, "no digits here"};
+    metric_refs_t brefs[1] = {{bad, 2}};
+    double v;
+    cr_assert_eq(metric_compute("solved_acc", hyps, brefs, 1, &v, err, sizeof err), -1);
+    cr_assert(strstr(err, "sample 0"), "%s", err);
+}

@@ -28,6 +28,7 @@ struct batcher {
     proto_msg_t **cur;         /* samples of the slot being collected */
     int ncur, capcur;
     int64_t cur_slot;
+    int64_t cur_first;         /* the first seq of the slot being collected */
     proto_msg_t **ready;       /* finished batches, FIFO */
     int nready, capready;
     long duplicates, malformed, samples_out, batches_out;
@@ -94,6 +95,7 @@ static void s_close_slot(batcher_t *self) {
         self->ncur = 0;
         proto_msg_t *b = batcher_make_batch(self->cur, n, self->cur_slot);
         if (b) {
+            proto_msg_set_int(b, "seq0", self->cur_first);
             self->samples_out += proto_msg_n_ids(b);
             self->batches_out++;
             s_push_ready(self, b);
@@ -117,8 +119,10 @@ static void s_walk(batcher_t *self) {
         self->nbuffered--;
         self->next_seq++;
         int64_t slot = proto_msg_get_int(m, "slot", -1);
-        if (slot != self->cur_slot)
+        if (slot != self->cur_slot) {
             s_close_slot(self);
+            self->cur_first = self->next_seq - 1;
+        }
         self->cur_slot = slot;
         if (proto_msg_kind(m) != PROTO_SAMPLE) {
             proto_msg_destroy(&m);
@@ -163,6 +167,20 @@ void batcher_add(batcher_t *self, proto_msg_t *m) {
     if (seq > self->max_seq)
         self->max_seq = seq;
     s_walk(self);
+}
+
+int batcher_start(batcher_t *self, int64_t seq) {
+    if (seq < 0 || self->next_seq != 0 || self->nbuffered || self->ncur || self->nready ||
+        self->batches_out)
+        return -1;
+    self->next_seq = seq;
+    return 0;
+}
+
+int64_t batcher_open_seq(const batcher_t *self) {
+    if (self->nready)
+        return proto_msg_get_int(self->ready[0], "seq0", self->next_seq);
+    return self->cur_slot != -1 ? self->cur_first : self->next_seq;
 }
 
 void batcher_set_eof(batcher_t *self, int64_t count) {

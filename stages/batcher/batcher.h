@@ -12,7 +12,9 @@
  * with 255 at padded positions, "src_len" i32 (B), "tgt_in"/"tgt_out" i32 (B,T) with 1,
  * "tgt_len" i32 (B), "img" u8 (B,Np,P*P*3) with "img.grid" when the samples have images
  * (a sample whose image shape differs from the batch's first is dropped with a reason),
- * plus "step" (the slot), "epoch", "split", and "refs" (the references joined by '\n'). */
+ * plus "step" (the slot), "epoch", "split", "refs" (the references joined by '\n'), and
+ * "seq0", the first seq of the slot (rejects included): a restarted batcher that starts
+ * its walk at a batch's seq0 cuts that batch and every later one exactly as before. */
 #ifndef OFA_BATCHER_H
 #define OFA_BATCHER_H
 
@@ -39,6 +41,13 @@ void batcher_set_eof(batcher_t *self, int64_t count);
 
 /* The next complete batch, or NULL. The caller owns it. */
 proto_msg_t *batcher_next(batcher_t *self);
+/* Start the walk at seq instead of 0 (a restarted batcher: everything before seq is in
+ * batches the consumers have). Only before the first batcher_add; -1 otherwise. */
+int batcher_start(batcher_t *self, int64_t seq);
+/* The first seq that is not inside a batch taken with batcher_next: the seq0 of the
+ * oldest ready batch, else the first seq of the slot being collected, else the walk. */
+int64_t batcher_open_seq(const batcher_t *self);
+
 /* Every seq up to eof has been walked and every batch taken. */
 int batcher_done(const batcher_t *self);
 

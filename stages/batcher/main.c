@@ -6,7 +6,16 @@
  * Memory: the batcher asks the broker for at most WINDOW samples beyond what it has
  * turned into batches, and stops asking while the consumers are behind. Every credit
  * names the seq the walk waits for ("want_seq"); the broker sends that one even when
- * the window is full, so a re-dispatched sample can never be stuck behind later ones. */
+ * the window is full, so a re-dispatched sample can never be stuck behind later ones.
+ *
+ * Surviving a restart: the batcher keeps every batch it cut until its consumer confirms
+ * it (CREDIT {n, ack: step}; a credit without "ack" confirms the rank's oldest batch
+ * sent), and tells the broker CONTROL "ack" {seq, batch}: everything below seq is inside
+ * confirmed batches, batch is the index of the first unconfirmed one. The broker keeps
+ * what it sent until then; a batcher restarted by launch is told CONTROL "start" {seq,
+ * batch}, gets everything after seq again and cuts the same batches with the same
+ * indices (batch k to rank k % world). Consumers it does not know (they said hello to
+ * the old process) are asked with CONTROL "rehello" to say hello again. */
 #include "batcher.h"
 #include "planfile.h"
 #include "stage.h"
@@ -23,7 +32,7 @@
  * ready per consumer before the batcher stops pulling: enough that a rank never waits
  * on the next batch, few enough that a slow trainer holds the whole pipeline back by
  * credit instead of filling memory. */
-enum { WINDOW = 512, READY_PER_RANK = 4, MAX_RANKS = 64 };
+enum { WINDOW = 512, READY_PER_RANK = 4, MAX_RANKS = 64, MAX_STRANGERS = 16 };
 
 typedef struct {
     char out[512];
@@ -45,6 +54,62 @@ typedef struct {
 } s_rank_t;
 
 static int s_extra(void *ctx, const char *flag, const char *value) {
+/* A batch cut and not yet confirmed by its consumer: queued or sent. */
+typedef struct {
+    int64_t step, seq0, k;
+    int rank;
+    int sent, confirmed;
+} s_pending_t;
+
+typedef struct {
+    s_pending_t *v;
+    int n, cap;
+} s_pendq_t;
+
+static void s_pend_add(s_pendq_t *q, s_pending_t p) {
+    if (q->n == q->cap) {
+        q->cap = q->cap ? q->cap * 2 : 64;
+        q->v = util_realloc(q->v, (size_t)q->cap * sizeof *q->v);
+    }
+    q->v[q->n++] = p;
+}
+
+/* The consumer of rank confirmed the batch of this step (step < 0: its oldest batch
+ * sent). Confirmed batches at the head are forgotten. */
+static void s_pend_confirm(s_pendq_t *q, int rank, int64_t step) {
+    for (int i = 0; i < q->n; i++) {
+        s_pending_t *p = &q->v[i];
+        if (p->rank == rank && !p->confirmed && (step < 0 ? p->sent : p->step == step)) {
+            p->confirmed = 1;
+            break;
+        }
+    }
+    int h = 0;
+    while (h < q->n && q->v[h].confirmed)
+        h++;
+    if (h) {
+        memmove(q->v, q->v + h, (size_t)(q->n - h) * sizeof *q->v);
+        q->n -= h;
+    }
+}
+
+/* Mark the oldest unsent batch of rank as sent. */
+static void s_pend_sent(s_pendq_t *q, int rank) {
+    for (int i = 0; i < q->n; i++)
+        if (q->v[i].rank == rank && !q->v[i].sent) {
+            q->v[i].sent = 1;
+            return;
+        }
+}
+
+/* Peers on the consumer socket that spoke without a hello (they said it to a batcher
+ * that has since been restarted), with when they were last asked to say it again. */
+typedef struct {
+    char ident[256];
+    size_t identlen;
+    double asked;
+} s_stranger_t;
+
     s_opts_t *o = ctx;
     if (value && strcmp(flag, "--out") == 0) {
         snprintf(o->out, sizeof o->out, "%s", value);
@@ -112,7 +177,10 @@ int main(int argc, char **argv) {
     zmq_setsockopt(out, ZMQ_ROUTER_HANDOVER, &handover, sizeof handover);
     if (zmq_bind(out, o.out) != 0)
         util_fatal(NULL, "bind %s: %s", o.out, zmq_strerror(errno));
-    stage_conn_t *conn = stage_conn_new(zctx, a.ctl, "batcher", a.id, "batcher", 0, NULL, err,
+    /* "acks": this batcher acknowledges, so the broker keeps what it sent until then. */
+    proto_msg_t *hello = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_int(hello, "acks", 1);
+    stage_conn_t *conn = stage_conn_new(zctx, a.ctl, "batcher", a.id, "batcher", 0, hello, err,
                                         sizeof err);
     if (!conn)
         util_fatal("is the broker running?", "%s", err);
@@ -132,6 +200,10 @@ int main(int argc, char **argv) {
         if (zmq_poll(items, 2, 100) < 0 && errno != EINTR)
             break;
         double t0 = util_now();
+    s_pendq_t pend = {0};
+    s_stranger_t strangers[MAX_STRANGERS];
+    int nstrangers = 0;
+    int64_t acked_seq = 0, acked_k = 0;   /* what the broker was last told */
         double tr0 = trace_now();
         long got = 0;
         /* From the broker: samples, rejects, eof. */
@@ -167,6 +239,20 @@ int main(int argc, char **argv) {
             } else {
                 proto_msg_destroy(&m);
             }
+            } else if (kind == PROTO_CONTROL && strcmp(proto_msg_op(m), "start") == 0) {
+                /* Restarted: the broker says where the confirmed batches end. */
+                int64_t s0 = proto_msg_get_int(m, "seq", 0), k0 = proto_msg_get_int(m, "batch", 0);
+                if (k0 < 0 || batcher_start(bt, s0) != 0) {
+                    fprintf(stderr, "ofa-batcher: start at seq %lld, batch %lld refused: the "
+                            "walk has begun\n", (long long)s0, (long long)k0);
+                } else {
+                    k = k0;
+                    acked_seq = s0;
+                    acked_k = k0;
+                    fprintf(stderr, "ofa-batcher: starting at seq %lld, batch %lld (a "
+                            "restart)\n", (long long)s0, (long long)k0);
+                }
+                proto_msg_destroy(&m);
         }
         if (got)
             trace_span_n("recv", tr0, NULL, "n", got);
@@ -215,6 +301,29 @@ int main(int argc, char **argv) {
         /* Cut batches and hand them out. */
         double tb = trace_now();
         for (proto_msg_t *b; (b = batcher_next(bt));) {
+                if (n > 0)
+                    s_pend_confirm(&pend, rank, proto_msg_get_int(m, "ack", -1));
+            } else if (rank < 0) {
+                /* A consumer that said hello to the batcher this one replaced: ask it to
+                 * say hello again (at most twice a second per peer). */
+                int s = 0;
+                while (s < nstrangers && !(strangers[s].identlen == identlen &&
+                                           !memcmp(strangers[s].ident, ident, identlen)))
+                    s++;
+                if (s == nstrangers) {
+                    s = nstrangers < MAX_STRANGERS ? nstrangers++ : 0;
+                    memcpy(strangers[s].ident, ident, identlen);
+                    strangers[s].identlen = identlen;
+                    strangers[s].asked = 0;
+                }
+                if (util_now() - strangers[s].asked > 0.5) {
+                    strangers[s].asked = util_now();
+                    proto_msg_t *rh = proto_msg_new(PROTO_CONTROL, NULL);
+                    proto_msg_set_op(rh, "rehello");
+                    proto_send(out, ident, identlen, &rh, 0);
+                    fprintf(stderr, "ofa-batcher: asked an unknown consumer to say hello "
+                            "again\n");
+                }
             stats_task_add(st, proto_msg_task(b), "batched", proto_msg_n_ids(b));
             trace_span("batch", tb, proto_msg_task(b));
             s_enqueue(&ranks[k % world], b);
@@ -223,6 +332,9 @@ int main(int argc, char **argv) {
         }
         int backlog = 0;
         for (int r = 0; r < world; r++) {
+            s_pend_add(&pend, (s_pending_t){.step = proto_msg_get_int(b, "step", -1),
+                                            .seq0 = proto_msg_get_int(b, "seq0", 0),
+                                            .k = k, .rank = (int)(k % world)});
             s_rank_t *rk = &ranks[r];
             while (rk->known && rk->credits > 0 && rk->nq > 0) {
                 proto_msg_t *b = rk->q[0];
@@ -239,10 +351,23 @@ int main(int argc, char **argv) {
         }
         /* Ask the broker for more while there is room: the window counts what is held
          * in the reorder buffer plus what was asked and not yet received, and credits
+                s_pend_sent(&pend, r);
          * are sent in chunks of 16 or more so that a busy run is not one CREDIT message
          * per sample. Pulling stops while the ranks have READY_PER_RANK batches
          * waiting: back-pressure from a slow consumer reaches the source by credit. */
         long held = batcher_buffered(bt) + requested;
+        /* Tell the broker how far the confirmed batches reach, when that moved. */
+        int64_t wseq = pend.n ? pend.v[0].seq0 : batcher_open_seq(bt);
+        int64_t wk = pend.n ? pend.v[0].k : k;
+        if (wseq > acked_seq || wk > acked_k) {
+            proto_msg_t *ack = proto_msg_new(PROTO_CONTROL, NULL);
+            proto_msg_set_op(ack, "ack");
+            proto_msg_set_int(ack, "seq", wseq);
+            proto_msg_set_int(ack, "batch", wk);
+            stage_conn_send(conn, &ack);
+            acked_seq = wseq;
+            acked_k = wk;
+        }
         int gap = batcher_waiting_for_gap(bt);
         if (!eof && backlog < READY_PER_RANK * world && held < WINDOW) {
             long n = WINDOW - held;
@@ -317,5 +442,6 @@ int main(int argc, char **argv) {
     zmq_close(out);
     stats_destroy(&st);
     zmq_ctx_term(zctx);
+    free(pend.v);
     return 0;
 }

@@ -492,6 +492,83 @@ double metric_exact_match(const char *const *hyps, const metric_refs_t *refs, in
     return s_match(hyps, refs, n, s_trim_dup);
 }
 
+/* ---------------------------------------------------------------- sudoku */
+
+/* The numbers of s in order (maximal runs of ASCII digits; everything else separates
+ * them), at most max; returns how many there are (may exceed max). */
+static int s_numbers(const char *s, int *out, int max) {
+    int n = 0;
+    for (const char *p = s ? s : ""; *p;) {
+        if (*p < '0' || *p > '9') {
+            p++;
+            continue;
+        }
+        long v = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (v < 1000000)
+                v = v * 10 + (*p - '0');
+            p++;
+        }
+        if (n < max)
+            out[n] = (int)v;
+        n++;
+    }
+    return n;
+}
+
+int metric_sudoku_check(const char *grid, const char *givens, char *why, size_t whylen) {
+    enum { MAXC = METRIC_SUDOKU_MAX * METRIC_SUDOKU_MAX };
+    int g[MAXC], c[MAXC];
+    int n2 = s_numbers(grid, g, MAXC), ng = s_numbers(givens, c, MAXC);
+    if (ng > MAXC)
+        return util_err(why, whylen, "the givens have %d cells, more than %d", ng, MAXC), -1;
+    int side = 0, box = 0;
+    for (int k = 2; k * k <= METRIC_SUDOKU_MAX; k++)
+        if (k * k * k * k == ng)
+            side = k * k, box = k;
+    if (!side)
+        return util_err(why, whylen, "the givens have %d cells, not a square of a square "
+                        "(16 for 4x4, 81 for 9x9)", ng), -1;
+    if (n2 != ng)
+        return util_err(why, whylen, "%d cells, the puzzle has %d", n2, ng), 0;
+    for (int i = 0; i < ng; i++) {
+        if (g[i] < 1 || g[i] > side)
+            return util_err(why, whylen, "cell %d is %d, not 1..%d", i + 1, g[i], side), 0;
+        if (c[i] != 0 && c[i] != g[i])
+            return util_err(why, whylen, "cell %d is %d, the given is %d", i + 1, g[i], c[i]), 0;
+    }
+    /* Each row, column and box holds every number once: with side cells of 1..side, no
+     * repeat is the same as a permutation. */
+    for (int u = 0; u < side; u++) {
+        unsigned row = 0, col = 0, blk = 0;
+        for (int k = 0; k < side; k++) {
+            int r = (u / box) * box + k / box, q = (u % box) * box + k % box;
+            unsigned br = 1u << g[u * side + k], bc = 1u << g[k * side + u],
+                     bb = 1u << g[r * side + q];
+            if (row & br)
+                return util_err(why, whylen, "row %d repeats %d", u + 1, g[u * side + k]), 0;
+            if (col & bc)
+                return util_err(why, whylen, "column %d repeats %d", u + 1, g[k * side + u]), 0;
+            if (blk & bb)
+                return util_err(why, whylen, "box %d repeats %d", u + 1, g[r * side + q]), 0;
+            row |= br, col |= bc, blk |= bb;
+        }
+    }
+    return 1;
+}
+
+/* A sample is solved when its output passes metric_sudoku_check against the puzzle
+ * (the second reference), or, without one, against the first reference read as the
+ * givens: then every cell must be the reference solution's. */
+double metric_solved_acc(const char *const *hyps, const metric_refs_t *refs, int n) {
+    int solved = 0;
+    for (int i = 0; i < n; i++) {
+        const char *givens = refs[i].nrefs > 1 ? refs[i].refs[1] : refs[i].refs[0];
+        solved += metric_sudoku_check(s_hyp(hyps, i), givens, NULL, 0) == 1;
+    }
+    return (double)solved / n;
+}
+
 /* The official VQA metric also averages min(#matches/3, 1) over the ten 9-of-10 subsets
  * of the human answers; with three or more agreeing answers that changes nothing, and
  * our datasets have one reference, so the simple form is kept. */
@@ -774,7 +851,7 @@ int metric_cer(const char *const *hyps, const metric_refs_t *refs, int n,
 /* ---------------------------------------------------------------- by name */
 
 typedef enum {
-    K_BLEU, K_CIDER, K_ROUGE_L, K_ACCURACY, K_EXACT_MATCH, K_VQA, K_F1, K_MCC, K_IOU, K_WER,
+    K_BLEU, K_CIDER, K_ROUGE_L, K_ACCURACY, K_EXACT_MATCH, K_VQA, K_F1, K_MCC, K_IOU, K_WER, K_SOLVED,
     K_CER
 } s_kind_t;
 
@@ -788,7 +865,7 @@ static const struct {
     {"exact_match", K_EXACT_MATCH, true}, {"vqa_score", K_VQA, true},
     {"f1", K_F1, true},               {"mcc", K_MCC, true},
     {"iou_acc", K_IOU, true},         {"wer", K_WER, false},
-    {"cer", K_CER, false},
+    {"cer", K_CER, false},             {"solved_acc", K_SOLVED, true},
 };
 #define NTABLE ((int)(sizeof s_table / sizeof s_table[0]))
 
@@ -857,6 +934,17 @@ static int s_compute(s_kind_t kind, const char *const *hyps, const metric_refs_t
     case K_IOU: return metric_iou_acc(hyps, refs, n, value, err, errlen);
     case K_WER: return metric_wer(hyps, refs, n, value, err, errlen);
     case K_CER: return metric_cer(hyps, refs, n, value, err, errlen);
+    case K_SOLVED: {
+        /* A puzzle that is not a grid is the data's fault, not the model's: an error. */
+        for (int i = 0; i < n; i++) {
+            const char *givens = refs[i].nrefs > 1 ? refs[i].refs[1] : refs[i].refs[0];
+            char why[200];
+            if (metric_sudoku_check("", givens, why, sizeof why) < 0)
+                return util_err(err, errlen, "solved_acc: sample %d: %s", i, why);
+        }
+        *value = metric_solved_acc(hyps, refs, n);
+        return 0;
+    }
     }
     OFA_ASSERT(!"unreachable");
     return -1;
@@ -911,7 +999,7 @@ static void s_add_candidates(s_kind_t kind, const char *ref, s_map_t *counts) {
         return;
     }
     default: {
-        char *s = kind == K_EXACT_MATCH           ? s_trim_dup(ref)
+        char *s = kind == K_EXACT_MATCH || kind == K_SOLVED ? s_trim_dup(ref)
                   : kind == K_VQA || kind == K_F1 ? metric_normalize_answer(ref)
                                                   : metric_normalize(ref);
         *s_map_ref(counts, s) += 1.0;
@@ -945,7 +1033,8 @@ int metric_baseline(const char *name, const metric_refs_t *refs, int n,
     s_map_t counts;
     s_map_init(&counts);
     for (int i = 0; i < n; i++)
-        for (int r = 0; r < refs[i].nrefs; r++)
+        /* solved_acc: the second reference is the puzzle, not an output to try. */
+        for (int r = 0; r < (kind == K_SOLVED ? 1 : refs[i].nrefs); r++)
             s_add_candidates(kind, refs[i].refs[r], &counts);
     s_cand_t *cand = util_malloc((counts.len + 1) * sizeof *cand);
     int nc = 0;
@@ -1009,6 +1098,7 @@ int metric_baseline(const char *name, const metric_refs_t *refs, int n,
         out->kind = kind == K_WER || kind == K_CER                  ? "constant word"
                     : kind == K_IOU                                 ? "constant box"
                     : kind == K_BLEU || kind == K_CIDER || kind == K_ROUGE_L ? "constant caption"
+                    : kind == K_SOLVED                              ? "constant grid"
                                                                     : "constant answer";
     }
     free(hyps);

@@ -55,6 +55,15 @@
  * - "wer": word error rate, sum over samples of the word edit distance (substitutions,
  *   insertions, deletions) to the closest reference, over the sum of those references'
  *   word counts. "cer": the same on characters of the normalised text. Lower is better.
+ * - "solved_acc": fraction of sudoku outputs that solve their puzzle: the output's
+ *   numbers (runs of digits; '|' and spaces only separate) form a grid of the puzzle's
+ *   size whose every row, column and box holds 1..n once, and every given cell of the
+ *   puzzle keeps its number. The first reference is the solution, the second (if any)
+ *   the puzzle (its numbers in order, 0 = empty cell; surrounding words are ignored, so
+ *   the whole prompt will do). Without a puzzle the solution's cells are the givens: the
+ *   output must then be that grid. A valid completion other than the reference counts
+ *   as solved (a puzzle with several solutions). 4x4 (16 cells) to 16x16 grids. A
+ *   puzzle that is not such a grid is an error.
  *
  * Errors: functions return 0, or -1 with a one-line reason in err for bad input that
  * comes from outside (no samples, a sample without references, a reference box that is
@@ -127,6 +136,13 @@ int metric_wer(const char *const *hyps, const metric_refs_t *refs, int n,
                double *value, char *err, size_t errlen);
 int metric_cer(const char *const *hyps, const metric_refs_t *refs, int n,
                double *value, char *err, size_t errlen);
+
+/* The sudoku check of solved_acc: 1 when grid is a valid completion of givens, 0 when
+ * not (why says the first fault: "row 2 repeats 3"), -1 when givens is not a puzzle
+ * (why says so). why may be NULL. Grids of side 4, 9 or 16 (METRIC_SUDOKU_MAX). */
+#define METRIC_SUDOKU_MAX 16
+int metric_sudoku_check(const char *grid, const char *givens, char *why, size_t whylen);
+double metric_solved_acc(const char *const *hyps, const metric_refs_t *refs, int n);
 
 /* Helpers, exposed for tests and for the evaluator's logs. All return malloc'd strings
  * the caller frees. */

@@ -20,6 +20,7 @@ typedef struct {
     int nseqs, capseqs;
     int sorted;
     char **hyps, **refs;
+    char **refs2;           /* (capres) a second reference per result, or NULL */
     int nres, capres;
 } s_task_t;
 
@@ -41,10 +42,12 @@ void teval_destroy(teval_t **self_p) {
         for (int k = 0; k < t->nres; k++) {
             free(t->hyps[k]);
             free(t->refs[k]);
+            free(t->refs2[k]);
         }
         free(t->seqs);
         free(t->hyps);
         free(t->refs);
+        free(t->refs2);
         free(t->name);
     }
     free(self->tasks);
@@ -180,13 +183,20 @@ int teval_load_flat(teval_t *self, const char *task, const void *flat_bytes, int
 }
 
 void teval_add_result(teval_t *self, const char *task, const char *hyp, const char *ref) {
+    teval_add_result2(self, task, hyp, ref, NULL);
+}
+
+void teval_add_result2(teval_t *self, const char *task, const char *hyp, const char *ref,
+                       const char *ref2) {
     s_task_t *t = s_task(self, task);
     if (t->nres == t->capres) {
         t->capres = t->capres ? 2 * t->capres : 64;
         t->hyps = util_realloc(t->hyps, sizeof(char *) * t->capres);
         t->refs = util_realloc(t->refs, sizeof(char *) * t->capres);
+        t->refs2 = util_realloc(t->refs2, sizeof(char *) * t->capres);
     }
     t->hyps[t->nres] = util_strdup(hyp ? hyp : "");
+    t->refs2[t->nres] = ref2 ? util_strdup(ref2) : NULL;
     t->refs[t->nres++] = util_strdup(ref ? ref : "");
 }
 
@@ -198,6 +208,7 @@ void teval_clear_results(teval_t *self) {
         for (int k = 0; k < t->nres; k++) {
             free(t->hyps[k]);
             free(t->refs[k]);
+            free(t->refs2[k]);
         }
         t->nres = 0;
     }
@@ -275,21 +286,33 @@ int teval_write(teval_t *self, const char *const *tasks, const char *const *metr
         } else if (t->nres == 0) {
             snprintf(note, sizeof note, "no validation samples were evaluated");
         } else {
+            /* The second reference (the puzzle) is solved_acc's alone: another metric of
+             * the task must not take it for an acceptable answer. */
             metric_refs_t *refs = util_malloc(sizeof(metric_refs_t) * t->nres);
-            for (int k = 0; k < t->nres; k++)
-                refs[k] = (metric_refs_t){(const char *const *)&t->refs[k], 1};
+            metric_refs_t *refs2 = util_malloc(sizeof(metric_refs_t) * t->nres);
+            const char **pairs = util_malloc(sizeof(char *) * 2 * t->nres);
+            for (int k = 0; k < t->nres; k++) {
+                pairs[2 * k] = t->refs[k];
+                pairs[2 * k + 1] = t->refs2[k];
+                refs[k] = (metric_refs_t){&pairs[2 * k], 1};
+                refs2[k] = (metric_refs_t){&pairs[2 * k], t->refs2[k] ? 2 : 1};
+            }
             for (int k = 0; k < nm; k++) {
                 char e2[256];
-                if (metric_compute(names[k], (const char *const *)t->hyps, refs, t->nres,
+                const metric_refs_t *r = strcmp(names[k], "solved_acc") ? refs : refs2;
+                if (metric_compute(names[k], (const char *const *)t->hyps, r, t->nres,
                                    &vals[k], e2, sizeof e2) != 0 && !note[0])
                     snprintf(note, sizeof note, "%.60s: %.400s", names[k], e2);
             }
             char e2[256];
-            if (metric_baseline(names[0], refs, t->nres, &base, e2, sizeof e2) == 0)
+            if (metric_baseline(names[0], strcmp(names[0], "solved_acc") ? refs : refs2,
+                                t->nres, &base, e2, sizeof e2) == 0)
                 have_base = 1;
             else if (!note[0])
                 snprintf(note, sizeof note, "baseline: %.400s", e2);
             free(refs);
+            free(refs2);
+            free(pairs);
         }
         s_put(&b, ", \"value\": ");
         s_put_num(&b, vals[0]);

@@ -49,6 +49,10 @@ int teval_load_flat(teval_t *self, const char *task, const void *flat, int64_t n
 
 /* Record one evaluated validation sample (strings copied). */
 void teval_add_result(teval_t *self, const char *task, const char *hyp, const char *ref);
+/* The same with a second reference (copied; NULL = none): solved_acc takes the puzzle
+ * there (metrics.h). */
+void teval_add_result2(teval_t *self, const char *task, const char *hyp, const char *ref,
+                       const char *ref2);
 int teval_n_results(teval_t *self, const char *task);
 /* Forget every recorded result (before an evaluation at an interval); the closed sets
  * stay. */

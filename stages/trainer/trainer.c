@@ -36,6 +36,7 @@ typedef struct {
     taskplan_gen_t gen;
     int closed;             /* collect training targets for a closed set */
     double weight;          /* round_robin: the task's share of a step's gradient */
+    int puzzle;             /* the metric is solved_acc: the prompt goes with the reference */
 } s_task_t;
 
 /* round_robin: a micro-batch summed into the pending step, kept for its metrics line. */
@@ -321,6 +322,8 @@ trainer_t *trainer_new(const plan_t *plan, const trainer_opts_t *opts, char *err
         self->tasks[i].gen = pt->plan->gen;
         self->tasks[i].closed = pt->plan->gen == GEN_CLOSED_SET;
         self->tasks[i].weight = pt->weight > 0 ? pt->weight : 1.0;
+        const char *metric = pt->metric ? pt->metric : pt->plan->metric;
+        self->tasks[i].puzzle = metric && strstr(metric, "solved_acc") != NULL;
         if (taskplan_runnable(pt->plan, err, errlen) != 0) {
             char e2[512];
             snprintf(e2, sizeof e2, "%s", err);
@@ -716,6 +719,25 @@ static char *s_ref_line(const char *refs, int r) {
     return s;
 }
 
+/* The text of source row r (its TEXT positions, specials left out), for solved_acc,
+ * which reads the puzzle's givens from it. Caller frees. */
+static char *s_src_text(const trainer_t *self, const trainer_batch_t *b, int r) {
+    int32_t *ids = util_malloc(sizeof(int32_t) * (size_t)(b->S + 1));
+    size_t n = 0;
+    for (int j = 0; j < b->src_len[r]; j++) {
+        int32_t t = b->src_tok[(size_t)r * b->S + j];
+        if (b->src_mod[(size_t)r * b->S + j] == MOD_TEXT && t != TOK_BOS && t != TOK_EOS &&
+            t != TOK_PAD)
+            ids[n++] = t;
+    }
+    size_t cap = 16 * n + 16;
+    char *s = util_malloc(cap);
+    tok_decode_text(self->bpe, ids, n, s, cap);
+    s[cap - 1] = 0;
+    free(ids);
+    return s;
+}
+
 /* Generate rows [r0, r0+n) of a validation batch and record outputs and references. */
 static int s_eval_rows(trainer_t *self, const s_task_t *task, const trainer_batch_t *b, int r0,
                        int n, int p, gen_trie_t *trie, char *err, size_t errlen) {
@@ -737,7 +759,9 @@ static int s_eval_rows(trainer_t *self, const s_task_t *task, const trainer_batc
         } else {
             ref = s_ref_line(b->refs, r);
         }
-        teval_add_result(self->ev, b->task, hyps[i], ref);
+        char *puzzle = task->puzzle ? s_src_text(self, b, r) : NULL;
+        teval_add_result2(self->ev, b->task, hyps[i], ref, puzzle);
+        free(puzzle);
         free(ref);
     }
     for (int i = 0; i < n; i++)
