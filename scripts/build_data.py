@@ -34,6 +34,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
 import text_sets  # noqa: E402  (scripts/data/text_sets.py: the text datasets)
+import av_sets  # noqa: E402  (scripts/data/av_sets.py: speech, video, motion, phone)
 
 # Bump when the output of any builder changes, so that old data is rebuilt.
 BUILDER_VERSION = 4
@@ -158,6 +159,33 @@ SOURCES = {
         "copyright": "/usr/share/doc/miscfiles/copyright",
         "used": "the tables /usr/share/misc/cities.dat.gz (491 cities) and countries.gz",
     },
+    "asterisk-core-sounds-en-wav": {
+        "license": "CC-BY-SA-3.0 (Allison Smith's recordings for Digium; see the copyright file)",
+        "copyright": "/usr/share/doc/asterisk-core-sounds-en-wav/copyright",
+        "used": ("recorded English prompts (one speaker, 8 kHz WAV) and their transcripts "
+                 "(asterisk-core-sounds-en: core-sounds-en.txt.gz), joined by name"),
+    },
+    "espeak-ng": {
+        "license": "GPL-3+",
+        "copyright": "/usr/share/doc/espeak-ng-data/copyright",
+        "used": "speech synthesized from text (several voices and speeds); phonemes in IPA (--ipa)",
+    },
+    "ffmpeg": {
+        "license": "GPL-2+ / LGPL-2.1+ (the program; clips are made of the stamps and photos)",
+        "copyright": "/usr/share/doc/ffmpeg/copyright",
+        "used": "clips composed with the overlay filter (moving positions), encoded with libx264",
+    },
+    "assimp-testmodels": {
+        "license": ("CMU Graphics Lab Motion Capture Database: free for research and "
+                    "commercial use (BVH conversion by B. Hahne, no added restriction)"),
+        "copyright": "/usr/share/assimp/models/BVH/01_nn.bvh.source.txt",
+        "used": "the CMU captures 01_01.bvh and 01_03.bvh (31 joints, 120 fps)",
+    },
+    "miscfiles-web2": {
+        "license": "public domain (Webster's Second International, 1934; see miscfiles' copyright)",
+        "copyright": "/usr/share/doc/miscfiles/copyright",
+        "used": "English words of /usr/share/dict/web2",
+    },
     "generated": {
         "license": "none needed (made by scripts/data/text_sets.py)",
         "copyright": "",
@@ -171,6 +199,7 @@ class DataError(Exception):
 
 
 text_sets.DataError = DataError
+av_sets.DataError = DataError
 
 
 # ---------------------------------------------------------------- small helpers
@@ -554,6 +583,103 @@ TEXT_DATASETS = {
 }
 
 
+# The speech, video, motion and phone datasets (scripts/data/av_sets.py): rows name media
+# files written beside the TSV (under `media`). Their builders take (name, seed, sizes,
+# rng_for, outdir, ctx) and return (rows, info).
+AV_DATASETS = {
+    "speech_prompts": {
+        "builder": av_sets.build_speech_prompts,
+        "columns": ["id", "wav", "text"],
+        "sizes": {"max_words": 12, "synth_per_prompt": 2},
+        "media": "wav",
+        "sources": ["asterisk-core-sounds-en-wav", "espeak-ng"],
+        "how": ("Speech recognition: asterisk's recorded English prompts (one speaker, "
+                "8 kHz) of at most 12 words, joined with their transcripts by name, each "
+                "also spoken by 2 espeak-ng voices (22.05 kHz; %s with variants %s, "
+                "130-190 words/min). text is the transcript, lowercase, punctuation "
+                "removed. Prompts are split by name (10%% valid): valid sentences are "
+                "new, and their synthesized copies use held-out voices (%s, variants %s)."
+                % (", ".join(av_sets.TRAIN_LANGS), ", ".join(v for v in av_sets.TRAIN_VARIANTS if v),
+                   ", ".join(av_sets.VALID_LANGS), ", ".join(av_sets.VALID_VARIANTS))),
+    },
+    "speech_digits": {
+        "builder": av_sets.build_speech_digits,
+        "columns": ["id", "wav", "text"],
+        "sizes": {"train": 3000, "valid": 200, "recorded_share": 0.3},
+        "media": "wav",
+        "sources": ["asterisk-core-sounds-en-wav", "espeak-ng"],
+        "how": ("Spoken digit strings, 1-4 words of zero..nine (text 'four one seven'). "
+                "30%% of rows splice asterisk's recordings of the single digits (the one "
+                "real speaker, 8 kHz) with 60-250 ms silences; the rest is espeak-ng in "
+                "the split's voices (train: %s x variants %s; valid: %s x %s, none of them "
+                "in train). No string of two or more digits is in both splits."
+                % (", ".join(av_sets.TRAIN_LANGS), ", ".join(v or "default" for v in av_sets.TRAIN_VARIANTS),
+                   ", ".join(av_sets.VALID_LANGS), ", ".join(av_sets.VALID_VARIANTS))),
+    },
+    "video_moves_caption": {
+        "builder": av_sets.build_video_moves_caption,
+        "columns": ["id", "video", "cap"],
+        "sizes": {"train": 1280, "valid": 128},
+        "media": "clips",
+        "sources": ["tuxpaint-stamps-default", "opencv-doc", "python3-skimage", "ffmpeg"],
+        "how": ("Clips of 8 frames (8 fps, 96x96, H.264 in MP4) composed by ffmpeg's "
+                "overlay filter: one of 8 tuxpaint photo stamps (%s; 34-42 px, mirrored at "
+                "random) crosses a muted crop of a real photo (as in stamps_caption; valid "
+                "uses held-out photos) moving right, left, up or down at a constant speed. "
+                "cap: 'a koala moves right'. Every (object, direction) pair equally often."
+                % ", ".join(n for _, n in av_sets.VIDEO_OBJECTS)),
+    },
+    "video_moves_classify": {
+        "builder": av_sets.build_video_moves_classify,
+        "columns": ["id", "video", "label_name"],
+        "sizes": {"train": 1280, "valid": 128},
+        "media": "clips",
+        "sources": ["tuxpaint-stamps-default", "opencv-doc", "python3-skimage", "ffmpeg"],
+        "how": ("Clips made as in video_moves_caption (own draws); label_name is the "
+                "direction of motion: right, left, up or down (balanced: baseline 0.25). "
+                "The preset's instruction asks what is in the video; the labels are "
+                "directions."),
+    },
+    "video_moves_qa": {
+        "builder": av_sets.build_video_moves_qa,
+        "columns": ["id", "video", "question", "answer"],
+        "sizes": {"train": 1280, "valid": 128},
+        "media": "clips",
+        "sources": ["tuxpaint-stamps-default", "opencv-doc", "python3-skimage", "ffmpeg"],
+        "how": ("Clips made as in video_moves_caption (own draws), one question each: "
+                "'which way does the koala move?' -> right/left/up/down, or 'what moves "
+                "in the video?' -> the object's name (8 names): 12 answers."),
+    },
+    "motion_clips": {
+        "builder": av_sets.build_motion_clips,
+        "columns": ["id", "bvh", "label"],
+        "sizes": {"train": 400, "valid": 80},
+        "media": "bvh",
+        "sources": ["assimp-testmodels"],
+        "how": ("Windows of %d frames (2.1 s at 120 fps) cut from the two CMU captures of "
+                "assimp-testmodels (01_01, 01_03: same 31-joint skeleton), each written as "
+                "its own BVH file; label names the capture ('subject one trial one' / "
+                "'... three'), the only text the files carry. Train windows start in the "
+                "first 80%% of a clip, valid windows lie in the last 20%%; equal counts per "
+                "clip (baseline 0.5). Honestly small: two captures of one person. "
+                "Boxing_Toes.bvh (21 joints, another feature width) is left out."
+                % av_sets.MOTION_WINDOW),
+    },
+    "phone_words": {
+        "builder": av_sets.build_phone_words,
+        "columns": ["id", "text", "phone"],
+        "sizes": {"train": 4000, "valid": 200},
+        "media": None,
+        "sources": ["miscfiles-web2", "espeak-ng"],
+        "how": ("Text to phonemes: text is an English word of 3-8 lowercase letters from "
+                "miscfiles' web2 word list, phone its pronunciation as espeak-ng (en-us) "
+                "writes it with --ipa: one IPA phoneme per space-separated token, stress "
+                "marks on their vowel (\"reading\" -> \"ɹ ˈiː d ɪ ŋ\"). Words split "
+                "by a hash (5%% to valid). WER over the phone column is the phone error rate."),
+    },
+}
+
+
 def manifest_matches(path, name, seed):
     """True when an existing build of NAME with this seed and builder version is
     complete: the manifest is written last, and the split files must still be there
@@ -579,10 +705,10 @@ def manifest_matches(path, name, seed):
 
 
 def build(name, out, seed, force=False):
-    spec = DATASETS.get(name) or TEXT_DATASETS[name]
+    spec = DATASETS.get(name) or TEXT_DATASETS.get(name) or AV_DATASETS[name]
     d = os.path.join(out, name)
     mpath = os.path.join(d, "manifest.json")
-    if not force and manifest_matches(mpath, name, seed):
+    if not force and manifest_matches(mpath, name, seed) and av_media_intact(d, name):
         print("%s: up to date (%s)" % (name, mpath))
         return 0
     t0 = time.time()
@@ -591,6 +717,8 @@ def build(name, out, seed, force=False):
         os.remove(mpath)   # a half-rebuilt folder must not look complete
     if name in TEXT_DATASETS:
         return build_text(name, d, mpath, seed, t0)
+    if name in AV_DATASETS:
+        return build_av(name, d, mpath, seed, t0)
     stamps = load_stamps()
     splits = {
         "train": (load_photos(TRAIN_PHOTOS), spec["sizes"]["train"], 0),
@@ -660,6 +788,63 @@ def build_text(name, d, mpath, seed, t0):
         src = dict(SOURCES[pkg])
         src["package"] = pkg
         src["version"] = pkg_version(pkg) if pkg in ("wordnet-base", "miscfiles") else None
+        manifest["sources"].append(src)
+    manifest["build_seconds"] = round(time.time() - t0, 2)
+    write_json_atomic(mpath, manifest)
+    print("%s: wrote %s (%s) in %.1f s" % (
+        name, d, ", ".join("%s %d rows" % (k, v["rows"]) for k, v in manifest["splits"].items()),
+        manifest["build_seconds"]))
+    return 0
+
+
+def av_media_intact(d, name):
+    """An AV dataset is up to date only while its media folder still holds the files
+    the manifest counted (a deleted clip would otherwise become a reject per epoch)."""
+    spec = AV_DATASETS.get(name)
+    if not spec or not spec["media"]:
+        return True
+    try:
+        with open(os.path.join(d, "manifest.json"), encoding="utf-8") as f:
+            want = json.load(f).get("media", {}).get("files")
+    except (OSError, ValueError):
+        return False
+    return want == av_sets.count_media(d, spec["media"])
+
+
+def build_av(name, d, mpath, seed, t0):
+    """Build one of AV_DATASETS into folder d (TSVs, media files); manifest last."""
+    spec = AV_DATASETS[name]
+    ctx = {"stamp_dir": STAMP_DIR, "background": random_background}
+    if spec["media"] == "clips":
+        ctx["photos"] = {"train": load_photos(TRAIN_PHOTOS), "valid": load_photos(VALID_PHOTOS)}
+    rows, info = spec["builder"](name, seed, spec["sizes"],
+                                 lambda split: seeded_rng(name, seed, split), d, ctx)
+    manifest = {
+        "magic": MANIFEST_MAGIC,
+        "builder_version": BUILDER_VERSION,
+        "name": name,
+        "seed": seed,
+        "format": ("tsv, no header, tab-separated; media columns are paths relative to "
+                   "this folder; text columns lowercase"),
+        "columns": spec["columns"],
+        "splits": {},
+        "sources": [],
+        "how": spec["how"],
+        "builder": "scripts/build_data.py %s --seed %d" % (name, seed),
+        "source_info": info,
+    }
+    for split, r in rows.items():
+        for k, row in enumerate(r):
+            check(len(row) == len(spec["columns"]), "%s %s row %d" % (name, split, k))
+        fname = split + ".tsv"
+        sha = write_tsv(os.path.join(d, fname), r)
+        manifest["splits"][split] = {"file": fname, "rows": len(r), "sha256": sha}
+    if spec["media"]:
+        manifest["media"] = {"dir": spec["media"], "files": av_sets.count_media(d, spec["media"])}
+    for pkg in spec["sources"]:
+        src = dict(SOURCES[pkg])
+        src["package"] = pkg
+        src["version"] = pkg_version("miscfiles" if pkg == "miscfiles-web2" else pkg)
         manifest["sources"].append(src)
     manifest["build_seconds"] = round(time.time() - t0, 2)
     write_json_atomic(mpath, manifest)
@@ -768,6 +953,7 @@ def build_fixtures(outdir, seed):
 
 
 ALL_DATASETS = dict(DATASETS, **TEXT_DATASETS)
+ALL_DATASETS.update(AV_DATASETS)
 
 
 def main(argv):
