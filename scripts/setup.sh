@@ -13,6 +13,7 @@ PKGS=(
   python3-pil python3-numpy python3-torch python3-torchvision python3-zmq python3-msgpack
   tuxpaint-stamps-default opencv-doc python3-skimage imagemagick chromium
   wordnet-base miscfiles slurmd slurmctld slurm-client munge
+  espeak-ng asterisk-core-sounds-en asterisk-core-sounds-en-wav ffmpeg assimp-testmodels
   libopenmpi-dev openmpi-bin
 )
 
