@@ -6,9 +6,10 @@
  * so form one (3D, D) matrix (one fused QKV product instead of three), and likewise their
  * biases and the k/v of a cross-attention. The names stay those of the golden file.
  *
- * Activations live in one arena sized for the largest (B, S, T, Np) seen so far; a
+ * Activations live in one arena sized for the largest (B, S, T) seen so far; a
  * smaller batch reuses it with its own strides, so steady-state training allocates
- * nothing. Backward adds into gradients (backend.h's convention) after zeroing the G
+ * nothing. Each modality adapter (image, audio, video, motion) keeps its own buffers,
+ * grown the same way, because its row count (patches, frames) is independent of S. Backward adds into gradients (backend.h's convention) after zeroing the G
  * buffer once.
  *
  * Everything here is written against real_t, so the gradient-check test can build this
@@ -52,6 +53,35 @@ typedef struct {
     real_t *gel;                /* (N, F) */
 } s_acts_t;
 
+/* The modality adapters of the encoder input, in the order their embeddings are added
+ * (the image one first, so a text+image model computes exactly what it did before the
+ * others existed). */
+enum { AD_IMG = 0, AD_AUD, AD_VID, AD_MOT, S_NAD };
+
+/* One adapter: E = proj.w x + proj.b (+ up to three learned position tables) for each
+ * input row x (a patch or a frame) of the batch, then the k-th source position of its
+ * modality in row b takes input row k of sample b. Everything is built from the
+ * backend's gemm, bias and embedding ops, so any backend that fills the table runs it. */
+typedef struct {
+    const char *what;       /* "image", "audio", "video", "motion" (errors) */
+    int mod;                /* MODEL_MOD_* of the positions it fills */
+    int in_dim;             /* width of one input row; 0: the adapter is absent */
+    int w, b;               /* parameter indices: proj.w (D, in_dim), proj.b (D) */
+    int pos[3];             /* position tables (parameter indices), -1 unused */
+    /* the current batch */
+    int active;             /* the batch has positions of this modality */
+    int n;                  /* input rows: B * rows per sample */
+    /* buffers, grown to the largest batch seen */
+    int64_t cap_n, cap_s;
+    int32_t *map;           /* (B*S) backend: input row of each source position, or -1 */
+    int32_t *pid[3];        /* (n) backend: row of each position table, or -1 */
+    real_t *x;              /* (n, in_dim) backend: the input rows */
+    real_t *e;              /* (n, D) backend: their embeddings */
+    real_t *de;             /* (n, D) backend: gradient of e */
+    real_t *hx;             /* (n * in_dim) host staging */
+    int32_t *hi;            /* (max(n, B*S)) host staging */
+} s_adapter_t;
+
 struct model_t {
     model_config_t c;
     backend_t *be;
@@ -61,20 +91,20 @@ struct model_t {
     real_t *W, *G, *M, *V;       /* flat (numel) */
     int64_t adam_t;
     /* top-level tensors (indices; -1 when absent) */
-    int tok_emb, enc_pos, dec_pos, type_emb, img_w, img_b, img_row, img_col;
+    int tok_emb, enc_pos, dec_pos, type_emb;
     int enc_ln_w, enc_ln_b, dec_ln_w, dec_ln_b;
     s_layer_t *enc, *dec;
+    s_adapter_t ad[S_NAD];
 
-    /* arena for (cap_B, cap_S, cap_T, cap_Np) */
-    int cap_B, cap_S, cap_T, cap_Np;
+    /* arena for (cap_B, cap_S, cap_T) */
+    int cap_B, cap_S, cap_T;
     void *arena;
     size_t arena_bytes;
     /* current batch geometry */
-    int B, S, T, Np, has_img, has_loss;
+    int B, S, T, has_loss;
     int64_t ntok;
     /* inputs on the backend */
-    int32_t *src_ids;    /* (B*S) token id or -1 at image positions */
-    int32_t *src_img;    /* (B*S) row of img_e or -1 */
+    int32_t *src_ids;    /* (B*S) token id or -1 at adapter (image, audio, ...) positions */
     int32_t *src_pos;    /* (B*S) position s */
     int32_t *src_mod;    /* (B*S) modality */
     int32_t *src_len;    /* (B) */
@@ -82,9 +112,6 @@ struct model_t {
     int32_t *tgt_pos;    /* (B*T) */
     int32_t *tgt_mod;    /* (B*T) all MOD_TEXT */
     int32_t *tgt_out;    /* (B*T) */
-    int32_t *img_r, *img_c;   /* (B*Np) row / column of each patch */
-    real_t *img_x;       /* (B*Np, Pd) normalised patches */
-    real_t *img_e;       /* (B*Np, D) patch embeddings */
     s_acts_t *ea, *da;   /* (n_enc + 1) and (n_dec + 1): the last holds only x */
     real_t *mem, *mem_m, *mem_r;      /* (B*S, D) enc_ln output */
     real_t *h, *h_m, *h_r;            /* (B*T, D) dec_ln output */
@@ -92,11 +119,10 @@ struct model_t {
     real_t *row_loss;    /* (B*T) */
     /* backward scratch */
     real_t *d_res, *d_y, *d_mem;      /* (B*S, D), (B*T, D), (B*S, D) */
-    real_t *d_a, *d_qkv, *d_f, *d_kv, *d_img;   /* (Nmax, D), (Nmax, 3D), (Nmax, F), (B*S, 2D), (B*Np, D) */
+    real_t *d_a, *d_qkv, *d_f, *d_kv;   /* (Nmax, D), (Nmax, 3D), (Nmax, F), (B*S, 2D) */
     int logits_valid;    /* logits still hold logits (not gradients) */
     /* host staging */
-    int32_t *h_i32;      /* (max(B*S, B*T, B*Np)) */
-    real_t *h_real;      /* (B*Np*Pd) */
+    int32_t *h_i32;      /* (max(B*S, B*T)) */
 };
 
 #define PW(m, idx) ((m)->W + (m)->params[idx].offset)
@@ -148,11 +174,23 @@ int model_config_check(const model_config_t *c, char *err, size_t errlen) {
     if (c->max_src <= 0 || c->max_tgt <= 0)
         return util_err(err, errlen, "model: max_src %d / max_tgt %d must be positive",
                         c->max_src, c->max_tgt);
-    if (c->n_mod < 0 || (c->n_mod > 0 && c->n_mod < 2 && c->patch_dim > 0))
-        return util_err(err, errlen, "model: n_mod %d too small for the image adapter", c->n_mod);
+    /* type_emb must have a row for the highest modality an adapter fills */
+    int top = c->mot_dim > 0   ? MODEL_MOD_MOTION
+              : c->vid_dim > 0 ? MODEL_MOD_VIDEO
+              : c->aud_dim > 0 ? MODEL_MOD_AUDIO
+              : c->patch_dim > 0 ? MODEL_MOD_IMAGE : 0;
+    if (c->n_mod < 0 || (c->n_mod > 0 && c->n_mod <= top))
+        return util_err(err, errlen, "model: n_mod %d too small for the adapters (modality %d)",
+                        c->n_mod, top);
     if (c->patch_dim < 0 || (c->patch_dim > 0 && c->img_grid <= 0))
         return util_err(err, errlen, "model: image adapter needs img_grid > 0 (patch_dim %d)",
                         c->patch_dim);
+    if (c->aud_dim < 0 || c->mot_dim < 0 || c->vid_dim < 0)
+        return util_err(err, errlen, "model: negative adapter width (audio %d, video %d, "
+                        "motion %d)", c->aud_dim, c->vid_dim, c->mot_dim);
+    if (c->vid_dim > 0 && (c->vid_grid <= 0 || c->vid_frames <= 0))
+        return util_err(err, errlen, "model: video adapter needs vid_grid > 0 and vid_frames > 0 "
+                        "(grid %d, frames %d)", c->vid_grid, c->vid_frames);
     if (c->pad_id < 0 || c->pad_id >= c->vocab)
         return util_err(err, errlen, "model: pad_id %d outside the vocabulary", c->pad_id);
     if (!(c->label_smoothing >= 0 && c->label_smoothing < 1))
@@ -188,17 +226,45 @@ static int s_addf(model_t *m, int64_t d0, int64_t d1, const char *fmt, int l) {
 static void s_build_names(model_t *m) {
     const model_config_t *c = &m->c;
     int D = c->d_model, F = c->d_ffn;
-    m->type_emb = m->img_w = m->img_b = m->img_row = m->img_col = -1;
+    m->type_emb = -1;
+    const char *what[S_NAD] = {"image", "audio", "video", "motion"};
+    const int mods[S_NAD] = {MODEL_MOD_IMAGE, MODEL_MOD_AUDIO, MODEL_MOD_VIDEO, MODEL_MOD_MOTION};
+    const int dims[S_NAD] = {c->patch_dim, c->aud_dim, c->vid_dim, c->mot_dim};
+    for (int j = 0; j < S_NAD; j++) {
+        s_adapter_t *a = &m->ad[j];
+        memset(a, 0, sizeof *a);
+        a->what = what[j], a->mod = mods[j], a->in_dim = dims[j];
+        a->w = a->b = a->pos[0] = a->pos[1] = a->pos[2] = -1;
+    }
     m->tok_emb = s_add(m, "tok_emb", c->vocab, D);
     m->enc_pos = s_add(m, "enc_pos", c->max_src, D);
     m->dec_pos = s_add(m, "dec_pos", c->max_tgt, D);
     if (c->n_mod > 0)
         m->type_emb = s_add(m, "type_emb", c->n_mod, D);
     if (c->patch_dim > 0) {
-        m->img_w = s_add(m, "img.proj.w", D, c->patch_dim);
-        m->img_b = s_add(m, "img.proj.b", D, 0);
-        m->img_row = s_add(m, "img.row", c->img_grid, D);
-        m->img_col = s_add(m, "img.col", c->img_grid, D);
+        s_adapter_t *a = &m->ad[AD_IMG];
+        a->w = s_add(m, "img.proj.w", D, c->patch_dim);
+        a->b = s_add(m, "img.proj.b", D, 0);
+        a->pos[0] = s_add(m, "img.row", c->img_grid, D);
+        a->pos[1] = s_add(m, "img.col", c->img_grid, D);
+    }
+    if (c->aud_dim > 0) {
+        s_adapter_t *a = &m->ad[AD_AUD];
+        a->w = s_add(m, "aud.proj.w", D, c->aud_dim);
+        a->b = s_add(m, "aud.proj.b", D, 0);
+    }
+    if (c->vid_dim > 0) {
+        s_adapter_t *a = &m->ad[AD_VID];
+        a->w = s_add(m, "vid.proj.w", D, c->vid_dim);
+        a->b = s_add(m, "vid.proj.b", D, 0);
+        a->pos[0] = s_add(m, "vid.time", c->vid_frames, D);
+        a->pos[1] = s_add(m, "vid.row", c->vid_grid, D);
+        a->pos[2] = s_add(m, "vid.col", c->vid_grid, D);
+    }
+    if (c->mot_dim > 0) {
+        s_adapter_t *a = &m->ad[AD_MOT];
+        a->w = s_add(m, "mot.proj.w", D, c->mot_dim);
+        a->b = s_add(m, "mot.proj.b", D, 0);
     }
     m->enc = util_calloc(c->n_enc ? c->n_enc : 1, sizeof *m->enc);
     m->dec = util_calloc(c->n_dec ? c->n_dec : 1, sizeof *m->dec);
@@ -340,10 +406,22 @@ static void s_free_arena(model_t *m) {
     free(m->da);
     m->ea = m->da = NULL;
     free(m->h_i32);
-    free(m->h_real);
     m->h_i32 = NULL;
-    m->h_real = NULL;
-    m->cap_B = m->cap_S = m->cap_T = m->cap_Np = 0;
+    m->cap_B = m->cap_S = m->cap_T = 0;
+}
+
+static void s_adapter_free(model_t *m, s_adapter_t *a) {
+    void *ps[] = {a->map, a->pid[0], a->pid[1], a->pid[2], a->x, a->e, a->de};
+    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++)
+        if (ps[i])
+            m->be->i->free(m->be, ps[i]);
+    a->map = a->pid[0] = a->pid[1] = a->pid[2] = NULL;
+    a->x = a->e = a->de = NULL;
+    free(a->hx);
+    free(a->hi);
+    a->hx = NULL;
+    a->hi = NULL;
+    a->cap_n = a->cap_s = 0;
 }
 
 void model_destroy(model_t **self_p) {
@@ -352,6 +430,8 @@ void model_destroy(model_t **self_p) {
     model_t *m = *self_p;
     backend_t *be = m->be;
     s_free_arena(m);
+    for (int j = 0; j < S_NAD; j++)
+        s_adapter_free(m, &m->ad[j]);
     if (m->W) be->i->free(be, m->W);
     if (m->G) be->i->free(be, m->G);
     if (m->M) be->i->free(be, m->M);
@@ -427,13 +507,12 @@ static void *s_take(s_carve_t *cv, size_t bytes) {
 #define TAKE_R(cv, n) ((real_t *)s_take(cv, sizeof(real_t) * (size_t)(n)))
 #define TAKE_I(cv, n) ((int32_t *)s_take(cv, sizeof(int32_t) * (size_t)(n)))
 
-static void s_layout(model_t *m, s_carve_t *cv, int B, int S, int T, int Np) {
+static void s_layout(model_t *m, s_carve_t *cv, int B, int S, int T) {
     const model_config_t *c = &m->c;
     int64_t D = c->d_model, F = c->d_ffn, H = c->n_heads, V = c->vocab;
-    int64_t Ns = (int64_t)B * S, Nt = (int64_t)B * T, Ni = (int64_t)B * Np;
+    int64_t Ns = (int64_t)B * S, Nt = (int64_t)B * T;
     int64_t Nm = Ns > Nt ? Ns : Nt;
     m->src_ids = TAKE_I(cv, Ns);
-    m->src_img = TAKE_I(cv, Ns);
     m->src_pos = TAKE_I(cv, Ns);
     m->src_mod = TAKE_I(cv, Ns);
     m->src_len = TAKE_I(cv, B);
@@ -441,10 +520,6 @@ static void s_layout(model_t *m, s_carve_t *cv, int B, int S, int T, int Np) {
     m->tgt_pos = TAKE_I(cv, Nt);
     m->tgt_mod = TAKE_I(cv, Nt);
     m->tgt_out = TAKE_I(cv, Nt);
-    m->img_r = TAKE_I(cv, Ni);
-    m->img_c = TAKE_I(cv, Ni);
-    m->img_x = TAKE_R(cv, Ni * (c->patch_dim > 0 ? c->patch_dim : 1));
-    m->img_e = TAKE_R(cv, Ni * D);
     for (int l = 0; l <= c->n_enc; l++) {
         s_acts_t *a = &m->ea[l];
         memset(a, 0, sizeof *a);
@@ -492,21 +567,20 @@ static void s_layout(model_t *m, s_carve_t *cv, int B, int S, int T, int Np) {
     m->d_qkv = TAKE_R(cv, Nm * 3 * D);
     m->d_f = TAKE_R(cv, Nm * F);
     m->d_kv = TAKE_R(cv, Ns * 2 * D);
-    m->d_img = TAKE_R(cv, Ni * D);
 }
 
-/* Make the arena hold (B, S, T, Np); grows to the largest of each dimension seen. The
+/* Make the arena hold (B, S, T); grows to the largest of each dimension seen. The
  * pointers are laid out for the capacity, and a smaller batch uses a prefix of each. */
-static int s_reserve(model_t *m, int B, int S, int T, int Np, char *err, size_t errlen) {
-    if (m->arena && B <= m->cap_B && S <= m->cap_S && T <= m->cap_T && Np <= m->cap_Np)
+static int s_reserve(model_t *m, int B, int S, int T, char *err, size_t errlen) {
+    if (m->arena && B <= m->cap_B && S <= m->cap_S && T <= m->cap_T)
         return 0;
     int cB = B > m->cap_B ? B : m->cap_B, cS = S > m->cap_S ? S : m->cap_S;
-    int cT = T > m->cap_T ? T : m->cap_T, cN = Np > m->cap_Np ? Np : m->cap_Np;
+    int cT = T > m->cap_T ? T : m->cap_T;
     s_free_arena(m);
     m->ea = util_calloc(m->c.n_enc + 1, sizeof *m->ea);
     m->da = util_calloc(m->c.n_dec + 1, sizeof *m->da);
     s_carve_t cv = {NULL, 0};
-    s_layout(m, &cv, cB, cS, cT, cN);
+    s_layout(m, &cv, cB, cS, cT);
     m->arena = m->be->i->alloc(m->be, cv.off);
     if (!m->arena) {
         s_free_arena(m);
@@ -516,18 +590,86 @@ static int s_reserve(model_t *m, int B, int S, int T, int Np, char *err, size_t 
     m->arena_bytes = cv.off;
     cv.base = m->arena;
     cv.off = 0;
-    s_layout(m, &cv, cB, cS, cT, cN);
+    s_layout(m, &cv, cB, cS, cT);
     int64_t ni = (int64_t)cB * (cS > cT ? cS : cT);
-    if ((int64_t)cB * cN > ni)
-        ni = (int64_t)cB * cN;
     m->h_i32 = util_malloc(sizeof(int32_t) * (ni > 0 ? ni : 1));
-    m->h_real = util_malloc(sizeof(real_t) * ((int64_t)cB * cN * (m->c.patch_dim > 0 ? m->c.patch_dim : 1) + 1));
-    m->cap_B = cB, m->cap_S = cS, m->cap_T = cT, m->cap_Np = cN;
+    m->cap_B = cB, m->cap_S = cS, m->cap_T = cT;
     m->logits_valid = 0;
     return 0;
 }
 
 /* ---- batch validation ---- */
+
+/* The adapter that fills positions of modality mod, or -1 (token positions). */
+static int s_adapter_of(int mod) {
+    switch (mod) {
+    case MODEL_MOD_IMAGE: return AD_IMG;
+    case MODEL_MOD_AUDIO: return AD_AUD;
+    case MODEL_MOD_VIDEO: return AD_VID;
+    case MODEL_MOD_MOTION: return AD_MOT;
+    default: return -1;
+    }
+}
+
+/* Input rows per sample the batch gives adapter j (0 when its tensor is absent). */
+static int s_adapter_rows(int j, const model_batch_t *b) {
+    switch (j) {
+    case AD_IMG: return b->img ? b->Np : 0;
+    case AD_AUD: return b->aud ? b->Fa : 0;
+    case AD_VID: return b->vid ? b->Nf * b->Npv : 0;
+    case AD_MOT: return b->mot ? b->Fm : 0;
+    }
+    return 0;
+}
+
+/* Row i's n positions of adapter j against the batch's tensors and the config. */
+static int s_check_adapter(const model_t *m, int j, const model_batch_t *b, int i, int n,
+                           char *err, size_t errlen) {
+    const model_config_t *c = &m->c;
+    const s_adapter_t *a = &m->ad[j];
+    static const char *field[S_NAD] = {"img", "aud", "vid", "mot"};
+    if (a->in_dim <= 0)
+        return util_err(err, errlen, "batch: row %d has %s positions but the model has no %s "
+                        "adapter", i, a->what, a->what);
+    int rows = s_adapter_rows(j, b);
+    if (rows <= 0)
+        return util_err(err, errlen, "batch: row %d has %d %s positions but no %s tensor", i, n,
+                        a->what, field[j]);
+    if (n > rows)
+        return util_err(err, errlen, "batch: row %d has %d %s positions for %d %s rows", i, n,
+                        a->what, rows, field[j]);
+    switch (j) {
+    case AD_IMG:
+        if (b->grid <= 0 || (n - 1) / b->grid >= c->img_grid || b->grid > c->img_grid)
+            return util_err(err, errlen, "batch: img.grid %d does not fit the model's "
+                            "%dx%d patch grid (%d patches)", b->grid, c->img_grid,
+                            c->img_grid, n);
+        break;
+    case AD_AUD:
+        if (b->aud_dim != c->aud_dim)
+            return util_err(err, errlen, "batch: aud has %d features per position, the audio "
+                            "adapter takes %d (stack x mel bins)", b->aud_dim, c->aud_dim);
+        break;
+    case AD_VID:
+        if (b->vid_dim != c->vid_dim)
+            return util_err(err, errlen, "batch: vid patches have %d values, the video adapter "
+                            "takes %d (P*P*3)", b->vid_dim, c->vid_dim);
+        if (b->vid_grid <= 0 || b->vid_grid > c->vid_grid || b->Npv > b->vid_grid * b->vid_grid)
+            return util_err(err, errlen, "batch: vid.grid %d with %d patches per frame does not "
+                            "fit the model's %dx%d grid", b->vid_grid, b->Npv, c->vid_grid,
+                            c->vid_grid);
+        if ((n - 1) / b->Npv >= c->vid_frames)
+            return util_err(err, errlen, "batch: row %d has %d video frames, the model's "
+                            "vid.time has %d", i, (n - 1) / b->Npv + 1, c->vid_frames);
+        break;
+    case AD_MOT:
+        if (b->mot_dim != c->mot_dim)
+            return util_err(err, errlen, "batch: mot has %d channels per frame, the motion "
+                            "adapter takes %d", b->mot_dim, c->mot_dim);
+        break;
+    }
+    return 0;
+}
 
 int model_batch_check(const model_t *self, const model_batch_t *b, char *err, size_t errlen) {
     const model_config_t *c = &self->c;
@@ -547,36 +689,25 @@ int model_batch_check(const model_t *self, const model_batch_t *b, char *err, si
         if (b->src_len[i] < 0 || b->src_len[i] > b->S)
             return util_err(err, errlen, "batch: src_len[%d] = %d outside [0, %d]", i,
                             b->src_len[i], b->S);
-        int nimg = 0;
+        int nad[S_NAD] = {0};
         for (int s = 0; s < b->S; s++) {
             int64_t k = (int64_t)i * b->S + s;
             int mod = b->src_mod ? b->src_mod[k] : MODEL_MOD_TEXT;
             if (mod != MODEL_MOD_TEXT && mod >= (c->n_mod > 0 ? c->n_mod : 1))
                 return util_err(err, errlen, "batch: src_mod[%d][%d] = %d: modality unknown to "
                                 "the model (n_mod %d)", i, s, mod, c->n_mod);
-            if (mod == MODEL_MOD_IMAGE) {
-                if (c->patch_dim <= 0)
-                    return util_err(err, errlen, "batch: row %d has image positions but the "
-                                    "model has no image adapter", i);
-                nimg++;
+            int j = s_adapter_of(mod);
+            if (j >= 0) {
+                nad[j]++;
                 continue;
             }
             if (b->src_tok[k] < 0 || b->src_tok[k] >= c->vocab)
                 return util_err(err, errlen, "batch: src_tok[%d][%d] = %d outside the "
                                 "vocabulary [0, %d)", i, s, b->src_tok[k], c->vocab);
         }
-        if (nimg > 0) {
-            if (!b->img)
-                return util_err(err, errlen, "batch: row %d has %d image positions but no img "
-                                "tensor", i, nimg);
-            if (nimg > b->Np)
-                return util_err(err, errlen, "batch: row %d has %d image positions for %d "
-                                "patches", i, nimg, b->Np);
-            if (b->grid <= 0 || (nimg - 1) / b->grid >= c->img_grid || b->grid > c->img_grid)
-                return util_err(err, errlen, "batch: img.grid %d does not fit the model's "
-                                "%dx%d patch grid (%d patches)", b->grid, c->img_grid,
-                                c->img_grid, nimg);
-        }
+        for (int j = 0; j < S_NAD; j++)
+            if (nad[j] > 0 && s_check_adapter(self, j, b, i, nad[j], err, errlen))
+                return -1;
         for (int t = 0; t < b->T; t++) {
             int64_t k = (int64_t)i * b->T + t;
             if (b->tgt_in[k] < 0 || b->tgt_in[k] >= c->vocab)
@@ -633,20 +764,140 @@ static be_attn_t s_attn_desc(const model_t *m, int B, int Tq, int Tk, const real
 
 /* ---- forward ---- */
 
-/* Upload the batch's indices and patches and build the encoder input ea[0].x. */
-static void s_embed_src(model_t *m, const model_batch_t *b) {
+/* Grow adapter a's buffers to n input rows and Ns source positions. */
+static int s_adapter_reserve(model_t *m, s_adapter_t *a, int64_t n, int64_t Ns, char *err,
+                             size_t errlen) {
+    if (a->map && n <= a->cap_n && Ns <= a->cap_s)
+        return 0;
+    backend_t *be = m->be;
+    int64_t cn = n > a->cap_n ? n : a->cap_n, cs = Ns > a->cap_s ? Ns : a->cap_s;
+    int64_t D = m->c.d_model;
+    s_adapter_free(m, a);
+    int ok = 1;
+#define AA(p, bytes) do { (p) = be->i->alloc(be, (bytes)); ok = ok && (p); } while (0)
+    AA(a->map, sizeof(int32_t) * cs);
+    for (int t = 0; t < 3; t++)
+        if (a->pos[t] >= 0)
+            AA(a->pid[t], sizeof(int32_t) * cn);
+    AA(a->x, sizeof(real_t) * cn * a->in_dim);
+    AA(a->e, sizeof(real_t) * cn * D);
+    AA(a->de, sizeof(real_t) * cn * D);
+#undef AA
+    if (!ok) {
+        s_adapter_free(m, a);
+        return util_err(err, errlen, "model: cannot allocate the %s adapter's buffers for %lld "
+                        "rows", a->what, (long long)cn);
+    }
+    a->hx = util_malloc(sizeof(real_t) * cn * a->in_dim);
+    a->hi = util_malloc(sizeof(int32_t) * (cn > cs ? cn : cs));
+    a->cap_n = cn, a->cap_s = cs;
+    return 0;
+}
+
+/* Row t of position table `t` for input row r of a sample (r counts from 0 within the
+ * sample), or -1 for a row no position uses (model_batch_check has made sure every row
+ * that a position takes has its table rows). */
+static int32_t s_adapter_pos(const model_t *m, int j, int t, const model_batch_t *b, int r) {
+    const model_config_t *c = &m->c;
+    if (j == AD_IMG) {
+        int row = r / b->grid, col = r % b->grid;
+        return t == 0 ? (row < c->img_grid ? row : -1) : col;
+    }
+    /* video: frame, then row and column inside the frame */
+    int f = r / b->Npv, p = r % b->Npv, row = p / b->vid_grid, col = p % b->vid_grid;
+    if (t == 0)
+        return f < c->vid_frames ? f : -1;
+    if (t == 1)
+        return row < c->vid_grid ? row : -1;
+    return col;
+}
+
+/* Embed adapter j's input rows and add them into the encoder input x at the positions of
+ * its modality (the k-th such position of row i takes input row k of sample i). */
+static int s_adapter_fwd(model_t *m, int j, const model_batch_t *b, real_t *x, char *err,
+                         size_t errlen) {
+    backend_t *be = m->be;
+    s_adapter_t *a = &m->ad[j];
+    int B = b->B, S = b->S, D = m->c.d_model, I = a->in_dim;
+    int64_t Ns = (int64_t)B * S;
+    a->active = 0;
+    if (I <= 0 || !b->src_mod)
+        return 0;
+    int any = 0;
+    for (int64_t k = 0; k < Ns && !any; k++)
+        any = b->src_mod[k] == a->mod;
+    if (!any)
+        return 0;
+    int per = s_adapter_rows(j, b);
+    int64_t n = (int64_t)B * per;
+    if (s_adapter_reserve(m, a, n, Ns, err, errlen))
+        return -1;
+    a->active = 1;
+    a->n = (int)n;
+    int32_t *h = a->hi;
+    for (int i = 0; i < B; i++) {
+        int cnt = 0;
+        for (int s = 0; s < S; s++) {
+            int64_t k = (int64_t)i * S + s;
+            h[k] = b->src_mod[k] == a->mod ? i * per + cnt++ : -1;
+        }
+    }
+    be->i->upload(be, a->map, h, sizeof *h * Ns);
+    for (int t = 0; t < 3; t++) {
+        if (a->pos[t] < 0)
+            continue;
+        for (int64_t k = 0; k < n; k++)
+            h[k] = s_adapter_pos(m, j, t, b, (int)(k % per));
+        be->i->upload(be, a->pid[t], h, sizeof *h * n);
+    }
+    /* Patches are normalised to [-1, 1] as the model's own first step; audio and motion
+     * frames arrive normalised by their tiers. */
+    int64_t nx = n * I;
+    if (j == AD_IMG || j == AD_VID) {
+        const uint8_t *u = j == AD_IMG ? b->img : b->vid;
+        for (int64_t k = 0; k < nx; k++)
+            a->hx[k] = (real_t)u[k] / 255 * 2 - 1;
+    } else {
+        const float *f = j == AD_AUD ? b->aud : b->mot;
+        for (int64_t k = 0; k < nx; k++)
+            a->hx[k] = (real_t)f[k];
+    }
+    be->i->upload(be, a->x, a->hx, sizeof(real_t) * nx);
+    s_linear(m, a->e, D, a->x, I, PW(m, a->w), PW(m, a->b), (int)n, D, I, 0);
+    for (int t = 0; t < 3; t++)
+        if (a->pos[t] >= 0)
+            be->i->embed_fwd(be, a->e, PW(m, a->pos[t]), a->pid[t], (int)n, D, 1);
+    be->i->embed_fwd(be, x, a->e, a->map, (int)Ns, D, 1);
+    return 0;
+}
+
+/* Backward of s_adapter_fwd from d_res, the gradient of the encoder input. */
+static void s_adapter_bwd(model_t *m, s_adapter_t *a, const real_t *d_res, int64_t Ns) {
+    backend_t *be = m->be;
+    int D = m->c.d_model;
+    if (!a->active)
+        return;
+    be->i->zero(be, a->de, sizeof(real_t) * a->n * D);
+    be->i->embed_bwd(be, a->de, d_res, a->map, (int)Ns, D);
+    for (int t = 0; t < 3; t++)
+        if (a->pos[t] >= 0)
+            be->i->embed_bwd(be, PG(m, a->pos[t]), a->de, a->pid[t], a->n, D);
+    s_linear_bwd(m, NULL, 0, a->de, a->x, PW(m, a->w), PG(m, a->w), PG(m, a->b), a->n, D,
+                 a->in_dim);
+}
+
+/* Upload the batch's indices and build the encoder input ea[0].x: token embeddings,
+ * then each adapter's embeddings at its positions, then positions and modality types. */
+static int s_embed_src(model_t *m, const model_batch_t *b, char *err, size_t errlen) {
     backend_t *be = m->be;
     const model_config_t *c = &m->c;
-    int B = b->B, S = b->S, D = c->d_model, Pd = c->patch_dim;
+    int B = b->B, S = b->S, D = c->d_model;
     int64_t Ns = (int64_t)B * S;
     int32_t *h = m->h_i32;
-    m->has_img = 0;
-    /* token ids; -1 at image positions (they take a patch embedding instead) */
+    /* token ids; -1 at adapter positions (they take the adapter's embedding instead) */
     for (int64_t k = 0; k < Ns; k++) {
         int mod = b->src_mod ? b->src_mod[k] : MODEL_MOD_TEXT;
-        h[k] = mod == MODEL_MOD_IMAGE ? -1 : b->src_tok[k];
-        if (mod == MODEL_MOD_IMAGE)
-            m->has_img = 1;
+        h[k] = s_adapter_of(mod) >= 0 ? -1 : b->src_tok[k];
     }
     be->i->upload(be, m->src_ids, h, sizeof *h * Ns);
     for (int64_t k = 0; k < Ns; k++)
@@ -659,38 +910,13 @@ static void s_embed_src(model_t *m, const model_batch_t *b) {
 
     real_t *x = m->ea[0].x;
     be->i->embed_fwd(be, x, PW(m, m->tok_emb), m->src_ids, (int)Ns, D, 0);
-    if (m->has_img) {
-        /* k-th image position of row i takes patch k of img[i]: row k / grid, col k % grid */
-        int Np = b->Np;
-        int64_t Ni = (int64_t)B * Np;
-        m->Np = Np;
-        for (int64_t k = 0; k < Ns; k++)
-            h[k] = -1;
-        for (int i = 0; i < B; i++) {
-            int n = 0;
-            for (int s = 0; s < S; s++)
-                if (b->src_mod[(int64_t)i * S + s] == MODEL_MOD_IMAGE)
-                    h[(int64_t)i * S + s] = i * Np + n++;
-        }
-        be->i->upload(be, m->src_img, h, sizeof *h * Ns);
-        for (int64_t k = 0; k < Ni; k++)
-            h[k] = (int32_t)((k % Np) / b->grid < c->img_grid ? (k % Np) / b->grid : -1);
-        be->i->upload(be, m->img_r, h, sizeof *h * Ni);
-        for (int64_t k = 0; k < Ni; k++)
-            h[k] = (int32_t)((k % Np) % b->grid);
-        be->i->upload(be, m->img_c, h, sizeof *h * Ni);
-        /* patches normalised to [-1, 1] as the model's own first step */
-        for (int64_t k = 0; k < Ni * Pd; k++)
-            m->h_real[k] = (real_t)b->img[k] / 255 * 2 - 1;
-        be->i->upload(be, m->img_x, m->h_real, sizeof(real_t) * Ni * Pd);
-        s_linear(m, m->img_e, D, m->img_x, Pd, PW(m, m->img_w), PW(m, m->img_b), (int)Ni, D, Pd, 0);
-        be->i->embed_fwd(be, m->img_e, PW(m, m->img_row), m->img_r, (int)Ni, D, 1);
-        be->i->embed_fwd(be, m->img_e, PW(m, m->img_col), m->img_c, (int)Ni, D, 1);
-        be->i->embed_fwd(be, x, m->img_e, m->src_img, (int)Ns, D, 1);
-    }
+    for (int j = 0; j < S_NAD; j++)
+        if (s_adapter_fwd(m, j, b, x, err, errlen))
+            return -1;
     be->i->embed_fwd(be, x, PW(m, m->enc_pos), m->src_pos, (int)Ns, D, 1);
     if (m->type_emb >= 0)
         be->i->embed_fwd(be, x, PW(m, m->type_emb), m->src_mod, (int)Ns, D, 1);
+    return 0;
 }
 
 static void s_encoder(model_t *m, int B, int S) {
@@ -770,13 +996,14 @@ int model_forward(model_t *m, const model_batch_t *b, model_out_t *out, real_t *
         return -1;
     if (b->T <= 0)
         return util_err(err, errlen, "batch: model_forward needs a target (T = 0)");
-    int Np = b->img ? b->Np : 0;
-    if (s_reserve(m, b->B, b->S, b->T, Np, err, errlen))
+    if (s_reserve(m, b->B, b->S, b->T, err, errlen))
         return -1;
     int B = b->B, S = b->S, T = b->T, D = c->d_model;
     int64_t Nt = (int64_t)B * T;
-    m->B = B, m->S = S, m->T = T, m->Np = Np;
-    s_embed_src(m, b);
+    m->B = B, m->S = S, m->T = T;
+    m->logits_valid = 0;
+    if (s_embed_src(m, b, err, errlen))
+        return -1;
     s_encoder(m, B, S);
 
     int32_t *h = m->h_i32;
@@ -928,15 +1155,8 @@ void model_backward(model_t *m) {
     be->i->embed_bwd(be, PG(m, m->enc_pos), m->d_res, m->src_pos, Ns, D);
     if (m->type_emb >= 0)
         be->i->embed_bwd(be, PG(m, m->type_emb), m->d_res, m->src_mod, Ns, D);
-    if (m->has_img) {
-        int Ni = B * m->Np, Pd = c->patch_dim;
-        be->i->zero(be, m->d_img, sizeof(real_t) * Ni * D);
-        be->i->embed_bwd(be, m->d_img, m->d_res, m->src_img, Ns, D);
-        be->i->embed_bwd(be, PG(m, m->img_row), m->d_img, m->img_r, Ni, D);
-        be->i->embed_bwd(be, PG(m, m->img_col), m->d_img, m->img_c, Ni, D);
-        s_linear_bwd(m, NULL, 0, m->d_img, m->img_x, PW(m, m->img_w), PG(m, m->img_w),
-                     PG(m, m->img_b), Ni, D, Pd);
-    }
+    for (int j = 0; j < S_NAD; j++)
+        s_adapter_bwd(m, &m->ad[j], m->d_res, Ns);
 }
 
 double model_clip_grad(model_t *m, double max_norm) {
@@ -1172,15 +1392,15 @@ int model_encode(model_t *m, const model_batch_t *b, model_cache_t *kv, char *er
     if (b->B > kv->max_rows || b->S > kv->max_src)
         return util_err(err, errlen, "model cache: batch of %d rows x %d positions exceeds the "
                         "cache (%d x %d)", b->B, b->S, kv->max_rows, kv->max_src);
-    int Np = b->img ? b->Np : 0;
     /* The encoder runs in the training arena (it clobbers the last forward's
      * activations) with T = 1 so that the arena exists. */
-    if (s_reserve(m, b->B, b->S, 1, Np, err, errlen))
+    if (s_reserve(m, b->B, b->S, 1, err, errlen))
         return -1;
     int B = b->B, S = b->S, D = c->d_model;
-    m->B = B, m->S = S, m->T = 0, m->Np = Np;
+    m->B = B, m->S = S, m->T = 0;
     m->logits_valid = 0;
-    s_embed_src(m, b);
+    if (s_embed_src(m, b, err, errlen))
+        return -1;
     s_encoder(m, B, S);
     /* cross K|V of every decoder layer, straight into the cache rows */
     for (int l = 0; l < c->n_dec; l++) {

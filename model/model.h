@@ -9,19 +9,30 @@
  *                                                       where src_mod == MOD_IMAGE (1):
  *         the k-th image position of row b takes patch k of img[b], r = k / grid,
  *         c = k % grid
+ *     E = aud.proj.w aud[b,k] + aud.proj.b              where src_mod == MOD_AUDIO (3):
+ *         the k-th audio position takes stacked frame k of aud[b]
+ *     E = vid.proj.w (patch/255*2-1) + vid.proj.b + vid.time[f] + vid.row[r] + vid.col[c]
+ *                                                       where src_mod == MOD_VIDEO (4):
+ *         the k-th video position takes patch k of vid[b] (frame-major): f = k / Npv,
+ *         r = (k % Npv) / vid_grid, c = (k % Npv) % vid_grid
+ *     E = mot.proj.w mot[b,k] + mot.proj.b              where src_mod == MOD_MOTION (6):
+ *         the k-th motion position takes frame k of mot[b]
  *   encoder layer  x += attn(ln1(x)); x += ffn(ln2(x))   (pre-LN, eps 1e-5, exact GELU)
  *   mem = enc_ln(x); source keys j >= src_len[b] are masked everywhere
  *   decoder input  y = tok_emb[tgt_in] + dec_pos[t] (+ type_emb[MOD_TEXT])
  *   decoder layer  y += self_causal(ln1 y); y += cross(ln2 y, mem); y += ffn(ln3 y)
  *   logits = dec_ln(y) @ tok_emb^T                       (tied output embedding)
  *   loss = mean over targets != pad of label-smoothed cross-entropy (PyTorch's)
- * type_emb and the img.* tensors exist only when the config asks for them (n_mod > 0,
- * patch_dim > 0), so a config with both 0 is the golden architecture.
+ * type_emb and the img.*, aud.*, vid.*, mot.* tensors exist only when the config asks for
+ * them (n_mod > 0, patch_dim > 0, aud_dim > 0, vid_dim > 0, mot_dim > 0), so a config with
+ * all 0 is the golden architecture, and a config without the new adapters has exactly
+ * the tensors (and checkpoints) it had before them.
  *
  * Parameters live in one flat backend buffer, named as the golden file names them
  * (tok_emb, enc_pos, dec_pos, enc.{l}.ln1.w, enc.{l}.attn.q.w, ..., dec_ln.b, and
- * type_emb, img.proj.w, img.proj.b, img.row, img.col); gradients and the AdamW moments are
- * three more flat buffers with the same offsets.
+ * type_emb, img.proj.w, img.proj.b, img.row, img.col, aud.proj.w, aud.proj.b, vid.proj.w,
+ * vid.proj.b, vid.time, vid.row, vid.col, mot.proj.w, mot.proj.b); gradients and the
+ * AdamW moments are three more flat buffers with the same offsets.
  *
  * Usage (training):
  *   model_config_t c; model_config_preset(&c, "nano", V, err, errlen);
@@ -49,6 +60,9 @@
 
 #define MODEL_MOD_TEXT 0
 #define MODEL_MOD_IMAGE 1
+#define MODEL_MOD_AUDIO 3
+#define MODEL_MOD_VIDEO 4
+#define MODEL_MOD_MOTION 6
 #define MODEL_MAX_NAME 48
 
 typedef struct {
@@ -62,6 +76,11 @@ typedef struct {
     int n_mod;          /* rows of type_emb (plans' MOD__COUNT = 9); 0: no type embedding */
     int patch_dim;      /* P*P*3 of the image adapter; 0: no image adapter */
     int img_grid;       /* G: patches per image side (rows of img.row / img.col) */
+    int aud_dim;        /* features per audio position (stack * n_mels); 0: no audio adapter */
+    int vid_dim;        /* P*P*3 of the video adapter; 0: no video adapter */
+    int vid_grid;       /* patches per frame side (rows of vid.row / vid.col) */
+    int vid_frames;     /* frames per clip at most (rows of vid.time) */
+    int mot_dim;        /* channels per motion frame; 0: no motion adapter */
     int pad_id;         /* 1: loss ignores it, it is never attended as a source key */
     real_t ln_eps;       /* 1e-5 */
     real_t label_smoothing;  /* 0.1 */
@@ -74,7 +93,8 @@ typedef struct {
 
 /* Fill c for a named size ("nano", "tiny", "base") with vocabulary V: the sizes of
  * DESIGN.md, max_src 256 / max_tgt 64 (change them after), n_mod 9, patch_dim 16*16*3,
- * img_grid 6 (96 px / 16) for nano/tiny and 24 (384 px) for base, and the defaults above.
+ * img_grid 6 (96 px / 16) for nano/tiny and 24 (384 px) for base, no audio, video or
+ * motion adapter (aud_dim = vid_dim = mot_dim = 0), and the defaults above.
  * Returns 0, or -1 with err naming the unknown size. */
 int model_config_preset(model_config_t *c, const char *size, int vocab, char *err,
                         size_t errlen);
@@ -131,6 +151,12 @@ typedef struct {
     const int32_t *tgt_out;  /* (B, T) labels; pad (1) = no loss (NULL: no loss) */
     const uint8_t *img;      /* (B, Np, patch_dim) u8 patches, or NULL */
     int Np, grid;            /* patches per image, patches per image row */
+    const float *aud;        /* (B, Fa, aud_dim) stacked audio frames, or NULL */
+    int Fa, aud_dim;
+    const uint8_t *vid;      /* (B, Nf, Npv, vid_dim) u8 patches, frame-major, or NULL */
+    int Nf, Npv, vid_grid, vid_dim;   /* frames, patches per frame, patches per frame row */
+    const float *mot;        /* (B, Fm, mot_dim) motion frames, or NULL */
+    int Fm, mot_dim;
 } model_batch_t;
 
 typedef struct {
@@ -140,8 +166,9 @@ typedef struct {
 } model_out_t;
 
 /* Check a batch against the config: shapes within max_src/max_tgt, ids in [0, V),
- * modalities known, image patches present where src_mod says IMAGE. 0 or -1 with err
- * naming the field and row. */
+ * modalities known, image patches (audio, video, motion frames) present where src_mod
+ * says IMAGE (AUDIO, VIDEO, MOTION) and of the adapter's width. 0 or -1 with err naming
+ * the field and row. */
 int model_batch_check(const model_t *self, const model_batch_t *b, char *err, size_t errlen);
 
 /* Forward pass with loss. The batch is checked first (-1 with err: nothing computed).
@@ -191,7 +218,7 @@ void model_cache_destroy(model_cache_t **self_p);
 int model_cache_rows(const model_cache_t *c);   /* current number of rows */
 int model_cache_len(const model_cache_t *c);    /* tokens fed so far */
 
-/* Encode the sources of b (src_tok, src_mod, src_len, img; targets ignored) into the
+/* Encode the sources of b (src_tok, src_mod, src_len, img, aud, vid, mot; targets ignored) into the
  * cache: rows 0..B-1 become the B sources with no token fed. 0 or -1 with err. */
 int model_encode(model_t *self, const model_batch_t *b, model_cache_t *c, char *err,
                  size_t errlen);

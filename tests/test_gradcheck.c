@@ -310,3 +310,133 @@ Test(gradcheck, whole_model_with_image_adapter, .timeout = 100) {
     }
     model_destroy(&m);
 }
+
+/* ---- the audio, video and motion adapters, beside the image one ---- */
+Test(gradcheck, whole_model_with_audio_video_motion_adapters, .timeout = 100) {
+    char err[256];
+    model_config_t cfg;
+    cr_assert_eq(model_config_preset(&cfg, "nano", 24, err, sizeof err), 0);
+    cfg.d_model = 16, cfg.n_heads = 2, cfg.d_ffn = 32, cfg.n_enc = 1, cfg.n_dec = 1;
+    cfg.max_src = 12, cfg.max_tgt = 4, cfg.patch_dim = 12, cfg.img_grid = 2;
+    cfg.aud_dim = 6, cfg.vid_dim = 12, cfg.vid_grid = 2, cfg.vid_frames = 3, cfg.mot_dim = 5;
+    cfg.init_std = 0.3;
+    model_t *m = model_new(&cfg, be, 7, err, sizeof err);
+    cr_assert(m, "%s", err);
+    for (int i = 0; i < model_n_params(m); i++) {
+        model_param_t p;
+        model_param(m, i, &p);
+        if (p.ndim == 1)
+            for (int64_t k = 0; k < p.numel; k++)
+                p.w[k] += (util_rng_uniform(&rng) - 0.5) * 0.4;
+    }
+    /* row 0: 2 audio positions, 5 video positions (frame 0 whole, frame 1's first patch),
+     * 2 text tokens; row 1: 3 motion positions, 2 image positions, text, a BOX-typed
+     * token, padding. Each row holds fewer positions than its tensors have rows, so the
+     * unused rows must get no gradient and change nothing. */
+    const int A = MODEL_MOD_AUDIO, Vd = MODEL_MOD_VIDEO, Mo = MODEL_MOD_MOTION, I = MODEL_MOD_IMAGE;
+    uint8_t mod[24] = {A, A, Vd, Vd, Vd, Vd, Vd, 0, 0, 0, 0, 0,
+                       Mo, Mo, Mo, I, I, 0, 0, 2, 0, 0, 0, 0};
+    int32_t src[24] = {1, 1, 1, 1, 1, 1, 1, 7, 8, 1, 1, 1,
+                       1, 1, 1, 1, 1, 5, 6, 9, 1, 1, 1, 1};
+    int32_t slen[2] = {9, 10};
+    int32_t tin[8] = {0, 11, 12, 13, 0, 15, 1, 1};
+    int32_t tout[8] = {11, 12, 13, 2, 15, 2, 1, 1};
+    float *aud = malloc(sizeof(float) * 2 * 3 * 6), *mot = malloc(sizeof(float) * 2 * 4 * 5);
+    for (int i = 0; i < 36; i++)
+        aud[i] = (float)(util_rng_uniform(&rng) * 2 - 1);
+    for (int i = 0; i < 40; i++)
+        mot[i] = (float)(util_rng_uniform(&rng) * 2 - 1);
+    uint8_t vid[2 * 2 * 4 * 12], img[2 * 4 * 12];
+    for (size_t i = 0; i < sizeof vid; i++)
+        vid[i] = (uint8_t)(util_rng_next(&rng) % 256);
+    for (size_t i = 0; i < sizeof img; i++)
+        img[i] = (uint8_t)(util_rng_next(&rng) % 256);
+    model_batch_t b = {.B = 2, .S = 12, .T = 4, .src_tok = src, .src_mod = mod, .src_len = slen,
+                       .tgt_in = tin, .tgt_out = tout, .img = img, .Np = 4, .grid = 2,
+                       .aud = aud, .Fa = 3, .aud_dim = 6,
+                       .vid = vid, .Nf = 2, .Npv = 4, .vid_grid = 2, .vid_dim = 12,
+                       .mot = mot, .Fm = 4, .mot_dim = 5};
+    whole_t c = {m, &b};
+    double l0 = whole_loss(&c);
+    model_backward(m);
+    int checked = 0;
+    for (int i = 0; i < model_n_params(m); i++) {
+        model_param_t p;
+        model_param(m, i, &p);
+        double *g = malloc(sizeof *g * p.numel);
+        memcpy(g, p.g, sizeof *g * p.numel);
+        int64_t step = p.numel / 8 > 1 ? p.numel / 8 : 1;
+        for (int64_t k = (int64_t)(util_rng_next(&rng) % step); k < p.numel; k += step) {
+            double w0 = p.w[k];
+            p.w[k] = w0 + H_STEP;
+            double lp = whole_loss(&c);
+            p.w[k] = w0 - H_STEP;
+            double lm = whole_loss(&c);
+            p.w[k] = w0;
+            char w[96];
+            snprintf(w, sizeof w, "%s[%lld]", p.name, (long long)k);
+            check(w, g[k], (lp - lm) / (2 * H_STEP));
+            checked++;
+        }
+        free(g);
+    }
+    cr_expect_gt(checked, 200);
+    /* every new tensor is in the graph; vid.time row 2 (no third frame) is not */
+    const char *live[] = {"aud.proj.w", "aud.proj.b", "vid.proj.w", "vid.proj.b", "vid.time",
+                          "vid.row", "vid.col", "mot.proj.w", "mot.proj.b", "img.proj.w"};
+    for (size_t i = 0; i < sizeof live / sizeof *live; i++) {
+        int pi = model_param_find(m, live[i]);
+        cr_assert_geq(pi, 0, "%s missing", live[i]);
+        model_param_t p;
+        model_param(m, pi, &p);
+        double s = 0;
+        for (int64_t k = 0; k < p.numel; k++)
+            s += fabs(p.g[k]);
+        cr_expect_gt(s, 1e-6, "%s has no gradient", live[i]);
+    }
+    model_param_t vt;
+    model_param(m, model_param_find(m, "vid.time"), &vt);
+    for (int k = 2 * 16; k < 3 * 16; k++)
+        cr_expect_eq(vt.g[k], 0, "vid.time row 2 is used by no position");
+    /* the unused tail of the audio tensor (row 0's frame 2, row 1's frames) changes nothing */
+    aud[2 * 6] += 5, aud[3 * 6 + 1] -= 3;
+    cr_expect(fabs(whole_loss(&c) - l0) < 1e-12, "unused audio frames changed the loss");
+    aud[0] += 0.5;
+    cr_expect(fabs(whole_loss(&c) - l0) > 1e-9, "audio frame 0 of row 0 does not matter");
+    free(aud);
+    free(mot);
+    model_destroy(&m);
+}
+
+/* A batch whose positions do not fit its tensors or the adapters is refused by name. */
+Test(gradcheck, adapter_batch_errors) {
+    char err[256];
+    model_config_t cfg;
+    cr_assert_eq(model_config_preset(&cfg, "nano", 24, err, sizeof err), 0);
+    cfg.d_model = 16, cfg.n_heads = 2, cfg.d_ffn = 32, cfg.max_src = 8, cfg.max_tgt = 4;
+    cfg.aud_dim = 6;
+    model_t *m = model_new(&cfg, be, 7, err, sizeof err);
+    cr_assert(m, "%s", err);
+    cr_expect_lt(model_param_find(m, "vid.proj.w"), 0, "no video adapter unless asked");
+    cr_expect_lt(model_param_find(m, "mot.proj.w"), 0, "no motion adapter unless asked");
+    uint8_t mod[4] = {MODEL_MOD_AUDIO, MODEL_MOD_AUDIO, MODEL_MOD_AUDIO, 0};
+    int32_t src[4] = {1, 1, 1, 5}, slen[1] = {4}, tin[2] = {0, 7}, tout[2] = {7, 2};
+    float aud[2 * 6] = {0};
+    model_batch_t b = {.B = 1, .S = 4, .T = 2, .src_tok = src, .src_mod = mod, .src_len = slen,
+                       .tgt_in = tin, .tgt_out = tout, .aud = aud, .Fa = 2, .aud_dim = 6};
+    cr_expect_eq(model_batch_check(m, &b, err, sizeof err), -1);
+    cr_expect(strstr(err, "3 audio positions for 2 aud rows"), "%s", err);
+    b.Fa = 3;
+    b.aud_dim = 5;
+    cr_expect_eq(model_batch_check(m, &b, err, sizeof err), -1);
+    cr_expect(strstr(err, "audio adapter takes 6"), "%s", err);
+    b.aud_dim = 6;
+    b.aud = NULL;
+    cr_expect_eq(model_batch_check(m, &b, err, sizeof err), -1);
+    cr_expect(strstr(err, "no aud tensor"), "%s", err);
+    b.aud = aud;
+    mod[0] = MODEL_MOD_MOTION;
+    cr_expect_eq(model_batch_check(m, &b, err, sizeof err), -1);
+    cr_expect(strstr(err, "no motion adapter"), "%s", err);
+    model_destroy(&m);
+}
