@@ -114,6 +114,7 @@ long stage_flag_int(const char *flag, const char *value, long lo, long hi) {
 struct stage_conn {
     void *sock;
     double last_send;
+    proto_msg_t *hello;     /* a copy of the hello, for stage_conn_rehello */
 };
 
 stage_conn_t *stage_conn_new(void *zctx, const char *endpoint, const char *role,
@@ -125,7 +126,6 @@ stage_conn_t *stage_conn_new(void *zctx, const char *endpoint, const char *role,
         return NULL;
     }
     stage_conn_t *self = util_calloc(1, sizeof *self);
-    proto_msg_t *hello;     /* a copy of the hello, for stage_conn_rehello */
     self->sock = zmq_socket(zctx, ZMQ_DEALER);
     /* Flow is bounded by credits, not by high-water marks (which drop or block). */
     int linger = 1000, hwm = 0;
@@ -149,6 +149,7 @@ stage_conn_t *stage_conn_new(void *zctx, const char *endpoint, const char *role,
     proto_msg_set_str(hello, "id", id);
     proto_msg_set_str(hello, "tier", tier ? tier : "");
     proto_msg_set_int(hello, "credits", credits);
+    self->hello = proto_msg_clone(hello);
     if (stage_conn_send(self, &hello) != 0) {
         util_err(err, errlen, "hello to %s: %s", endpoint, zmq_strerror(errno));
         stage_conn_destroy(&self);
@@ -161,13 +162,13 @@ void stage_conn_destroy(stage_conn_t **self_p) {
     if (!self_p || !*self_p)
         return;
     zmq_close((*self_p)->sock);
+    proto_msg_destroy(&(*self_p)->hello);
     free(*self_p);
     *self_p = NULL;
 }
 
 void *stage_conn_socket(stage_conn_t *self) { return self->sock; }
 
-    self->hello = proto_msg_clone(hello);
 int stage_conn_send(stage_conn_t *self, proto_msg_t **msg_p) {
     self->last_send = util_now();
     return proto_send(self->sock, NULL, 0, msg_p, 0);
@@ -180,12 +181,23 @@ void stage_conn_heartbeat(stage_conn_t *self) {
     proto_msg_set_op(m, "heartbeat");
     stage_conn_send(self, &m);
 }
-    proto_msg_destroy(&(*self_p)->hello);
 
 int stage_conn_credit(stage_conn_t *self, int n) {
     proto_msg_t *m = proto_msg_new(PROTO_CREDIT, NULL);
     proto_msg_set_int(m, "n", n);
     return stage_conn_send(self, &m);
+}
+
+int stage_conn_ack(stage_conn_t *self, int64_t step) {
+    proto_msg_t *m = proto_msg_new(PROTO_CREDIT, NULL);
+    proto_msg_set_int(m, "n", 1);
+    proto_msg_set_int(m, "ack", step);
+    return stage_conn_send(self, &m);
+}
+
+int stage_conn_rehello(stage_conn_t *self) {
+    proto_msg_t *m = proto_msg_clone(self->hello);
+    return m ? stage_conn_send(self, &m) : -1;
 }
 
 proto_msg_t *stage_make_reject(const proto_msg_t *sample, const char *stage,
@@ -206,18 +218,6 @@ proto_msg_t *stage_make_reject(const proto_msg_t *sample, const char *stage,
 
 int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
     stage_install_signals();
-int stage_conn_ack(stage_conn_t *self, int64_t step) {
-    proto_msg_t *m = proto_msg_new(PROTO_CREDIT, NULL);
-    proto_msg_set_int(m, "n", 1);
-    proto_msg_set_int(m, "ack", step);
-    return stage_conn_send(self, &m);
-}
-
-int stage_conn_rehello(stage_conn_t *self) {
-    proto_msg_t *m = proto_msg_clone(self->hello);
-    return m ? stage_conn_send(self, &m) : -1;
-}
-
     void *zctx = zmq_ctx_new();
     char err[1024];
     stats_t *st = stats_new(zctx, a->stats, a->id, a->tier);

@@ -72,13 +72,13 @@ int stage_conn_send(stage_conn_t *self, proto_msg_t **msg_p);
 void stage_conn_heartbeat(stage_conn_t *self);
 /* Send CREDIT n. */
 int stage_conn_credit(stage_conn_t *self, int n);
-
-/* Heartbeat period (ms): every process sends something at least this often. */
 /* A consumer's answer to one batch: CREDIT {n: 1, ack: step}, which also confirms to
  * the batcher that the batch of that step arrived (docs/protocol.md, the ack contract). */
 int stage_conn_ack(stage_conn_t *self, int64_t step);
 /* Say the connection's hello again (asked by a restarted batcher: CONTROL "rehello"). */
 int stage_conn_rehello(stage_conn_t *self);
+
+/* Heartbeat period (ms): every process sends something at least this often. */
 #define STAGE_HEARTBEAT_MS 500
 
 typedef int (*stage_work_fn)(void *ctx, proto_msg_t *msg, char *err, size_t errlen);

@@ -75,10 +75,6 @@ static void s_on_exit(void *ctx, proc_t *p) {
         }
         return;
     }
-    if (!run->fatal && !(p->exited_ok && run->consumers_left == 0)) {
-        run->fatal = 1;
-        snprintf(run->fatal_reason, sizeof run->fatal_reason,
-                 "%s %s, and the run cannot go on without it; see %s/logs/%s.log", p->name,
     if (strcmp(p->tier, "batcher") == 0 && !p->exited_ok) {
         /* The broker keeps what the batcher has not acknowledged and sends it to the
          * restarted one, which cuts the same batches (docs/protocol.md, the ack
@@ -97,6 +93,10 @@ static void s_on_exit(void *ctx, proc_t *p) {
         }
         return;
     }
+    if (!run->fatal && !(p->exited_ok && run->consumers_left == 0)) {
+        run->fatal = 1;
+        snprintf(run->fatal_reason, sizeof run->fatal_reason,
+                 "%s %s, and the run cannot go on without it; see %s/logs/%s.log", p->name,
                  p->exited_ok ? "exited early" : how, run->opts->env.run_dir, p->name);
     }
 }

@@ -36,11 +36,6 @@ void batcher_destroy(batcher_t **self_p);
  * without "seq", or with a seq BATCHER_MAX_AHEAD or more past the walk is dropped and
  * counted as malformed; a seq already buffered or already walked is a duplicate. */
 void batcher_add(batcher_t *self, proto_msg_t *msg);
-/* The source emitted count messages in all (seq 0 .. count-1). */
-void batcher_set_eof(batcher_t *self, int64_t count);
-
-/* The next complete batch, or NULL. The caller owns it. */
-proto_msg_t *batcher_next(batcher_t *self);
 /* Start the walk at seq instead of 0 (a restarted batcher: everything before seq is in
  * batches the consumers have). Only before the first batcher_add; -1 otherwise. */
 int batcher_start(batcher_t *self, int64_t seq);
@@ -48,6 +43,11 @@ int batcher_start(batcher_t *self, int64_t seq);
  * oldest ready batch, else the first seq of the slot being collected, else the walk. */
 int64_t batcher_open_seq(const batcher_t *self);
 
+/* The source emitted count messages in all (seq 0 .. count-1). */
+void batcher_set_eof(batcher_t *self, int64_t count);
+
+/* The next complete batch, or NULL. The caller owns it. */
+proto_msg_t *batcher_next(batcher_t *self);
 /* Every seq up to eof has been walked and every batch taken. */
 int batcher_done(const batcher_t *self);
 

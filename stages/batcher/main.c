@@ -53,7 +53,6 @@ typedef struct {
     int ended;
 } s_rank_t;
 
-static int s_extra(void *ctx, const char *flag, const char *value) {
 /* A batch cut and not yet confirmed by its consumer: queued or sent. */
 typedef struct {
     int64_t step, seq0, k;
@@ -110,6 +109,7 @@ typedef struct {
     double asked;
 } s_stranger_t;
 
+static int s_extra(void *ctx, const char *flag, const char *value) {
     s_opts_t *o = ctx;
     if (value && strcmp(flag, "--out") == 0) {
         snprintf(o->out, sizeof o->out, "%s", value);
@@ -194,16 +194,16 @@ int main(int argc, char **argv) {
     long k = 0;             /* batches cut so far: batch k goes to rank k % world */
     int eof = 0, ended = 0;
     int64_t last_want = -1;
+    s_pendq_t pend = {0};
+    s_stranger_t strangers[MAX_STRANGERS];
+    int nstrangers = 0;
+    int64_t acked_seq = 0, acked_k = 0;   /* what the broker was last told */
     double busy = 0;
     while (!stage_stop_flag && !ended) {
         zmq_pollitem_t items[2] = {{in, 0, ZMQ_POLLIN, 0}, {out, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 2, 100) < 0 && errno != EINTR)
             break;
         double t0 = util_now();
-    s_pendq_t pend = {0};
-    s_stranger_t strangers[MAX_STRANGERS];
-    int nstrangers = 0;
-    int64_t acked_seq = 0, acked_k = 0;   /* what the broker was last told */
         double tr0 = trace_now();
         long got = 0;
         /* From the broker: samples, rejects, eof. */
@@ -233,12 +233,6 @@ int main(int argc, char **argv) {
                 batcher_set_eof(bt, proto_msg_get_int(m, "count", 0));
                 eof = 1;
                 proto_msg_destroy(&m);
-            } else if (kind == PROTO_CONTROL && strcmp(proto_msg_op(m), "stop") == 0) {
-                stage_stop_flag = SIGTERM;
-                proto_msg_destroy(&m);
-            } else {
-                proto_msg_destroy(&m);
-            }
             } else if (kind == PROTO_CONTROL && strcmp(proto_msg_op(m), "start") == 0) {
                 /* Restarted: the broker says where the confirmed batches end. */
                 int64_t s0 = proto_msg_get_int(m, "seq", 0), k0 = proto_msg_get_int(m, "batch", 0);
@@ -253,6 +247,12 @@ int main(int argc, char **argv) {
                             "restart)\n", (long long)s0, (long long)k0);
                 }
                 proto_msg_destroy(&m);
+            } else if (kind == PROTO_CONTROL && strcmp(proto_msg_op(m), "stop") == 0) {
+                stage_stop_flag = SIGTERM;
+                proto_msg_destroy(&m);
+            } else {
+                proto_msg_destroy(&m);
+            }
         }
         if (got)
             trace_span_n("recv", tr0, NULL, "n", got);
@@ -295,12 +295,6 @@ int main(int argc, char **argv) {
                 int64_t n = proto_msg_get_int(m, "n", 0);
                 if (n > 0 && n < 1000000)
                     ranks[rank].credits += n;
-            }
-            proto_msg_destroy(&m);
-        }
-        /* Cut batches and hand them out. */
-        double tb = trace_now();
-        for (proto_msg_t *b; (b = batcher_next(bt));) {
                 if (n > 0)
                     s_pend_confirm(&pend, rank, proto_msg_get_int(m, "ack", -1));
             } else if (rank < 0) {
@@ -324,17 +318,23 @@ int main(int argc, char **argv) {
                     fprintf(stderr, "ofa-batcher: asked an unknown consumer to say hello "
                             "again\n");
                 }
+            }
+            proto_msg_destroy(&m);
+        }
+        /* Cut batches and hand them out. */
+        double tb = trace_now();
+        for (proto_msg_t *b; (b = batcher_next(bt));) {
             stats_task_add(st, proto_msg_task(b), "batched", proto_msg_n_ids(b));
             trace_span("batch", tb, proto_msg_task(b));
+            s_pend_add(&pend, (s_pending_t){.step = proto_msg_get_int(b, "step", -1),
+                                            .seq0 = proto_msg_get_int(b, "seq0", 0),
+                                            .k = k, .rank = (int)(k % world)});
             s_enqueue(&ranks[k % world], b);
             k++;
             tb = trace_now();
         }
         int backlog = 0;
         for (int r = 0; r < world; r++) {
-            s_pend_add(&pend, (s_pending_t){.step = proto_msg_get_int(b, "step", -1),
-                                            .seq0 = proto_msg_get_int(b, "seq0", 0),
-                                            .k = k, .rank = (int)(k % world)});
             s_rank_t *rk = &ranks[r];
             while (rk->known && rk->credits > 0 && rk->nq > 0) {
                 proto_msg_t *b = rk->q[0];
@@ -345,17 +345,11 @@ int main(int argc, char **argv) {
                 stats_add(st, "bytes_out", (double)proto_msg_bytes(b));
                 double ts = trace_now();
                 proto_send(out, rk->ident, rk->identlen, &b, 0);
+                s_pend_sent(&pend, r);
                 trace_span("send", ts, NULL);
             }
             backlog += rk->nq;
         }
-        /* Ask the broker for more while there is room: the window counts what is held
-         * in the reorder buffer plus what was asked and not yet received, and credits
-                s_pend_sent(&pend, r);
-         * are sent in chunks of 16 or more so that a busy run is not one CREDIT message
-         * per sample. Pulling stops while the ranks have READY_PER_RANK batches
-         * waiting: back-pressure from a slow consumer reaches the source by credit. */
-        long held = batcher_buffered(bt) + requested;
         /* Tell the broker how far the confirmed batches reach, when that moved. */
         int64_t wseq = pend.n ? pend.v[0].seq0 : batcher_open_seq(bt);
         int64_t wk = pend.n ? pend.v[0].k : k;
@@ -368,6 +362,12 @@ int main(int argc, char **argv) {
             acked_seq = wseq;
             acked_k = wk;
         }
+        /* Ask the broker for more while there is room: the window counts what is held
+         * in the reorder buffer plus what was asked and not yet received, and credits
+         * are sent in chunks of 16 or more so that a busy run is not one CREDIT message
+         * per sample. Pulling stops while the ranks have READY_PER_RANK batches
+         * waiting: back-pressure from a slow consumer reaches the source by credit. */
+        long held = batcher_buffered(bt) + requested;
         int gap = batcher_waiting_for_gap(bt);
         if (!eof && backlog < READY_PER_RANK * world && held < WINDOW) {
             long n = WINDOW - held;
@@ -436,12 +436,12 @@ int main(int argc, char **argv) {
             proto_msg_destroy(&ranks[r].q[i]);
         free(ranks[r].q);
     }
+    free(pend.v);
     trace_close();
     batcher_destroy(&bt);
     stage_conn_destroy(&conn);
     zmq_close(out);
     stats_destroy(&st);
     zmq_ctx_term(zctx);
-    free(pend.v);
     return 0;
 }
