@@ -456,6 +456,89 @@ def build_stamps_ground(name, seed, stamps, splits):
     return result
 
 
+def build_image_classify(name, seed, stamps, splits):
+    """Rows: id, image, label_name. One stamp on a background at a random place;
+    label_name is the stamp's short name (its class; every class equally often)."""
+    result = {}
+    for split, (photos, n, id0) in splits.items():
+        rng = seeded_rng(name, seed, split)
+        rows = []
+        for i, (si, pi) in enumerate(composite_plan(rng, stamps, n)):
+            img, _box = compose(rng, photos, stamps[si], PLACES[pi])
+            b64, _ = b64_jpeg(img)
+            rows.append([str(id0 + i), b64, stamps[si]["name"]])
+        result[split] = rows
+    return result
+
+
+# Statements about a stamp that no picture can settle: the neutral hypotheses of
+# snli_ve ("maybe"). {n} is the stamp's short name.
+NEUTRAL_HYPS = [
+    "the {n} belongs to a child",
+    "the {n} was bought yesterday",
+    "the {n} is a present",
+    "someone is about to pick up the {n}",
+    "the {n} is brand new",
+    "the {n} was made in a factory far away",
+]
+
+
+def build_snli_ve(name, seed, stamps, splits):
+    """Rows: id, img, cap, hyp, label. The image holds one stamp at one of PLACES; cap is
+    the stamp's own description shortened to its noun phrase (true, but silent about the
+    place); hyp is, in equal shares, a true statement about where the stamp is (yes), a
+    false one (another place: no), or one the picture cannot settle (maybe). yes and no
+    need the image: cap does not say where the stamp is."""
+    result = {}
+    labels = ["yes", "no", "maybe"]
+    for split, (photos, n, id0) in splits.items():
+        rng = seeded_rng(name, seed, split)
+        rows = []
+        for i, (si, pi) in enumerate(composite_plan(rng, stamps, n)):
+            st, pl = stamps[si], PLACES[pi]
+            img, _box = compose(rng, photos, st, pl)
+            b64, _ = b64_jpeg(img)
+            label = labels[(i + rng.randint(0, 2)) % 3]
+            if label == "yes":
+                hyp = rng.choice(["the %s is %s", "there is a %s %s"]) % (st["name"], pl[0])
+            elif label == "no":
+                other = PLACES[(pi + rng.randint(1, len(PLACES) - 1)) % len(PLACES)]
+                hyp = rng.choice(["the %s is %s", "there is a %s %s"]) % (st["name"], other[0])
+            else:
+                hyp = rng.choice(NEUTRAL_HYPS).format(n=st["name"])
+            cap = "%s %s" % (st["article"], st["phrase"])
+            rows.append([str(id0 + i), b64, cap, hyp, label])
+        result[split] = rows
+    return result
+
+
+def build_object_detection(name, seed, stamps, splits):
+    """Rows: id, img, objects. Two or three different stamps at different places (none
+    covers another's centre place: PLACES are 24 px apart, stamps 44-56 px, so boxes may
+    overlap at their edges; later stamps are pasted on top). objects lists every stamp
+    as OFA's detection layout writes it: "x0,y0,x1,y1,class_id,class_name" joined by
+    "&&", boxes in pixels of the 96x96 image, class_id the stamp's index in STAMPS."""
+    result = {}
+    for split, (photos, n, id0) in splits.items():
+        rng = seeded_rng(name, seed, split)
+        rows = []
+        for i, (si, pi) in enumerate(composite_plan(rng, stamps, n)):
+            k = rng.choice([2, 3])
+            sts = [si] + rng.sample([j for j in range(len(stamps)) if j != si], k - 1)
+            # Left/right/top/bottom only: "middle" overlaps all four at this stamp size.
+            places = [pi if pi < 4 else rng.randint(0, 3)]
+            places += rng.sample([p for p in range(4) if p != places[0]], k - 1)
+            bg = random_background(rng, photos)
+            objs = []
+            for s_, p_ in zip(sts, places):
+                box = paste_stamp(rng, bg, stamps[s_], PLACES[p_])
+                objs.append("%d,%d,%d,%d,%d,%s" % (box + (s_, stamps[s_]["name"])))
+            b64, _ = b64_jpeg(bg)
+            rows.append([str(id0 + i), b64, "&&".join(objs)])
+        result[split] = rows
+    return result
+
+
 DATASETS = {
     "stamps_caption": {
         "builder": build_stamps_caption,
@@ -493,6 +576,44 @@ DATASETS = {
                 "different places (the second pasted on top). cap names the second "
                 "stamp (article + noun phrase); patch_boxes is its bounding box of opaque pixels "
                 "as 'x0,y0,x1,y1' in pixels of the 96x96 image (x1, y1 exclusive)."),
+    },
+    "image_classify": {
+        "builder": build_image_classify,
+        "columns": ["id", "image", "label_name"],
+        "sizes": {"train": 2560, "valid": 200},
+        "sources": ["tuxpaint-stamps-default", "opencv-doc", "python3-skimage"],
+        "how": ("Composites made as in stamps_caption (own random draws): one of %d "
+                "tuxpaint photo stamps on a background photo crop (train and valid use "
+                "disjoint photos). label_name is the stamp's short name, its class; every "
+                "class occurs equally often (constant baseline 1/%d)."
+                % (len(STAMPS), len(STAMPS))),
+    },
+    "snli_ve": {
+        "builder": build_snli_ve,
+        "columns": ["id", "img", "cap", "hyp", "label"],
+        "sizes": {"train": 2560, "valid": 200},
+        "sources": ["tuxpaint-stamps-default", "opencv-doc", "python3-skimage"],
+        "how": ("Visual entailment on composites made as in stamps_caption: cap is the "
+                "stamp's own description shortened to its noun phrase (true, silent about "
+                "the place); hyp is a true statement of where the stamp is (label yes, "
+                "OFA's word for entailment), the same with another place (no: "
+                "contradiction), or a templated statement the picture cannot settle, e.g. "
+                "'the koala is a present' (maybe: neutral), each a third of the rows. yes "
+                "and no need the image. Templated hypotheses, not crowd-written ones."),
+    },
+    "object_detection": {
+        "builder": build_object_detection,
+        "columns": ["id", "img", "objects"],
+        "sizes": {"train": 2560, "valid": 200},
+        "sources": ["tuxpaint-stamps-default", "opencv-doc", "python3-skimage"],
+        "how": ("Two or three different stamps pasted at different places (left, right, "
+                "top, bottom; +-5 px jitter, longer side %d-%d px) on a background photo "
+                "crop. objects lists each stamp's bounding box of opaque pixels and class "
+                "as OFA's detection data does: 'x0,y0,x1,y1,class_id,class_name' joined "
+                "by '&&', pixels of the 96x96 image (x1, y1 exclusive), class_id = the "
+                "stamp's index in the manifest's stamp list. Later stamps may cover the "
+                "edge of earlier ones; their boxes are still the whole stamp."
+                % (STAMP_MIN, STAMP_MAX)),
     },
 }
 

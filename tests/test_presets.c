@@ -168,6 +168,9 @@ static const struct {
     {"spider", "spider"},
     {"fetaqa", "fetaqa"},
     {"dart", "dart"},
+    {"image_classify", "image_classify"},
+    {"snli_ve", "snli_ve"},
+    {"object_detection", "object_detection"},
 };
 #define NWITH ((int)(sizeof with_data / sizeof with_data[0]))
 
