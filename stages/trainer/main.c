@@ -8,7 +8,10 @@
  * Protocol (the consumer side of the shared contracts): a DEALER connects to --in and
  * sends CONTROL op="hello" {role "consumer", tier "trainer", id, rank, world, credits}
  * (credits = the initial window, as ofa-batcher reads it); every BATCH received is trained (or kept for evaluation) and answered
- * with CREDIT {n: 1}; CONTROL op="end" ends the data: the trainer writes its final
+ * with CREDIT {n: 1, ack: step}; a sample already taken in its epoch and split (a batch
+ * sent again by a restarted batcher) is dropped and counted (task.<T>.duplicates_dropped);
+ * CONTROL op="rehello" (from a restarted batcher) is answered with the hello again;
+ * CONTROL op="end" ends the data: the trainer writes its final
  * checkpoint, evaluates the validation batches into RUN/eval.json, sends final stats and
  * exits 0. While it waits it sends CONTROL op="heartbeat" every 500 ms.
  *
@@ -27,6 +30,7 @@
 
 #include "planfile.h"
 #include "proto.h"
+#include "seen.h"
 #include "stage.h"
 #include "stats.h"
 #include "trace.h"
@@ -134,14 +138,14 @@ static const proto_field_t *s_tensor(const proto_msg_t *m, const char *key, prot
 /* Aligned copies of tensors that arrived at odd offsets (an inline msgpack bin can
  * start anywhere in its frame; int32 loads need 4-byte alignment). */
 typedef struct {
-    void *copies[8];
+    void *copies[16];
     int n;
 } s_align_t;
 
 static const void *s_aligned(s_align_t *al, const proto_field_t *f) {
     if (!f || ((uintptr_t)f->data % 8) == 0)
         return f ? f->data : NULL;
-    OFA_ASSERT(al->n < 8);
+    OFA_ASSERT(al->n < 16);
     void *c = util_malloc(f->len ? f->len : 1);
     memcpy(c, f->data, f->len);
     al->copies[al->n++] = c;
@@ -197,10 +201,62 @@ static int s_batch(const proto_msg_t *m, s_align_t *al, trainer_batch_t *b, char
     return 0;
 }
 
+/* Keep only the rows r of b with keep[r] set, in copies owned by al (ids into the
+ * caller's array of b->B). A batch sent again by a restarted batcher is cut the same
+ * way as the first time, so it is either all new or all old; this handles the mixed
+ * case anyway, so that no sample is ever trained twice. */
+static void s_keep_rows(trainer_batch_t *b, const uint8_t *keep, s_align_t *al,
+                        uint64_t *ids) {
+    int B = 0;
+    size_t S = (size_t)b->S, T = (size_t)b->T, P = (size_t)b->Np * b->patch_dim;
+    int32_t *st = util_malloc(4 * (size_t)b->B * S + 4), *sl = util_malloc(4 * (size_t)b->B + 4);
+    uint8_t *sm = util_malloc((size_t)b->B * S + 1);
+    int32_t *ti = util_malloc(4 * (size_t)b->B * T + 4), *to = util_malloc(4 * (size_t)b->B * T + 4);
+    int32_t *tl = b->tgt_len ? util_malloc(4 * (size_t)b->B + 4) : NULL;
+    uint8_t *im = b->img ? util_malloc((size_t)b->B * P + 1) : NULL;
+    char *refs = b->refs ? util_malloc(strlen(b->refs) + 1) : NULL;
+    size_t ro = 0;
+    const char *line = b->refs;
+    for (int r = 0; r < b->B; r++) {
+        const char *end = line ? strchr(line, '\n') : NULL;
+        size_t ll = line ? (end ? (size_t)(end - line) : strlen(line)) : 0;
+        if (keep[r]) {
+            memcpy(st + B * S, b->src_tok + r * S, 4 * S);
+            memcpy(sm + B * S, b->src_mod + r * S, S);
+            memcpy(ti + B * T, b->tgt_in + r * T, 4 * T);
+            memcpy(to + B * T, b->tgt_out + r * T, 4 * T);
+            sl[B] = b->src_len[r];
+            if (tl)
+                tl[B] = b->tgt_len[r];
+            if (im)
+                memcpy(im + B * P, b->img + r * P, P);
+            if (refs) {
+                if (ro)
+                    refs[ro++] = '\n';
+                memcpy(refs + ro, line, ll);
+                ro += ll;
+            }
+            ids[B++] = b->ids[r];
+        }
+        line = end ? end + 1 : NULL;
+    }
+    if (refs)
+        refs[ro] = 0;
+    void *bufs[] = {st, sl, sm, ti, to, tl, im, refs};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        if (bufs[i]) {
+            OFA_ASSERT(al->n < 16);
+            al->copies[al->n++] = bufs[i];
+        }
+    b->B = B, b->ids = ids, b->src_tok = st, b->src_mod = sm, b->src_len = sl;
+    b->tgt_in = ti, b->tgt_out = to, b->tgt_len = tl, b->img = im, b->refs = refs;
+}
+
 typedef struct {
     stage_conn_t *conn;
     stats_t *stats;
     trainer_t *tr;
+    seen_t *seen;     /* samples taken: a batch sent again is not trained twice */
 } s_self_t;
 
 /* Cumulative counters into the stats reporter (sent about once a second). */
@@ -243,7 +299,7 @@ int main(int argc, char **argv) {
                    "%s", err);
 
     void *zctx = zmq_ctx_new();
-    s_self_t self = {.tr = tr};
+    s_self_t self = {.tr = tr, .seen = seen_new()};
     self.stats = stats_new(zctx, a.stats, a.id, "trainer");
     /* hello carries rank, world and the credit window (the batcher's initial credit);
      * every batch is then answered by CREDIT 1, so at most `credits` batches wait here. */
@@ -289,8 +345,30 @@ int main(int argc, char **argv) {
             double t0 = util_now();
             trainer_batch_t b;
             s_align_t al = {0};
-            if (s_batch(m, &al, &b, err, sizeof err) != 0 ||
-                trainer_feed(tr, &b, wait, err, sizeof err) != 0) {
+            uint64_t *kept_ids = NULL;
+            int ok = s_batch(m, &al, &b, err, sizeof err) == 0, dups = 0;
+            if (ok) {
+                /* Samples taken already (a batch sent again after a batcher restart)
+                 * are dropped and counted: each sample is trained once per epoch. */
+                uint8_t *keep = util_malloc((size_t)b.B + 1);
+                for (int r = 0; r < b.B; r++) {
+                    keep[r] = (uint8_t)seen_add(self.seen, b.ids[r], b.epoch, b.valid);
+                    dups += !keep[r];
+                }
+                if (dups) {
+                    stats_task_add(self.stats, b.task, "duplicates_dropped", dups);
+                    if (dups < b.B) {
+                        kept_ids = util_malloc(sizeof *kept_ids * (size_t)b.B);
+                        s_keep_rows(&b, keep, &al, kept_ids);
+                    }
+                }
+                free(keep);
+            }
+            if (ok && dups == b.B) {
+                fprintf(stderr, "%s: batch %lld (%s) delivered again; its %d samples are "
+                        "dropped as duplicates\n", util_progname(), (long long)b.step, b.task,
+                        b.B);
+            } else if (!ok || trainer_feed(tr, &b, wait, err, sizeof err) != 0) {
                 fprintf(stderr, "%s: batch %lld (%s) dropped: %s\n", util_progname(),
                         (long long)proto_msg_get_int(m, "step", -1), proto_msg_task(m), err);
             } else {
@@ -298,10 +376,17 @@ int main(int argc, char **argv) {
                 stats_latency(self.stats, util_now() - t0);
                 trace_span_n("step", t0, b.task, "step", (long long)b.step);
             }
+            free(kept_ids);
             s_align_free(&al);
+            int64_t step = proto_msg_get_int(m, "step", -1);
             proto_msg_destroy(&m);
-            stage_conn_credit(self.conn, 1);
+            /* The credit names the batch: the batcher's confirmation (the ack contract). */
+            stage_conn_ack(self.conn, step);
             wait_from = util_now();
+        } else if (kind == PROTO_CONTROL && !strcmp(proto_msg_op(m), "rehello")) {
+            /* A restarted batcher does not know this rank yet. */
+            stage_conn_rehello(self.conn);
+            proto_msg_destroy(&m);
         } else if (kind == PROTO_CONTROL && !strcmp(proto_msg_op(m), "end")) {
             /* The batcher sends end after the last batch of this rank: no batch can
              * follow, so evaluation starts now. */
@@ -332,6 +417,7 @@ int main(int argc, char **argv) {
     stats_destroy(&self.stats);   /* sends the final snapshot */
     zmq_ctx_term(zctx);
     trainer_destroy(&tr);
+    seen_destroy(&self.seen);
     plan_destroy(&plan);
     return rc;
 }
