@@ -171,6 +171,10 @@ static const struct {
     {"image_classify", "image_classify"},
     {"snli_ve", "snli_ve"},
     {"object_detection", "object_detection"},
+    {"speech_to_text", "speech_prompts"},
+    {"video_caption", "video_moves_caption"},
+    {"video_classify", "video_moves_classify"},
+    {"video_question_answering_generative", "video_moves_qa"},
 };
 #define NWITH ((int)(sizeof with_data / sizeof with_data[0]))
 
