@@ -70,6 +70,17 @@ static const s_key_t s_global_keys[] = {
     {"model.vocab_size", K_INT, "4096", 0, 1000000, NULL, PO(model.vocab_size), 0,
      "BPE merges budget (the vocabulary adds 256 byte tokens, specials and 1000 location "
      "bins)."},
+    {"model.audio_stack", K_INT, "4", 1, 64, NULL, PO(model.audio_stack), 0,
+     "Audio frames (10 ms each) stacked into one encoder position by the tokenize tier."},
+    {"model.audio_mels", K_INT, "80", 1, 512, NULL, PO(model.audio_mels), 0,
+     "Mel bins per audio frame: the AUDIO slots' default n_mels= and the audio adapter's "
+     "input (audio_stack x audio_mels values per position)."},
+    {"model.video_frames", K_INT, "8", 1, 256, NULL, PO(model.video_frames), 0,
+     "Frames sampled from a video clip: the VIDEO slots' default frames= and the most the "
+     "video adapter's time positions hold."},
+    {"model.motion_channels", K_INT, "0", 0, 65536, NULL, PO(model.motion_channels), 0,
+     "Channels per motion frame (the motion tier's features of the dataset's skeleton); "
+     "required when a task has a MOTION source slot."},
     {"trainer.backend", K_ENUM, "auto", 0, 0, "cpu|cuda|auto", PO(trainer.backend), 0,
      "Compute backend; auto takes cuda when a GPU is present."},
     {"trainer.consumer", K_ENUM, "trainer", 0, 0, "trainer|sink", PO(trainer.consumer), 0,
@@ -646,6 +657,8 @@ static void s_task_finish(s_errs_t *e, plan_t *p, plan_task_t *t, const config_s
     o.max_src_len = p->model.max_src_len;
     o.max_tgt_len = p->model.max_tgt_len;
     o.beam = p->trainer.beam;
+    o.n_mels = p->model.audio_mels;
+    o.frames = p->model.video_frames;
     const config_setting_t *is = config_setting_get_member(g, "instruction");
     char err[512];
     if (o.image_size % o.patch)

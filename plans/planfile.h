@@ -63,6 +63,10 @@ typedef struct {
     int max_src_len;
     int max_tgt_len;
     int vocab_size;          /* BPE merges budget */
+    int audio_stack;         /* audio frames stacked into one source position (4) */
+    int audio_mels;          /* mel bins per audio frame the audio adapter takes (80) */
+    int video_frames;        /* most frames of a video clip (8) */
+    int motion_channels;     /* channels per motion frame; 0 = unset */
 } plan_model_t;
 
 typedef struct {

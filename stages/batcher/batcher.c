@@ -236,6 +236,47 @@ static void s_row_i32(int32_t *dst, int64_t L, const proto_field_t *f, int32_t p
         dst[i] = pad;
 }
 
+/* Why a sample's frame sequence `key` (f32 (F, C): "aud", "mot") cannot join a batch
+ * whose first sample has first (NULL: the first has none), or NULL when it fits. Rows
+ * may differ in F (they are padded), never in C. */
+static const char *s_seq_misfit(const proto_msg_t *m, const char *key,
+                                const proto_field_t *first, int B) {
+    const proto_field_t *f = proto_msg_get(m, key);
+    int aud = key[0] == 'a';
+    if (f && (f->type != PV_TENSOR || f->dtype != PROTO_F32 || f->ndim != 2 || f->shape[0] < 1))
+        return aud ? "aud is not an f32 (frames, features) tensor"
+                   : "mot is not an f32 (frames, channels) tensor";
+    if (B > 0 && !f != !first)
+        return aud ? "some samples of the batch have audio and some not"
+                   : "some samples of the batch have motion and some not";
+    if (f && first && f->shape[1] != first->shape[1])
+        return aud ? "aud features per frame differ from the batch's"
+                   : "mot channels differ from the batch's";
+    return NULL;
+}
+
+/* Pack the f32 (F_b, C) sequences `key` of the B samples into (B, F, C) padded with
+ * zeros to the longest, plus "<key>_len" i32 (B) = F_b. */
+static void s_pack_seq(proto_msg_t *out, proto_msg_t **ok, int B, const char *key) {
+    int64_t F = 0, C = proto_msg_get(ok[0], key)->shape[1];
+    for (int b = 0; b < B; b++) {
+        int64_t f = proto_msg_get(ok[b], key)->shape[0];
+        F = f > F ? f : F;
+    }
+    float *x = util_calloc((size_t)(B * F * C + 1), sizeof(float));
+    int32_t *len = util_malloc((size_t)B * sizeof(int32_t));
+    for (int b = 0; b < B; b++) {
+        const proto_field_t *f = proto_msg_get(ok[b], key);
+        memcpy(x + (size_t)b * F * C, f->data, (size_t)(f->shape[0] * C) * sizeof(float));
+        len[b] = (int32_t)f->shape[0];
+    }
+    int64_t shape[3] = {B, F, C}, b1[1] = {B};
+    char lk[PROTO_MAX_KEY];
+    snprintf(lk, sizeof lk, "%s_len", key);
+    proto_msg_take_tensor(out, key, PROTO_F32, 3, shape, x);
+    proto_msg_take_tensor(out, lk, PROTO_I32, 1, b1, len);
+}
+
 proto_msg_t *batcher_make_batch(proto_msg_t **samples, int n, int64_t step) {
     /* Keep only well-formed samples: 1-D src/tgt tensors of equal source/target lengths
      * pairwise, and images of the first sample's shape. A misfit is dropped with its
@@ -245,12 +286,15 @@ proto_msg_t *batcher_make_batch(proto_msg_t **samples, int n, int64_t step) {
      * pure function of the slot's contents. */
     proto_msg_t **ok = util_malloc((size_t)(n ? n : 1) * sizeof *ok);
     int B = 0;
-    const proto_field_t *img0 = NULL;
+    const proto_field_t *img0 = NULL, *aud0 = NULL, *vid0 = NULL, *mot0 = NULL;
+    int64_t vid_frames0 = 0;
     for (int i = 0; i < n; i++) {
         proto_msg_t *m = samples[i];
         int64_t s = s_len1(m, "src_tok", PROTO_I32), sm = s_len1(m, "src_mod", PROTO_U8);
         int64_t ti = s_len1(m, "tgt_in", PROTO_I32), to = s_len1(m, "tgt_out", PROTO_I32);
         const proto_field_t *img = proto_msg_get_tensor(m, "img", PROTO_U8);
+        const proto_field_t *vid = proto_msg_get(m, "vid");
+        int64_t vf = proto_msg_get_int(m, "vid.frames", 0);
         const char *why = NULL;
         if (proto_msg_n_ids(m) != 1)
             why = "a sample carries exactly one id";
@@ -265,14 +309,26 @@ proto_msg_t *batcher_make_batch(proto_msg_t **samples, int n, int64_t step) {
             why = "img shape differs from the batch's";
         else if (!img != !img0 && B > 0)
             why = "some samples of the batch have an image and some not";
+        else if ((why = s_seq_misfit(m, "aud", aud0, B)) || (why = s_seq_misfit(m, "mot", mot0, B)))
+            ;
+        else if (vid && (vid->type != PV_TENSOR || vid->dtype != PROTO_U8 || vid->ndim != 2 ||
+                         vf < 1 || vid->shape[0] % vf))
+            why = "vid is not a u8 (frames*Np, P*P*3) tensor with vid.frames dividing its rows";
+        else if (!vid != !vid0 && B > 0)
+            why = "some samples of the batch have a video and some not";
+        else if (vid && vid0 && (vid->shape[0] != vid0->shape[0] ||
+                                 vid->shape[1] != vid0->shape[1] || vf != vid_frames0))
+            why = "vid shape differs from the batch's";
         if (why) {
             fprintf(stderr, "ofa-batcher: dropped sample seq %lld of task %s: %s\n",
                     (long long)proto_msg_get_int(m, "seq", -1), proto_msg_task(m), why);
             proto_msg_destroy(&samples[i]);
             continue;
         }
-        if (!img0)
-            img0 = img;
+        if (B == 0) {
+            img0 = img, vid0 = vid, vid_frames0 = vf;
+            aud0 = proto_msg_get(m, "aud"), mot0 = proto_msg_get(m, "mot");
+        }
         ok[B++] = m;
     }
     if (B == 0) {
@@ -280,6 +336,14 @@ proto_msg_t *batcher_make_batch(proto_msg_t **samples, int n, int64_t step) {
         return NULL;
     }
     int64_t S = 0, T = 0;
+    uint8_t *vids = NULL;
+    size_t vid_row = 0;
+    if (vid0) {
+        vid_row = (size_t)vid0->shape[0] * (size_t)vid0->shape[1];
+        vids = util_malloc((size_t)B * vid_row + 1);
+        for (int b = 0; b < B; b++)
+            memcpy(vids + (size_t)b * vid_row, proto_msg_get(ok[b], "vid")->data, vid_row);
+    }
     for (int b = 0; b < B; b++) {
         int64_t s = s_len1(ok[b], "src_tok", PROTO_I32), t = s_len1(ok[b], "tgt_in", PROTO_I32);
         if (s > S) S = s;
@@ -340,6 +404,15 @@ proto_msg_t *batcher_make_batch(proto_msg_t **samples, int n, int64_t step) {
         int64_t bi[3] = {B, img0->shape[0], img0->shape[1]};
         proto_msg_set_int(out, "img.grid", proto_msg_get_int(ok[0], "img.grid", 0));
         proto_msg_take_tensor(out, "img", PROTO_U8, 3, bi, img);
+    }
+    if (aud0)
+        s_pack_seq(out, ok, B, "aud");
+    if (mot0)
+        s_pack_seq(out, ok, B, "mot");
+    if (vids) {
+        int64_t bv[4] = {B, vid_frames0, vid0->shape[0] / vid_frames0, vid0->shape[1]};
+        proto_msg_set_int(out, "vid.grid", proto_msg_get_int(ok[0], "vid.grid", 0));
+        proto_msg_take_tensor(out, "vid", PROTO_U8, 4, bv, vids);
     }
     proto_msg_set_int(out, "step", step);
     proto_msg_set_int(out, "epoch", proto_msg_get_int(ok[0], "epoch", 0));

@@ -12,6 +12,9 @@
  * with 255 at padded positions, "src_len" i32 (B), "tgt_in"/"tgt_out" i32 (B,T) with 1,
  * "tgt_len" i32 (B), "img" u8 (B,Np,P*P*3) with "img.grid" when the samples have images
  * (a sample whose image shape differs from the batch's first is dropped with a reason),
+ * "aud" f32 (B,Fa,k*n_mels) + "aud_len" i32 (B) and "mot" f32 (B,Fm,C) + "mot_len" i32
+ * (B) (zero-padded to the longest row) when they have audio / motion, "vid" u8
+ * (B,Nf,Np,P*P*3) with "vid.grid" when they have video (docs/modalities.md),
  * plus "step" (the slot), "epoch", "split", "refs" (the references joined by '\n'), and
  * "seq0", the first seq of the slot (rejects included): a restarted batcher that starts
  * its walk at a batch's seq0 cuts that batch and every later one exactly as before. */

@@ -109,16 +109,17 @@ tok_ctx_t *tok_ctx_new(const taskplan_t *tp, tok_bpe_t *bpe, const tok_opts_t *o
     OFA_ASSERT(tp && bpe);
     for (int t = 0; t < tp->ntmpls; t++) {
         const taskplan_template_t *tm = &tp->tmpls[t];
-        int nimg = 0;
+        int nsrc[MOD__COUNT] = {0};
         for (int i = 0; i < tm->nslots; i++) {
             const taskplan_slot_t *sl = &tm->slots[i];
             if (sl->mod == MOD_PHONE)
                 return util_err(err, errlen, "slot [PHONE%s%s]: phone tokens need a phone "
                                 "vocabulary, which this tokenizer does not have yet",
                                 sl->column ? ":" : "", sl->column ? sl->column : ""), NULL;
-            if (!sl->target && sl->mod == MOD_IMAGE && ++nimg > 1)
-                return util_err(err, errlen, "more than one source IMAGE slot: a sample "
-                                "carries one image tensor"), NULL;
+            if (!sl->target && !mod_is_textlike(sl->mod) && ++nsrc[sl->mod] > 1)
+                return util_err(err, errlen, "more than one source %s slot: a sample "
+                                "carries one %s tensor", mod_name(sl->mod),
+                                sl->mod == MOD_IMAGE ? "image" : mod_name(sl->mod)), NULL;
             if (sl->target && !mod_is_textlike(sl->mod))
                 return util_err(err, errlen, "target %s slot: only text-like targets "
                                 "(TEXT, BOX, CATEGORY, STRUCT) can be tokenized",
@@ -383,6 +384,15 @@ static int s_side(tok_ctx_t *self, const taskplan_template_t *tm, const taskplan
                 if (sl->mod == MOD_IMAGE) {
                     out->image_column = sl->column;
                     out->image_positions = v->npos;
+                } else if (sl->mod == MOD_AUDIO) {
+                    out->audio_column = sl->column;
+                    out->audio_positions = v->npos;
+                } else if (sl->mod == MOD_VIDEO) {
+                    out->video_column = sl->column;
+                    out->video_positions = v->npos;
+                } else if (sl->mod == MOD_MOTION) {
+                    out->motion_column = sl->column;
+                    out->motion_positions = v->npos;
                 }
                 continue;
             }
@@ -496,10 +506,28 @@ int tok_build(tok_ctx_t *self, const tok_sample_t *sample, tok_result_t *out, ch
     if (s_side(self, tm, tm->src, tm->nsrc, false, sample, &rng, out, err, errlen) != 0)
         return -1;
     int nsrc_pieces = self->npieces;
-    if (s_truncate(self, 0, self->opts.max_src_len, &out->src_cut) != 0)
+    if (s_truncate(self, 0, self->opts.max_src_len, &out->src_cut) != 0) {
+        /* Name what fills the source: the non-text slots by column and count. */
+        char what[256] = "";
+        size_t wn = 0;
+        const char *cols[4] = {out->image_column, out->audio_column, out->video_column,
+                               out->motion_column};
+        const int npos[4] = {out->image_positions, out->audio_positions,
+                             out->video_positions, out->motion_positions};
+        static const char *kind[4] = {"image", "audio", "video", "motion"};
+        int other = 0;
+        for (int i = 0; i < nsrc_pieces; i++)
+            other += self->pieces[i].len;
+        for (int i = 0; i < 4; i++)
+            if (cols[i] && wn < sizeof what) {
+                wn += (size_t)snprintf(what + wn, sizeof what - wn, "column %s: %d %s "
+                                       "positions, ", cols[i], npos[i], kind[i]);
+                other -= npos[i];
+            }
         return util_err(err, errlen, "source needs more than max_src_len=%d positions even "
-                        "with every text slot cut (images/prompt/bins alone exceed it)",
-                        self->opts.max_src_len);
+                        "with every text slot cut (%s%d other positions)",
+                        self->opts.max_src_len, what, other);
+    }
     if (s_side(self, tm, tm->tgt, tm->ntgt, true, sample, &rng, out, err, errlen) != 0)
         return -1;
     /* Target tokens Y = <s> ... </s>; tgt_in = Y[:-1], tgt_out = Y[1:]: the budget is

@@ -11,8 +11,10 @@
  *    size the source image's width (x) or height (y); boxes are written "x0,y0,x1,y1"
  *    (commas or spaces), several separated by ';'. Without a source image, coordinates
  *    must already be normalised to [0, 1];
- *  - a non-text source segment (IMAGE, and AUDIO/VIDEO/MOTION in the same way) gives
- *    one position per patch/frame: src_tok = 1 (<pad>) and src_mod = its modality;
+ *  - a non-text source segment (IMAGE, AUDIO, VIDEO, MOTION) gives one position per
+ *    patch / stacked audio frame / video patch / motion frame (the value's npos, which
+ *    the caller computes: tokstage.h): src_tok = 1 (<pad>) and src_mod = its modality.
+ *    A template has at most one source slot of each of these modalities;
  *  - the target: tgt_in = <s> t1..tn, tgt_out = t1..tn </s>; labels of tokens that come
  *    from prompt text or no_loss slots are 1 (<pad> = no loss);
  *  - attributes: uncased (ASCII lower case) and no_punctuation (ASCII punctuation
@@ -26,8 +28,9 @@
  * TRUNCATION RULE (max_src_len / max_tgt_len): only the tokens of text slot values
  * (TEXT, CATEGORY, STRUCT; after max_length and masking) are ever cut, from the end of
  * the value, always the currently longest value first, until the sequence fits. Prompt
- * text, <s> </s>, location bins and image/audio positions are never cut; a sample that
- * still does not fit is rejected with the reason. The target budget counts tgt_in's
+ * text, <s> </s>, location bins and image/audio/video/motion positions are never cut; a
+ * sample that still does not fit is rejected with the reason, which counts the positions
+ * of each non-text slot. The target budget counts tgt_in's
  * length (tokens + 1). Every cut is counted in tok_result_t.
  *
  * The "ref" string is the target as the model should produce it: the normalised text of
@@ -59,7 +62,8 @@ typedef struct {
     const char *column;
     const char *text;    /* text-like slots: the string (not NUL-terminated), else NULL */
     size_t len;
-    int npos;            /* non-text slots: positions it fills (image patches); else 0 */
+    int npos;            /* non-text slots: positions it fills (image patches, stacked audio
+                            frames, video patches, motion frames); else 0 */
     int width, height;   /* IMAGE: the source image's size in pixels (0 = unknown) */
 } tok_value_t;
 
@@ -81,6 +85,8 @@ typedef struct {
     int tmpl;                /* template (||| alternative) used */
     const char *image_column;/* the IMAGE source column, or NULL */
     int image_positions;     /* its positions in src (its npos) */
+    const char *audio_column, *video_column, *motion_column;   /* likewise, or NULL */
+    int audio_positions, video_positions, motion_positions;
     int src_cut, tgt_cut;    /* tokens removed by the truncation rule */
     int masked;              /* tokens replaced by mask spans or noise (src and tgt_in) */
 } tok_result_t;
