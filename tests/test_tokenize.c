@@ -327,9 +327,46 @@ Test(tokenize, attributes_and_rejects) {
     taskplan_destroy(&tp);
     /* Plans this tokenizer cannot serve are refused up front. */
     tp = s_plan("[AUDIO:wav] what is the text corresponding to the voice? -> "
-                "[PHONE:ph]");
+                "[AUDIO:fbank,adaptor=audio_tgt_fbank]");
     cr_assert_null(tok_ctx_new(tp, bpe, NULL, err, sizeof err));
-    cr_assert(strstr(err, "PHONE"), "%s", err);
+    cr_assert(strstr(err, "AUDIO"), "%s", err);
+    taskplan_destroy(&tp);
+    tok_bpe_destroy(&bpe);
+}
+
+/* A PHONE target (text to phonemes, as configs/text_to_phone.conf has it): the IPA
+ * symbols go through the BPE as text, the loss covers them, the reference is the phone
+ * string itself (one word per phoneme, so WER is the phone error rate) and decoding the
+ * target gives it back. */
+Test(tokenize, phone_target_is_bpe_of_its_symbols) {
+    tok_bpe_trainer_t *tr = tok_bpe_trainer_new();
+    const char *corpus[] = {"what are the phonemes of", "reading", "ɹ ˈiː d ɪ ŋ",
+                            "ʃ ˈæ p", "h ə l ˈoʊ"};
+    for (int r = 0; r < 3; r++)
+        for (size_t i = 0; i < sizeof corpus / sizeof corpus[0]; i++)
+            tok_bpe_trainer_add(tr, corpus[i], strlen(corpus[i]));
+    tok_bpe_t *bpe = tok_bpe_trainer_learn(tr, 200, 2);
+    tok_bpe_trainer_destroy(&tr);
+    taskplan_t *tp = s_plan("what are the phonemes of \" [TEXT:text] \"? -> [PHONE:phone]");
+    tok_ctx_t *ctx = s_ctx(tp, bpe, 64, 64);
+    const char *ph = "ɹ ˈiː d ɪ ŋ";
+    tok_value_t vals[] = {{.column = "text", .text = "reading", .len = 7},
+                          {.column = "phone", .text = ph, .len = strlen(ph)}};
+    tok_sample_t s = {.id = 1, .values = vals, .nvalues = 2};
+    tok_result_t r;
+    char err[256];
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), 0, "%s", err);
+    int32_t ids[512];
+    int n = s_enc(bpe, ph, ids);
+    cr_assert_lt(n, (int)strlen(ph), "the BPE learnt no phoneme symbol: %d tokens", n);
+    cr_assert_eq(r.tgt_len, n + 1);
+    cr_assert(memcmp(r.tgt_out, ids, n * sizeof(int32_t)) == 0);
+    cr_assert_eq(r.tgt_out[n], TOK_EOS);
+    cr_assert_str_eq(r.ref, ph);
+    char text[256];
+    tok_decode_text(bpe, r.tgt_out, r.tgt_len, text, sizeof text);
+    cr_assert_str_eq(text, ph);
+    tok_ctx_destroy(&ctx);
     taskplan_destroy(&tp);
     tok_bpe_destroy(&bpe);
 }

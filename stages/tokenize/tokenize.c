@@ -112,10 +112,6 @@ tok_ctx_t *tok_ctx_new(const taskplan_t *tp, tok_bpe_t *bpe, const tok_opts_t *o
         int nsrc[MOD__COUNT] = {0};
         for (int i = 0; i < tm->nslots; i++) {
             const taskplan_slot_t *sl = &tm->slots[i];
-            if (sl->mod == MOD_PHONE)
-                return util_err(err, errlen, "slot [PHONE%s%s]: phone tokens need a phone "
-                                "vocabulary, which this tokenizer does not have yet",
-                                sl->column ? ":" : "", sl->column ? sl->column : ""), NULL;
             if (!sl->target && !mod_is_textlike(sl->mod) && ++nsrc[sl->mod] > 1)
                 return util_err(err, errlen, "more than one source %s slot: a sample "
                                 "carries one %s tensor", mod_name(sl->mod),
@@ -414,6 +410,12 @@ static int s_side(tok_ctx_t *self, const taskplan_template_t *tm, const taskplan
                     s_ref_add(self, s, n);
                 }
             } else {
+                /* TEXT, STRUCT and PHONE. A PHONE value is a pronunciation written as
+                 * phoneme symbols separated by spaces (IPA from espeak-ng, as
+                 * data/phone_words has it): it goes through the shared BPE like text.
+                 * launch trains the BPE on PHONE columns too, so the frequent symbols
+                 * become tokens of their own, and the reference keeps one word per
+                 * phoneme, so WER on it is the phone error rate. */
                 size_t n = s_normalize(self, sl->in, v->text, v->len);
                 if (target && sl->loss)
                     s_ref_add(self, self->text, n);

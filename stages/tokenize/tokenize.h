@@ -95,7 +95,7 @@ typedef struct tok_ctx_t tok_ctx_t;
 
 /* tp and bpe are borrowed and must outlive the context; bpe is used (its encode cache
  * mutates), so give each thread its own. NULL + err when the plan has something this
- * tokenizer cannot build (e.g. PHONE slots). The caller owns the result. */
+ * tokenizer cannot build (e.g. a target AUDIO or IMAGE slot). The caller owns the result. */
 tok_ctx_t *tok_ctx_new(const taskplan_t *tp, tok_bpe_t *bpe, const tok_opts_t *opts,
                        char *err, size_t errlen);
 void tok_ctx_destroy(tok_ctx_t **self_p);
