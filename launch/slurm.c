@@ -2,6 +2,7 @@
  * srun, squeue, scancel), run from argv lists: launch links no Slurm library, so the same
  * binary runs with or without Slurm installed. */
 #include "slurm.h"
+#include "planfile.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -24,6 +25,8 @@ struct slurm {
     char **nodes;
     int nnodes;
     char first_addr[64];    /* numeric IPv4 of the first node */
+    char hub_addr[64];      /* numeric IPv4 of the hubs' node (placement.hubs) */
+    plan_t *plan;           /* the run's resolved plan: its placement keys */
     char self_addr[64];     /* numeric IPv4 of the host that runs launch */
     char *steps;            /* last squeue output (name -> step), and when it was read */
     double steps_at;
@@ -210,6 +213,7 @@ void slurm_destroy(slurm_t **self_p) {
         free(self->nodes[i]);
     free(self->nodes);
     free(self->steps);
+    plan_destroy(&self->plan);
     free(self);
     *self_p = NULL;
 }
@@ -247,17 +251,123 @@ static void s_ports(const char *addr, int *ports, int n) {
             close(fds[i]);
 }
 
+/* The placement keys come from the run's resolved plan, which launch has written by
+ * now: the hubs' node decides the address of the broker and batcher endpoints. */
 int slurm_endpoints(slurm_t *self, graph_env_t *env, char *err, size_t errlen) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/plan.resolved.conf", env->run_dir);
+    plan_destroy(&self->plan);
+    if (access(path, R_OK) == 0 && !(self->plan = plan_load(path, err, errlen)))
+        return -1;
+    int hub = 0;
+    if (self->plan && self->plan->placement.hubs && self->plan->placement.hubs[0] &&
+        (hub = slurm_node_ref(self->nodes, self->nnodes, self->plan->placement.hubs)) < 0)
+        return util_err(err, errlen, "placement.hubs: no node '%s' in the allocation (%d "
+                        "nodes, first %s)", self->plan->placement.hubs, self->nnodes,
+                        self->nodes[0]);
+    if (hub == 0)
+        snprintf(self->hub_addr, sizeof self->hub_addr, "%s", self->first_addr);
+    else if (s_node_addr(self->nodes[hub], self->hub_addr, sizeof self->hub_addr, err, errlen))
+        return -1;
     int first[2], mine[1];
-    s_ports(self->first_addr, first, 2);
+    s_ports(self->hub_addr, first, 2);
     s_ports(self->self_addr, mine, 1);
     if (first[0] == first[1])
-        return util_err(err, errlen, "could not choose two ports on %s", self->first_addr);
-    snprintf(env->broker_ep, sizeof env->broker_ep, "tcp://%s:%d", self->first_addr, first[0]);
-    snprintf(env->batches_ep, sizeof env->batches_ep, "tcp://%s:%d", self->first_addr,
+        return util_err(err, errlen, "could not choose two ports on %s", self->hub_addr);
+    snprintf(env->broker_ep, sizeof env->broker_ep, "tcp://%s:%d", self->hub_addr, first[0]);
+    snprintf(env->batches_ep, sizeof env->batches_ep, "tcp://%s:%d", self->hub_addr,
              first[1]);
     snprintf(env->stats_ep, sizeof env->stats_ep, "tcp://%s:%d", self->self_addr, mine[0]);
     return 0;
+}
+
+int slurm_node_ref(char *const *nodes, int nnodes, const char *ref) {
+    for (int i = 0; i < nnodes; i++)
+        if (strcmp(nodes[i], ref) == 0)
+            return i;
+    char *end;
+    long k = strtol(ref, &end, 10);
+    if (*ref && !*end && k >= 0 && k < nnodes)
+        return (int)k;
+    return -1;
+}
+
+/* Resolve a list of node references of `key` into idx; -1 with err naming the bad one. */
+static int s_node_list(char *const *refs, int n, char *const *nodes, int nnodes, int *idx,
+                       const char *key, char *err, size_t errlen) {
+    for (int i = 0; i < n; i++)
+        if ((idx[i] = slurm_node_ref(nodes, nnodes, refs[i])) < 0)
+            return util_err(err, errlen, "%s[%d]: no node '%s' in the allocation (%d nodes, "
+                            "first %s)", key, i, refs[i], nnodes, nodes[0]);
+    return 0;
+}
+
+int slurm_assign(const plan_t *plan, proctab_t *procs, char *const *nodes, int nnodes,
+                 int *node_of, char *err, size_t errlen) {
+    const plan_placement_t *pl = plan ? &plan->placement : NULL;
+    int hub = 0, wpn = pl ? pl->workers_per_node : 0;
+    if (pl && pl->hubs && pl->hubs[0] && (hub = slurm_node_ref(nodes, nnodes, pl->hubs)) < 0)
+        return util_err(err, errlen, "placement.hubs: no node '%s' in the allocation (%d "
+                        "nodes, first %s)", pl->hubs, nnodes, nodes[0]);
+    int *trainer = util_calloc((size_t)(pl && pl->ntrainer ? pl->ntrainer : 1), sizeof(int));
+    int *list = util_calloc((size_t)nnodes > 64 ? (size_t)nnodes : 64, sizeof(int));
+    int *load = util_calloc((size_t)nnodes, sizeof(int));
+    int rc = 0, worker_k = 0, rank = 0;
+    if (pl && s_node_list(pl->trainer, pl->ntrainer, nodes, nnodes, trainer,
+                          "placement.trainer", err, errlen))
+        rc = -1;
+    for (int i = 0; rc == 0 && i < proctab_count(procs); i++) {
+        proc_t *p = proctab_get(procs, i);
+        if (p->role == PROC_CONSUMER && strcmp(p->tier, "trainer") == 0 && pl &&
+            pl->ntrainer > 0) {
+            node_of[i] = trainer[rank++ % pl->ntrainer];
+            continue;
+        }
+        if (p->role != PROC_WORKER) {
+            node_of[i] = hub;
+            continue;
+        }
+        /* A worker: the stage's own list from its k-th entry, else every node from the
+         * default rule's choice; the first node on the way with room takes it. */
+        const plan_stage_t *st = plan ? plan_stage(plan, p->tier) : NULL;
+        int n, start, k = 0;
+        for (int j = 0; j < i; j++)
+            k += proctab_get(procs, j)->role == PROC_WORKER &&
+                 strcmp(proctab_get(procs, j)->tier, p->tier) == 0;
+        if (st && st->nnodes > 0) {
+            char key[64];
+            snprintf(key, sizeof key, "stages.%s.nodes", p->tier);
+            n = st->nnodes < 64 ? st->nnodes : 64;
+            if (s_node_list(st->nodes, n, nodes, nnodes, list, key, err, errlen)) {
+                rc = -1;
+                break;
+            }
+            start = k % n;
+        } else {
+            n = nnodes;
+            for (int j = 0; j < n; j++)
+                list[j] = j;
+            start = slurm_place_index(PROC_WORKER, worker_k, nnodes);
+        }
+        worker_k++;
+        node_of[i] = -1;
+        for (int j = 0; j < n && node_of[i] < 0; j++) {
+            int cand = list[(start + j) % n];
+            if (wpn == 0 || load[cand] < wpn)
+                node_of[i] = cand;
+        }
+        if (node_of[i] < 0) {
+            rc = util_err(err, errlen, "placement: worker %s does not fit: each of its %d "
+                          "node(s) already holds placement.workers_per_node = %d workers",
+                          p->name, n, wpn);
+            break;
+        }
+        load[node_of[i]]++;
+    }
+    free(trainer);
+    free(list);
+    free(load);
+    return rc;
 }
 
 int slurm_place_index(proc_role_t role, int worker_k, int nnodes) {
@@ -322,11 +432,14 @@ static int s_signal(void *ctx, proc_t *p, int sig) {
 }
 
 int slurm_place(slurm_t *self, proctab_t *procs, char *err, size_t errlen) {
-    int worker_k = 0;
+    int *node_of = util_calloc((size_t)proctab_count(procs) + 1, sizeof(int));
+    if (slurm_assign(self->plan, procs, self->nodes, self->nnodes, node_of, err, errlen)) {
+        free(node_of);
+        return -1;
+    }
     for (int i = 0; i < proctab_count(procs); i++) {
         proc_t *p = proctab_get(procs, i);
-        int k = p->role == PROC_WORKER ? worker_k++ : 0;
-        const char *node = self->nodes[slurm_place_index(p->role, k, self->nnodes)];
+        const char *node = self->nodes[node_of[i]];
         char **argv = slurm_srun_argv(node, p->name, p->argv);
         proctab_set_argv(procs, i, argv);
         for (char **a = argv; *a; a++)
@@ -334,9 +447,8 @@ int slurm_place(slurm_t *self, proctab_t *procs, char *err, size_t errlen) {
         free(argv);
         snprintf(p->node, sizeof p->node, "%s", node);
     }
+    free(node_of);
     proctab_set_signal_hook(procs, s_signal, self);
-    (void)err;
-    (void)errlen;
     return 0;
 }
 

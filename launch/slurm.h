@@ -3,10 +3,11 @@
  * an argv list, no shell); the supervisor treats the srun process like a local child, so a
  * failed step (scancel, a killed task) is a crash that restarts a worker.
  *
- * Placement (the default; the plan cannot change it yet): broker, batcher, source and the
- * consumers on the allocation's first node, workers round robin over all nodes starting
- * at the second one. Endpoints are tcp:// on the first node's address (NodeAddr), the
- * stats socket on the address of the host that runs launch.
+ * Placement, by default: broker, batcher, source and the consumers on the allocation's
+ * first node, workers round robin over all nodes starting at the second one. The plan's
+ * placement keys change it (placement.hubs, placement.trainer, placement.workers_per_node,
+ * stages.NAME.nodes; see slurm_assign). Endpoints are tcp:// on the hubs' node's address
+ * (NodeAddr), the stats socket on the address of the host that runs launch.
  *
  * Usage: slurm_new() inside an allocation, slurm_endpoints() before graph_build(),
  * slurm_place() after it, slurm_destroy() after proctab_stop_all(). */
@@ -34,7 +35,9 @@ const char *slurm_node(const slurm_t *self, int i);
 const char *slurm_job_id(const slurm_t *self);
 
 /* Set env's broker, batches and stats endpoints to tcp:// with free ports (see
- * docs/cluster.md for how ports are chosen). Returns 0 or -1 with err. */
+ * docs/cluster.md for how ports are chosen). Reads the placement keys from the run's
+ * resolved plan (env->run_dir/plan.resolved.conf) when it is there. Returns 0 or -1
+ * with err (a placement.hubs naming no node of the allocation). */
 int slurm_endpoints(slurm_t *self, graph_env_t *env, char *err, size_t errlen);
 
 /* Wrap every process of the table in srun on its node, and route signals to processes
@@ -49,6 +52,22 @@ void slurm_cancel_left(slurm_t *self, proctab_t *procs);
 /* The placement rule: the node index of a process of ROLE, WORKER_K being its number
  * among all workers of the graph (any tier) in graph order. */
 int slurm_place_index(proc_role_t role, int worker_k, int nnodes);
+
+/* The index of a node reference of a plan: a node name of the allocation, else a decimal
+ * index into it ("0" = the first node); -1 when it is neither. */
+int slurm_node_ref(char *const *nodes, int nnodes, const char *ref);
+
+/* The node (index into nodes) of every process of the table, in node_of (one per
+ * process), under the plan's placement keys (plan may be NULL: the default rule):
+ *  - broker, batcher, source, sink: placement.hubs (default the first node);
+ *  - trainer rank r: placement.trainer[r mod n] (default the hubs' node);
+ *  - the k-th worker of a stage with stages.NAME.nodes: the list's (k mod n)-th node,
+ *    else the default rule's node (slurm_place_index); with placement.workers_per_node
+ *    a full node is passed over for the next one of the list (or of the allocation).
+ * Returns 0, or -1 with err naming the key (a node not in the allocation, workers that
+ * do not fit). */
+int slurm_assign(const plan_t *plan, proctab_t *procs, char *const *nodes, int nnodes,
+                 int *node_of, char *err, size_t errlen);
 
 /* Build the srun argv for a process (NULL-terminated; the caller frees each string and
  * the array). */

@@ -118,6 +118,16 @@ static const s_key_t s_global_keys[] = {
     {"trainer.multitask", K_ENUM, "sample", 0, 0, "sample|round_robin", PO(trainer.multitask), 0,
      "How a step mixes tasks: sample = each step is one batch of a task drawn by weight; "
      "round_robin = each step accumulates one batch of every task, weighted by its weight."},
+    {"placement.hubs", K_STR, "", 0, 0, NULL, PO(placement.hubs), 0,
+     "Slurm: the node of the broker, batcher, source and sink, by name or by index in the "
+     "allocation (\"0\" = the first node). Default: the first node."},
+    {"placement.trainer", K_STRLIST, "", 0, 0, NULL, PO(placement.trainer),
+     PO(placement.ntrainer),
+     "Slurm: the nodes of the trainer ranks (rank r on the (r mod n)-th). Default: the "
+     "hubs' node."},
+    {"placement.workers_per_node", K_INT, "0", 0, 65536, NULL, PO(placement.workers_per_node),
+     0, "Slurm: at most this many workers (all tiers) on one node; 0 = no limit. A node "
+     "that is full is skipped; launch refuses a plan whose workers do not fit."},
 };
 
 /* Keys of one task group. The instruction is a string here; it is compiled against the
@@ -162,6 +172,9 @@ static const s_key_t s_stage_keys[] = {
      "argv of the program to run (no shell); default [\"ofa-<stage>\"]."},
     {"credits", K_INT, "8", 1, 65536, NULL, SO(credits), 0,
      "Items a process of this stage may hold at once."},
+    {"nodes", K_STRLIST, "", 0, 0, NULL, SO(nodes), SO(nnodes),
+     "Slurm: the nodes this stage's workers go on, round robin (names or indices, as "
+     "placement.hubs); empty = spread over the allocation from its second node."},
 };
 
 #define NKEYS(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -586,6 +599,7 @@ static void s_task_free(plan_task_t *t) {
 static void s_stage_free(plan_stage_t *s) {
     free(s->name);
     s_free_strv(s->program, s->nprogram);
+    s_free_strv(s->nodes, s->nnodes);
 }
 
 void plan_destroy(plan_t **self_p) {
@@ -608,6 +622,8 @@ void plan_destroy(plan_t **self_p) {
     free(p->trainer.consumer);
     free(p->trainer.precision);
     free(p->trainer.multitask);
+    free(p->placement.hubs);
+    s_free_strv(p->placement.trainer, p->placement.ntrainer);
     free(p);
     *self_p = NULL;
 }
@@ -830,7 +846,8 @@ static plan_t *s_load(config_t *cfg, const char *name, const char *dir, const ch
                 if (strcmp(kp, nm) == 0 || (strncmp(kp, nm, ln) == 0 && kp[ln] == '.'))
                     known = true;
             }
-            bool section = strcmp(nm, "model") == 0 || strcmp(nm, "trainer") == 0;
+            bool section = strcmp(nm, "model") == 0 || strcmp(nm, "trainer") == 0 ||
+                           strcmp(nm, "placement") == 0;
             if (section && config_setting_is_group(s)) {
                 char prefix[80];
                 snprintf(prefix, sizeof prefix, "%s.", nm);
@@ -846,8 +863,9 @@ static plan_t *s_load(config_t *cfg, const char *name, const char *dir, const ch
                     if (d < bestd)
                         bestd = d, best = s_global_keys[k].path;
                 }
-                static const char *sections[] = {"tasks", "stages", "model", "trainer"};
-                for (int k = 0; k < 4; k++)
+                static const char *sections[] = {"tasks", "stages", "model", "trainer",
+                                                 "placement"};
+                for (int k = 0; k < 5; k++)
                     if (s_edit_distance(sections[k], nm) < bestd)
                         best = sections[k], bestd = s_edit_distance(sections[k], nm);
                 if (best)
@@ -1162,6 +1180,8 @@ char *plan_resolved_text(const plan_t *plan) {
     s_out_rows(&o, s_global_keys, NKEYS(s_global_keys), plan, "model", "  ");
     s_out(&o, "};\ntrainer = {\n");
     s_out_rows(&o, s_global_keys, NKEYS(s_global_keys), plan, "trainer", "  ");
+    s_out(&o, "};\nplacement = {\n");
+    s_out_rows(&o, s_global_keys, NKEYS(s_global_keys), plan, "placement", "  ");
     s_out(&o, "};\ntasks = (\n");
     for (int i = 0; i < plan->ntasks; i++) {
         s_out(&o, "  {\n");
@@ -1222,7 +1242,7 @@ static void s_md_rows(FILE *out, const s_key_t *keys, int nkeys, const char *pre
 }
 
 void plan_schema_markdown(FILE *out) {
-    fprintf(out, "### Top level, `model`, `trainer`\n\n");
+    fprintf(out, "### Top level, `model`, `trainer`, `placement`\n\n");
     s_md_rows(out, s_global_keys, NKEYS(s_global_keys), "");
     fprintf(out, "\n### Each group of `tasks = ( {...}, ... )`\n\n");
     s_md_rows(out, s_task_keys, NKEYS(s_task_keys), "tasks.");

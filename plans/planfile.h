@@ -53,6 +53,8 @@ typedef struct {
     char **program;          /* argv list, NULL-terminated; program[0] the binary */
     int nprogram;
     int credits;
+    char **nodes;            /* Slurm: nodes its processes go on, round robin (may be none) */
+    int nnodes;
     int line;                /* 0 when the stage was not written in the file */
 } plan_stage_t;
 
@@ -90,6 +92,16 @@ typedef struct {
     char *multitask;         /* "sample" | "round_robin": how a step mixes tasks */
 } plan_trainer_t;
 
+/* Where processes go under Slurm (launch/slurm.c). A node is named by its name in the
+ * allocation or by its index there ("0" = the first node); launch checks the names
+ * against the allocation, since the plan cannot know it. */
+typedef struct {
+    char *hubs;              /* node of the broker, batcher, source and sink; "" = first */
+    char **trainer;          /* nodes of the trainer ranks (rank r on r % n); none = hubs */
+    int ntrainer;
+    int workers_per_node;    /* at most this many workers on one node; 0 = no limit */
+} plan_placement_t;
+
 typedef struct {
     char *path;              /* absolute path of the plan file */
     char *dir;               /* its folder */
@@ -101,6 +113,7 @@ typedef struct {
     int ntasks;
     plan_model_t model;
     plan_trainer_t trainer;
+    plan_placement_t placement;
     plan_stage_t *stages;    /* every stage the run needs, defaults filled in */
     int nstages;
 } plan_t;

@@ -10,3 +10,10 @@ ofa_add_script_test(e2e_slurm
   COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/slurm_test.sh
   LABELS slurm TIMEOUT 300)
 set_tests_properties(e2e_slurm PROPERTIES SKIP_RETURN_CODE 77)
+# The plan's placement keys: read and written by plans/planfile.c, applied by slurm_assign.
+ofa_add_test(test_placement
+  SOURCES test_placement.c ${PROJECT_SOURCE_DIR}/launch/slurm.c ${PROJECT_SOURCE_DIR}/launch/proc.c
+  LIBS ofaplans ofacommon LABELS unit TIMEOUT 60)
+if(TARGET test_placement)
+  target_include_directories(test_placement PRIVATE ${PROJECT_SOURCE_DIR}/launch)
+endif()

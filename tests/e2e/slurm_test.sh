@@ -1,7 +1,8 @@
 #!/bin/bash
 # launch --slurm on a throw-away local Slurm cluster (3 fake nodes, ../shared/slurm/up.sh):
 # run 1: a sink plan with 3 image workers; summary.json has lost 0 and delivered = read -
-#        rejected, stages.json shows processes on >= 2 nodes with step ids;
+#        rejected, stages.json shows processes on >= 2 nodes with step ids, and the image
+#        workers on the nodes that stages.image.nodes names;
 # run 2: one image worker's step is scancel'ed mid-run; it is restarted, nothing is lost.
 # Exit 77 (CTest SKIP) only where Slurm cannot start. Always tears the cluster down.
 set -u
@@ -32,7 +33,7 @@ tasks = ( { name = "caption";
     batch_size = 8; epochs = $2; } );
 model = { size = "nano"; vocab_size = 300; };
 trainer = { consumer = "sink"; };
-stages = { image = { workers = 3; credits = 4; }; tokenize = { workers = 1; }; };
+stages = { image = { workers = 3; credits = 4; nodes = ["1", "2"]; }; tokenize = { workers = 1; }; };
 PLAN
 }
 
@@ -58,6 +59,17 @@ plan "$TMP/p1.conf" 3
 timeout 120 salloc -N3 "$BIN/launch" --slurm --run-dir "$TMP/r1" "$TMP/p1.conf" \
     >"$TMP/r1.out" 2>&1 || { tail -n 30 "$TMP/r1.out"; fail "run 1: launch failed"; }
 check "$TMP/r1"
+# The plan's placement keys: image workers only on the allocation's 2nd and 3rd nodes
+# (stages.image.nodes = ["1", "2"]), never beside the broker on the first.
+/usr/bin/python3 - "$TMP/r1" <<'PY' || fail "run 1: image workers not where stages.image.nodes put them"
+import json, sys
+procs = json.load(open(sys.argv[1] + "/stages.json"))["processes"]
+hub = procs["broker"].get("node")
+img = {k: p.get("node") for k, p in procs.items() if k.startswith("image.")}
+if len(img) != 3 or hub in img.values() or len(set(img.values())) != 2:
+    print("FAIL: placement keys", hub, img); sys.exit(1)
+print(f"ok: broker on {hub}, image workers on {sorted(set(img.values()))} as placed")
+PY
 
 # Run 2: scancel the step of image.1 once it has worked a while (auto mode: no --slurm).
 plan "$TMP/p2.conf" 400
