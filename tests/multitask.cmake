@@ -10,3 +10,8 @@ if(TARGET ofatrainer AND TARGET ofasource)
   ofa_add_test(test_multitask SOURCES test_multitask.c LIBS ofatrainer ofasource
                LABELS unit TIMEOUT 120)
 endif()
+# round_robin through launch with real processes on the committed fixtures: every step
+# saw every task, the small task repeated its epochs, rejects named, nothing lost (~10 s).
+ofa_add_script_test(e2e_multitask_round_robin
+  COMMAND ${PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/e2e/multitask_rr_test.py
+  LABELS e2e TIMEOUT 300)
