@@ -229,6 +229,8 @@ int main(int argc, char **argv) {
         .image_size = plan->model.image_size, .patch = plan->model.patch, .seed = 0,
         .threads = threads, .backend = "cpu", .weight_decay = 0, .label_smoothing = 0,
     };
+    if (tmodel_cfg_adapters(&cfg, plan, err, sizeof err) != 0)
+        util_fatal(NULL, "%s", err);
     tmodel_t *model = tmodel_new(&cfg, err, sizeof err);
     if (!model)
         util_fatal(NULL, "%s", err);

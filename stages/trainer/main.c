@@ -170,12 +170,16 @@ static int s_batch(const proto_msg_t *m, s_align_t *al, trainer_batch_t *b, char
     const proto_field_t *to = s_tensor(m, "tgt_out", PROTO_I32, 2, 1, err, errlen);
     const proto_field_t *tl = s_tensor(m, "tgt_len", PROTO_I32, 1, 0, err, errlen);
     const proto_field_t *im = s_tensor(m, "img", PROTO_U8, 3, 0, err, errlen);
+    const proto_field_t *au = s_tensor(m, "aud", PROTO_F32, 3, 0, err, errlen);
+    const proto_field_t *vi = s_tensor(m, "vid", PROTO_U8, 4, 0, err, errlen);
+    const proto_field_t *mo = s_tensor(m, "mot", PROTO_F32, 3, 0, err, errlen);
     if (err[0])
         return -1;
     int B = (int)st->shape[0], S = (int)st->shape[1], T = (int)ti->shape[1];
     if (sm->shape[0] != B || sm->shape[1] != S || sl->shape[0] != B || ti->shape[0] != B ||
         to->shape[0] != B || to->shape[1] != T || (tl && tl->shape[0] != B) ||
-        (im && im->shape[0] != B))
+        (im && im->shape[0] != B) || (au && au->shape[0] != B) || (vi && vi->shape[0] != B) ||
+        (mo && mo->shape[0] != B))
         return util_err(err, errlen, "tensor shapes disagree (src_tok (%d, %d), tgt_in (%d, %d))",
                         B, S, (int)ti->shape[0], T);
     if (proto_msg_n_ids(m) != B)
@@ -196,6 +200,21 @@ static int s_batch(const proto_msg_t *m, s_align_t *al, trainer_batch_t *b, char
         b->Np = (int)im->shape[1];
         b->patch_dim = (int)im->shape[2];
         b->grid = (int)proto_msg_get_int(m, "img.grid", 0);
+    }
+    /* audio, video, motion (docs/modalities.md); the model checks them against its
+     * adapters and the positions */
+    if (au) {
+        b->aud = s_aligned(al, au);
+        b->Fa = (int)au->shape[1], b->aud_dim = (int)au->shape[2];
+    }
+    if (vi) {
+        b->vid = vi->data;
+        b->Nf = (int)vi->shape[1], b->Npv = (int)vi->shape[2], b->vid_dim = (int)vi->shape[3];
+        b->vid_grid = (int)proto_msg_get_int(m, "vid.grid", 0);
+    }
+    if (mo) {
+        b->mot = s_aligned(al, mo);
+        b->Fm = (int)mo->shape[1], b->mot_dim = (int)mo->shape[2];
     }
     b->refs = proto_msg_get_str(m, "refs");
     return 0;

@@ -47,6 +47,13 @@ tmodel_t *tmodel_new(const tmodel_cfg_t *cfg, char *err, size_t errlen) {
             c.img_grid = cfg->image_size / cfg->patch;
         }
     }
+    c.aud_dim = cfg->aud_dim;
+    c.mot_dim = cfg->mot_dim;
+    if (cfg->vid_patch > 0) {
+        c.vid_dim = cfg->vid_patch * cfg->vid_patch * 3;
+        c.vid_grid = cfg->vid_grid;
+        c.vid_frames = cfg->vid_frames;
+    }
     c.weight_decay = (float)cfg->weight_decay;
     c.label_smoothing = (float)cfg->label_smoothing;
     if (model_config_check(&c, err, errlen) != 0)
@@ -106,6 +113,73 @@ static void s_batch(const trainer_batch_t *b, int r0, int n, model_batch_t *mb) 
     mb->img = b->img ? b->img + (size_t)r0 * b->Np * b->patch_dim : NULL;
     mb->Np = b->img ? b->Np : 0;
     mb->grid = b->img ? b->grid : 0;
+    if (b->aud) {
+        mb->aud = b->aud + (size_t)r0 * b->Fa * b->aud_dim;
+        mb->Fa = b->Fa, mb->aud_dim = b->aud_dim;
+    }
+    if (b->vid) {
+        mb->vid = b->vid + (size_t)r0 * b->Nf * b->Npv * b->vid_dim;
+        mb->Nf = b->Nf, mb->Npv = b->Npv, mb->vid_grid = b->vid_grid, mb->vid_dim = b->vid_dim;
+    }
+    if (b->mot) {
+        mb->mot = b->mot + (size_t)r0 * b->Fm * b->mot_dim;
+        mb->Fm = b->Fm, mb->mot_dim = b->mot_dim;
+    }
+}
+
+/* The adapters follow the plan's source slots, so a plan without audio, video or motion
+ * builds exactly the model (and reads exactly the checkpoints) it did before they
+ * existed. Each slot's own attributes win over the plan's defaults, as in the tiers. */
+int tmodel_cfg_adapters(tmodel_cfg_t *cfg, const plan_t *plan, char *err, size_t errlen) {
+    cfg->aud_dim = cfg->vid_patch = cfg->vid_grid = cfg->vid_frames = cfg->mot_dim = 0;
+    for (int t = 0; t < plan->ntasks; t++) {
+        const plan_task_t *pt = &plan->tasks[t];
+        const taskplan_t *tp = pt->plan;
+        if (!tp)
+            continue;
+        for (int a = 0; a < tp->ntmpls; a++)
+            for (int i = 0; i < tp->tmpls[a].nslots; i++) {
+                const taskplan_slot_t *sl = &tp->tmpls[a].slots[i];
+                if (sl->target)
+                    continue;
+                if (sl->mod == MOD_AUDIO) {
+                    int mels = sl->in->n_mels ? sl->in->n_mels : tp->opts.n_mels;
+                    int dim = plan->model.audio_stack * mels;
+                    if (cfg->aud_dim && cfg->aud_dim != dim)
+                        return util_err(err, errlen, "task %s: AUDIO slot with %d mel bins, "
+                                        "another task's has %d (one audio adapter)", pt->name,
+                                        mels, cfg->aud_dim / plan->model.audio_stack);
+                    cfg->aud_dim = dim;
+                } else if (sl->mod == MOD_VIDEO) {
+                    int size = sl->in->image_size ? sl->in->image_size : tp->opts.image_size;
+                    int patch = sl->in->patch ? sl->in->patch : tp->opts.patch;
+                    int frames = sl->in->frames ? sl->in->frames : tp->opts.frames;
+                    if (cfg->vid_patch && cfg->vid_patch != patch)
+                        return util_err(err, errlen, "task %s: VIDEO slot with patch %d, "
+                                        "another task's has %d (one video adapter)", pt->name,
+                                        patch, cfg->vid_patch);
+                    cfg->vid_patch = patch;
+                    if (patch > 0 && size / patch > cfg->vid_grid)
+                        cfg->vid_grid = size / patch;
+                    if (frames > cfg->vid_frames)
+                        cfg->vid_frames = frames;
+                } else if (sl->mod == MOD_MOTION) {
+                    if (plan->model.motion_channels <= 0)
+                        return util_err(err, errlen, "task %s has a MOTION source slot: set "
+                                        "model.motion_channels to the motion tier's channels "
+                                        "per frame (189 for the CMU skeleton)", pt->name);
+                    cfg->mot_dim = plan->model.motion_channels;
+                }
+            }
+    }
+    if (cfg->vid_patch > 0) {
+        if (plan->model.video_frames > cfg->vid_frames)
+            cfg->vid_frames = plan->model.video_frames;
+        int g = plan->model.patch == cfg->vid_patch ? plan->model.image_size / cfg->vid_patch : 0;
+        if (g > cfg->vid_grid)
+            cfg->vid_grid = g;
+    }
+    return 0;
 }
 
 int tmodel_loss(tmodel_t *self, const trainer_batch_t *b, float *loss, int64_t *ntok,

@@ -27,7 +27,8 @@ typedef struct {
     char *task;
     uint64_t *ids;
     int32_t *src_tok, *src_len, *tgt_in, *tgt_out, *tgt_len;
-    uint8_t *src_mod, *img;
+    uint8_t *src_mod, *img, *vid;
+    float *aud, *mot;
     char *refs;
 } s_vbatch_t;
 
@@ -346,6 +347,8 @@ trainer_t *trainer_new(const plan_t *plan, const trainer_opts_t *opts, char *err
         .backend = plan->trainer.backend, .weight_decay = plan->trainer.weight_decay,
         .label_smoothing = plan->trainer.label_smoothing,
     };
+    if (tmodel_cfg_adapters(&cfg, plan, err, errlen) != 0)
+        goto fail;
     self->model = tmodel_new(&cfg, err, errlen);
     if (!self->model)
         goto fail;
@@ -398,6 +401,7 @@ fail:
 static void s_vbatch_free(s_vbatch_t *v) {
     free(v->task); free(v->ids); free(v->src_tok); free(v->src_len); free(v->tgt_in);
     free(v->tgt_out); free(v->tgt_len); free(v->src_mod); free(v->img); free(v->refs);
+    free(v->aud); free(v->vid); free(v->mot);
 }
 
 void trainer_destroy(trainer_t **self_p) {
@@ -521,11 +525,15 @@ static void s_keep_valid(trainer_t *self, const trainer_batch_t *b) {
     v->tgt_out = s_dup(b->tgt_out, 4 * BT);
     v->tgt_len = s_dup(b->tgt_len, 4 * b->B);
     v->img = b->img ? s_dup(b->img, (size_t)b->B * b->Np * b->patch_dim) : NULL;
+    v->aud = b->aud ? s_dup(b->aud, sizeof(float) * b->B * b->Fa * b->aud_dim) : NULL;
+    v->vid = b->vid ? s_dup(b->vid, (size_t)b->B * b->Nf * b->Npv * b->vid_dim) : NULL;
+    v->mot = b->mot ? s_dup(b->mot, sizeof(float) * b->B * b->Fm * b->mot_dim) : NULL;
     v->refs = b->refs ? util_strdup(b->refs) : NULL;
     v->b = *b;
     v->b.task = v->task, v->b.ids = v->ids, v->b.src_tok = v->src_tok, v->b.src_mod = v->src_mod;
     v->b.src_len = v->src_len, v->b.tgt_in = v->tgt_in, v->b.tgt_out = v->tgt_out;
     v->b.tgt_len = v->tgt_len, v->b.img = v->img, v->b.refs = v->refs;
+    v->b.aud = v->aud, v->b.vid = v->vid, v->b.mot = v->mot;
 }
 
 /* A copy of src_mod with padded positions set to TEXT (0), which the model accepts

@@ -77,6 +77,12 @@ typedef struct {
     const int32_t *tgt_len;  /* (B) */
     const uint8_t *img;      /* (B, Np, patch_dim) or NULL */
     int Np, patch_dim, grid;
+    const float *aud;        /* (B, Fa, aud_dim) stacked audio frames, or NULL */
+    int Fa, aud_dim;
+    const uint8_t *vid;      /* (B, Nf, Npv, vid_dim) video patches, or NULL */
+    int Nf, Npv, vid_dim, vid_grid;
+    const float *mot;        /* (B, Fm, mot_dim) motion frames, or NULL */
+    int Fm, mot_dim;
     const char *refs;        /* validation: B references joined by '\n' (may be NULL) */
 } trainer_batch_t;
 
