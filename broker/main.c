@@ -2,6 +2,7 @@
  * (broker.h) in one poll loop. Flags: the common stage flags plus --bind ENDPOINT,
  * --max-inflight N, --dead-ms MS. */
 #include "broker.h"
+#include "curve.h"
 #include "stage.h"
 #include "trace.h"
 #include "util.h"
@@ -62,6 +63,14 @@ int main(int argc, char **argv) {
     /* A restarted process reconnects under its old id: the new connection takes it over. */
     int handover = 1;
     zmq_setsockopt(sock, ZMQ_ROUTER_HANDOVER, &handover, sizeof handover);
+    /* tcp:// runs: a CURVE server that admits only the run's clients (curve.h). */
+    curve_zap_t *zap = NULL;
+    if (curve_default()) {
+        char e[512];
+        if (!(zap = curve_zap_new(zctx, curve_default(), e, sizeof e)) ||
+            curve_server_apply(sock, curve_default(), e, sizeof e) != 0)
+            util_fatal(NULL, "%s", e);
+    }
     if (zmq_bind(sock, o.bind) != 0)
         util_fatal("is another run using the same endpoint?", "bind %s: %s", o.bind,
                    zmq_strerror(errno));
@@ -71,8 +80,8 @@ int main(int argc, char **argv) {
     broker_opts_t bo = {.max_inflight = o.max_inflight, .dead_ms = o.dead_ms,
                         .rejects_path = rejects};
     broker_t *b = broker_new(&bo, s_send, sock, st);
-    fprintf(stderr, "ofa-broker: bound %s (max in flight %d, dead after %d ms)\n", o.bind,
-            o.max_inflight, o.dead_ms);
+    fprintf(stderr, "ofa-broker: bound %s%s (max in flight %d, dead after %d ms)\n", o.bind,
+            zap ? " with CURVE" : "", o.max_inflight, o.dead_ms);
 
     trace_open(a.id);
     double busy = 0;
@@ -110,6 +119,7 @@ int main(int argc, char **argv) {
     broker_destroy(&b);
     stats_destroy(&st);
     zmq_close(sock);
+    curve_zap_destroy(&zap);
     zmq_ctx_term(zctx);
     return 0;
 }

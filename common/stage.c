@@ -1,5 +1,6 @@
 /* stage.c: see stage.h. */
 #include "stage.h"
+#include "curve.h"
 #include "trace.h"
 #include "util.h"
 
@@ -31,7 +32,8 @@ static void s_usage(const char *usage, FILE *out) {
             "  --stats ENDPOINT where to push stats (launch's PULL socket)\n"
             "  --run-dir DIR    run directory\n"
             "  --tier NAME      stage tier this worker serves\n"
-            "  --credits N      items this process may hold at once (default 8)\n");
+            "  --credits N      items this process may hold at once (default 8)\n"
+            "  --curve FILE     the run's CURVE key file (tcp:// endpoints; docs/protocol.md)\n");
 }
 
 void stage_args_parse(stage_args_t *a, int argc, char **argv, const char *usage,
@@ -51,7 +53,7 @@ void stage_args_parse(stage_args_t *a, int argc, char **argv, const char *usage,
             {"--id", a->id, sizeof a->id},           {"--ctl", a->ctl, sizeof a->ctl},
             {"--plan", a->plan, sizeof a->plan},     {"--stats", a->stats, sizeof a->stats},
             {"--run-dir", a->run_dir, sizeof a->run_dir},
-            {"--tier", a->tier, sizeof a->tier},
+            {"--tier", a->tier, sizeof a->tier},     {"--curve", a->curve, sizeof a->curve},
         };
         int took = 0;
         for (size_t k = 0; k < sizeof str_flags / sizeof *str_flags; k++) {
@@ -88,6 +90,15 @@ void stage_args_parse(stage_args_t *a, int argc, char **argv, const char *usage,
             continue;
         fprintf(stderr, "%s: unknown flag '%s' (see --help)\n", util_progname(), f);
         exit(2);
+    }
+    /* The keys are read once, before any socket exists; every connection the runtime
+     * and the stats reporter make from now on is a CURVE client. */
+    if (a->curve[0]) {
+        curve_keys_t k;
+        char err[1400];
+        if (curve_keys_load(a->curve, &k, err, sizeof err) != 0)
+            util_fatal("launch writes RUN/curve.keys (mode 0600) for tcp:// runs", "%s", err);
+        curve_set_default(&k);
     }
 }
 
@@ -134,6 +145,13 @@ stage_conn_t *stage_conn_new(void *zctx, const char *endpoint, const char *role,
     zmq_setsockopt(self->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
     /* The identity names the process in the broker's logs. */
     zmq_setsockopt(self->sock, ZMQ_ROUTING_ID, id, strlen(id) < 255 ? strlen(id) : 255);
+    const curve_keys_t *keys = curve_default();
+    if (keys && curve_client_apply(self->sock, keys, err, errlen) != 0) {
+        zmq_close(self->sock);
+        free(self);
+        proto_msg_destroy(&hello);
+        return NULL;
+    }
     if (zmq_connect(self->sock, endpoint) != 0) {
         util_err(err, errlen, "connect %s: %s", endpoint, zmq_strerror(errno));
         zmq_close(self->sock);

@@ -13,7 +13,9 @@
  * returns -1 with the reason in err, which becomes a REJECT naming the stage.
  *
  * Common flags: --id ID --ctl ENDPOINT --plan FILE --stats ENDPOINT --run-dir DIR
- * --tier NAME --credits N --help. Other flags are handed to the program's own parser
+ * --tier NAME --credits N --curve FILE --help. With --curve the keys are loaded at once
+ * (a bad file is fatal) and every socket the runtime connects is a CURVE client
+ * (curve.h). Other flags are handed to the program's own parser
  * (extra_fn); an unknown flag is an error with a one-line reason. */
 #ifndef OFA_STAGE_H
 #define OFA_STAGE_H
@@ -32,6 +34,7 @@ typedef struct {
     char run_dir[1024];
     char tier[32];
     int credits;          /* items this process may hold (default 8) */
+    char curve[1024];     /* --curve FILE: the run's CURVE key file (tcp:// runs), or "" */
 } stage_args_t;
 
 /* extra_fn(ctx, flag, value) handles a program-specific flag: returns 1 when it took

@@ -1,6 +1,7 @@
 /* stats.c: see stats.h. The latency histogram has logarithmic buckets from 1 us to
  * about 100 s (10 per decade), so percentiles cost a fixed 80 counters per process. */
 #include "stats.h"
+#include "curve.h"
 #include "proto.h"
 #include "util.h"
 
@@ -41,7 +42,11 @@ stats_t *stats_new(void *zctx, const char *endpoint, const char *proc, const cha
         int hwm = 16, linger = 500;
         zmq_setsockopt(self->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
         zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
-        if (zmq_connect(self->sock, endpoint) != 0) {
+        /* In a CURVE run (curve.h) launch's stats socket admits only the run's clients. */
+        const curve_keys_t *keys = curve_default();
+        char e[256];
+        if ((keys && curve_client_apply(self->sock, keys, e, sizeof e) != 0) ||
+            zmq_connect(self->sock, endpoint) != 0) {
             zmq_close(self->sock);
             self->sock = NULL;
         }

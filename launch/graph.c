@@ -1,6 +1,7 @@
 /* graph.c: see graph.h. Every stage is an argv list: the plan's `program` when given
  * (the user's own binary), else the built-in ofa-<stage> beside launch. Common flags
- * (--id, --ctl, --plan, --stats, --run-dir) are appended after the plan's argv. */
+ * (--id, --ctl, --plan, --stats, --run-dir, and --curve FILE on tcp:// runs) are appended
+ * after the plan's argv. */
 #include "graph.h"
 #include "util.h"
 
@@ -59,6 +60,11 @@ static void s_common(s_argv_t *a, const graph_env_t *env, const char *id) {
     s_arg(a, env->stats_ep);
     s_arg(a, "--run-dir");
     s_arg(a, env->run_dir);
+    /* The key file's path, never a key: argv is visible to every user of the host. */
+    if (env->curve_keys[0]) {
+        s_arg(a, "--curve");
+        s_arg(a, env->curve_keys);
+    }
 }
 
 int graph_tiers(const plan_t *plan, const char **tiers, int max) {

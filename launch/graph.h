@@ -14,6 +14,7 @@ typedef struct {
     char sock_dir[256];     /* short folder for ipc:// endpoints */
     char bin_dir[1024];     /* where the ofa-* programs are */
     char broker_ep[300], batches_ep[300], stats_ep[300];
+    char curve_keys[1100];  /* RUN/curve.keys for tcp:// endpoints (--curve), or "" */
     int resume;
 } graph_env_t;
 

@@ -4,16 +4,20 @@
  * a short timeout, and on every turn reaps exited children (SIGCHLD only sets a flag),
  * restarts crashed workers whose back-off has passed, and acts on SIGINT/SIGTERM. */
 #include "runner.h"
+#include "curve.h"
 #include "slurm.h"
 #include "statsdb.h"
 #include "statsrx.h"
 #include "timeline.h"
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -194,6 +198,32 @@ static int s_train_bpe(const plan_t *plan, const runner_opts_t *o, char *err, si
     return 0;
 }
 
+/* transport = "tcp" on one host: the three endpoints on 127.0.0.1, at ports the kernel
+ * chooses (each socket stays bound until all are chosen, so the ports differ). */
+static int s_loopback_endpoints(graph_env_t *env, char *err, size_t errlen) {
+    int fds[3], ports[3], rc = 0;
+    for (int i = 0; i < 3; i++) {
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0,
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t sl = sizeof sa;
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        if (fds[i] < 0 || bind(fds[i], (struct sockaddr *)&sa, sizeof sa) != 0 ||
+            getsockname(fds[i], (struct sockaddr *)&sa, &sl) != 0)
+            rc = util_err(err, errlen, "cannot choose a port on 127.0.0.1: %s",
+                          strerror(errno));
+        ports[i] = ntohs(sa.sin_port);
+    }
+    for (int i = 0; i < 3; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    if (rc)
+        return rc;
+    snprintf(env->broker_ep, sizeof env->broker_ep, "tcp://127.0.0.1:%d", ports[0]);
+    snprintf(env->batches_ep, sizeof env->batches_ep, "tcp://127.0.0.1:%d", ports[1]);
+    snprintf(env->stats_ep, sizeof env->stats_ep, "tcp://127.0.0.1:%d", ports[2]);
+    return 0;
+}
+
 static int s_prepare_dirs(const runner_opts_t *o, char *err, size_t errlen) {
     char p[1200];
     if (util_mkdirs(o->env.run_dir, err, errlen))
@@ -240,6 +270,9 @@ int runner_run(const plan_t *plan, runner_opts_t *o, char *err, size_t errlen) {
 
     proctab_t *procs = NULL;
     slurm_t *slurm = NULL;
+    curve_keys_t keys;
+    curve_zap_t *zap = NULL;
+    int have_keys = 0;
     statsdb_t *db = statsdb_new();
     void *zctx = NULL, *stats = NULL;
     int rc = 1;
@@ -250,6 +283,17 @@ int runner_run(const plan_t *plan, runner_opts_t *o, char *err, size_t errlen) {
     if (slurm_wanted(o->slurm) &&
         (!(slurm = slurm_new(err, errlen)) || slurm_endpoints(slurm, env, err, errlen)))
         goto done;
+    if (!slurm && plan->transport && strcmp(plan->transport, "tcp") == 0 &&
+        s_loopback_endpoints(env, err, errlen))
+        goto done;
+    /* tcp:// endpoints are reachable from other hosts: every socket is secured with CURVE
+     * keys made for this run (common/curve.h), in a 0600 file each process is told of. */
+    if (strncmp(env->broker_ep, "tcp://", 6) == 0) {
+        snprintf(env->curve_keys, sizeof env->curve_keys, "%s/curve.keys", env->run_dir);
+        if (curve_keys_generate(env->curve_keys, &keys, err, errlen))
+            goto done;
+        have_keys = 1;
+    }
     if (graph_build(plan, env, procs, err, errlen))
         goto done;
     if (slurm && slurm_place(slurm, procs, err, errlen))
@@ -283,6 +327,9 @@ int runner_run(const plan_t *plan, runner_opts_t *o, char *err, size_t errlen) {
     stats = zmq_socket(zctx, ZMQ_PULL);
     int linger = 0;
     zmq_setsockopt(stats, ZMQ_LINGER, &linger, sizeof linger);
+    if (have_keys && (!(zap = curve_zap_new(zctx, &keys, err, errlen)) ||
+                      curve_server_apply(stats, &keys, err, errlen) != 0))
+        goto done;
     if (zmq_bind(stats, env->stats_ep) != 0) {
         util_err(err, errlen, "bind %s: %s", env->stats_ep, zmq_strerror(errno));
         goto done;
@@ -386,6 +433,7 @@ int runner_run(const plan_t *plan, runner_opts_t *o, char *err, size_t errlen) {
 done:
     if (stats)
         zmq_close(stats);
+    curve_zap_destroy(&zap);
     if (zctx)
         zmq_ctx_term(zctx);
     if (env->sock_dir[0]) {

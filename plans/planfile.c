@@ -118,6 +118,28 @@ static const s_key_t s_global_keys[] = {
     {"trainer.multitask", K_ENUM, "sample", 0, 0, "sample|round_robin", PO(trainer.multitask), 0,
      "How a step mixes tasks: sample = each step is one batch of a task drawn by weight; "
      "round_robin = each step accumulates one batch of every task, weighted by its weight."},
+    {"transport", K_ENUM, "ipc", 0, 0, "ipc|tcp", PO(transport), 0,
+     "Endpoints of a local run: ipc (Unix sockets in a private folder) or tcp (127.0.0.1, "
+     "secured with CURVE keys made per run, as on a cluster). Slurm runs always use tcp."},
+    /* Limits: the defaults admit every real input of the shipped datasets with a wide
+     * margin, and stop a decompression bomb or a mistaken multi-gigabyte field early. */
+    {"limits.message_bytes", K_INT64, "268435456", 1048576, 4294967296.0, NULL,
+     PO(limits.message_bytes), 0,
+     "Largest message frame a socket accepts (ZMQ_MAXMSGSIZE; a peer sending more is "
+     "disconnected), and largest media value of a row (the source rejects the row)."},
+    {"limits.image_pixels", K_INT64, "67108864", 1, 1e12, NULL, PO(limits.image_pixels), 0,
+     "Largest image (width x height, read from the JPEG/PNG header before decoding)."},
+    {"limits.audio_seconds", K_FLOAT, "600", 0.01, 1e6, NULL, PO(limits.audio_seconds), 0,
+     "Longest audio clip in seconds (from the header where it says, else while decoding)."},
+    {"limits.video_frames", K_INT64, "100000", 1, 1e12, NULL, PO(limits.video_frames), 0,
+     "Most frames in a video clip (counted from the packets before decoding)."},
+    {"limits.video_seconds", K_FLOAT, "3600", 0.01, 1e7, NULL, PO(limits.video_seconds), 0,
+     "Longest video clip in seconds (the container's duration)."},
+    {"limits.text_bytes", K_INT64, "1048576", 1, 1e12, NULL, PO(limits.text_bytes), 0,
+     "Largest text field of a row in bytes (the source rejects the row)."},
+    {"limits.bvh_frames", K_INT64, "1000000", 1, 1e12, NULL, PO(limits.bvh_frames), 0,
+     "Most frames in a BVH motion file (its Frames: line, checked before the frames are "
+     "read)."},
     {"placement.hubs", K_STR, "", 0, 0, NULL, PO(placement.hubs), 0,
      "Slurm: the node of the broker, batcher, source and sink, by name or by index in the "
      "allocation (\"0\" = the first node). Default: the first node."},
@@ -622,6 +644,7 @@ void plan_destroy(plan_t **self_p) {
     free(p->trainer.consumer);
     free(p->trainer.precision);
     free(p->trainer.multitask);
+    free(p->transport);
     free(p->placement.hubs);
     s_free_strv(p->placement.trainer, p->placement.ntrainer);
     free(p);
@@ -847,7 +870,7 @@ static plan_t *s_load(config_t *cfg, const char *name, const char *dir, const ch
                     known = true;
             }
             bool section = strcmp(nm, "model") == 0 || strcmp(nm, "trainer") == 0 ||
-                           strcmp(nm, "placement") == 0;
+                           strcmp(nm, "placement") == 0 || strcmp(nm, "limits") == 0;
             if (section && config_setting_is_group(s)) {
                 char prefix[80];
                 snprintf(prefix, sizeof prefix, "%s.", nm);
@@ -864,8 +887,8 @@ static plan_t *s_load(config_t *cfg, const char *name, const char *dir, const ch
                         bestd = d, best = s_global_keys[k].path;
                 }
                 static const char *sections[] = {"tasks", "stages", "model", "trainer",
-                                                 "placement"};
-                for (int k = 0; k < 5; k++)
+                                                 "placement", "limits"};
+                for (int k = 0; k < 6; k++)
                     if (s_edit_distance(sections[k], nm) < bestd)
                         best = sections[k], bestd = s_edit_distance(sections[k], nm);
                 if (best)
@@ -1182,6 +1205,8 @@ char *plan_resolved_text(const plan_t *plan) {
     s_out_rows(&o, s_global_keys, NKEYS(s_global_keys), plan, "trainer", "  ");
     s_out(&o, "};\nplacement = {\n");
     s_out_rows(&o, s_global_keys, NKEYS(s_global_keys), plan, "placement", "  ");
+    s_out(&o, "};\nlimits = {\n");
+    s_out_rows(&o, s_global_keys, NKEYS(s_global_keys), plan, "limits", "  ");
     s_out(&o, "};\ntasks = (\n");
     for (int i = 0; i < plan->ntasks; i++) {
         s_out(&o, "  {\n");
@@ -1242,7 +1267,7 @@ static void s_md_rows(FILE *out, const s_key_t *keys, int nkeys, const char *pre
 }
 
 void plan_schema_markdown(FILE *out) {
-    fprintf(out, "### Top level, `model`, `trainer`, `placement`\n\n");
+    fprintf(out, "### Top level, `model`, `trainer`, `placement`, `limits`\n\n");
     s_md_rows(out, s_global_keys, NKEYS(s_global_keys), "");
     fprintf(out, "\n### Each group of `tasks = ( {...}, ... )`\n\n");
     s_md_rows(out, s_task_keys, NKEYS(s_task_keys), "tasks.");

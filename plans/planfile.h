@@ -102,6 +102,18 @@ typedef struct {
     int workers_per_node;    /* at most this many workers on one node; 0 = no limit */
 } plan_placement_t;
 
+/* Per-message and per-sample size limits (the `limits` group): one huge or hostile input
+ * is rejected with its reason, never allowed to exhaust a process's memory. */
+typedef struct {
+    int64_t message_bytes;   /* a message frame at most (ZMQ_MAXMSGSIZE; source rows) */
+    int64_t image_pixels;    /* width x height from the JPEG/PNG header, before decoding */
+    double audio_seconds;
+    int64_t video_frames;
+    double video_seconds;
+    int64_t text_bytes;      /* one text field of a row */
+    int64_t bvh_frames;      /* the Frames: line of a BVH file */
+} plan_limits_t;
+
 typedef struct {
     char *path;              /* absolute path of the plan file */
     char *dir;               /* its folder */
@@ -114,6 +126,8 @@ typedef struct {
     plan_model_t model;
     plan_trainer_t trainer;
     plan_placement_t placement;
+    plan_limits_t limits;
+    char *transport;         /* "ipc" | "tcp": endpoints of a local run (tcp = CURVE) */
     plan_stage_t *stages;    /* every stage the run needs, defaults filled in */
     int nstages;
 } plan_t;

@@ -17,6 +17,7 @@
  * indices (batch k to rank k % world). Consumers it does not know (they said hello to
  * the old process) are asked with CONTROL "rehello" to say hello again. */
 #include "batcher.h"
+#include "curve.h"
 #include "planfile.h"
 #include "stage.h"
 #include "trace.h"
@@ -175,6 +176,11 @@ int main(int argc, char **argv) {
     /* A restarted process reconnects under its old id: the new connection takes it over. */
     int handover = 1;
     zmq_setsockopt(out, ZMQ_ROUTER_HANDOVER, &handover, sizeof handover);
+    /* tcp:// runs: a CURVE server that admits only the run's clients (curve.h). */
+    curve_zap_t *zap = NULL;
+    if (curve_default() && (!(zap = curve_zap_new(zctx, curve_default(), err, sizeof err)) ||
+                            curve_server_apply(out, curve_default(), err, sizeof err) != 0))
+        util_fatal(NULL, "%s", err);
     if (zmq_bind(out, o.out) != 0)
         util_fatal(NULL, "bind %s: %s", o.out, zmq_strerror(errno));
     /* "acks": this batcher acknowledges, so the broker keeps what it sent until then. */
@@ -441,6 +447,7 @@ int main(int argc, char **argv) {
     batcher_destroy(&bt);
     stage_conn_destroy(&conn);
     zmq_close(out);
+    curve_zap_destroy(&zap);
     stats_destroy(&st);
     zmq_ctx_term(zctx);
     return 0;
