@@ -443,9 +443,9 @@ class Tokenizer:
             src.append(Piece([EOS]))
         src_cut = truncate(src, t["max_src"])
         if src_cut is None:
+            other = sum(len(p.ids) for p in src)
             raise TaskError(f"source needs more than max_src_len={t['max_src']} positions "
-                            "even with every text slot cut (images/prompt/bins alone exceed "
-                            "it)")
+                            f"even with every text slot cut ({other} other positions)")
         tgt = [Piece([BOS])]
         any_loss = False
         for seq in tgt_seqs:
