@@ -883,10 +883,12 @@ int main(int argc, char **argv) {
             proto_msg_t *m = s_next(self, util_now() + 0.1);
             proto_msg_destroy(&m);
         }
-        s_check(self, "stats", self->stats_msgs > 0, self->stats_msgs
-                ? "%d STATS message(s) with proc '%s' on --stats"
-                : "no STATS message (%d) with proc '%s' reached --stats",
-                self->stats_msgs, self->id);
+        if (self->stats_msgs > 0)
+            s_check(self, "stats", true, "%d STATS message(s) with proc '%s' on --stats",
+                    self->stats_msgs, self->id);
+        else
+            s_check(self, "stats", false, "no STATS message with proc '%s' reached --stats "
+                    "(push one about every second to the --stats endpoint)", self->id);
         s_check(self, "liveness", self->busy_gap * 1000 <= self->dead_ms,
                 self->busy_gap * 1000 <= self->dead_ms
                 ? "longest silence while holding work %.0f ms (at most %d)"
