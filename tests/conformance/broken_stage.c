@@ -11,7 +11,8 @@
  *   reject      drops a sample it cannot process instead of rejecting it
  *   garbage     exits with status 3 on a malformed message
  *   stop        ignores CONTROL stop
- *   slow        holds each sample 2.5 s without a heartbeat (declared dead) */
+ *   slow        holds each sample 2.5 s without a heartbeat (declared dead)
+ *   stats       never pushes a STATS message */
 #include "stage.h"
 #include "util.h"
 
@@ -29,14 +30,14 @@ static int s_extra(void *ctx, const char *flag, const char *value) {
     s_flags_t *f = ctx;
     if (!strcmp(flag, "--break")) {
         static const char *modes[] = {"none", "credits", "heartbeat", "hello", "reject",
-                                      "garbage", "stop", "slow"};
+                                      "garbage", "stop", "slow", "stats"};
         for (size_t i = 0; value && i < sizeof modes / sizeof *modes; i++)
             if (!strcmp(value, modes[i])) {
                 snprintf(f->mode, sizeof f->mode, "%s", value);
                 return 1;
             }
         util_fatal(NULL, "--break takes none, credits, heartbeat, hello, reject, garbage, "
-                   "stop or slow; got '%s'", value ? value : "");
+                   "stop, slow or stats; got '%s'", value ? value : "");
     }
     return 0;
 }
@@ -48,12 +49,12 @@ int main(int argc, char **argv) {
     stage_args_t a;
     stage_args_parse(&a, argc, argv,
                      "conform-broken: a worker that breaks one protocol rule on purpose\n"
-                     "  --break MODE   none|credits|heartbeat|hello|reject|garbage|stop|slow",
+                     "  --break MODE   none|credits|heartbeat|hello|reject|garbage|stop|slow|stats",
                      s_extra, &flags);
     stage_install_signals();
     void *zctx = zmq_ctx_new();
     char err[1024];
-    stats_t *st = stats_new(zctx, a.stats, a.id, a.tier);
+    stats_t *st = stats_new(zctx, s_is(&flags, "stats") ? "" : a.stats, a.id, a.tier);
     stage_conn_t *conn = stage_conn_new(zctx, a.ctl, "worker", a.id, a.tier,
                                         s_is(&flags, "hello") ? 1000 : a.credits, NULL, err,
                                         sizeof err);

@@ -68,7 +68,8 @@ foreach(fault
     "reject|reject +no answer to the bad sample"
     "garbage|garbage +.*the stage exited with status 3"
     "stop|stop +still running"
-    "slow|liveness +silent for")
+    "slow|liveness +silent for"
+    "stats|stats +no STATS message")
   string(REPLACE "|" ";" _f "${fault}")
   list(GET _f 0 _mode)
   list(GET _f 1 _why)
