@@ -1,6 +1,6 @@
 /* ofa-broker: binds the run's ROUTER socket and runs the broker state machine
  * (broker.h) in one poll loop. Flags: the common stage flags plus --bind ENDPOINT,
- * --max-inflight N, --dead-ms MS. */
+ * --max-inflight N, --dead-ms MS, --max-msg-bytes N. */
 #include "broker.h"
 #include "curve.h"
 #include "stage.h"
@@ -15,6 +15,7 @@
 typedef struct {
     char bind[512];
     int max_inflight, dead_ms;
+    long long max_msg_bytes;
 } s_opts_t;
 
 static int s_extra(void *ctx, const char *flag, const char *value) {
@@ -23,6 +24,10 @@ static int s_extra(void *ctx, const char *flag, const char *value) {
         return 0;
     if (strcmp(flag, "--bind") == 0) {
         snprintf(o->bind, sizeof o->bind, "%s", value);
+        return 1;
+    }
+    if (strcmp(flag, "--max-msg-bytes") == 0) {
+        o->max_msg_bytes = stage_flag_int(flag, value, 1024, (long)1 << 40);
         return 1;
     }
     if (strcmp(flag, "--max-inflight") == 0 || strcmp(flag, "--dead-ms") == 0) {
@@ -47,7 +52,9 @@ int main(int argc, char **argv) {
                      "[common flags]\n"
                      "  --bind ENDPOINT    ROUTER endpoint every stage connects to\n"
                      "  --max-inflight N   samples inside the tiers at most (256)\n"
-                     "  --dead-ms MS       a worker silent this long is dead (2000)",
+                     "  --dead-ms MS       a worker silent this long is dead (2000)\n"
+                     "  --max-msg-bytes N  a peer sending a larger frame is disconnected "
+                     "(limits.message_bytes; default none)",
                      s_extra, &o);
     if (!o.bind[0])
         util_fatal("launch passes --bind", "no --bind endpoint");
@@ -63,6 +70,11 @@ int main(int argc, char **argv) {
     /* A restarted process reconnects under its old id: the new connection takes it over. */
     int handover = 1;
     zmq_setsockopt(sock, ZMQ_ROUTER_HANDOVER, &handover, sizeof handover);
+    /* The plan's limits.message_bytes: one huge frame cannot exhaust the hub's memory. */
+    if (o.max_msg_bytes > 0) {
+        int64_t mx = o.max_msg_bytes;
+        zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &mx, sizeof mx);
+    }
     /* tcp:// runs: a CURVE server that admits only the run's clients (curve.h). */
     curve_zap_t *zap = NULL;
     if (curve_default()) {

@@ -101,6 +101,9 @@ int graph_build(const plan_t *plan, const graph_env_t *env, proctab_t *procs,
     s_common(&a, env, "broker");
     s_arg(&a, "--bind");
     s_arg(&a, env->broker_ep);
+    snprintf(buf, sizeof buf, "%lld", (long long)plan->limits.message_bytes);
+    s_arg(&a, "--max-msg-bytes");
+    s_arg(&a, buf);
     proctab_add(procs, "broker", "broker", PROC_CRITICAL, a.argv);
 
     s_program(&a, plan, env, "batcher");

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "curve.h"
 #include "planfile.h"
 #include "proto.h"
 #include "seen.h"
@@ -65,6 +66,7 @@ static void s_usage(FILE *f) {
             "  --rank R --world W  this rank and the number of ranks (0 and 1)\n"
             "  --credits N      batches requested ahead (default 4)\n"
             "  --bpe FILE       BPE file (default DIR/bpe.bin)\n"
+            "  --curve FILE     the run's CURVE key file (tcp:// runs)\n"
             "  --threads N      CPU threads (default: the plan's trainer.threads, else 1)\n");
 }
 
@@ -79,7 +81,8 @@ static void s_parse(int argc, char **argv, s_args_t *a) {
         {"rank", required_argument, 0, 'k'},    {"world", required_argument, 0, 'w'},
         {"credits", required_argument, 0, 'c'}, {"bpe", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
-        {"ctl", required_argument, 0, 'x'},     {0, 0, 0, 0},
+        {"ctl", required_argument, 0, 'x'},     {"curve", required_argument, 0, 'C'},
+        {0, 0, 0, 0},
     };
     int c;
     char *end;
@@ -93,6 +96,15 @@ static void s_parse(int argc, char **argv, s_args_t *a) {
         case 'R': a->resume = 1; break;
         case 'b': a->bpe = optarg; break;
         case 'x': break;   /* accepted for uniformity with stage programs; unused */
+        case 'C': {
+            /* tcp:// runs: the batcher admits only the run's CURVE clients (curve.h). */
+            curve_keys_t k;
+            char e[1400];
+            if (curve_keys_load(optarg, &k, e, sizeof e) != 0)
+                util_fatal("launch writes RUN/curve.keys for tcp:// runs", "%s", e);
+            curve_set_default(&k);
+            break;
+        }
         case 'k': case 'w': case 'c': case 't': {
             long v = strtol(optarg, &end, 10);
             if (*end || v < (c == 'k' ? 0 : 1) || v > 1000000)
