@@ -73,20 +73,24 @@ static s_task_t *s_task(trainlog_t *self, const char *name) {
     return t;
 }
 
-/* JSON has no inf/nan: write null for them, so a diverged run still gives valid lines. */
-static void s_num(char *out, size_t n, double v) {
+/* JSON has no inf/nan: write null for them, so a diverged run still gives valid lines.
+ * digits: significant digits (9 for the loss: a float32 reads back exactly, so two runs'
+ * lines are equal only when their losses are equal bit for bit). */
+static void s_num_g(char *out, size_t n, double v, int digits) {
     if (isfinite(v))
-        snprintf(out, n, "%.6g", v);
+        snprintf(out, n, "%.*g", digits, v);
     else
         snprintf(out, n, "null");
 }
+
+static void s_num(char *out, size_t n, double v) { s_num_g(out, n, v, 6); }
 
 int trainlog_format(char *out, size_t outlen, int64_t step, const char *task, double loss,
                     double lr, double samples_per_s, double tokens_per_s, double data_wait_s,
                     double time) {
     char esc[256], a[32], b[32], c[32], d[32], e[32];
     util_json_escape(task, esc, sizeof esc);
-    s_num(a, sizeof a, loss);
+    s_num_g(a, sizeof a, loss, 9);
     s_num(b, sizeof b, lr);
     s_num(c, sizeof c, samples_per_s);
     s_num(d, sizeof d, tokens_per_s);
