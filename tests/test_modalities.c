@@ -16,6 +16,7 @@
 #include "motstage.h"
 #include "planfile.h"
 #include "proto.h"
+#include "tmodel.h"
 #include "tokstage.h"
 #include "util.h"
 #include "vidstage.h"
@@ -23,6 +24,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 _Static_assert(sizeof(real_t) == sizeof(float), "test_modalities links the float model");
 
@@ -431,4 +433,80 @@ Test(modalities_e2e, motion_positions_packed_and_trained) {
     motstage_destroy(&ms);
     tok_bpe_destroy(&bpe);
     plan_destroy(&plan);
+}
+
+/* ---- the trainer's view: adapters from the plan, batches through tmodel ---- */
+
+Test(modalities_e2e, trainer_builds_the_adapters_the_plan_needs) {
+    char err[512];
+    plan_t *plan = s_load(256);
+    tmodel_cfg_t cfg = {.size = "nano", .vocab = 600, .max_src_len = 256, .max_tgt_len = 64,
+                        .image_size = 96, .patch = 16, .seed = 1, .threads = 1,
+                        .backend = "cpu"};
+    cr_assert_eq(tmodel_cfg_adapters(&cfg, plan, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(cfg.aud_dim, 4 * 80);
+    cr_expect_eq(cfg.vid_patch, 16);
+    cr_expect_eq(cfg.vid_grid, 96 / 16, "the model's grid holds the slot's 32/16");
+    cr_expect_eq(cfg.vid_frames, 3);
+    cr_expect_eq(cfg.mot_dim, 189);
+    tmodel_t *tm = tmodel_new(&cfg, err, sizeof err);
+    cr_assert(tm, "%s", err);
+    tmodel_destroy(&tm);
+    plan_destroy(&plan);
+
+    /* A MOTION slot without model.motion_channels is refused, naming the key. */
+    const char *text =
+        "tasks = ({ name = \"m\"; instruction = \"[MOTION:bvh] what is it? -> [TEXT:l]\";\n"
+        "  train = [\"x.tsv\"]; columns = [\"id\", \"bvh\", \"l\"]; });\n"
+        "model = { size = \"nano\"; };\n";
+    plan = plan_load_string(text, "m.conf", "/tmp", err, sizeof err);
+    cr_assert(plan, "%s", err);
+    cr_expect_eq(tmodel_cfg_adapters(&cfg, plan, err, sizeof err), -1);
+    cr_expect(strstr(err, "model.motion_channels"), "%s", err);
+    plan_destroy(&plan);
+
+    /* A text+image plan gets none of them: its checkpoints stay as they were. */
+    text = "tasks = ({ name = \"c\"; instruction = \"[IMAGE:img] what? -> [TEXT:cap]\";\n"
+           "  train = [\"x.tsv\"]; columns = [\"id\", \"img\", \"cap\"]; });\n"
+           "model = { size = \"nano\"; };\n";
+    plan = plan_load_string(text, "c.conf", "/tmp", err, sizeof err);
+    cr_assert(plan, "%s", err);
+    cr_assert_eq(tmodel_cfg_adapters(&cfg, plan, err, sizeof err), 0, "%s", err);
+    cr_expect(cfg.aud_dim == 0 && cfg.vid_patch == 0 && cfg.mot_dim == 0);
+    plan_destroy(&plan);
+}
+
+/* The audio adapter's weights are saved and loaded by name, and a model without the
+ * adapter refuses nothing it does not have. */
+Test(modalities_e2e, adapter_tensors_saved_and_loaded_by_name) {
+    char err[512], path[] = "/tmp/ofa_mod_ckpt_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    model_config_t c;
+    s_nano(&c, 300);
+    c.aud_dim = 320, c.mot_dim = 189;
+    backend_t *be = backend_cpu_new(1);
+    model_t *a = model_new(&c, be, 1, err, sizeof err), *b = model_new(&c, be, 2, err, sizeof err);
+    cr_assert(a && b, "%s", err);
+    cr_assert_eq(model_save(a, path, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(model_load(b, path, err, sizeof err), 0, "%s", err);
+    model_param_t pa, pb;
+    model_param(a, model_param_find(a, "aud.proj.w"), &pa);
+    model_param(b, model_param_find(b, "aud.proj.w"), &pb);
+    cr_expect_eq(memcmp(pa.w, pb.w, sizeof(float) * pa.numel), 0, "aud.proj.w differs");
+    /* without the adapters: loads the rest (extra tensors ignored) */
+    model_config_t c0 = c;
+    c0.aud_dim = c0.mot_dim = 0;
+    model_t *plain = model_new(&c0, be, 3, err, sizeof err);
+    cr_assert_eq(model_load(plain, path, err, sizeof err), 0, "%s", err);
+    /* a checkpoint without them cannot fill a model that has them */
+    cr_assert_eq(model_save(plain, path, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(model_load(b, path, err, sizeof err), -1);
+    cr_expect(strstr(err, "aud.proj.w"), "%s", err);
+    unlink(path);
+    model_destroy(&plain);
+    model_destroy(&a);
+    model_destroy(&b);
+    backend_destroy(&be);
 }

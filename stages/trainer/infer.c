@@ -24,6 +24,10 @@
 #include "gen.h"
 #include "imgproc.h"
 #include "imgtask.h"
+#ifdef OFA_INFER_AUDIO
+#include "audstage.h"
+#include "tokstage.h"
+#endif
 #include "planfile.h"
 #include "teval.h"
 #include "tgen.h"
@@ -147,6 +151,8 @@ int main(int argc, char **argv) {
     int nowned = 0;
     uint8_t *patches = NULL;
     int grid = 0, img_w = 0, img_h = 0, npatch = 0;
+    float *aud = NULL;            /* (aud_frames, aud_dim) stacked audio frames */
+    int aud_frames = 0, aud_dim = 0;
     img_task_col_t icols[4];
     int nicols = img_task_columns(tp, IMG_FIT_RESIZE, icols, 4);
     if (nicols > 1)
@@ -189,6 +195,37 @@ int main(int argc, char **argv) {
             tv->npos = npatch;
             tv->width = img_w;
             tv->height = img_h;
+#ifdef OFA_INFER_AUDIO
+        } else if (col->mod == MOD_AUDIO) {
+            /* The audio tier's chain (audstage.h: decode, mono, resample, fbank; no dither,
+             * no SpecAugment, as for validation samples) and the tokenize tier's stacking. */
+            if (aud)
+                util_fatal(NULL, "instructions with more than one audio input are not "
+                           "supported here");
+            size_t len;
+            char *bytes = util_read_file(v, &len, err, sizeof err);
+            if (!bytes)
+                util_fatal(NULL, "column %s: %s", col->name, err);
+            int mels = tp->opts.n_mels > 0 ? tp->opts.n_mels : plan->model.audio_mels;
+            int k = plan->model.audio_stack > 0 ? plan->model.audio_stack : 4;
+            aud_dec_t *dec = aud_dec_new(NULL);
+            fbank_t *fb = fbank_new(tp->opts.sample_rate > 0 ? tp->opts.sample_rate : 16000, mels);
+            if (!fb)
+                util_fatal(NULL, "column %s: no filterbank of %d mels", col->name, mels);
+            float *feat = NULL;
+            int64_t T = 0;
+            if (aud_features(dec, fb, (const uint8_t *)bytes, len, 0, 0, &feat, &T, err,
+                             sizeof err) != 0)
+                util_fatal(NULL, "%s: %s", v, err);
+            aud = util_malloc(sizeof(float) * (size_t)((T + k - 1) / k * k * mels));
+            aud_frames = tok_audio_stack(feat, T, mels, k, aud);
+            aud_dim = k * mels;
+            tv->npos = aud_frames;
+            free(feat);
+            free(bytes);
+            fbank_destroy(&fb);
+            aud_dec_destroy(&dec);
+#endif
         } else if (col->mod == MOD_AUDIO || col->mod == MOD_VIDEO || col->mod == MOD_MOTION) {
             util_fatal(NULL, "column %s: %s inputs are not supported by ofa-infer yet", col->name,
                        mod_name(col->mod));
@@ -263,6 +300,7 @@ int main(int argc, char **argv) {
         .src_tok = r.src_tok, .src_mod = r.src_mod, .src_len = &src_len, .tgt_in = r.tgt_in,
         .tgt_out = r.tgt_out, .tgt_len = &tgt_len, .img = patches, .Np = npatch,
         .patch_dim = plan->model.patch * plan->model.patch * 3, .grid = grid,
+        .aud = aud, .Fa = aud_frames, .aud_dim = aud_dim,
     };
     tgen_cfg_t gc = {
         .gen = tp->gen, .beam = beam ? beam : plan->trainer.beam,
@@ -293,6 +331,7 @@ int main(int argc, char **argv) {
     tok_ctx_destroy(&tctx);
     img_ctx_destroy(&ictx);
     free(patches);
+    free(aud);
     for (int i = 0; i < nowned; i++)
         free(owned[i]);
     taskplan_destroy(&own);
