@@ -296,6 +296,30 @@ static void s_train(const proto_msg_t *b, model_config_t *cfg, const char *adapt
     }
     cr_assert_eq(model_forward(m, &mb, &o, NULL, err, sizeof err), 0, "%s", err);
     cr_expect_lt(o.loss, o0.loss * 0.9, "loss %g -> %g after 10 steps", o0.loss, o.loss);
+    /* Generation encodes the same sources: the first decode step's logits are the
+     * forward's logits at t = 0. */
+    int V = cfg->vocab, T = mb.T;
+    float *lg = util_malloc(sizeof(float) * (size_t)B * T * V), *step = util_malloc(sizeof(float) * (size_t)B * V);
+    model_logits(m, lg);
+    model_cache_t *kv = model_cache_new(m, B, S, 4, err, sizeof err);
+    cr_assert(kv, "%s", err);
+    cr_assert_eq(model_encode(m, &mb, kv, err, sizeof err), 0, "%s", err);
+    int32_t first[8];
+    for (int i = 0; i < B; i++)
+        first[i] = tin[(size_t)i * T];
+    cr_assert_eq(model_decode_step(m, kv, B, first, step, err, sizeof err), 0, "%s", err);
+    for (int i = 0; i < B; i++)
+        for (int v = 0; v < V; v++) {
+            float a = lg[((size_t)i * T) * V + v], c = step[(size_t)i * V + v];
+            if (fabsf(a - c) > 1e-4f + 1e-4f * fabsf(a)) {
+                cr_expect(0, "row %d logit %d: forward %g, decode %g", i, v, a, c);
+                i = B;
+                break;
+            }
+        }
+    model_cache_destroy(&kv);
+    free(lg);
+    free(step);
     free(src), free(len), free(tin), free(tout), free(mod), free(aud), free(vid), free(mot);
     model_destroy(&m);
     backend_destroy(&be);
