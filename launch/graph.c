@@ -5,6 +5,7 @@
 #include "graph.h"
 #include "util.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -92,6 +93,61 @@ static int s_credits(const plan_t *plan, const char *stage) {
     return st && st->credits > 0 ? st->credits : 0;
 }
 
+/* mpirun from $OFA_MPIRUN, else the first one on PATH; NULL when there is none. */
+static const char *s_mpirun(char *buf, size_t len) {
+    const char *e = getenv("OFA_MPIRUN");
+    if (e && *e)
+        return e;
+    const char *path = getenv("PATH");
+    while (path && *path) {
+        size_t n = strcspn(path, ":");
+        snprintf(buf, len, "%.*s/mpirun", (int)n, path);
+        if (n > 0 && access(buf, X_OK) == 0)
+            return buf;
+        path += n + (path[n] == ':');
+    }
+    return NULL;
+}
+
+/* trainer.ranks > 1: the ranks form one trainer group (stages/trainer/comm.h), started
+ * as one process, `mpirun -np W ofa-trainer ...`, from which each rank learns its rank
+ * and world; its --id "trainer" becomes trainer.RANK in each rank. Open MPI needs
+ * --allow-run-as-root for root, --oversubscribe to place more ranks than cores, and
+ * --bind-to none so that each rank's threads are not pinned to one core. */
+static int s_trainer_group(const plan_t *plan, const graph_env_t *env, proctab_t *procs,
+                           int world, char *err, size_t errlen) {
+    s_argv_t a, t;
+    char mp[1400], ws[16];
+    const char *mpirun = s_mpirun(mp, sizeof mp);
+    if (!mpirun)
+        return util_err(err, errlen, "trainer.ranks = %d: the ranks are started with mpirun, "
+                        "which is not on PATH (install openmpi-bin: scripts/setup.sh; or set "
+                        "OFA_MPIRUN)", world);
+    snprintf(ws, sizeof ws, "%d", world);
+    s_program(&t, plan, env, "trainer");
+    s_common(&t, env, "trainer");
+    s_arg(&t, "--in");
+    s_arg(&t, env->batches_ep);
+    s_arg(&t, "--world");
+    s_arg(&t, ws);
+    if (env->resume)
+        s_arg(&t, "--resume");
+    a.n = 0;
+    a.argv[0] = NULL;
+    s_arg(&a, mpirun);
+    s_arg(&a, "-np");
+    s_arg(&a, ws);
+    s_arg(&a, "--oversubscribe");
+    s_arg(&a, "--bind-to");
+    s_arg(&a, "none");
+    if (geteuid() == 0)
+        s_arg(&a, "--allow-run-as-root");
+    for (int i = 0; i < t.n; i++)
+        s_arg(&a, t.argv[i]);
+    proctab_add(procs, "trainer", "trainer", PROC_CONSUMER, a.argv);
+    return 0;
+}
+
 int graph_build(const plan_t *plan, const graph_env_t *env, proctab_t *procs,
                 char *err, size_t errlen) {
     s_argv_t a;
@@ -156,6 +212,8 @@ int graph_build(const plan_t *plan, const graph_env_t *env, proctab_t *procs,
         proctab_add(procs, "sink", "sink", PROC_CONSUMER, a.argv);
     } else if (strcmp(consumer, "trainer") == 0) {
         int world = plan->trainer.ranks > 0 ? plan->trainer.ranks : 1;
+        if (world > 1)
+            return s_trainer_group(plan, env, procs, world, err, errlen);
         for (int r = 0; r < world; r++) {
             char id[64], rank[16], ws[16];
             snprintf(id, sizeof id, "trainer.%d", r);

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "comm.h"
 #include "curve.h"
 #include "planfile.h"
 #include "proto.h"
@@ -48,8 +49,8 @@ static void s_on_signal(int sig) {
 }
 
 typedef struct {
-    const char *id, *in, *plan, *stats, *run_dir, *bpe;
-    int resume, rank, world, credits, threads;
+    const char *id, *in, *plan, *stats, *run_dir, *bpe, *group;
+    int resume, rank, world, credits, threads, rank_set;
 } s_args_t;
 
 static void s_usage(FILE *f) {
@@ -66,8 +67,12 @@ static void s_usage(FILE *f) {
             "  --rank R --world W  this rank and the number of ranks (0 and 1)\n"
             "  --credits N      batches requested ahead (default 4)\n"
             "  --bpe FILE       BPE file (default DIR/bpe.bin)\n"
+            "  --threads N      CPU threads (default: the plan's trainer.threads, else 1)\n"
             "  --curve FILE     the run's CURVE key file (tcp:// runs)\n"
-            "  --threads N      CPU threads (default: the plan's trainer.threads, else 1)\n");
+            "  --group KIND     trainer group: auto (mpi when started by mpirun or srun\n"
+            "                   --mpi=pmi2, nccl for the cuda backend; else single), single,\n"
+            "                   mpi, nccl. Under MPI, rank and world come from MPI and an --id\n"
+            "                   without a rank suffix gets '.RANK' appended\n");
 }
 
 static void s_parse(int argc, char **argv, s_args_t *a) {
@@ -81,7 +86,8 @@ static void s_parse(int argc, char **argv, s_args_t *a) {
         {"rank", required_argument, 0, 'k'},    {"world", required_argument, 0, 'w'},
         {"credits", required_argument, 0, 'c'}, {"bpe", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
-        {"ctl", required_argument, 0, 'x'},     {"curve", required_argument, 0, 'C'},
+        {"ctl", required_argument, 0, 'x'},     {"group", required_argument, 0, 'g'},
+        {"curve", required_argument, 0, 'C'},
         {0, 0, 0, 0},
     };
     int c;
@@ -96,6 +102,7 @@ static void s_parse(int argc, char **argv, s_args_t *a) {
         case 'R': a->resume = 1; break;
         case 'b': a->bpe = optarg; break;
         case 'x': break;   /* accepted for uniformity with stage programs; unused */
+        case 'g': a->group = optarg; break;
         case 'C': {
             /* tcp:// runs: the batcher admits only the run's CURVE clients (curve.h). */
             curve_keys_t k;
@@ -111,7 +118,7 @@ static void s_parse(int argc, char **argv, s_args_t *a) {
                 util_fatal(NULL, "--%s %s: not a valid number",
                            c == 'k' ? "rank" : c == 'w' ? "world" : c == 'c' ? "credits" : "threads",
                            optarg);
-            if (c == 'k') a->rank = (int)v;
+            if (c == 'k') a->rank = (int)v, a->rank_set = 1;
             else if (c == 'w') a->world = (int)v;
             else if (c == 'c') a->credits = (int)v;
             else a->threads = (int)v;
@@ -322,8 +329,32 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* The trainer group: MPI (CPU ranks) or NCCL (GPU ranks) when mpirun/srun started
+     * this process as one of several ranks; then MPI says which rank this is. */
+    const char *gk = a.group ? a.group : "auto";
+    if (!strcmp(gk, "auto") && comm_launched_by_mpi())
+        gk = plan->trainer.backend && !strcmp(plan->trainer.backend, "cuda") ? "nccl" : "mpi";
+    comm_t *group = comm_new(gk, -1, err, sizeof err);
+    if (!group)
+        util_fatal("start CPU ranks with mpirun -np W (or srun --mpi=pmi2); see docs/ranks.md",
+                   "%s", err);
+    char idbuf[128];
+    if (comm_world(group) > 1) {
+        if (a.world > 1 && a.world != comm_world(group))
+            util_fatal(NULL, "--world %d but MPI started %d ranks", a.world, comm_world(group));
+        if (a.rank_set && a.rank != comm_rank(group))
+            util_fatal(NULL, "--rank %d but MPI says rank %d", a.rank, comm_rank(group));
+        a.rank = comm_rank(group);
+        a.world = comm_world(group);
+        const char *dot = strrchr(a.id, '.');
+        if (!dot || !dot[1] || strspn(dot + 1, "0123456789") != strlen(dot + 1)) {
+            snprintf(idbuf, sizeof idbuf, "%s.%d", a.id, a.rank);
+            a.id = idbuf;
+        }
+    }
     trainer_opts_t to = {.run_dir = a.run_dir, .bpe_path = a.bpe, .resume = a.resume,
-                         .rank = a.rank, .world = a.world, .tty = -1, .threads = a.threads};
+                         .rank = a.rank, .world = a.world, .tty = -1, .threads = a.threads,
+                         .comm = group};
     trainer_t *tr = trainer_new(plan, &to, err, sizeof err);
     if (!tr)
         util_fatal("the BPE file is written by launch before the trainer starts (RUN/bpe.bin)",
@@ -449,6 +480,7 @@ int main(int argc, char **argv) {
     zmq_ctx_term(zctx);
     trainer_destroy(&tr);
     seen_destroy(&self.seen);
+    comm_destroy(&group);
     plan_destroy(&plan);
     return rc;
 }

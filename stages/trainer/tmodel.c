@@ -3,7 +3,11 @@
 
 #include <string.h>
 
+#include "comm.h"
 #include "model.h"
+#ifdef OFA_HAVE_CUDA
+#include "backend_cuda.h"
+#endif
 
 _Static_assert(sizeof(real_t) == sizeof(float), "the trainer links the float build of the model");
 #include "util.h"
@@ -18,17 +22,49 @@ struct tmodel_t {
     model_cache_t *cache;     /* during generation */
     int cache_rows, cache_src, cache_len;
     char (*names)[MODEL_MAX_NAME];   /* (n_params) parameter names */
+    comm_t *comm;             /* the trainer group (borrowed), or NULL */
+    int64_t group_step;       /* largest batch step any rank trained in a group step */
+    float *hgrp;              /* (numel) host staging of the gradient for a host-memory
+                               * group over a device backend (lazy) */
 };
+
+/* The compute backend: cuda when asked for (or, with auto, when this build has it and a
+ * GPU is present), else the CPU reference. 0 or -1 with err. */
+static int s_backend(tmodel_t *self, const tmodel_cfg_t *cfg, const char *be, char *err,
+                     size_t errlen) {
+#ifdef OFA_HAVE_CUDA
+    char why[256] = "";
+    if (!strcmp(be, "cuda") || (!strcmp(be, "auto") && backend_cuda_devices(why, sizeof why) > 0)) {
+        const char *pr = cfg->precision ? cfg->precision : "auto";
+        backend_cuda_math_t math = !strcmp(pr, "fp32") ? BACKEND_CUDA_FP32 : BACKEND_CUDA_BF16;
+        self->be = backend_cuda_new(cfg->device, math, why, sizeof why);
+        if (!self->be)
+            return util_err(err, errlen, "trainer.backend cuda: %s", why);
+        return 0;
+    }
+#endif
+    self->be = backend_cpu_new(cfg->threads > 0 ? cfg->threads : 1);
+    if (!self->be)
+        return util_err(err, errlen, "cannot start the cpu backend");
+    return 0;
+}
 
 /* The plan's model section overrides the preset's positions and image grid: the preset
  * knows the sizes of DESIGN.md, the plan knows this run's inputs (max lengths after the
  * tokenizer's truncation rule, image side / patch). */
 tmodel_t *tmodel_new(const tmodel_cfg_t *cfg, char *err, size_t errlen) {
     const char *be = cfg->backend ? cfg->backend : "cpu";
-    if (strcmp(be, "cpu") && strcmp(be, "auto")) {
-        util_err(err, errlen, "trainer.backend '%s': this build has the cpu backend only", be);
+    if (strcmp(be, "cpu") && strcmp(be, "auto") && strcmp(be, "cuda")) {
+        util_err(err, errlen, "trainer.backend '%s': unknown (cpu, cuda or auto)", be);
         return NULL;
     }
+#ifndef OFA_HAVE_CUDA
+    if (!strcmp(be, "cuda")) {
+        util_err(err, errlen, "trainer.backend 'cuda': this build has the cpu backend only "
+                 "(configure with CUDA: OFA_CUDA=ON, see docs/cuda.md)");
+        return NULL;
+    }
+#endif
     model_config_t c;
     if (model_config_preset(&c, cfg->size ? cfg->size : "nano", cfg->vocab, err, errlen) != 0)
         return NULL;
@@ -59,9 +95,7 @@ tmodel_t *tmodel_new(const tmodel_cfg_t *cfg, char *err, size_t errlen) {
     if (model_config_check(&c, err, errlen) != 0)
         return NULL;
     tmodel_t *self = util_calloc(1, sizeof *self);
-    self->be = backend_cpu_new(cfg->threads > 0 ? cfg->threads : 1);
-    if (!self->be) {
-        util_err(err, errlen, "cannot start the cpu backend");
+    if (s_backend(self, cfg, be, err, errlen) != 0) {
         free(self);
         return NULL;
     }
@@ -94,6 +128,7 @@ void tmodel_destroy(tmodel_t **self_p) {
     free(self->acc);
     free(self->hg);
     free(self->names);
+    free(self->hgrp);
     free(self);
     *self_p = NULL;
 }
@@ -194,11 +229,17 @@ int tmodel_loss(tmodel_t *self, const trainer_batch_t *b, float *loss, int64_t *
     return 0;
 }
 
+static int s_group_reduce(tmodel_t *self, int idle, int64_t step, float *loss, int64_t *ntok,
+                          double *h, char *err, size_t errlen);
+
 int tmodel_train(tmodel_t *self, const trainer_batch_t *b, double lr, double clip,
                  float *loss, int64_t *ntok, char *err, size_t errlen) {
     if (tmodel_loss(self, b, loss, ntok, err, errlen) != 0)
         return -1;
     model_backward(self->m);
+    double h[4];
+    if (s_group_reduce(self, 0, b->step, loss, ntok, h, err, errlen) != 0)
+        return -1;
     model_clip_grad(self->m, clip);
     model_step(self->m, (float)lr);
     return 0;
@@ -353,3 +394,122 @@ int tmodel_gen_begin(tmodel_t *self, const trainer_batch_t *b, int row0, int n, 
 }
 
 void tmodel_gen_end(tmodel_t *self) { (void)self; }
+
+/* ---------------------------------------------------------------- trainer group */
+
+void tmodel_set_comm(tmodel_t *self, comm_t *comm) {
+    self->comm = comm;
+    self->group_step = -1;
+}
+
+/* The flat gradient buffer (backend memory): parameter 0 sits at offset 0. */
+static real_t *s_grad(tmodel_t *self) {
+    model_param_t p;
+    OFA_ASSERT(model_param(self->m, 0, &p) == 0 && p.offset == 0);
+    return p.g;
+}
+
+/* All-reduce of the step's gradient (see tmodel.h). A header of doubles travels first:
+ * {sum of loss-token counts, sum of losses, ranks with a batch, ranks idle, then one
+ * slot per rank with 1 + the batch step it trained (0: none)}; h (4 doubles) receives
+ * its first four. An idle rank contributes a zero gradient. A group in host memory over
+ * a device backend stages the gradient through hgrp. One rank: nothing to do. */
+static int s_group_reduce(tmodel_t *self, int idle, int64_t step, float *loss, int64_t *ntok,
+                          double *h, char *err, size_t errlen) {
+    comm_t *c = self->comm;
+    int world = c ? comm_world(c) : 1;
+    if (world <= 1)
+        return 0;
+    double *hdr = util_calloc(4 + world, sizeof(double));
+    hdr[0] = idle ? 0 : (double)*ntok;
+    hdr[1] = idle ? 0 : (double)*loss * (double)*ntok;
+    hdr[2] = !idle;
+    hdr[3] = idle;
+    hdr[4 + comm_rank(c)] = idle ? 0 : (double)step + 1;
+    int rc = comm_allreduce_sum_f64(c, hdr, 4 + world, err, errlen);
+    for (int r = 0; rc == 0 && r < world; r++)
+        if (hdr[4 + r] > 0 && (int64_t)hdr[4 + r] - 1 > self->group_step)
+            self->group_step = (int64_t)hdr[4 + r] - 1;
+    memcpy(h, hdr, sizeof(double) * 4);
+    free(hdr);
+    if (rc != 0)
+        return -1;
+    backend_t *be = self->be;
+    real_t *G = s_grad(self);
+    if (idle)
+        be->i->zero(be, G, sizeof(real_t) * self->numel);
+    else
+        be->i->scale(be, G, self->numel, (real_t)*ntok);   /* grad of this rank's loss sum */
+    int host = !comm_device_buffers(c) && strcmp(be->i->name, "cpu") != 0;
+    if (host) {
+        if (!self->hgrp)
+            self->hgrp = util_malloc(sizeof(float) * self->numel);
+        be->i->download(be, self->hgrp, G, sizeof(float) * self->numel);
+    }
+    if (comm_allreduce_sum(c, host ? self->hgrp : G, self->numel, err, errlen) != 0)
+        return -1;
+    if (host)
+        be->i->upload(be, G, self->hgrp, sizeof(float) * self->numel);
+    /* Back to the gradient of the group's mean loss (a group with no loss token keeps
+     * the zero gradient, as one rank would). */
+    if (h[0] > 0)
+        be->i->scale(be, G, self->numel, (real_t)(1.0 / h[0]));
+    *ntok = (int64_t)h[0];
+    *loss = h[0] > 0 ? (float)(h[1] / h[0]) : 0;
+    return 0;
+}
+
+int64_t tmodel_group_cursor(const tmodel_t *self, int64_t step) {
+    if (!self->comm || comm_world(self->comm) <= 1)
+        return step;
+    return self->group_step > step ? self->group_step : step;
+}
+
+int tmodel_train_idle(tmodel_t *self, double lr, double clip, int *stepped, int *all_done,
+                      char *err, size_t errlen) {
+    float loss = 0;
+    int64_t ntok = 0;
+    double h[4];
+    if (s_group_reduce(self, 1, -1, &loss, &ntok, h, err, errlen) != 0)
+        return -1;
+    int world = self->comm ? comm_world(self->comm) : 1;
+    *stepped = world > 1 && h[2] > 0;
+    *all_done = world <= 1 || h[3] >= world;
+    if (*stepped) {
+        model_clip_grad(self->m, clip);
+        model_step(self->m, (float)lr);
+    }
+    return 0;
+}
+
+int tmodel_group_bcast(tmodel_t *self, char *err, size_t errlen) {
+    comm_t *c = self->comm;
+    if (!c || comm_world(c) <= 1)
+        return 0;
+    /* Through host memory whatever the backend: once per run, so simplicity wins. */
+    tmodel_sync_host(self);
+    size_t bytes = sizeof(float) * self->numel;
+    double t = (double)model_adam_t(self->m);
+    if (comm_bcast_host(c, self->hw, bytes, 0, err, errlen) != 0 ||
+        comm_bcast_host(c, self->hm, bytes, 0, err, errlen) != 0 ||
+        comm_bcast_host(c, self->hv, bytes, 0, err, errlen) != 0 ||
+        comm_bcast_host(c, &t, sizeof t, 0, err, errlen) != 0)
+        return -1;
+    tmodel_sync_device(self);
+    model_set_adam_t(self->m, (int64_t)t);
+    return 0;
+}
+
+int tmodel_group_same(tmodel_t *self, char *err, size_t errlen) {
+    comm_t *c = self->comm;
+    if (!c || comm_world(c) <= 1)
+        return 1;
+    tmodel_sync_host(self);
+    float *r0 = util_malloc(sizeof(float) * self->numel);
+    memcpy(r0, self->hw, sizeof(float) * self->numel);
+    int rc = comm_bcast_host(c, r0, sizeof(float) * self->numel, 0, err, errlen);
+    if (rc == 0)
+        rc = memcmp(r0, self->hw, sizeof(float) * self->numel) == 0;
+    free(r0);
+    return rc;
+}

@@ -21,7 +21,10 @@ typedef struct {
     int image_size, patch;
     uint64_t seed;           /* weight initialisation */
     int threads;
-    const char *backend;     /* "cpu" | "cuda" | "auto" */
+    const char *backend;     /* "cpu" | "cuda" | "auto" (cuda when built with it and a GPU
+                                is present, else cpu) */
+    const char *precision;   /* cuda matrix products: "fp32" | "bf16" | "auto" (bf16) */
+    int device;              /* cuda: the GPU (a trainer group passes its local rank) */
     double weight_decay;     /* AdamW */
     double label_smoothing;
     /* The audio, video and motion adapters (0: absent; tmodel_cfg_adapters fills them) */
@@ -100,5 +103,28 @@ void tmodel_set_adam_t(tmodel_t *self, int64_t t);
 int tmodel_gen_begin(tmodel_t *self, const trainer_batch_t *b, int row0, int n, int max_rows,
                      int max_len, gen_step_i *st, char *err, size_t errlen);
 void tmodel_gen_end(tmodel_t *self);
+
+/* ---- the trainer group (comm.h) ----
+ * With a group of world > 1 set, tmodel_train all-reduces the gradient between backward
+ * and clipping: each rank's gradient of its batch's mean loss is weighted by its number
+ * of loss tokens, summed over the ranks and divided by the total, so W ranks on batches
+ * b_1..b_W take exactly the step of one rank on their concatenation (up to the order of
+ * float sums); *loss and *ntok become the group's. Every rank then clips the same
+ * gradient and takes the same AdamW step. comm is borrowed (NULL: one rank). */
+typedef struct comm_t comm_t;
+void tmodel_set_comm(tmodel_t *self, comm_t *comm);
+/* A rank without a batch takes part in the group's step with a zero gradient:
+ * *stepped = 1 when another rank had a batch (the same AdamW step was taken here),
+ * *all_done = 1 when every rank called this (no rank has data left). 0 or -1 + err. */
+int tmodel_train_idle(tmodel_t *self, double lr, double clip, int *stepped, int *all_done,
+                      char *err, size_t errlen);
+/* The data cursor after a group step: the largest batch step that any rank trained in
+ * the group's steps so far (step, this rank's own, without a group). */
+int64_t tmodel_group_cursor(const tmodel_t *self, int64_t step);
+/* Copy rank 0's weights, moments and AdamW step count to every rank (start and resume). */
+int tmodel_group_bcast(tmodel_t *self, char *err, size_t errlen);
+/* 1 when this rank's weights equal rank 0's bit for bit (rank 0's are broadcast to
+ * compare), 0 when they differ, -1 + err when the collective fails. */
+int tmodel_group_same(tmodel_t *self, char *err, size_t errlen);
 
 #endif

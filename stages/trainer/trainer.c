@@ -9,6 +9,7 @@
 
 #include "bpe.h"
 #include "ckpt.h"
+#include "comm.h"
 #include "gen.h"
 #include "metrics.h"
 #include "teval.h"
@@ -345,6 +346,8 @@ trainer_t *trainer_new(const plan_t *plan, const trainer_opts_t *opts, char *err
         .image_size = plan->model.image_size, .patch = plan->model.patch,
         .seed = (uint64_t)plan->seed, .threads = threads,
         .backend = plan->trainer.backend, .weight_decay = plan->trainer.weight_decay,
+        .precision = plan->trainer.precision,
+        .device = opts->comm ? comm_local_rank(opts->comm) : 0,
         .label_smoothing = plan->trainer.label_smoothing,
     };
     if (tmodel_cfg_adapters(&cfg, plan, err, errlen) != 0)
@@ -382,6 +385,18 @@ trainer_t *trainer_new(const plan_t *plan, const trainer_opts_t *opts, char *err
             fprintf(stderr, "%s: resumed from step %lld (skipping batches with step <= %lld)\n",
                     util_progname(), (long long)self->step, (long long)self->cursor);
         }
+    }
+    /* The trainer group: every rank starts from rank 0's state (trainer.h). */
+    if (opts->comm && comm_world(opts->comm) > 1) {
+        if (plan->trainer.multitask && !strcmp(plan->trainer.multitask, "round_robin")) {
+            util_err(err, errlen, "trainer.multitask = round_robin with %d ranks: the group "
+                     "step is not implemented for it yet (use trainer.ranks = 1)",
+                     comm_world(opts->comm));
+            goto fail;
+        }
+        tmodel_set_comm(self->model, opts->comm);
+        if (tmodel_group_bcast(self->model, err, errlen) != 0)
+            goto fail;
     }
     if (self->opts.rank == 0) {
         char mp[2200];
@@ -603,7 +618,7 @@ static int s_feed(trainer_t *self, const trainer_batch_t *b, double wait_s, char
         return -1;
     }
     self->step++;
-    self->cursor = b->step;
+    self->cursor = tmodel_group_cursor(self->model, b->step);
     self->last_loss = loss;
     self->n_batches++;
     self->n_samples += b->B;
@@ -852,7 +867,39 @@ static int s_evaluate(trainer_t *self, char *err, size_t errlen) {
     return rc;
 }
 
+/* End of data in a trainer group: this rank takes part, with a zero gradient, in the
+ * steps of ranks that still have batches, until every rank is here; then it checks that
+ * its weights are rank 0's. A rank whose weights differ fails the run. */
+static int s_group_finish(trainer_t *self, char *err, size_t errlen) {
+    comm_t *c = self->opts.comm;
+    if (!c || comm_world(c) <= 1)
+        return 0;
+    const plan_trainer_t *pt = &self->plan->trainer;
+    for (;;) {
+        int stepped, done;
+        double lr = trainer_schedule(pt->lr, pt->warmup, self->total, self->step + 1);
+        if (tmodel_train_idle(self->model, lr, pt->clip, &stepped, &done, err, errlen) != 0)
+            return -1;
+        self->step += stepped;
+        if (done)
+            break;
+    }
+    self->cursor = tmodel_group_cursor(self->model, self->cursor);
+    int same = tmodel_group_same(self->model, err, errlen);
+    if (same < 0)
+        return -1;
+    if (!same)
+        return util_err(err, errlen, "rank %d: weights differ from rank 0's after %lld group "
+                        "steps", comm_rank(c), (long long)self->step);
+    if (!self->opts.quiet)
+        fprintf(stderr, "%s: rank %d of %d: %lld group steps, weights identical to rank 0's\n",
+                util_progname(), comm_rank(c), comm_world(c), (long long)self->step);
+    return 0;
+}
+
 int trainer_finish(trainer_t *self, char *err, size_t errlen) {
+    if (s_group_finish(self, err, errlen) != 0)
+        return -1;
     if (self->rr)
         s_rr_step(self, err, errlen);
     if (self->log) {

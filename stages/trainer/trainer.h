@@ -47,8 +47,15 @@
  *    reference bins of tgt_out (IoU is invariant to scaling each axis, so this equals the
  *    pixel IoU up to bin rounding). eval.json goes to RUN/eval.json (teval.h).
  *  - Only rank 0 writes checkpoints, metrics.jsonl and eval.json (eval.json then covers
- *    the validation batches rank 0 received). Ranks do not average gradients (no
- *    all-reduce yet): world > 1 trains independent replicas.
+ *    the validation batches rank 0 received).
+ *  - Trainer group (opts.comm with world > 1, comm.h): every training batch is one
+ *    group step: the ranks' gradients are all-reduced (loss-token-weighted mean, so W
+ *    ranks on batches of b rows take the step of one rank on W*b rows) and every rank
+ *    takes the same AdamW step. Rank 0's weights are broadcast at start (and after a
+ *    resume). A rank whose data ends first takes part in the remaining steps with a
+ *    zero gradient (trainer_finish), and at the end every rank checks that its weights
+ *    equal rank 0's bit for bit. The checkpoint's data cursor is the largest batch step
+ *    of the group's last step. Without a group, world > 1 trains independent replicas.
  *  - Each evaluation rewrites eval.json and appends {"step", "eval"} to
  *    eval_history.jsonl. An evaluation during training uses the closed answer sets
  *    collected from the training batches seen so far.
@@ -94,6 +101,7 @@ typedef struct {
     int tty;                 /* progress line: -1 detect, 0 off, 1 on */
     int threads;             /* 0: the plan's trainer.threads */
     int quiet;               /* no informational lines on stderr */
+    struct comm_t *comm;     /* the trainer group (comm.h; borrowed), or NULL: one rank */
 } trainer_opts_t;
 
 typedef struct trainer_t trainer_t;
