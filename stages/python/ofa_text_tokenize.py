@@ -20,7 +20,8 @@ Use it in a plan in place of the C stage:
 
     stages = { tokenize = { program = ["/usr/bin/python3", "stages/python/ofa_text_tokenize.py"]; }; };
 
-launch appends the common flags (--id --ctl --plan --stats --run-dir --tier --credits).
+launch appends the common flags (--id --ctl --plan --stats --run-dir --tier --credits,
+and --curve FILE on tcp:// runs: the run's CURVE keys, see common/curve.h).
 """
 import argparse
 import mmap
@@ -481,6 +482,39 @@ def tensor(dtype, values):
 
 # ---- the protocol -----------------------------------------------------------------------
 
+CURVE_MAGIC = "# ofa-curve-keys 1"
+
+
+def load_curve_keys(path):
+    """The run's CURVE keys (common/curve.h's file): a dict of the four Z85 keys as
+    bytes. Refuses a file others may read, as the C reader does."""
+    st = os.stat(path)
+    if st.st_mode & 0o077:
+        raise ValueError(f"CURVE key file {path}: mode {st.st_mode & 0o777:03o} lets others "
+                         "read it; it must be 0600")
+    with open(path, encoding="ascii") as f:
+        lines = f.read().split("\n")
+    if lines[0] != CURVE_MAGIC:
+        raise ValueError(f"CURVE key file {path}:1: not a key file (the first line must be "
+                         f"'{CURVE_MAGIC}')")
+    keys = {}
+    for line in lines[1:]:
+        name, eq, val = line.partition("=")
+        if eq and not line.startswith("#"):
+            keys[name.strip()] = val.strip().encode()
+    for k in ("server-public", "client-public", "client-secret"):
+        if len(keys.get(k, b"")) != 40:
+            raise ValueError(f"CURVE key file {path}: no 40-character {k}")
+    return keys
+
+
+def curve_client(sock, keys):
+    """Make sock a CURVE client of the run's servers (before it connects)."""
+    if keys:
+        sock.curve_serverkey = keys["server-public"]
+        sock.curve_publickey = keys["client-public"]
+        sock.curve_secretkey = keys["client-secret"]
+
 def envelope(kind, task="", ids=(), op=None, fields=None):
     env = {"magic": "OFAC", "v": 1, "kind": kind, "task": task, "ids": list(ids),
            "f": fields or {}}
@@ -543,7 +577,8 @@ def decode(frames):
 def main():
     p = argparse.ArgumentParser(
         description="tokenize tier for text-only tasks (Python); see docs/conformance.md")
-    for flag in ("--id", "--ctl", "--plan", "--stats", "--run-dir", "--tier", "--bpe"):
+    for flag in ("--id", "--ctl", "--plan", "--stats", "--run-dir", "--tier", "--bpe",
+                 "--curve"):
         p.add_argument(flag, default="")
     p.add_argument("--credits", type=int, default=8)
     a = p.parse_args()
@@ -556,9 +591,11 @@ def main():
         with open(a.plan, encoding="utf-8") as f:
             plan = parse_libconfig(f.read())
         tok = Tokenizer(plan, Bpe(bpe_path))
+        keys = load_curve_keys(a.curve) if a.curve else None
     except (OSError, ValueError, ConfigError) as e:
         print(f"ofa_text_tokenize: cannot start: {e}\n---> HINT: --plan is the run's "
-              "plan.resolved.conf and --bpe (or RUN_DIR/bpe.bin) the merges file",
+              "plan.resolved.conf, --bpe (or RUN_DIR/bpe.bin) the merges file and --curve the "
+              "run's key file",
               file=sys.stderr)
         return 1
 
@@ -569,10 +606,12 @@ def main():
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.ROUTING_ID, pid.encode())
     sock.setsockopt(zmq.LINGER, 1000)
+    curve_client(sock, keys)
     sock.connect(a.ctl)
     stats = ctx.socket(zmq.PUSH)
     stats.setsockopt(zmq.SNDHWM, 16)
     stats.setsockopt(zmq.LINGER, 500)
+    curve_client(stats, keys)
     if a.stats:
         stats.connect(a.stats)
     counters = {"items_in": 0.0, "items_out": 0.0, "bytes_in": 0.0, "bytes_out": 0.0,
