@@ -12,7 +12,9 @@
  *   garbage     exits with status 3 on a malformed message
  *   stop        ignores CONTROL stop
  *   slow        holds each sample 2.5 s without a heartbeat (declared dead)
- *   stats       never pushes a STATS message */
+ *   stats       never pushes a STATS message
+ *   curve       ignores --curve FILE and connects without CURVE (refused on tcp://) */
+#include "curve.h"
 #include "stage.h"
 #include "util.h"
 
@@ -30,14 +32,14 @@ static int s_extra(void *ctx, const char *flag, const char *value) {
     s_flags_t *f = ctx;
     if (!strcmp(flag, "--break")) {
         static const char *modes[] = {"none", "credits", "heartbeat", "hello", "reject",
-                                      "garbage", "stop", "slow", "stats"};
+                                      "garbage", "stop", "slow", "stats", "curve"};
         for (size_t i = 0; value && i < sizeof modes / sizeof *modes; i++)
             if (!strcmp(value, modes[i])) {
                 snprintf(f->mode, sizeof f->mode, "%s", value);
                 return 1;
             }
         util_fatal(NULL, "--break takes none, credits, heartbeat, hello, reject, garbage, "
-                   "stop, slow or stats; got '%s'", value ? value : "");
+                   "stop, slow, stats or curve; got '%s'", value ? value : "");
     }
     return 0;
 }
@@ -49,8 +51,11 @@ int main(int argc, char **argv) {
     stage_args_t a;
     stage_args_parse(&a, argc, argv,
                      "conform-broken: a worker that breaks one protocol rule on purpose\n"
-                     "  --break MODE   none|credits|heartbeat|hello|reject|garbage|stop|slow|stats",
+                     "  --break MODE   none|credits|heartbeat|hello|reject|garbage|stop|slow|stats|"
+                     "curve",
                      s_extra, &flags);
+    if (s_is(&flags, "curve"))
+        curve_set_default(NULL);   /* the keys stage_args_parse loaded are dropped */
     stage_install_signals();
     void *zctx = zmq_ctx_new();
     char err[1024];

@@ -22,8 +22,13 @@
  *   stats       at least one STATS message with proc = --id reached --stats
  *   stop        after CONTROL stop the stage exits with status 0 within --stop-ms
  *
+ * With --transport tcp the sockets are tcp://127.0.0.1 CURVE servers, as on a cluster:
+ * the kit makes the run's key file and hands it to the stage with --curve FILE, and a
+ * stage that does not connect as a CURVE client with those keys never gets through.
+ *
  * Exit status 0 when every check passed, 1 otherwise, 2 on a usage error. The stage's
  * stdout and stderr go to a log whose last lines are printed when a check failed. */
+#include "curve.h"
 #include "proto.h"
 #include "util.h"
 
@@ -68,9 +73,11 @@ typedef struct {
     char **argv;         /* the stage's argv (from the command line) */
     int argc;
     bool keep;
+    bool tcp;            /* --transport tcp: tcp:// with CURVE */
     /* run */
     void *zctx, *router, *pull;
-    char tmp[256], ep[320], stats_ep[320], log[320];
+    curve_zap_t *zap;
+    char tmp[256], ep[320], stats_ep[320], log[320], keys[320];
     pid_t pid;
     int status;          /* waitpid status once exited */
     bool exited;
@@ -124,6 +131,8 @@ static void s_usage(FILE *out) {
         "  --start-ms MS        time to say hello (15000)\n"
         "  --answer-ms MS       time to answer one round of samples (30000)\n"
         "  --stop-ms MS         time to exit after stop (5000)\n"
+        "  --transport ipc|tcp  ipc:// sockets (default), or tcp://127.0.0.1 with CURVE and\n"
+        "                       the run's key file passed as --curve FILE\n"
         "  --keep               keep the temporary folder (the stage's log is there)\n");
 }
 
@@ -295,6 +304,13 @@ static void s_parse_args(conform_t *self, int argc, char **argv) {
             self->answer_ms = (int)s_num(f, v, 10, 600000);
         else if (!strcmp(f, "--stop-ms"))
             self->stop_ms = (int)s_num(f, v, 10, 600000);
+        else if (!strcmp(f, "--transport")) {
+            if (strcmp(v, "ipc") != 0 && strcmp(v, "tcp") != 0) {
+                fprintf(stderr, "ofa-conform: --transport takes ipc or tcp, got '%s'\n", v);
+                exit(2);
+            }
+            self->tcp = !strcmp(v, "tcp");
+        }
         else {
             fprintf(stderr, "ofa-conform: unknown flag '%s' (see --help)\n", f);
             exit(2);
@@ -320,10 +336,18 @@ static void s_parse_args(conform_t *self, int argc, char **argv) {
 static int s_spawn(conform_t *self, char *err, size_t errlen) {
     char credits[16];
     snprintf(credits, sizeof credits, "%d", self->credits);
-    const char *extra[] = {"--id", self->id, "--ctl", self->ep, "--stats", self->stats_ep,
-                           "--run-dir", self->run_dir, "--tier", self->tier,
-                           "--credits", credits, "--plan", self->plan};
-    int nextra = self->plan[0] ? 14 : 12;
+    const char *extra[16] = {"--id", self->id, "--ctl", self->ep, "--stats", self->stats_ep,
+                             "--run-dir", self->run_dir, "--tier", self->tier,
+                             "--credits", credits};
+    int nextra = 12;
+    if (self->plan[0]) {
+        extra[nextra++] = "--plan";
+        extra[nextra++] = self->plan;
+    }
+    if (self->tcp) {
+        extra[nextra++] = "--curve";
+        extra[nextra++] = self->keys;
+    }
     char **argv = util_calloc((size_t)(self->argc + nextra + 1), sizeof *argv);
     for (int i = 0; i < self->argc; i++)
         argv[i] = self->argv[i];
@@ -603,7 +627,9 @@ static bool s_handshake(conform_t *self) {
             s_check(self, "handshake", false, "no decodable hello; malformed: %s",
                     self->malformed_why);
         else
-            s_check(self, "handshake", false, "no hello within %d ms", self->start_ms);
+            s_check(self, "handshake", false, "no hello within %d ms%s", self->start_ms,
+                    self->tcp ? " (over tcp:// with CURVE: does the stage take --curve FILE "
+                                "and connect as a CURVE client with its keys?)" : "");
         return false;
     }
     bool ok = false;
@@ -793,7 +819,7 @@ static void s_print_log(const conform_t *self) {
 
 static void s_remove_tmp(conform_t *self) {
     char path[400];
-    const char *names[] = {"stage.log", "conform.sock", "stats.sock"};
+    const char *names[] = {"stage.log", "conform.sock", "stats.sock", "curve.keys"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         snprintf(path, sizeof path, "%s/%s", self->tmp, names[i]);
         unlink(path);
@@ -807,6 +833,7 @@ int main(int argc, char **argv) {
     conform_t c;
     memset(&c, 0, sizeof c);
     conform_t *self = &c;
+    char err[1200];
     s_parse_args(self, argc, argv);
     const char *tmpdir = getenv("TMPDIR");
     snprintf(self->tmp, sizeof self->tmp, "%.200s/ofa-conform-XXXXXX",
@@ -819,6 +846,7 @@ int main(int argc, char **argv) {
     snprintf(self->ep, sizeof self->ep, "ipc://%.250s/conform.sock", self->tmp);
     snprintf(self->stats_ep, sizeof self->stats_ep, "ipc://%.250s/stats.sock", self->tmp);
     snprintf(self->log, sizeof self->log, "%.250s/stage.log", self->tmp);
+    snprintf(self->keys, sizeof self->keys, "%.250s/curve.keys", self->tmp);
 
     self->zctx = zmq_ctx_new();
     self->router = zmq_socket(self->zctx, ZMQ_ROUTER);
@@ -827,12 +855,29 @@ int main(int argc, char **argv) {
     zmq_setsockopt(self->router, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(self->router, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
     zmq_setsockopt(self->pull, ZMQ_LINGER, &zero, sizeof zero);
+    if (self->tcp) {
+        /* As launch does on tcp:// runs: both sockets are CURVE servers whose ZAP
+         * handler admits only the run's client key. */
+        curve_keys_t k;
+        if (curve_keys_generate(self->keys, &k, err, sizeof err) != 0 ||
+            !(self->zap = curve_zap_new(self->zctx, &k, err, sizeof err)) ||
+            curve_server_apply(self->router, &k, err, sizeof err) != 0 ||
+            curve_server_apply(self->pull, &k, err, sizeof err) != 0)
+            util_fatal(NULL, "cannot set up CURVE: %s", err);
+        snprintf(self->ep, sizeof self->ep, "tcp://127.0.0.1:*");
+        snprintf(self->stats_ep, sizeof self->stats_ep, "tcp://127.0.0.1:*");
+    }
     if (zmq_bind(self->router, self->ep) != 0 || zmq_bind(self->pull, self->stats_ep) != 0)
         util_fatal(NULL, "cannot bind %s: %s", self->ep, zmq_strerror(errno));
+    /* The port the kernel chose (tcp) is what the stage must connect to. */
+    size_t eplen = sizeof self->ep;
+    zmq_getsockopt(self->router, ZMQ_LAST_ENDPOINT, self->ep, &eplen);
+    eplen = sizeof self->stats_ep;
+    zmq_getsockopt(self->pull, ZMQ_LAST_ENDPOINT, self->stats_ep, &eplen);
 
-    printf("ofa-conform: %s as a worker of tier %s (task %s, %d credits)\n", self->argv[0],
-           self->tier, self->task, self->credits);
-    char err[1200];
+    printf("ofa-conform: %s as a worker of tier %s (task %s, %d credits, %s)\n",
+           self->argv[0], self->tier, self->task, self->credits,
+           self->tcp ? "tcp:// with CURVE" : "ipc://");
     if (s_spawn(self, err, sizeof err) != 0)
         util_fatal(NULL, "cannot start the stage: %s", err);
     self->last_msg = util_now();
@@ -906,6 +951,7 @@ int main(int argc, char **argv) {
         s_print_log(self);
     zmq_close(self->router);
     zmq_close(self->pull);
+    curve_zap_destroy(&self->zap);
     zmq_ctx_term(self->zctx);
     if (!self->keep)
         s_remove_tmp(self);

@@ -56,6 +56,18 @@ if(_cf_py)
     --bpe ${_cf_dir}/text.bpe)
 endif()
 
+# Over tcp:// with CURVE (--curve FILE), as on a cluster: a C stage and the Python one.
+conformance_test(conform_image_tcp DEPENDS ofa-image COMMAND ${_cf_kit} --transport tcp
+  --tier image --task caption --field img=@${_cf_data}/rocket_progressive_96x64.jpg
+  --bad-field img=@${_cf_data}/fruits_truncated.jpg -- ${_cf_bin}/ofa-image)
+if(_cf_py)
+  conformance_test(conform_python_tokenize_tcp DEPENDS ofa-conform COMMAND ${_cf_kit}
+    --transport tcp --tier tokenize --task summary --field src=a\ quick\ brown\ fox
+    --field tgt=a\ fox --bad-field src=! --
+    /usr/bin/python3 ${PROJECT_SOURCE_DIR}/stages/python/ofa_text_tokenize.py
+    --bpe ${_cf_dir}/text.bpe)
+endif()
+
 # The reference worker with no fault passes; each fault fails with its reason.
 set(_cf_echo ${_cf_bin}/ofa-conform --tier upper --task t --field text=hello --expect out:str
   --answer-ms 3000 --stop-ms 3000)
@@ -90,3 +102,10 @@ if(_cf_e2e_ok AND _cf_py)
   ofa_add_script_test(e2e_python_stage COMMAND bash ${_cf_dir}/e2e_python_stage.sh
                       LABELS e2e TIMEOUT 120)
 endif()
+
+# A stage that drops its CURVE keys never gets through a tcp:// broker.
+conformance_test(conform_broken_curve DEPENDS conform-broken COMMAND
+  bash ${_cf_dir}/expect_fail.sh "handshake +no hello within 3000 ms .over tcp:// with CURVE"
+  ${_cf_echo} --transport tcp --start-ms 3000 -- ${_cf_bin}/conform-broken --break curve)
+conformance_test(conform_broken_none_tcp DEPENDS conform-broken COMMAND ${_cf_echo}
+  --transport tcp -- ${_cf_bin}/conform-broken --break none)
