@@ -82,8 +82,8 @@ static int s_check_format(const aud_dec_t *self, int rate, int ch, int64_t frame
         return util_err(err, errlen, "impossible channel count %d (allowed 1..%d)", ch,
                         AUD_MAX_CHANNELS);
     if (frames >= 0 && (double)frames > self->opts.max_seconds * rate)
-        return util_err(err, errlen, "too long: %.2f s (limit %.2f s)", (double)frames / rate,
-                        self->opts.max_seconds);
+        return util_err(err, errlen, "too long: %.2f s (limits.audio_seconds %.2f)",
+                        (double)frames / rate, self->opts.max_seconds);
     return 0;
 }
 
@@ -182,7 +182,8 @@ static int s_decode_sndfile(aud_dec_t *self, const uint8_t *data, size_t len,
         got += r;
         if (got > limit) {
             sf_close(sf);
-            return util_err(err, errlen, "too long: over %.2f s", self->opts.max_seconds);
+            return util_err(err, errlen, "too long: over %.2f s (limits.audio_seconds)",
+                            self->opts.max_seconds);
         }
     }
     int sferr = sf_error(sf);
@@ -235,7 +236,8 @@ static int s_av_take(aud_dec_t *self, s_av_t *a, char *err, size_t errlen) {
             return util_err(err, errlen, "unsupported audio sample format %d", f->format);
     }
     if ((double)(a->n + f->nb_samples) > self->opts.max_seconds * a->rate)
-        return util_err(err, errlen, "too long: over %.2f s", self->opts.max_seconds);
+        return util_err(err, errlen, "too long: over %.2f s (limits.audio_seconds)",
+                            self->opts.max_seconds);
     s_grow(&self->inter, &self->inter_cap, (size_t)(a->n + f->nb_samples) * a->ch);
     uint8_t *o = (uint8_t *)(self->inter + a->n * a->ch);
     int got = swr_convert(a->swr, &o, f->nb_samples, (const uint8_t **)f->extended_data,

@@ -84,6 +84,9 @@ audstage_t *audstage_new(const plan_t *plan, const audstage_opts_t *opts, char *
     self->plan = plan;
     if (opts)
         self->opts = *opts;
+    /* The plan's limits.audio_seconds, unless the program was given --max-seconds. */
+    if (self->opts.max_seconds <= 0)
+        self->opts.max_seconds = plan->limits.audio_seconds;
     aud_dec_opts_t dopts = {.max_seconds = self->opts.max_seconds};
     self->dec = aud_dec_new(&dopts);
     self->tasks = util_calloc((size_t)(plan->ntasks ? plan->ntasks : 1), sizeof(s_task_t));

@@ -207,7 +207,8 @@ static int s_check_size(const img_ctx_t *self, int w, int h, const char *fmt, ch
     if (w > self->opts.max_side || h > self->opts.max_side ||
         (uint64_t)w * (uint64_t)h > self->opts.max_pixels)
         return util_err(err, errlen,
-                        "%s of %dx%d exceeds the limit (%llu pixels, %d per side)", fmt, w,
+                        "%s of %dx%d exceeds the limit (limits.image_pixels %llu, %d per side)",
+                        fmt, w,
                         h, (unsigned long long)self->opts.max_pixels, self->opts.max_side);
     return 0;
 }

@@ -23,7 +23,11 @@ struct imgstage_t {
 imgstage_t *imgstage_new(const plan_t *plan, img_fit_t fit, const img_opts_t *opts) {
     imgstage_t *self = util_calloc(1, sizeof *self);
     self->plan = plan;
-    self->ctx = img_ctx_new(opts);
+    /* The plan's limits.image_pixels, unless the program was given --max-pixels. */
+    img_opts_t o = opts ? *opts : (img_opts_t){0};
+    if (!o.max_pixels && plan->limits.image_pixels > 0)
+        o.max_pixels = (uint64_t)plan->limits.image_pixels;
+    self->ctx = img_ctx_new(&o);
     if (!self->ctx) {
         free(self);
         return NULL;

@@ -4,6 +4,7 @@
 #include "taskplan.h"
 #include "util.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,6 +20,27 @@ struct motstage_t {
     motstage_opts_t opts;
     s_task_t *tasks;              /* (plan->ntasks) */
 };
+
+/* The frame count a BVH text declares ("Frames: N" after MOTION), or -1 when there is
+ * none to read: the limit is checked on it before the parser allocates for N frames. */
+static int64_t s_declared_frames(const char *text, size_t len) {
+    static const char key[] = "Frames:";
+    const size_t kl = sizeof key - 1;
+    for (size_t i = 0; i + kl < len; i++) {
+        if (text[i] != 'F' || memcmp(text + i, key, kl) != 0)
+            continue;
+        int64_t n = 0;
+        size_t j = i + kl;
+        while (j < len && (text[j] == ' ' || text[j] == '\t'))
+            j++;
+        if (j >= len || text[j] < '0' || text[j] > '9')
+            return -1;
+        for (; j < len && text[j] >= '0' && text[j] <= '9' && n < INT64_MAX / 10; j++)
+            n = n * 10 + (text[j] - '0');
+        return n;
+    }
+    return -1;
+}
 
 motstage_t *motstage_new(const plan_t *plan, const motstage_opts_t *opts) {
     motstage_t *self = util_calloc(1, sizeof *self);
@@ -92,6 +114,11 @@ int motstage_process(motstage_t *self, proto_msg_t *msg, char *err, size_t errle
         if (f->type != PV_BIN && f->type != PV_STR)
             return util_err(err, errlen, "column %s: expected a BVH file's text, got a %s", col,
                             f->type == PV_TENSOR ? "tensor" : "number");
+        int64_t declared = s_declared_frames(f->data, f->len);
+        if (declared > self->plan->limits.bvh_frames && self->plan->limits.bvh_frames > 0)
+            return util_err(err, errlen, "column %s: 'Frames: %lld' exceeds limits.bvh_frames "
+                            "%lld", col, (long long)declared,
+                            (long long)self->plan->limits.bvh_frames);
         char why[400];
         bvh_t *b = bvh_parse(f->data, f->len, why, sizeof why);
         if (!b)

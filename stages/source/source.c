@@ -606,8 +606,25 @@ static proto_msg_t *s_emit(source_t *self, int ti, int valid, int64_t row_ix, in
                 bad = 1;
                 break;
             }
+            /* A value larger than a message may be would be refused by the sockets
+             * (ZMQ_MAXMSGSIZE): it is rejected here instead, with its row. */
+            if ((int64_t)len > self->plan->limits.message_bytes) {
+                snprintf(err, sizeof err, "column %s: %zu bytes exceeds limits.message_bytes "
+                         "%lld", name, len, (long long)self->plan->limits.message_bytes);
+                free(bytes);
+                bad = 1;
+                break;
+            }
             proto_msg_take_bin(m, name, bytes, len);
         } else {
+            size_t tl = strlen(v);
+            if ((int64_t)tl > self->plan->limits.text_bytes) {
+                snprintf(err, sizeof err, "column %s: text of %zu bytes exceeds "
+                         "limits.text_bytes %lld", name, tl,
+                         (long long)self->plan->limits.text_bytes);
+                bad = 1;
+                break;
+            }
             proto_msg_set_str(m, name, v);
         }
     }

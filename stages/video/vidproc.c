@@ -22,6 +22,8 @@ vid_ctx_t *vid_ctx_new(const vid_opts_t *opts) {
         self->opts = *opts;
     if (self->opts.max_frames <= 0)
         self->opts.max_frames = 100000;
+    if (self->opts.max_seconds <= 0)
+        self->opts.max_seconds = 3600;
     if (self->opts.max_pixels == 0)
         self->opts.max_pixels = 4096ull * 4096ull;
     return self;
@@ -71,7 +73,8 @@ static int s_count_frames(const uint8_t *data, size_t len, int idx, int64_t limi
     avmem_close(&m);
     *F = n;
     if (n > limit)
-        return util_err(err, errlen, "too many frames: more than %lld", (long long)limit);
+        return util_err(err, errlen, "too many frames: more than %lld (limits.video_frames)",
+                        (long long)limit);
     if (n == 0)
         return util_err(err, errlen, "no video frames (zero-length video)");
     return 0;
@@ -168,6 +171,11 @@ int vid_process(vid_ctx_t *ctx, const uint8_t *data, size_t len, int N, int S, i
     if (par->width <= 0 || par->height <= 0) {
         rc = util_err(err, errlen, "corrupt video stream: frame size %dx%d", par->width,
                       par->height);
+        goto done;
+    }
+    if (info->duration > ctx->opts.max_seconds) {
+        rc = util_err(err, errlen, "too long: %.2f s (limits.video_seconds %.2f)",
+                      info->duration, ctx->opts.max_seconds);
         goto done;
     }
     if ((uint64_t)par->width * (uint64_t)par->height > ctx->opts.max_pixels) {

@@ -36,6 +36,7 @@
 typedef struct {
     int64_t max_frames;        /* refuse clips with more frames; 0 = default 100000 */
     uint64_t max_pixels;       /* refuse frames of more pixels; 0 = default 4096*4096 */
+    double max_seconds;        /* refuse clips longer (container's duration); 0 = 3600 */
 } vid_opts_t;
 
 typedef struct {

@@ -60,7 +60,13 @@ vidstage_t *vidstage_new(const plan_t *plan, const vid_opts_t *opts, char *err,
                          size_t errlen) {
     vidstage_t *self = util_calloc(1, sizeof *self);
     self->plan = plan;
-    self->ctx = vid_ctx_new(opts);
+    /* The plan's limits, unless the program was given --max-frames. */
+    vid_opts_t o = opts ? *opts : (vid_opts_t){0};
+    if (o.max_frames <= 0)
+        o.max_frames = plan->limits.video_frames;
+    if (o.max_seconds <= 0)
+        o.max_seconds = plan->limits.video_seconds;
+    self->ctx = vid_ctx_new(&o);
     self->tasks = util_calloc((size_t)(plan->ntasks ? plan->ntasks : 1), sizeof(s_task_t));
     for (int t = 0; t < plan->ntasks; t++) {
         if (s_task_columns(plan->tasks[t].plan, &self->tasks[t], err, errlen) != 0) {
