@@ -523,53 +523,115 @@ def envelope(kind, task="", ids=(), op=None, fields=None):
     return env
 
 
-def field_bytes(value, frames):
-    """The bytes of a bin or tensor field, whichever transport carried them (inline,
-    a following frame, or POSIX shared memory, which the receiver unlinks)."""
-    if isinstance(value, (bytes, str)):
-        return value
-    d = value["data"]
+DTYPE_SIZE = {"u8": 1, "i32": 4, "i64": 8, "f32": 4, "bf16": 2, "u16": 2}
+
+
+def field_bytes(key, value, frames):
+    """The bytes of an out-of-line bin or tensor field {"data": D}, whichever transport
+    carried them (inline, a following frame, or POSIX shared memory, which the receiver
+    unlinks); ValueError names what is wrong, as the C decoder does."""
+    d = value.get("data")
     if isinstance(d, bytes):
         return d
-    if isinstance(d, int):
+    if isinstance(d, int) and not isinstance(d, bool):
         if not 1 <= d < len(frames):
-            raise ValueError(f"frame {d} of {len(frames) - 1}")
+            raise ValueError(f"field '{key}': frame {d} of {len(frames) - 1}")
         return frames[d]
-    name = d["name"]
-    if not name.startswith("/") or "/" in name[1:]:
-        raise ValueError(f"bad shared-memory name {name!r}")
-    fd = os.open("/dev/shm" + name, os.O_RDONLY)
+    if not isinstance(d, dict):
+        raise ValueError(f"field '{key}': data must be a bin, a frame index or a "
+                         "shared-memory descriptor")
+    name, off, ln = d.get("name"), d.get("offset"), d.get("len")
+    if not isinstance(name, str) or not name.startswith("/") or "/" in name[1:] \
+            or len(name) < 2:
+        raise ValueError(f"field '{key}': shared memory needs a name '/NAME'")
+    if not isinstance(off, int) or not isinstance(ln, int) or off < 0 or ln < 0:
+        raise ValueError(f"field '{key}': shared memory needs offset and len")
+    try:
+        fd = os.open("/dev/shm" + name, os.O_RDONLY)
+    except OSError as e:
+        raise ValueError(f"field '{key}': shm {name}: {e.strerror}") from None
     try:
         os.unlink("/dev/shm" + name)
+        if off + ln > os.fstat(fd).st_size:
+            raise ValueError(f"field '{key}': shm {name}: {off}+{ln} past its end")
+        if ln == 0:
+            return b""
         with mmap.mmap(fd, 0, prot=mmap.PROT_READ) as m:
-            return m[d["offset"]:d["offset"] + d["len"]]
+            return m[off:off + ln]
     finally:
         os.close(fd)
 
 
+def _no_dup_map(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"repeated key {k!r}")
+        out[k] = v
+    return out
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def decode(frames):
     """The envelope of a received message, with every field's data made inline; raises
-    ValueError on anything malformed."""
+    ValueError on anything the C decoder (proto_decode_frames) refuses: a stage must not
+    answer a message no other process would accept."""
     try:
-        env = msgpack.unpackb(frames[0], raw=False, unicode_errors="surrogateescape")
+        env = msgpack.unpackb(frames[0], raw=False, unicode_errors="surrogateescape",
+                              object_pairs_hook=_no_dup_map, strict_map_key=False)
+    except ValueError as e:
+        raise ValueError(f"not a message: {e}") from None
     except Exception as e:
         raise ValueError(f"not a msgpack message: {e}") from None
-    if not isinstance(env, dict) or env.get("magic") != "OFAC":
+    if not isinstance(env, dict) or len(env) > 32:
+        raise ValueError("envelope: not a map of at most 32 keys")
+    if env.get("magic") != "OFAC":
         raise ValueError("envelope: bad magic")
-    if env.get("v") != 1:
+    if not _is_int(env.get("v")) or env["v"] != 1:
         raise ValueError("envelope: unsupported version (want 1)")
-    if env.get("kind") not in (SAMPLE, BATCH, CREDIT, REJECT, STATS, CONTROL):
+    if not _is_int(env.get("kind")) or not SAMPLE <= env["kind"] <= CONTROL:
         raise ValueError("envelope: unknown kind")
+    task = env.get("task", "")
+    if not isinstance(task, str) or len(task.encode("utf-8", "surrogateescape")) > 127:
+        raise ValueError("envelope: task must be a string of at most 127 bytes")
+    ids = env.get("ids", [])
+    if not isinstance(ids, list) or len(ids) > 65536 or \
+            not all(_is_int(i) and 0 <= i < 1 << 64 for i in ids):
+        raise ValueError("envelope: ids must be an array of at most 65536 uint64")
+    op = env.get("op", "")
+    if not isinstance(op, str) or len(op.encode("utf-8", "surrogateescape")) > 31:
+        raise ValueError("envelope: op must be a string of at most 31 bytes")
     f = env.get("f", {})
-    if not isinstance(f, dict):
-        raise ValueError("envelope: f must be a map")
+    if not isinstance(f, dict) or len(f) > 256:
+        raise ValueError("envelope: f must be a map of at most 256 fields")
     for k, v in list(f.items()):
-        if isinstance(v, dict):
-            if "data" not in v:
-                raise ValueError(f"field '{k}': no data")
-            v["data"] = field_bytes(v, frames)
-            if "dtype" not in v:
-                f[k] = v["data"]   # a bin sent out of line
+        if not isinstance(k, str) or not k or "\0" in k or len(k.encode()) > 63:
+            raise ValueError("envelope: a field key must be a string of 1 to 63 bytes")
+        if isinstance(v, (bool, int, float, str, bytes)):
+            if _is_int(v) and not -(1 << 63) <= v < 1 << 63:
+                raise ValueError(f"field '{k}': integer out of the int64 range")
+            continue
+        if not isinstance(v, dict) or len(v) > 8 or "data" not in v:
+            raise ValueError(f"field '{k}': not an int, float, str, bin or tensor")
+        data = field_bytes(k, v, frames)
+        if "dtype" not in v and "shape" not in v:
+            f[k] = data        # a bin sent out of line
+            continue
+        dt, shape = v.get("dtype"), v.get("shape")
+        if dt not in DTYPE_SIZE:
+            raise ValueError(f"field '{k}': unknown dtype {dt!r}")
+        if not isinstance(shape, list) or len(shape) > 6 or \
+                not all(_is_int(x) and x >= 0 for x in shape):
+            raise ValueError(f"field '{k}': shape must be 0 to 6 non-negative dimensions")
+        need = DTYPE_SIZE[dt]
+        for x in shape:
+            need *= x
+        if need != len(data):
+            raise ValueError(f"field '{k}': shape needs {need} bytes, data has {len(data)}")
+        v["data"] = bytes(data)
     env["f"] = f
     return env
 

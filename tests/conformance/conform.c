@@ -18,7 +18,8 @@
  *   reject      a bad sample is answered by a REJECT with the same ids and seq and a
  *               non-empty reason, and the next good sample is processed
  *   garbage     undecodable frames, a wrong magic, an unknown kind and an unknown op are
- *               survived: the next good sample is processed
+ *               survived (and every bad_* message of --garbage-dir, e.g. the decoder's
+ *               corpus tests/data/bad/msg): the next good sample is processed
  *   stats       at least one STATS message with proc = --id reached --stats
  *   stop        after CONTROL stop the stage exits with status 0 within --stop-ms
  *
@@ -32,6 +33,7 @@
 #include "proto.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -74,6 +76,7 @@ typedef struct {
     int argc;
     bool keep;
     bool tcp;            /* --transport tcp: tcp:// with CURVE */
+    char garbage_dir[1024];
     /* run */
     void *zctx, *router, *pull;
     curve_zap_t *zap;
@@ -133,6 +136,8 @@ static void s_usage(FILE *out) {
         "  --stop-ms MS         time to exit after stop (5000)\n"
         "  --transport ipc|tcp  ipc:// sockets (default), or tcp://127.0.0.1 with CURVE and\n"
         "                       the run's key file passed as --curve FILE\n"
+        "  --garbage-dir DIR    also send every bad_* file of DIR as a message (the split\n"
+        "                       into frames of tests/fuzz_proto.c; tests/data/bad/msg)\n"
         "  --keep               keep the temporary folder (the stage's log is there)\n");
 }
 
@@ -267,6 +272,8 @@ static void s_parse_args(conform_t *self, int argc, char **argv) {
             snprintf(self->task, sizeof self->task, "%s", v);
         else if (!strcmp(f, "--plan"))
             snprintf(self->plan, sizeof self->plan, "%s", v);
+        else if (!strcmp(f, "--garbage-dir"))
+            snprintf(self->garbage_dir, sizeof self->garbage_dir, "%s", v);
         else if (!strcmp(f, "--run-dir"))
             snprintf(self->run_dir, sizeof self->run_dir, "%s", v);
         else if (!strcmp(f, "--field") || !strcmp(f, "--bad-field")) {
@@ -737,6 +744,55 @@ static void s_reject(conform_t *self) {
                 "sample", why);
 }
 
+/* Sends one corpus file as a message, split into frames as tests/fuzz_proto.c does:
+ * byte 0 % 4 = k extra frames, then k u16 lengths, then the envelope with the extra
+ * frames cut from its end. */
+static void s_send_corpus(conform_t *self, const uint8_t *data, size_t size) {
+    if (size < 1)
+        return;
+    int k = data[0] % 4;
+    size_t head = 1 + 2 * (size_t)k, end = size;
+    if (size < head)
+        return;
+    const void *bufs[5];
+    size_t lens[5];
+    for (int i = k; i >= 1; i--) {
+        size_t want = (size_t)data[1 + 2 * (i - 1)] | ((size_t)data[2 + 2 * (i - 1)] << 8);
+        size_t n = want < end - head ? want : end - head;
+        lens[i] = n;
+        bufs[i] = data + end - n;
+        end -= n;
+    }
+    bufs[0] = data + head;
+    lens[0] = end - head;
+    s_send_raw(self, bufs, lens, k + 1);
+}
+
+/* Every bad_* file of the corpus folder, in name order; returns how many were sent. */
+static int s_send_corpus_dir(conform_t *self, char *err, size_t errlen) {
+    struct dirent **names = NULL;
+    int n = scandir(self->garbage_dir, &names, NULL, alphasort), sent = 0;
+    if (n < 0)
+        return util_err(err, errlen, "--garbage-dir %s: %s", self->garbage_dir,
+                        strerror(errno));
+    for (int i = 0; i < n; i++) {
+        if (strncmp(names[i]->d_name, "bad_", 4) == 0) {
+            char path[1400];
+            size_t len = 0;
+            snprintf(path, sizeof path, "%s/%s", self->garbage_dir, names[i]->d_name);
+            char *data = util_read_file(path, &len, err, errlen);
+            if (data) {
+                s_send_corpus(self, (const uint8_t *)data, len);
+                sent++;
+                free(data);
+            }
+        }
+        free(names[i]);
+    }
+    free(names);
+    return sent;
+}
+
 static void s_garbage(conform_t *self) {
     /* Each is something a decoder must refuse with an error, never a crash. */
     static const unsigned char noise[] = {0xc1, 0xff, 0x00, 0x93, 0xde, 0xad, 0xbe, 0xef};
@@ -765,13 +821,18 @@ static void s_garbage(conform_t *self) {
     m = proto_msg_new(PROTO_CREDIT, NULL);
     proto_msg_set_int(m, "n", 5);
     s_send(self, &m);
-    char err[1200];
+    char err[1200], what[200];
+    int ncorpus = 0;
+    if (self->garbage_dir[0] && (ncorpus = s_send_corpus_dir(self, err, sizeof err)) < 0) {
+        s_check(self, "garbage", false, "%s", err);
+        return;
+    }
+    snprintf(what, sizeof what, "%d malformed messages, an unknown op and a CREDIT",
+             3 + ncorpus);
     if (s_round(self, 1, false, err, sizeof err) != 0)
-        s_check(self, "garbage", false, "after 3 malformed messages, an unknown op and a "
-                "CREDIT: %s", err);
+        s_check(self, "garbage", false, "after %s: %s", what, err);
     else
-        s_check(self, "garbage", true, "survived 3 malformed messages, an unknown op and a "
-                "CREDIT, then processed a sample");
+        s_check(self, "garbage", true, "survived %s, then processed a sample", what);
 }
 
 static void s_stop(conform_t *self) {

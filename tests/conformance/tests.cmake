@@ -4,7 +4,8 @@
 set(_cf_dir ${CMAKE_CURRENT_SOURCE_DIR})
 set(_cf_data ${PROJECT_SOURCE_DIR}/tests/data)
 set(_cf_bin ${CMAKE_RUNTIME_OUTPUT_DIRECTORY})
-set(_cf_kit ${_cf_bin}/ofa-conform --plan ${_cf_dir}/plan.conf)
+set(_cf_kit ${_cf_bin}/ofa-conform --plan ${_cf_dir}/plan.conf
+  --garbage-dir ${_cf_data}/bad/msg)
 
 # conformance_test(NAME DEPENDS target... COMMAND kit-args... -- program...): skipped
 # when a target it runs is not built.
