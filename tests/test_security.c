@@ -110,7 +110,7 @@ typedef struct {
     curve_keys_t k;
 } s_broker_t;
 
-static void broker_start(s_broker_t *b) {
+static void broker_start_with(s_broker_t *b, const char *max_msg) {
     memset(b, 0, sizeof *b);
     s_tmpdir(b->dir, sizeof b->dir);
     snprintf(b->keys, sizeof b->keys, "%s/curve.keys", b->dir);
@@ -136,10 +136,12 @@ static void broker_start(s_broker_t *b) {
         (void)f;
         execl(OFA_BINARY_DIR "/bin/ofa-broker", "ofa-broker", "--id", "broker", "--bind",
               b->ep, "--stats", b->stats_ep, "--run-dir", b->dir, "--curve", b->keys,
-              (char *)NULL);
+              "--max-msg-bytes", max_msg, (char *)NULL);
         _exit(127);
     }
 }
+
+static void broker_start(s_broker_t *b) { broker_start_with(b, "268435456"); }
 
 /* SIGTERM the broker (it must exit 0) and return the largest value of each counter over
  * its stats snapshots. */
@@ -365,4 +367,43 @@ Test(curve, broker_refuses_a_readable_key_file, .timeout = 30) {
     cr_assert(strstr(text, "must be 0600"), "%s", text);
     free(text);
     s_rmdir(dir);
+}
+
+/* limits.message_bytes on the broker's socket (--max-msg-bytes, ZMQ_MAXMSGSIZE): a frame
+ * over it never reaches the broker; the client's other messages do. */
+Test(curve, broker_drops_a_frame_over_the_message_limit, .timeout = 60) {
+    s_broker_t b;
+    broker_start_with(&b, "1048576");
+    void *ctx = zmq_ctx_new();
+    s_client_t c;
+    client_new(&c, ctx, "big", b.ep, &b.k);
+    double t0 = util_now();
+    while (!c.succeeded && util_now() - t0 < 10) {
+        client_events(&c);
+        usleep(20000);
+    }
+    cr_assert(c.succeeded, "no handshake");
+    proto_msg_t *h = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(h, "hello");
+    proto_msg_set_str(h, "role", "source");
+    proto_msg_set_str(h, "id", "big");
+    client_send(&c, h);
+    usleep(300000);
+    size_t n = 2u << 20;
+    uint8_t *blob = calloc(1, n);
+    proto_msg_t *s = proto_msg_new(PROTO_SAMPLE, "caption");
+    uint64_t id = 1;
+    proto_msg_set_ids(s, &id, 1);
+    proto_msg_set_bin(s, "img", blob, n);
+    free(blob);
+    client_send(&c, s);
+    usleep(500000);
+    const char *keys[] = {"items_in", "malformed"};
+    double vals[2];
+    broker_stop(&b, keys, vals, 2);
+    client_close(&c);
+    zmq_ctx_term(ctx);
+    cr_assert_eq(vals[0], 1, "the broker received %g messages: only the hello may arrive, "
+                 "not the 2 MiB sample", vals[0]);
+    broker_end(&b);
 }
