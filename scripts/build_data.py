@@ -725,6 +725,7 @@ AV_DATASETS = {
     },
     "speech_digits": {
         "builder": av_sets.build_speech_digits,
+        "version": 2,
         "columns": ["id", "wav", "text"],
         "sizes": {"train": 3000, "valid": 200, "recorded_share": 0.3},
         "media": "wav",
@@ -733,7 +734,7 @@ AV_DATASETS = {
                 "30%% of rows splice asterisk's recordings of the single digits (the one "
                 "real speaker, 8 kHz) with 60-250 ms silences; the rest is espeak-ng in "
                 "the split's voices (train: %s x variants %s; valid: %s x %s, none of them "
-                "in train). No string of two or more digits is in both splits."
+                "in train). Each length equally often; no string of 3 or 4 digits is in both splits."
                 % (", ".join(av_sets.TRAIN_LANGS), ", ".join(v or "default" for v in av_sets.TRAIN_VARIANTS),
                    ", ".join(av_sets.VALID_LANGS), ", ".join(av_sets.VALID_VARIANTS))),
     },
@@ -788,14 +789,16 @@ AV_DATASETS = {
     },
     "phone_words": {
         "builder": av_sets.build_phone_words,
-        "columns": ["id", "text", "phone"],
+        "version": 2,
+        "columns": ["id", "text", "letters", "phone"],
         "sizes": {"train": 4000, "valid": 200},
         "media": None,
         "sources": ["miscfiles-web2", "espeak-ng"],
         "how": ("Text to phonemes: text is an English word of 3-8 lowercase letters from "
                 "miscfiles' web2 word list, phone its pronunciation as espeak-ng (en-us) "
                 "writes it with --ipa: one IPA phoneme per space-separated token, stress "
-                "marks on their vowel (\"reading\" -> \"ɹ ˈiː d ɪ ŋ\"). Words split "
+                "marks on their vowel (\"reading\" -> \"ɹ ˈiː d ɪ ŋ\"); letters is the word "
+                "spelt out (\"r e a d i n g\"), one token per letter for the model. Words split "
                 "by a hash (5%% to valid). WER over the phone column is the phone error rate."),
     },
 }
@@ -919,17 +922,21 @@ def build_text(name, d, mpath, seed, t0):
 
 
 def av_media_intact(d, name):
-    """An AV dataset is up to date only while its media folder still holds the files
-    the manifest counted (a deleted clip would otherwise become a reject per epoch)."""
+    """An AV dataset is up to date only while it has the builder's columns and version
+    (a dataset's own "version" in AV_DATASETS, bumped when its rows change, so the
+    others are not rebuilt) and its media folder still holds the files the manifest
+    counted (a deleted clip would otherwise become a reject per epoch)."""
     spec = AV_DATASETS.get(name)
-    if not spec or not spec["media"]:
+    if not spec:
         return True
     try:
         with open(os.path.join(d, "manifest.json"), encoding="utf-8") as f:
-            want = json.load(f).get("media", {}).get("files")
+            m = json.load(f)
     except (OSError, ValueError):
         return False
-    return want == av_sets.count_media(d, spec["media"])
+    if m.get("columns") != spec["columns"] or m.get("dataset_version", 1) != spec.get("version", 1):
+        return False
+    return not spec["media"] or m.get("media", {}).get("files") == av_sets.count_media(d, spec["media"])
 
 
 def build_av(name, d, mpath, seed, t0):
@@ -952,6 +959,7 @@ def build_av(name, d, mpath, seed, t0):
         "sources": [],
         "how": spec["how"],
         "builder": "scripts/build_data.py %s --seed %d" % (name, seed),
+        "dataset_version": spec.get("version", 1),
         "source_info": info,
     }
     for split, r in rows.items():

@@ -9,7 +9,7 @@ reads a value that names an existing file as that file's bytes (stages/source/so
                      transcripts in several voices and speeds. Valid: held-out prompts.
     speech_digits    spoken digit strings: asterisk's recorded digits spliced into strings
                      (the real speaker) and espeak-ng strings in many voices; valid uses
-                     voices no training row uses and strings no training row has.
+                     voices no training row uses, and its 3-4 digit strings are new.
     video_moves_*    clips of a tuxpaint photo stamp moving right, left, up or down over
                      a muted crop of a real photo, encoded and cut by ffmpeg: caption,
                      direction label, question/answer.
@@ -209,7 +209,7 @@ def build_speech_digits(name, seed, sizes, rng_for, outdir, ctx):
     """id, wav, text: strings of 1-4 digit words ("four one seven"). A share of the rows
     (recorded_share) splices asterisk's recordings of the single digits (the one real
     speaker, 8 kHz, 60-250 ms gaps); the rest is espeak-ng (22.05 kHz) in the split's
-    voices. No string of length >= 2 is in both splits."""
+    voices. No string of 3 or 4 digits is in both splits."""
     _need_prog("espeak-ng", "espeak-ng")
     rec = [os.path.join(ASTERISK_DIR, "digits", "%d.wav" % d) for d in range(10)]
     for p in rec:
@@ -222,11 +222,14 @@ def build_speech_digits(name, seed, sizes, rng_for, outdir, ctx):
         n = sizes[split]
         items, jobs, nrec = [], [], 0
         for i in range(n):
+            # The length first, so both splits have each length equally often; a valid
+            # string of 3 or 4 digits is redrawn until training has not seen it (the
+            # 10 one-digit and 100 two-digit strings all occur in training anyway).
+            k = rng.randint(1, 4)
             while True:
-                k = rng.randint(1, 4)
                 ds = [rng.randrange(10) for _ in range(k)]
                 key = tuple(ds)
-                if split == "train" or k == 1 or key not in train_strings:
+                if split == "train" or k <= 2 or key not in train_strings:
                     break
             if split == "train":
                 train_strings.add(key)
@@ -454,8 +457,12 @@ def _phonemize(words, voice="en-us"):
 
 
 def build_phone_words(name, seed, sizes, rng_for, outdir, ctx):
-    """id, text, phone: an English word of miscfiles' web2 (3-8 lowercase letters) and
-    its phonemes as espeak-ng (en-us) says them. Words split by a hash (5% valid)."""
+    """id, text, letters, phone: an English word of miscfiles' web2 (3-8 lowercase
+    letters), the same word spelt out ("r e a d i n g") and its phonemes as espeak-ng
+    (en-us) says them. The spelt-out column exists because the BPE merges a word into
+    opaque chunks, hiding the letters a grapheme-to-phoneme model has to read; spaced
+    letters are one token each (merges never cross a space). Words split by a hash
+    (5% valid)."""
     _need(WORDS, "miscfiles")
     _need_prog("espeak-ng", "espeak-ng")
     with open(WORDS, encoding="utf-8", errors="replace") as f:
@@ -468,5 +475,5 @@ def build_phone_words(name, seed, sizes, rng_for, outdir, ctx):
             raise DataError("%s: only %d words for %s" % (WORDS, len(mine), split))
         pick = rng.sample(mine, sizes[split])
         ph = _phonemize(pick)
-        rows[split] = [[str(id0 + i), w, p] for i, (w, p) in enumerate(zip(pick, ph))]
+        rows[split] = [[str(id0 + i), w, " ".join(w), p] for i, (w, p) in enumerate(zip(pick, ph))]
     return rows, info
