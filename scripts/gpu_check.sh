@@ -2,7 +2,8 @@
 # gpu_check.sh: every GPU check of the project in one call, for the lent GPU machine
 # (DESIGN.md "The machines"): configure with CUDA for sm_90, build what the gpu tests
 # need, and run every test labelled `gpu` (test_cuda_parity: each op and 3 training
-# steps of the CUDA backend against the CPU reference, in fp32 and bf16).
+# steps of the CUDA backend against the CPU reference, in fp32 and bf16, and the golden
+# file's logits, gradients and decoder steps against PyTorch's).
 #
 # That machine lacks the Debian libraries the build needs (ZeroMQ, msgpack, libconfig,
 # libjpeg-turbo, libpng, libsndfile and what they load). Fetch their .deb files here
@@ -31,6 +32,9 @@ if [ "${1:-}" = "--fetch" ]; then
   (cd "$DEPS_DIR/debs" && apt-get download "${PKGS[@]}")
   for f in "$DEPS_DIR"/debs/*.deb; do dpkg -x "$f" "$ROOT"; done
   rm -rf "$DEPS_DIR/debs"   # the unpacked tree is what travels
+  # ../shared does not travel: the golden file of the parity test goes along in .gpu/.
+  mkdir -p "$DEPS_DIR/golden"
+  cp ../shared/reference/encdec_golden.safetensors "$DEPS_DIR/golden/"
   du -sh "$DEPS_DIR"
   exit 0
 fi
@@ -50,6 +54,8 @@ if [ -d "$ROOT/usr/include" ]; then
   done
 fi
 export PATH=/usr/local/cuda/bin:$PATH
+[ -f "$DEPS_DIR/golden/encdec_golden.safetensors" ] &&
+  export OFA_GOLDEN=$PWD/$DEPS_DIR/golden/encdec_golden.safetensors
 
 t0=$(date +%s)
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DOFA_CUDA=ON \
