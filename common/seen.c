@@ -2,7 +2,8 @@
  * of keys added before it; pruning rebuilds the table without the keys older than the
  * last SEEN_KEEP (when the table is half full, or holds 2 x SEEN_KEEP keys), and growing
  * happens only when pruning freed too little, so the cost stays amortised O(1) per key,
- * at most 2 x SEEN_KEEP keys are held and the table has at most 8 x SEEN_KEEP slots. */
+ * at most 2 x SEEN_KEEP keys are held and the table has at most 4 x SEEN_KEEP slots
+ * (10 MB). */
 #include "seen.h"
 #include "util.h"
 
@@ -76,7 +77,7 @@ int seen_add(seen_t *self, uint64_t id, int64_t epoch, int valid) {
         return 0;
     if (self->n + 1 > 2 * SEEN_KEEP || (self->n + 1) * 2 > self->cap) {
         s_rebuild(self, self->cap);          /* prune first */
-        if ((self->n + 1) * 4 > self->cap)   /* still over a quarter full: grow */
+        if ((self->n + 1) * 3 > self->cap)   /* still over a third full: grow */
             s_rebuild(self, self->cap * 2);
         e = s_slot(self, id, epoch, valid);
     }

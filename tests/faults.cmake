@@ -17,3 +17,8 @@ ofa_add_script_test(e2e_fault_kills
 ofa_add_script_test(e2e_fault_resume
   COMMAND ${PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/e2e/fault_test.py resume
   LABELS e2e TIMEOUT 300)
+# The soak run (label long: never in CI): 10 minutes at full speed, every stage's RSS
+# sampled each second; fails when a stage grows by more than 10 % after the warm-up.
+ofa_add_script_test(soak_rss
+  COMMAND bash ${PROJECT_SOURCE_DIR}/scripts/soak.sh --minutes 10 --check 10
+  LABELS long TIMEOUT 900)

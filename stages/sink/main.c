@@ -12,6 +12,7 @@
  *
  *   ofa-sink --id sink --in ipc://RUN/batches.sock --stats ipc://RUN/stats.sock \
  *            --out RUN/delivered.tsv [--digest RUN/batches.digest] [--rank 0 --world 1] */
+#include "seen.h"
 #include "stage.h"
 #include "trace.h"
 #include "util.h"
@@ -55,72 +56,6 @@ static int s_extra(void *ctx, const char *flag, const char *value) {
         return 1;
     }
     return 0;
-}
-
-/* The delivered samples: an exact set of (id, epoch, split) keys with open addressing.
- * A sample id repeats across epochs, so the epoch and the split are part of the key; a
- * hash of them alone could merge two different samples and drop one as a duplicate. */
-typedef struct {
-    uint64_t id;
-    int64_t epoch;
-    int valid;
-    int used;
-} s_key_t;
-
-typedef struct {
-    s_key_t *v;
-    size_t n, cap;
-} s_set_t;
-
-static size_t s_hash(const s_key_t *k, size_t cap) {
-    uint64_t h = k->id * 0x9e3779b97f4a7c15ULL;
-    h ^= ((uint64_t)k->epoch + 0x632be59bd9b4e019ULL) * 0xbf58476d1ce4e5b9ULL;
-    h ^= (uint64_t)k->valid << 63;
-    h ^= h >> 31;
-    return (size_t)(h % cap);
-}
-
-/* Add a key; 1 when new, 0 when already there. */
-static int s_set_add(s_set_t *s, uint64_t id, int64_t epoch, int valid) {
-    if ((s->n + 1) * 2 > s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 4096;
-        s_key_t *v = util_calloc(cap, sizeof *v);
-        for (size_t i = 0; i < s->cap; i++)
-            if (s->v[i].used)
-                for (size_t j = s_hash(&s->v[i], cap);; j = (j + 1) % cap)
-                    if (!v[j].used) {
-                        v[j] = s->v[i];
-                        break;
-                    }
-        free(s->v);
-        s->v = v;
-        s->cap = cap;
-    }
-    s_key_t k = {id, epoch, valid, 1};
-    for (size_t j = s_hash(&k, s->cap);; j = (j + 1) % s->cap) {
-        s_key_t *e = &s->v[j];
-        if (!e->used) {
-            *e = k;
-            s->n++;
-            return 1;
-        }
-        if (e->id == id && e->epoch == epoch && e->valid == valid)
-            return 0;
-    }
-}
-
-/* 1 when the key is in the set. */
-static int s_set_has(const s_set_t *s, uint64_t id, int64_t epoch, int valid) {
-    if (!s->cap)
-        return 0;
-    s_key_t k = {id, epoch, valid, 1};
-    for (size_t j = s_hash(&k, s->cap);; j = (j + 1) % s->cap) {
-        const s_key_t *e = &s->v[j];
-        if (!e->used)
-            return 0;
-        if (e->id == id && e->epoch == epoch && e->valid == valid)
-            return 1;
-    }
 }
 
 /* Element i of an i32 tensor; tensors may lie at any alignment inside a received frame,
@@ -277,7 +212,9 @@ int main(int argc, char **argv) {
     trace_open(a.id);
     /* The hello's credits are the initial window (as the trainer ranks give theirs):
      * after that, one CREDIT 1 per batch received. */
-    s_set_t seen = {0};
+    /* Samples delivered, by (id, epoch, split): bounded (common/seen.h), so a long run's
+     * sink stays flat while a copy sent again is still caught. */
+    seen_t *seen = seen_new();
     long batches = 0, samples = 0, bad = 0;
     int rc = 0, ended = 0;
     double wait_start = util_now();
@@ -333,7 +270,7 @@ int main(int argc, char **argv) {
                  * so the digests compare runs with and without a batcher restart. */
                 int fresh = 0;
                 for (int i = 0; i < proto_msg_n_ids(m); i++)
-                    fresh += !s_set_has(&seen, proto_msg_ids(m)[i], epoch, valid);
+                    fresh += !seen_has(seen, proto_msg_ids(m)[i], epoch, valid);
                 if (dig && fresh)
                     fprintf(dig, "%lld\t%s\t%d\t%lld\t%lld\t%016llx\n",
                             (long long)proto_msg_get_int(m, "step", -1), task,
@@ -342,7 +279,7 @@ int main(int argc, char **argv) {
                             (unsigned long long)s_digest(m));
                 for (int i = 0; i < proto_msg_n_ids(m); i++) {
                     uint64_t id = proto_msg_ids(m)[i];
-                    if (!s_set_add(&seen, id, epoch, valid)) {
+                    if (!seen_add(seen, id, epoch, valid)) {
                         stats_task_add(st, task, "duplicates_dropped", 1);
                         continue;
                     }
@@ -389,6 +326,6 @@ int main(int argc, char **argv) {
     stage_conn_destroy(&conn);
     stats_destroy(&st);
     zmq_ctx_term(zctx);
-    free(seen.v);
+    seen_destroy(&seen);
     return ended ? rc : (stage_stop_flag ? 0 : 1);
 }
