@@ -272,6 +272,29 @@ Test(imgproc, rejects_empty_garbage_truncated) {
     img_ctx_destroy(&ctx);
 }
 
+/* One bad JPEG must cost only itself: after a fatal libjpeg-turbo error (a bad Huffman
+ * table) the same context decodes good images again. */
+Test(imgproc, good_image_after_a_bad_huffman_table) {
+    img_ctx_t *ctx = img_ctx_new(NULL);
+    size_t blen, glen;
+    uint8_t *bad = (uint8_t *)util_read_file(OFA_SOURCE_DIR "/tests/data/fruits_bad_huffman.jpg",
+                                             &blen, NULL, 0);
+    uint8_t *good = s_read("squirrel_640.jpg", &glen);
+    cr_assert(bad && good);
+    uint8_t patches[96 * 96 * 3];
+    int grid;
+    char err[256];
+    for (int round = 0; round < 3; round++) {
+        s_expect_reject(ctx, bad, blen, "bad Huffman table", "JPEG");
+        int rc = img_process(ctx, good, glen, IMG_FIT_RESIZE, 96, 16, patches, &grid, NULL, err,
+                             sizeof err);
+        cr_assert_eq(rc, 0, "round %d: a good JPEG after a bad one: %s", round, err);
+    }
+    free(bad);
+    free(good);
+    img_ctx_destroy(&ctx);
+}
+
 static uint32_t s_be32(const uint8_t *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }

@@ -241,11 +241,24 @@ static tjscalingfactor s_pick_scale(int w, int h, int min_w, int min_h) {
     return best;
 }
 
+/* After a fatal error (a bad Huffman table, say) libjpeg-turbo's handle can stay in a
+ * state where every later image fails the same way: start a fresh one, so that one bad
+ * file costs only itself. */
+static void s_tj_reset(img_ctx_t *self) {
+    tjhandle fresh = tjInitDecompress();
+    if (fresh) {
+        tjDestroy(self->tj);
+        self->tj = fresh;
+    }
+}
+
 static int s_decode_jpeg(img_ctx_t *self, const uint8_t *data, size_t len, int min_w,
                          int min_h, img_view_t *out, char *err, size_t errlen) {
     int w, h, ss, cs;
-    if (s_jpeg_probe(self->tj, data, len, &w, &h, &ss, &cs, err, errlen) != 0)
+    if (s_jpeg_probe(self->tj, data, len, &w, &h, &ss, &cs, err, errlen) != 0) {
+        s_tj_reset(self);
         return -1;
+    }
     if (s_check_size(self, w, h, "JPEG", err, errlen) != 0)
         return -1;
     if (cs == TJCS_CMYK || cs == TJCS_YCCK)
@@ -262,8 +275,11 @@ static int s_decode_jpeg(img_ctx_t *self, const uint8_t *data, size_t len, int m
          * (extraneous bytes before a marker, common in scraped data) leave a complete
          * image and are accepted. */
         const char *msg = tjGetErrorStr2(self->tj);
-        if (tjGetErrorCode(self->tj) != TJERR_WARNING || strstr(msg, "Premature end"))
-            return util_err(err, errlen, "corrupt or truncated JPEG: %s", msg);
+        if (tjGetErrorCode(self->tj) != TJERR_WARNING || strstr(msg, "Premature end")) {
+            util_err(err, errlen, "corrupt or truncated JPEG: %s", msg);
+            s_tj_reset(self);
+            return -1;
+        }
     }
     out->px = self->dec;
     out->w = dw;
@@ -648,8 +664,10 @@ int img_process(img_ctx_t *self, const uint8_t *data, size_t len, img_fit_t fit,
     OFA_ASSERT(S > 0 && P > 0 && S % P == 0);
     int w, h;
     img_format_t f;
-    if (s_probe(self->tj, data, len, &w, &h, &f, err, errlen) != 0)
+    if (s_probe(self->tj, data, len, &w, &h, &f, err, errlen) != 0) {
+        s_tj_reset(self);
         return -1;
+    }
     int rw, rh;
     img_fit_size(fit, w, h, S, &rw, &rh);
     img_view_t v;

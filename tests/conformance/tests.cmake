@@ -24,7 +24,7 @@ endfunction()
 # The built-in worker stages: a good sample, and a bad one that must be rejected.
 conformance_test(conform_image DEPENDS ofa-image COMMAND ${_cf_kit}
   --tier image --task caption --field img=@${_cf_data}/astronaut_96.jpg --field cap=an\ astronaut
-  --bad-field img=@${_cf_data}/fruits_truncated.jpg -- ${_cf_bin}/ofa-image)
+  --bad-field img=@${_cf_data}/fruits_bad_huffman.jpg -- ${_cf_bin}/ofa-image)
 conformance_test(conform_audio DEPENDS ofa-audio COMMAND ${_cf_kit}
   --tier audio --task asr --field wav=@${_cf_data}/audio/hello_8k.wav
   --bad-field wav=@${_cf_data}/video/koala_right.mp4 -- ${_cf_bin}/ofa-audio)
@@ -60,7 +60,7 @@ endif()
 # Over tcp:// with CURVE (--curve FILE), as on a cluster: a C stage and the Python one.
 conformance_test(conform_image_tcp DEPENDS ofa-image COMMAND ${_cf_kit} --transport tcp
   --tier image --task caption --field img=@${_cf_data}/rocket_progressive_96x64.jpg
-  --bad-field img=@${_cf_data}/fruits_truncated.jpg -- ${_cf_bin}/ofa-image)
+  --bad-field img=@${_cf_data}/fruits_bad_huffman.jpg -- ${_cf_bin}/ofa-image)
 if(_cf_py)
   conformance_test(conform_python_tokenize_tcp DEPENDS ofa-conform COMMAND ${_cf_kit}
     --transport tcp --tier tokenize --task summary --field src=a\ quick\ brown\ fox
