@@ -75,17 +75,21 @@ static void s_pend_add(s_pendq_t *q, s_pending_t p) {
 }
 
 /* The consumer of rank confirmed the batch of this step (step < 0: its oldest batch
- * sent). Confirmed batches at the head are forgotten. */
+ * sent). Batches at the head that are confirmed and sent are forgotten (one confirmed
+ * before it was sent, by a consumer that got the old batcher's copy, stays until sent,
+ * so that s_pend_sent keeps marking the right entries). */
 static void s_pend_confirm(s_pendq_t *q, int rank, int64_t step) {
     for (int i = 0; i < q->n; i++) {
         s_pending_t *p = &q->v[i];
+        if (step == INT64_MIN)
+            break;   /* only the head pruning below */
         if (p->rank == rank && !p->confirmed && (step < 0 ? p->sent : p->step == step)) {
             p->confirmed = 1;
             break;
         }
     }
     int h = 0;
-    while (h < q->n && q->v[h].confirmed)
+    while (h < q->n && q->v[h].confirmed && q->v[h].sent)
         h++;
     if (h) {
         memmove(q->v, q->v + h, (size_t)(q->n - h) * sizeof *q->v);
@@ -98,8 +102,9 @@ static void s_pend_sent(s_pendq_t *q, int rank) {
     for (int i = 0; i < q->n; i++)
         if (q->v[i].rank == rank && !q->v[i].sent) {
             q->v[i].sent = 1;
-            return;
+            break;
         }
+    s_pend_confirm(q, rank, INT64_MIN);   /* drops a head now confirmed and sent */
 }
 
 /* Peers on the consumer socket that spoke without a hello (they said it to a batcher
