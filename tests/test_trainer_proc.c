@@ -82,6 +82,8 @@ typedef struct {
     int credits;        /* credits granted by the trainer and not used */
     int hello;
     int heartbeats;
+    int64_t acks[64];   /* the "ack" of each CREDIT, in order */
+    int nacks;
 } peer_t;
 
 /* Receive one message from the trainer (timeout ms) and account for it. Returns its
@@ -104,6 +106,8 @@ static int s_recv(peer_t *p, int timeout_ms) {
         p->heartbeats++;
     } else if (kind == PROTO_CREDIT) {
         p->credits += (int)proto_msg_get_int(m, "n", 0);
+        if (p->nacks < 64)
+            p->acks[p->nacks++] = proto_msg_get_int(m, "ack", -1);
     }
     proto_msg_destroy(&m);
     return kind;
@@ -116,7 +120,8 @@ static void s_wait_credit(peer_t *p) {
     cr_assert_gt(p->credits, 0, "no credit from the trainer");
 }
 
-static void s_send_batch(peer_t *p, int64_t step, int valid) {
+/* A batch of 4 rows; ids step*10 + row unless given. */
+static void s_send_batch_ids(peer_t *p, int64_t step, int valid, const uint64_t *given) {
     enum { B = 4, S = 6, T = 5 };
     int32_t src[B * S], sl[B], ti[B * T], to[B * T], tl[B];
     uint8_t sm[B * S] = {0};
@@ -124,7 +129,7 @@ static void s_send_batch(peer_t *p, int64_t step, int valid) {
     char refs[64] = "";
     util_rng_t r = {(uint64_t)(valid ? 0 : step % 4) + 1};
     for (int b = 0; b < B; b++) {
-        ids[b] = (uint64_t)step * 10 + b;
+        ids[b] = given ? given[b] : (uint64_t)step * 10 + b;
         src[b * S] = 0, src[b * S + S - 1] = 2;
         ti[b * T] = 0;
         for (int i = 0; i < 4; i++) {
@@ -156,6 +161,10 @@ static void s_send_batch(peer_t *p, int64_t step, int valid) {
         proto_msg_set_str(m, "refs", refs);
     cr_assert_eq(proto_send(s_router, p->ident, p->identlen, &m, 0), 0);
     p->credits--;
+}
+
+static void s_send_batch(peer_t *p, int64_t step, int valid) {
+    s_send_batch_ids(p, step, valid, NULL);
 }
 
 static void s_send_end(peer_t *p) {
@@ -282,4 +291,50 @@ Test(trainer_proc, bad_flags_exit_nonzero) {
     cr_assert_neq(system(cmd), 0, "missing plan file accepted");
     snprintf(cmd, sizeof cmd, "%s/bin/ofa-trainer --help >/dev/null", OFA_BINARY_DIR);
     cr_assert_eq(system(cmd), 0);
+}
+
+/* A restarted batcher sends batches again: samples the trainer has taken already are
+ * dropped and counted (a whole batch, or the rows of a batch re-formed differently),
+ * the rest is trained; each credit names the batch's step (the ack contract); "rehello"
+ * gets the hello again. */
+Test(trainer_proc, drops_samples_taken_acks_steps_and_says_hello_again) {
+    peer_t p = {0};
+    pid_t pid = s_start(0);
+    uint64_t mixed[4] = {10, 11, 20, 21};
+    s_wait_credit(&p);
+    s_send_batch(&p, 0, 0);                   /* ids 0..3: trained */
+    s_wait_credit(&p);
+    s_send_batch(&p, 1, 0);                   /* ids 10..13: trained */
+    s_wait_credit(&p);
+    s_send_batch(&p, 1, 0);                   /* the same batch again: 4 duplicates */
+    s_wait_credit(&p);
+    s_send_batch_ids(&p, 2, 0, mixed);        /* 10, 11 again: 2 rows trained */
+    for (int i = 0; i < 50 && p.nacks < 4; i++)
+        s_recv(&p, 100);
+    cr_assert_eq(p.nacks, 4, "one credit per batch");
+    int64_t want[4] = {0, 1, 1, 2};
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(p.acks[i], want[i], "credit %d acks step %lld", i, (long long)p.acks[i]);
+    proto_msg_t *rh = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(rh, "rehello");
+    cr_assert_eq(proto_send(s_router, p.ident, p.identlen, &rh, 0), 0);
+    for (int i = 0; i < 50 && p.hello < 2; i++)
+        s_recv(&p, 100);
+    cr_assert_eq(p.hello, 2, "rehello is answered with the hello");
+    s_send_end(&p);
+    cr_assert_eq(s_wait_exit(pid, &p), 0);
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/checkpoints", s_dir);
+    cr_assert_eq(ckpt_latest(path), 3, "three optimizer steps: the duplicate batch is not trained");
+    double delivered = -1, dups = -1;
+    while (zmq_poll(&(zmq_pollitem_t){s_pull, 0, ZMQ_POLLIN, 0}, 1, 200) > 0) {
+        proto_msg_t *m = proto_recv(s_pull, NULL, NULL, 0, err, sizeof err);
+        if (m && proto_msg_kind(m) == PROTO_STATS) {
+            delivered = proto_msg_get_float(m, "task.copy.delivered", delivered);
+            dups = proto_msg_get_float(m, "task.copy.duplicates_dropped", dups);
+        }
+        proto_msg_destroy(&m);
+    }
+    cr_assert_eq(delivered, 10, "distinct samples delivered: %g", delivered);
+    cr_assert_eq(dups, 6, "duplicates dropped: %g", dups);
 }

@@ -408,7 +408,7 @@ int main(int argc, char **argv) {
             trainer_batch_t b;
             s_align_t al = {0};
             uint64_t *kept_ids = NULL;
-            int ok = s_batch(m, &al, &b, err, sizeof err) == 0, dups = 0;
+            int ok = s_batch(m, &al, &b, err, sizeof err) == 0, dups = 0, all = 0;
             if (ok) {
                 /* Samples taken already (a batch sent again after a batcher restart)
                  * are dropped and counted: each sample is trained once per epoch. */
@@ -417,16 +417,17 @@ int main(int argc, char **argv) {
                     keep[r] = (uint8_t)seen_add(self.seen, b.ids[r], b.epoch, b.valid);
                     dups += !keep[r];
                 }
+                all = dups == b.B;
                 if (dups) {
                     stats_task_add(self.stats, b.task, "duplicates_dropped", dups);
-                    if (dups < b.B) {
+                    if (!all) {
                         kept_ids = util_malloc(sizeof *kept_ids * (size_t)b.B);
                         s_keep_rows(&b, keep, &al, kept_ids);
                     }
                 }
                 free(keep);
             }
-            if (ok && dups == b.B) {
+            if (ok && all) {
                 fprintf(stderr, "%s: batch %lld (%s) delivered again; its %d samples are "
                         "dropped as duplicates\n", util_progname(), (long long)b.step, b.task,
                         b.B);
