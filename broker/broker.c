@@ -499,7 +499,8 @@ static void s_requeue_held(broker_t *self, s_peer_t *p);
  * What the old one was sent and never acknowledged goes back into the queue toward the
  * batcher, the end of data too if it had been forwarded, and the new one is told where
  * the confirmed part ends ("start": the first seq and batch index it must produce), so
- * it cuts the same batches the old one would have. Credits die with the old process. */
+ * it cuts the same batches the old one would have (the first batcher gets start {0, 0}).
+ * Credits die with the old process. */
 static void s_on_batcher_hello(broker_t *self, s_peer_t *p, const proto_msg_t *hello) {
     int n = self->unacked.n;
     while (self->unacked.n) {
@@ -519,10 +520,14 @@ static void s_on_batcher_hello(broker_t *self, s_peer_t *p, const proto_msg_t *h
     self->batcher_credits = 0;
     self->batcher_want = -1;
     self->batcher_acks = proto_msg_get_int(hello, "acks", 0) != 0;
-    if (n || self->acked_seq > 0 || self->acked_batch > 0) {
+    if (n || self->acked_seq > 0 || self->acked_batch > 0)
         fprintf(stderr, "broker: batcher %s (re)joined: it starts at seq %lld, batch %lld; "
                 "%d sample(s) and notices it had not acknowledged are sent again\n", p->id,
                 (long long)self->acked_seq, (long long)self->acked_batch, n);
+    /* An acknowledging batcher takes nothing before its start: what the broker sent it
+     * between its connection and this hello (on credit the old one left) is in the
+     * unacknowledged set moved back above, and goes out again after the start. */
+    if (self->batcher_acks) {
         proto_msg_t *st = proto_msg_new(PROTO_CONTROL, NULL);
         proto_msg_set_op(st, "start");
         proto_msg_set_int(st, "seq", self->acked_seq);

@@ -504,7 +504,14 @@ Test(batcher_programs, ofa_batcher_over_zeromq, .timeout = 60) {
     cr_assert_not_null(m, "no hello (see %s)", log);
     cr_assert_str_eq(proto_msg_op(m), "hello");
     cr_assert_str_eq(proto_msg_get_str(m, "role"), "batcher");
+    cr_assert_eq(proto_msg_get_int(m, "acks", 0), 1, "the batcher acknowledges");
     proto_msg_destroy(&m);
+    /* As the broker answers an acknowledging batcher: where to start (a first one: 0). */
+    proto_msg_t *start = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(start, "start");
+    proto_msg_set_int(start, "seq", 0);
+    proto_msg_set_int(start, "batch", 0);
+    cr_assert_eq(proto_send(broker, ident, identlen, &start, 0), 0);
     m = next_msg(broker, ident, &identlen, 5000);
     cr_assert_not_null(m);
     cr_assert_eq(proto_msg_kind(m), PROTO_CREDIT);

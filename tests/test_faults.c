@@ -120,7 +120,12 @@ Test(faults, broker_resends_what_a_killed_batcher_had_not_acknowledged) {
     broker_t *b = broker_new(&o, s_send, NULL, NULL);
     hello(b, "src", "source", 0);
     hello(b, "bat", "batcher", 1);
-    cr_assert_null(take("bat"), "a first batcher gets no start");
+    proto_msg_t *st0 = take("bat");
+    cr_assert_not_null(st0, "an acknowledging batcher is told where to start");
+    cr_assert_str_eq(proto_msg_op(st0), "start");
+    cr_assert_eq(proto_msg_get_int(st0, "seq", -1), 0);
+    cr_assert_eq(proto_msg_get_int(st0, "batch", -1), 0);
+    proto_msg_destroy(&st0);
     feed(b, 12);
     credit(b, 100);
     broker_tick(b);

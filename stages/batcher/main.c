@@ -209,6 +209,11 @@ int main(int argc, char **argv) {
     s_stranger_t strangers[MAX_STRANGERS];
     int nstrangers = 0;
     int64_t acked_seq = 0, acked_k = 0;   /* what the broker was last told */
+    /* Nothing is taken before the broker's "start": a restarted batcher may be sent
+     * samples between its connection and its hello (on the old one's credit); the
+     * broker sends those again after the start. */
+    int started = 0;
+    long before_start = 0;
     double busy = 0;
     while (!stage_stop_flag && !ended) {
         zmq_pollitem_t items[2] = {{in, 0, ZMQ_POLLIN, 0}, {out, 0, ZMQ_POLLIN, 0}};
@@ -228,6 +233,12 @@ int main(int argc, char **argv) {
                 continue;
             }
             proto_kind_t kind = proto_msg_kind(m);
+            if (!started && !(kind == PROTO_CONTROL && (!strcmp(proto_msg_op(m), "start") ||
+                                                        !strcmp(proto_msg_op(m), "stop")))) {
+                before_start++;
+                proto_msg_destroy(&m);
+                continue;
+            }
             if (kind == PROTO_SAMPLE || kind == PROTO_REJECT) {
                 if (requested > 0)
                     requested--;
@@ -247,15 +258,19 @@ int main(int argc, char **argv) {
             } else if (kind == PROTO_CONTROL && strcmp(proto_msg_op(m), "start") == 0) {
                 /* Restarted: the broker says where the confirmed batches end. */
                 int64_t s0 = proto_msg_get_int(m, "seq", 0), k0 = proto_msg_get_int(m, "batch", 0);
-                if (k0 < 0 || batcher_start(bt, s0) != 0) {
+                if (started || k0 < 0 || (s0 > 0 && batcher_start(bt, s0) != 0)) {
                     fprintf(stderr, "ofa-batcher: start at seq %lld, batch %lld refused: the "
                             "walk has begun\n", (long long)s0, (long long)k0);
                 } else {
                     k = k0;
                     acked_seq = s0;
                     acked_k = k0;
-                    fprintf(stderr, "ofa-batcher: starting at seq %lld, batch %lld (a "
-                            "restart)\n", (long long)s0, (long long)k0);
+                    started = 1;
+                    if (s0 > 0 || k0 > 0 || before_start)
+                        fprintf(stderr, "ofa-batcher: starting at seq %lld, batch %lld (a "
+                                "restart; %ld message(s) before the start dropped, the "
+                                "broker sends them again)\n", (long long)s0, (long long)k0,
+                                before_start);
                 }
                 proto_msg_destroy(&m);
             } else if (kind == PROTO_CONTROL && strcmp(proto_msg_op(m), "stop") == 0) {
@@ -380,7 +395,9 @@ int main(int argc, char **argv) {
          * waiting: back-pressure from a slow consumer reaches the source by credit. */
         long held = batcher_buffered(bt) + requested;
         int gap = batcher_waiting_for_gap(bt);
-        if (!eof && backlog < READY_PER_RANK * world && held < WINDOW) {
+        if (!started) {
+            /* No credit before the start (it would name the wrong seq). */
+        } else if (!eof && backlog < READY_PER_RANK * world && held < WINDOW) {
             long n = WINDOW - held;
             if (n >= 16 || requested == 0) {
                 proto_msg_t *c = proto_msg_new(PROTO_CREDIT, NULL);
