@@ -1,6 +1,12 @@
 # The speech, video, motion and phone datasets and plans (configs/asr.conf,
 # video_caption.conf, motion_label.conf, text_to_phone.conf).
 find_program(PYTHON3 python3 REQUIRED)
+# The media datasets' builder: layout, media paths and files (BVH windows, clips by
+# ffprobe), closed sets, split hygiene, idempotency (about 20 s).
+ofa_add_script_test(build_av_data
+  COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/../scripts/data/check_av_data.py
+          ${CMAKE_CURRENT_SOURCE_DIR}/..
+  LABELS unit TIMEOUT 180)
 # A little of two new modalities (PHONE targets, MOTION sources) through launch: the
 # builder's rows all delivered (lost 0, rejected 0), the loss falls, eval.json with the
 # plan's metric and the best-constant baseline. Builds its datasets into a temporary
