@@ -6,7 +6,8 @@
  *  - The trainer takes one optimizer step per round, and the step's gradient equals the
  *    weighted sum (weights / their sum) of the per-task micro-batch gradients computed
  *    one by one through the model API at the same weights.
- *  - metrics.jsonl then has a line of every task at every step. */
+ *  - metrics.jsonl then has a line of every task at every step.
+ *  - solved_acc gets the puzzle from the prompt through the trainer's evaluation. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -358,5 +359,87 @@ Test(multitask, sample_mode_steps_per_batch) {
     cr_assert_eq(trainer_step(tr), 1);
     cr_assert_null(trainer_step_grad(tr, NULL));
     trainer_destroy(&tr);
+    plan_destroy(&plan);
+}
+
+/* solved_acc through the trainer: the prompt travels with the reference as the puzzle.
+ * Three validation rows share an empty 4x4 puzzle (no givens) and have three different
+ * reference solutions. With the puzzle, any one of those grids as a constant output
+ * solves every row (baseline 1); were the solution taken as the givens, a constant grid
+ * would solve one row in three. */
+Test(multitask, solved_acc_gets_the_puzzle_from_the_prompt) {
+    const char *puzzle = "0 0 0 0 | 0 0 0 0 | 0 0 0 0 | 0 0 0 0";
+    const char *sols[3] = {"1 2 3 4 | 3 4 1 2 | 2 1 4 3 | 4 3 2 1",
+                           "2 1 4 3 | 4 3 2 1 | 1 2 3 4 | 3 4 1 2",
+                           "3 4 1 2 | 1 2 3 4 | 4 3 2 1 | 2 1 4 3"};
+    char rows[512];
+    snprintf(rows, sizeof rows, "0\t%s\t%s\n1\t%s\t%s\n2\t%s\t%s\n", puzzle, sols[0], puzzle,
+             sols[1], puzzle, sols[2]);
+    s_write("sudoku.tsv", rows);
+    char text[2048];
+    snprintf(text, sizeof text,
+             "name = \"sud\";\nseed = 2;\nrun_dir = \"%s\";\n"
+             "tasks = ( { name = \"sudoku\"; instruction = \"\\\" [TEXT:src] \\\"  .  solve the "
+             "sudoku .  -> [TEXT:tgt]\"; train = [\"sudoku.tsv\"]; valid = [\"sudoku.tsv\"];"
+             " columns = [\"id\", \"src\", \"tgt\"]; batch_size = 3; metric = \"solved_acc\"; } );\n"
+             "model = { size = \"nano\"; max_src_len = 96; max_tgt_len = 48; };\n"
+             "trainer = { backend = \"cpu\"; threads = 1; max_gen_len = 4; };\n", s_dir);
+    plan_t *plan = plan_load_string(text, "sud.conf", s_dir, err, sizeof err);
+    cr_assert_not_null(plan, "%s", err);
+    char p[512];
+    snprintf(p, sizeof p, "%s/bpe.bin", s_dir);
+    tok_bpe_t *bpe = tok_bpe_load(p, err, sizeof err);
+    cr_assert_not_null(bpe, "%s", err);
+    tok_opts_t to = {.no_masking = true};
+    tok_ctx_t *tc = tok_ctx_new(plan_task(plan, "sudoku")->plan, bpe, &to, err, sizeof err);
+    cr_assert_not_null(tc, "%s", err);
+    enum { B = 3, S = 96, T = 48 };
+    static int32_t src_tok[B * S], src_len[B], tgt_in[B * T], tgt_out[B * T], tgt_len[B];
+    static uint8_t src_mod[B * S];
+    uint64_t ids[B];
+    char refs[512];
+    size_t o = 0;
+    for (int r = 0; r < B; r++) {
+        tok_value_t v[2] = {{.column = "src", .text = puzzle, .len = strlen(puzzle)},
+                            {.column = "tgt", .text = sols[r], .len = strlen(sols[r])}};
+        tok_sample_t smp = {.id = (uint64_t)r, .values = v, .nvalues = 2};
+        tok_result_t res;
+        cr_assert_eq(tok_build(tc, &smp, &res, err, sizeof err), 0, "%s", err);
+        cr_assert_leq(res.src_len, S);
+        cr_assert_leq(res.tgt_len, T);
+        for (int i = 0; i < S; i++) {
+            src_tok[r * S + i] = i < res.src_len ? res.src_tok[i] : TOK_PAD;
+            src_mod[r * S + i] = i < res.src_len ? res.src_mod[i] : 0;
+        }
+        for (int i = 0; i < T; i++) {
+            tgt_in[r * T + i] = i < res.tgt_len ? res.tgt_in[i] : TOK_PAD;
+            tgt_out[r * T + i] = i < res.tgt_len ? res.tgt_out[i] : TOK_PAD;
+        }
+        src_len[r] = res.src_len;
+        tgt_len[r] = res.tgt_len;
+        ids[r] = (uint64_t)r;
+        o += (size_t)snprintf(refs + o, sizeof refs - o, "%s%s", r ? "\n" : "", res.ref);
+    }
+    tok_ctx_destroy(&tc);
+    tok_bpe_destroy(&bpe);
+    trainer_batch_t b = {.task = "sudoku", .step = 0, .valid = 1, .B = B, .S = S, .T = T,
+                         .ids = ids, .src_tok = src_tok, .src_mod = src_mod, .src_len = src_len,
+                         .tgt_in = tgt_in, .tgt_out = tgt_out, .tgt_len = tgt_len, .refs = refs};
+    trainer_opts_t opts = {.run_dir = s_dir, .rank = 0, .world = 1, .tty = 0, .quiet = 1,
+                           .threads = 1};
+    trainer_t *tr = trainer_new(plan, &opts, err, sizeof err);
+    cr_assert_not_null(tr, "%s", err);
+    cr_assert_eq(trainer_feed(tr, &b, 0, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(trainer_finish(tr, err, sizeof err), 0, "%s", err);
+    trainer_destroy(&tr);
+    snprintf(p, sizeof p, "%s/eval.json", s_dir);
+    char *ev = util_read_file(p, NULL, err, sizeof err);
+    cr_assert_not_null(ev, "%s", err);
+    cr_assert(strstr(ev, "\"metric\": \"solved_acc\""), "%s", ev);
+    cr_assert(strstr(ev, "\"value\": 0,"), "an untrained model solves nothing:\n%s", ev);
+    cr_assert(strstr(ev, "\"baseline\": 1,"), "a constant grid solves every empty puzzle "
+              "once the puzzle is known:\n%s", ev);
+    cr_assert(strstr(ev, "\"n\": 3"), "%s", ev);
+    free(ev);
     plan_destroy(&plan);
 }
