@@ -24,13 +24,25 @@
 #include "safetensors.h"
 #include "util.h"
 
+/* The modality groups of the encoder's expert FFNs (model.h): group g >= 1 is the
+ * modality of adapter g - 1, and the text group takes every token modality (TEXT, BOX,
+ * PHONE, STRUCT, CATEGORY). */
+enum { EX_TEXT = 0, EX_IMG, EX_AUD, EX_VID, EX_MOT, S_NEX };
+static const char *s_ex_name[S_NEX] = {"text", "image", "audio", "video", "motion"};
+
+/* Parameter indices of one FFN: fc1.w (F, D), fc1.b (F), fc2.w (D, F), fc2.b (D). */
+typedef struct {
+    int fc1_w, fc1_b, fc2_w, fc2_b;
+} s_ffn_t;
+
 /* Parameter indices of one layer. q/k/v weights are adjacent (see above), so qkv_w
  * points at a (3D, D) matrix and qkv_b at (3D); for cross-attention kv_w at (2D, D). */
 typedef struct {
     int ln1_w, ln1_b, ln2_w, ln2_b, ln3_w, ln3_b;
     int qkv_w, qkv_b, o_w, o_b;          /* self-attention */
     int cq_w, cq_b, ckv_w, ckv_b, co_w, co_b;   /* cross-attention (decoder) */
-    int fc1_w, fc1_b, fc2_w, fc2_b;
+    int fc1_w, fc1_b, fc2_w, fc2_b;      /* the FFN (with experts: the text expert's) */
+    s_ffn_t ex[S_NEX];                   /* encoder experts; fc1_w -1 when absent */
 } s_layer_t;
 
 /* Activations of one layer (pointers into the arena). Shapes for the encoder use N =
@@ -49,8 +61,9 @@ typedef struct {
     real_t *catt;               /* (N, D) */
     real_t *x2;                 /* (N, D) after the cross residual (decoder) */
     real_t *ln3, *ln3_m, *ln3_r;
-    real_t *fc1;                /* (N, F) pre-activation */
+    real_t *fc1;                /* (N, F) pre-activation (expert order with experts) */
     real_t *gel;                /* (N, F) */
+    real_t *xg;                 /* (N, D) ln2 rows in expert order (encoder experts only) */
 } s_acts_t;
 
 /* The modality adapters of the encoder input, in the order their embeddings are added
@@ -123,6 +136,14 @@ struct model_t {
     int logits_valid;    /* logits still hold logits (not gradients) */
     /* host staging */
     int32_t *h_i32;      /* (max(B*S, B*T)) */
+    /* Expert routing of the current source (mod_experts): the positions sorted by group
+     * ("expert order"), so each expert's rows are one contiguous block that the plain
+     * linear ops take; ex_perm gathers into that order, ex_inv scatters back out. */
+    int ex_cnt[S_NEX], ex_off[S_NEX];   /* positions of each group, first row of its block */
+    int ex_single;       /* the group of every position (no gather needed), or -1 */
+    int32_t *ex_perm;    /* (B*S) backend: row r of expert order is position ex_perm[r] */
+    int32_t *ex_inv;     /* (B*S) backend: position k is row ex_inv[k] of expert order */
+    real_t *ex_tmp, *ex_tmp2;   /* (B*S, D) scratch in expert order */
 };
 
 #define PW(m, idx) ((m)->W + (m)->params[idx].offset)
@@ -191,6 +212,8 @@ int model_config_check(const model_config_t *c, char *err, size_t errlen) {
     if (c->vid_dim > 0 && (c->vid_grid <= 0 || c->vid_frames <= 0))
         return util_err(err, errlen, "model: video adapter needs vid_grid > 0 and vid_frames > 0 "
                         "(grid %d, frames %d)", c->vid_grid, c->vid_frames);
+    if (c->mod_experts != 0 && c->mod_experts != 1)
+        return util_err(err, errlen, "model: mod_experts %d is not 0 or 1", c->mod_experts);
     if (c->pad_id < 0 || c->pad_id >= c->vocab)
         return util_err(err, errlen, "model: pad_id %d outside the vocabulary", c->pad_id);
     if (!(c->label_smoothing >= 0 && c->label_smoothing < 1))
@@ -285,10 +308,32 @@ static void s_build_names(model_t *m) {
         L->o_b = s_addf(m, D, 0, "enc.%d.attn.o.b", l);
         L->ln2_w = s_addf(m, D, 0, "enc.%d.ln2.w", l);
         L->ln2_b = s_addf(m, D, 0, "enc.%d.ln2.b", l);
-        L->fc1_w = s_addf(m, F, D, "enc.%d.ffn.fc1.w", l);
-        L->fc1_b = s_addf(m, F, 0, "enc.%d.ffn.fc1.b", l);
-        L->fc2_w = s_addf(m, D, F, "enc.%d.ffn.fc2.w", l);
-        L->fc2_b = s_addf(m, D, 0, "enc.%d.ffn.fc2.b", l);
+        for (int g = 0; g < S_NEX; g++)
+            L->ex[g].fc1_w = L->ex[g].fc1_b = L->ex[g].fc2_w = L->ex[g].fc2_b = -1;
+        if (!c->mod_experts) {
+            L->fc1_w = s_addf(m, F, D, "enc.%d.ffn.fc1.w", l);
+            L->fc1_b = s_addf(m, F, 0, "enc.%d.ffn.fc1.b", l);
+            L->fc2_w = s_addf(m, D, F, "enc.%d.ffn.fc2.w", l);
+            L->fc2_b = s_addf(m, D, 0, "enc.%d.ffn.fc2.b", l);
+            continue;
+        }
+        /* one FFN per group, in group order, where the plain FFN would be */
+        for (int g = 0; g < S_NEX; g++) {
+            if (g != EX_TEXT && m->ad[g - 1].in_dim <= 0)
+                continue;
+            char name[MODEL_MAX_NAME];
+            s_ffn_t *f = &L->ex[g];
+            snprintf(name, sizeof name, "enc.%d.ffn.%s.fc1.w", l, s_ex_name[g]);
+            f->fc1_w = s_add(m, name, F, D);
+            snprintf(name, sizeof name, "enc.%d.ffn.%s.fc1.b", l, s_ex_name[g]);
+            f->fc1_b = s_add(m, name, F, 0);
+            snprintf(name, sizeof name, "enc.%d.ffn.%s.fc2.w", l, s_ex_name[g]);
+            f->fc2_w = s_add(m, name, D, F);
+            snprintf(name, sizeof name, "enc.%d.ffn.%s.fc2.b", l, s_ex_name[g]);
+            f->fc2_b = s_add(m, name, D, 0);
+        }
+        L->fc1_w = L->ex[EX_TEXT].fc1_w, L->fc1_b = L->ex[EX_TEXT].fc1_b;
+        L->fc2_w = L->ex[EX_TEXT].fc2_w, L->fc2_b = L->ex[EX_TEXT].fc2_b;
     }
     m->enc_ln_w = s_add(m, "enc_ln.w", D, 0);
     m->enc_ln_b = s_add(m, "enc_ln.b", D, 0);
@@ -567,6 +612,17 @@ static void s_layout(model_t *m, s_carve_t *cv, int B, int S, int T) {
     m->d_qkv = TAKE_R(cv, Nm * 3 * D);
     m->d_f = TAKE_R(cv, Nm * F);
     m->d_kv = TAKE_R(cv, Ns * 2 * D);
+    /* last, so that a model without experts has the arena it always had */
+    m->ex_perm = m->ex_inv = NULL;
+    m->ex_tmp = m->ex_tmp2 = NULL;
+    if (c->mod_experts) {
+        m->ex_perm = TAKE_I(cv, Ns);
+        m->ex_inv = TAKE_I(cv, Ns);
+        m->ex_tmp = TAKE_R(cv, Ns * D);
+        m->ex_tmp2 = TAKE_R(cv, Ns * D);
+        for (int l = 0; l < c->n_enc; l++)
+            m->ea[l].xg = TAKE_R(cv, Ns * D);
+    }
 }
 
 /* Make the arena hold (B, S, T); grows to the largest of each dimension seen. The
@@ -886,6 +942,45 @@ static void s_adapter_bwd(model_t *m, s_adapter_t *a, const real_t *d_res, int64
                  a->in_dim);
 }
 
+/* The expert group of a source position's modality. */
+static int s_expert_of(int mod) {
+    int j = s_adapter_of(mod);
+    return j < 0 ? EX_TEXT : j + 1;
+}
+
+/* Route the source positions of b to the experts: count each group, and unless one
+ * group takes them all, upload the permutation into expert order and its inverse. The
+ * order inside a group is the positions' order, so routing is deterministic. */
+static void s_route(model_t *m, const model_batch_t *b) {
+    backend_t *be = m->be;
+    int64_t Ns = (int64_t)b->B * b->S;
+    int32_t *h = m->h_i32;
+    memset(m->ex_cnt, 0, sizeof m->ex_cnt);
+    for (int64_t k = 0; k < Ns; k++)
+        m->ex_cnt[s_expert_of(b->src_mod ? b->src_mod[k] : MODEL_MOD_TEXT)]++;
+    m->ex_single = -1;
+    int off = 0;
+    for (int g = 0; g < S_NEX; g++) {
+        m->ex_off[g] = off;
+        off += m->ex_cnt[g];
+        if (m->ex_cnt[g] == Ns)
+            m->ex_single = g;
+    }
+    if (m->ex_single >= 0)
+        return;
+    /* model_batch_check has refused positions of a modality without its adapter, so
+     * every group that has positions has its expert. */
+    int next[S_NEX];
+    memcpy(next, m->ex_off, sizeof next);
+    for (int64_t k = 0; k < Ns; k++)
+        h[next[s_expert_of(b->src_mod[k])]++] = (int32_t)k;
+    be->i->upload(be, m->ex_perm, h, sizeof *h * Ns);
+    memcpy(next, m->ex_off, sizeof next);
+    for (int64_t k = 0; k < Ns; k++)
+        h[k] = next[s_expert_of(b->src_mod[k])]++;
+    be->i->upload(be, m->ex_inv, h, sizeof *h * Ns);
+}
+
 /* Upload the batch's indices and build the encoder input ea[0].x: token embeddings,
  * then each adapter's embeddings at its positions, then positions and modality types. */
 static int s_embed_src(model_t *m, const model_batch_t *b, char *err, size_t errlen) {
@@ -907,6 +1002,8 @@ static int s_embed_src(model_t *m, const model_batch_t *b, char *err, size_t err
         h[k] = b->src_mod ? b->src_mod[k] : MODEL_MOD_TEXT;
     be->i->upload(be, m->src_mod, h, sizeof *h * Ns);
     be->i->upload(be, m->src_len, b->src_len, sizeof(int32_t) * B);
+    if (c->mod_experts)
+        s_route(m, b);
 
     real_t *x = m->ea[0].x;
     be->i->embed_fwd(be, x, PW(m, m->tok_emb), m->src_ids, (int)Ns, D, 0);
@@ -919,10 +1016,59 @@ static int s_embed_src(model_t *m, const model_batch_t *b, char *err, size_t err
     return 0;
 }
 
+/* The FFN that every position of the current source takes: the plain one, or with
+ * experts the one group's expert when a single group holds them all (NULL: several). */
+static const s_ffn_t *s_enc_ffn_one(const model_t *m, const s_layer_t *L, s_ffn_t *plain) {
+    if (!m->c.mod_experts) {
+        plain->fc1_w = L->fc1_w, plain->fc1_b = L->fc1_b;
+        plain->fc2_w = L->fc2_w, plain->fc2_b = L->fc2_b;
+        return plain;
+    }
+    return m->ex_single >= 0 ? &L->ex[m->ex_single] : NULL;
+}
+
+/* The FFN sub-block of an encoder layer: xo = x1 + ffn(ln2). With several experts in the
+ * batch, ln2 and x1 are gathered into expert order, each expert runs the plain linear
+ * ops on its block of rows, and the sums are scattered back to their positions (the
+ * backend's gather_rows and embed_fwd; no op of its own, so every backend runs it). */
+static void s_enc_ffn_fwd(model_t *m, const s_layer_t *L, s_acts_t *a, real_t *xo, int Ns) {
+    backend_t *be = m->be;
+    int D = m->c.d_model, F = m->c.d_ffn;
+    s_ffn_t plain;
+    const s_ffn_t *f = s_enc_ffn_one(m, L, &plain);
+    if (f) {
+        s_linear(m, a->fc1, F, a->ln2, D, PW(m, f->fc1_w), PW(m, f->fc1_b), Ns, F, D, 0);
+        be->i->gelu_fwd(be, a->gel, a->fc1, (int64_t)Ns * F);
+        be->i->copy(be, xo, a->x1, sizeof(real_t) * Ns * D);
+        s_linear(m, xo, D, a->gel, F, PW(m, f->fc2_w), PW(m, f->fc2_b), Ns, D, F, 1);
+        return;
+    }
+    be->i->gather_rows(be, a->xg, a->ln2, m->ex_perm, Ns, D);
+    be->i->gather_rows(be, m->ex_tmp, a->x1, m->ex_perm, Ns, D);
+    for (int g = 0; g < S_NEX; g++) {
+        if (!m->ex_cnt[g])
+            continue;
+        const s_ffn_t *e = &L->ex[g];
+        int64_t r0 = m->ex_off[g];
+        s_linear(m, a->fc1 + r0 * F, F, a->xg + r0 * D, D, PW(m, e->fc1_w), PW(m, e->fc1_b),
+                 m->ex_cnt[g], F, D, 0);
+    }
+    be->i->gelu_fwd(be, a->gel, a->fc1, (int64_t)Ns * F);
+    for (int g = 0; g < S_NEX; g++) {
+        if (!m->ex_cnt[g])
+            continue;
+        const s_ffn_t *e = &L->ex[g];
+        int64_t r0 = m->ex_off[g];
+        s_linear(m, m->ex_tmp + r0 * D, D, a->gel + r0 * F, F, PW(m, e->fc2_w), PW(m, e->fc2_b),
+                 m->ex_cnt[g], D, F, 1);
+    }
+    be->i->embed_fwd(be, xo, m->ex_tmp, m->ex_inv, Ns, D, 0);
+}
+
 static void s_encoder(model_t *m, int B, int S) {
     backend_t *be = m->be;
     const model_config_t *c = &m->c;
-    int D = c->d_model, F = c->d_ffn;
+    int D = c->d_model;
     int Ns = B * S;
     for (int l = 0; l < c->n_enc; l++) {
         s_layer_t *L = &m->enc[l];
@@ -938,10 +1084,7 @@ static void s_encoder(model_t *m, int B, int S) {
         s_linear(m, a->x1, D, a->att, D, PW(m, L->o_w), PW(m, L->o_b), Ns, D, D, 1);
         be->i->layernorm_fwd(be, a->ln2, a->ln2_m, a->ln2_r, a->x1, PW(m, L->ln2_w),
                              PW(m, L->ln2_b), Ns, D, c->ln_eps);
-        s_linear(m, a->fc1, F, a->ln2, D, PW(m, L->fc1_w), PW(m, L->fc1_b), Ns, F, D, 0);
-        be->i->gelu_fwd(be, a->gel, a->fc1, (int64_t)Ns * F);
-        be->i->copy(be, xo, a->x1, sizeof(real_t) * Ns * D);
-        s_linear(m, xo, D, a->gel, F, PW(m, L->fc2_w), PW(m, L->fc2_b), Ns, D, F, 1);
+        s_enc_ffn_fwd(m, L, a, xo, Ns);
     }
     be->i->layernorm_fwd(be, m->mem, m->mem_m, m->mem_r, m->ea[c->n_enc].x,
                          PW(m, m->enc_ln_w), PW(m, m->enc_ln_b), Ns, D, c->ln_eps);
@@ -1060,7 +1203,7 @@ void model_logits(model_t *m, real_t *host) {
 
 /* Backward of one FFN sub-block whose output was added to the residual: d_res holds
  * d(output) and receives d(input) through the LayerNorm. */
-static void s_ffn_bwd(model_t *m, const s_layer_t *L, const s_acts_t *a, const real_t *ln,
+static void s_ffn_bwd(model_t *m, const s_ffn_t *L, const s_acts_t *a, const real_t *ln,
                       const real_t *ln_x, const real_t *ln_m, const real_t *ln_r, int lnw,
                       int lnb, real_t *d_res, int N) {
     backend_t *be = m->be;
@@ -1072,6 +1215,42 @@ static void s_ffn_bwd(model_t *m, const s_layer_t *L, const s_acts_t *a, const r
                  F, D);
     be->i->layernorm_bwd(be, d_res, PG(m, lnw), PG(m, lnb), m->d_a, ln_x, ln_m, ln_r, PW(m, lnw),
                          N, D);
+}
+
+/* Backward of s_enc_ffn_fwd: d_res holds d(xo) and receives d(x1). With several experts
+ * the gradient is gathered into expert order, each expert's block goes back through its
+ * linear ops, and d(ln2) is scattered back to the positions. */
+static void s_enc_ffn_bwd(model_t *m, const s_layer_t *L, const s_acts_t *a, real_t *d_res,
+                          int N) {
+    backend_t *be = m->be;
+    int D = m->c.d_model, F = m->c.d_ffn;
+    s_ffn_t plain;
+    const s_ffn_t *f = s_enc_ffn_one(m, L, &plain);
+    if (f) {
+        s_ffn_bwd(m, f, a, a->ln2, a->x1, a->ln2_m, a->ln2_r, L->ln2_w, L->ln2_b, d_res, N);
+        return;
+    }
+    be->i->gather_rows(be, m->ex_tmp, d_res, m->ex_perm, N, D);
+    for (int g = 0; g < S_NEX; g++) {
+        if (!m->ex_cnt[g])
+            continue;
+        const s_ffn_t *e = &L->ex[g];
+        int64_t r0 = m->ex_off[g];
+        s_linear_bwd(m, m->d_f + r0 * F, 0, m->ex_tmp + r0 * D, a->gel + r0 * F, PW(m, e->fc2_w),
+                     PG(m, e->fc2_w), PG(m, e->fc2_b), m->ex_cnt[g], D, F);
+    }
+    be->i->gelu_bwd(be, m->d_f, a->fc1, m->d_f, (int64_t)N * F);
+    for (int g = 0; g < S_NEX; g++) {
+        if (!m->ex_cnt[g])
+            continue;
+        const s_ffn_t *e = &L->ex[g];
+        int64_t r0 = m->ex_off[g];
+        s_linear_bwd(m, m->ex_tmp2 + r0 * D, 0, m->d_f + r0 * F, a->xg + r0 * D,
+                     PW(m, e->fc1_w), PG(m, e->fc1_w), PG(m, e->fc1_b), m->ex_cnt[g], F, D);
+    }
+    be->i->embed_fwd(be, m->d_a, m->ex_tmp2, m->ex_inv, N, D, 0);
+    be->i->layernorm_bwd(be, d_res, PG(m, L->ln2_w), PG(m, L->ln2_b), m->d_a, a->x1, a->ln2_m,
+                         a->ln2_r, PW(m, L->ln2_w), N, D);
 }
 
 /* Backward of the self-attention sub-block (input a->x, LayerNorm ln1). */
@@ -1116,7 +1295,8 @@ void model_backward(model_t *m) {
     for (int l = c->n_dec - 1; l >= 0; l--) {
         s_layer_t *L = &m->dec[l];
         s_acts_t *a = &m->da[l];
-        s_ffn_bwd(m, L, a, a->ln3, a->x2, a->ln3_m, a->ln3_r, L->ln3_w, L->ln3_b, m->d_y, Nt);
+        s_ffn_t f = {L->fc1_w, L->fc1_b, L->fc2_w, L->fc2_b};
+        s_ffn_bwd(m, &f, a, a->ln3, a->x2, a->ln3_m, a->ln3_r, L->ln3_w, L->ln3_b, m->d_y, Nt);
         /* cross-attention */
         s_linear_bwd(m, m->d_a, 0, m->d_y, a->catt, PW(m, L->co_w), PG(m, L->co_w),
                      PG(m, L->co_b), Nt, D, D);
@@ -1148,7 +1328,7 @@ void model_backward(model_t *m) {
     for (int l = c->n_enc - 1; l >= 0; l--) {
         s_layer_t *L = &m->enc[l];
         s_acts_t *a = &m->ea[l];
-        s_ffn_bwd(m, L, a, a->ln2, a->x1, a->ln2_m, a->ln2_r, L->ln2_w, L->ln2_b, m->d_res, Ns);
+        s_enc_ffn_bwd(m, L, a, m->d_res, Ns);
         s_self_bwd(m, L, a, m->d_res, B, S, m->src_len, 0);
     }
     be->i->embed_bwd(be, PG(m, m->tok_emb), m->d_res, m->src_ids, Ns, D);

@@ -23,6 +23,12 @@
  *   decoder layer  y += self_causal(ln1 y); y += cross(ln2 y, mem); y += ffn(ln3 y)
  *   logits = dec_ln(y) @ tok_emb^T                       (tied output embedding)
  *   loss = mean over targets != pad of label-smoothed cross-entropy (PyTorch's)
+ * Modality experts (mod_experts = 1, OFA+'s MoE variant): the encoder layer's FFN is one
+ * FFN per modality group, enc.{l}.ffn.{group}.fc1.w ... fc2.b with group text (TEXT, BOX,
+ * PHONE, STRUCT, CATEGORY positions), image, audio, video, motion (the last four only when
+ * the model has that adapter); position (b,s) goes through the FFN of src_mod[b,s]'s group.
+ * The decoder generates text only, so its FFN stays the one dec.{l}.ffn.* (the text
+ * expert of the decoder). Without experts the names are enc.{l}.ffn.fc1.w as below.
  * type_emb and the img.*, aud.*, vid.*, mot.* tensors exist only when the config asks for
  * them (n_mod > 0, patch_dim > 0, aud_dim > 0, vid_dim > 0, mot_dim > 0), so a config with
  * all 0 is the golden architecture, and a config without the new adapters has exactly
@@ -81,6 +87,9 @@ typedef struct {
     int vid_grid;       /* patches per frame side (rows of vid.row / vid.col) */
     int vid_frames;     /* frames per clip at most (rows of vid.time) */
     int mot_dim;        /* channels per motion frame; 0: no motion adapter */
+    int mod_experts;    /* 1: every encoder layer has one FFN per modality group (text, and
+                           image / audio / video / motion where that adapter exists), each
+                           source position routed by its src_mod; 0: one FFN (golden) */
     int pad_id;         /* 1: loss ignores it, it is never attended as a source key */
     real_t ln_eps;       /* 1e-5 */
     real_t label_smoothing;  /* 0.1 */

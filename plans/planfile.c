@@ -23,7 +23,7 @@
 
 /* ---- the schema -------------------------------------------------------------------- */
 
-typedef enum { K_STR, K_ENUM, K_PATH, K_INT, K_INT64, K_FLOAT, K_STRLIST, K_PATHLIST } s_ktype_t;
+typedef enum { K_STR, K_ENUM, K_PATH, K_INT, K_INT64, K_FLOAT, K_STRLIST, K_PATHLIST, K_BOOL } s_ktype_t;
 
 typedef struct {
     const char *path;      /* "seed", "model.size" (global) or "name" (task/stage rows) */
@@ -81,6 +81,9 @@ static const s_key_t s_global_keys[] = {
     {"model.motion_channels", K_INT, "0", 0, 65536, NULL, PO(model.motion_channels), 0,
      "Channels per motion frame (the motion tier's features of the dataset's skeleton); "
      "required when a task has a MOTION source slot."},
+    {"model.modality_experts", K_BOOL, "false", 0, 0, NULL, PO(model.modality_experts), 0,
+     "One encoder FFN per modality group (text, image, audio, video, motion), each source "
+     "position routed by its modality, as OFA+'s MoE variant (docs/multitask.md)."},
     {"trainer.backend", K_ENUM, "auto", 0, 0, "cpu|cuda|auto", PO(trainer.backend), 0,
      "Compute backend; auto takes cuda when a GPU is present."},
     {"trainer.consumer", K_ENUM, "trainer", 0, 0, "trainer|sink", PO(trainer.consumer), 0,
@@ -308,6 +311,7 @@ static const char *s_want_name(s_ktype_t t) {
     case K_INT: case K_INT64: return "an integer";
     case K_FLOAT: return "a number";
     case K_STRLIST: case K_PATHLIST: return "a list of strings";
+    case K_BOOL: return "a boolean (true or false)";
     }
     return "?";
 }
@@ -413,6 +417,7 @@ static void s_set_default(const s_key_t *k, void *base, const char *dir) {
     case K_INT: *(int *)dst = atoi(d); break;
     case K_INT64: *(int64_t *)dst = strtoll(d, NULL, 10); break;
     case K_FLOAT: *(double *)dst = strtod(d, NULL); break;
+    case K_BOOL: *(int *)dst = strcmp(d, "true") == 0; break;
     case K_STRLIST:
     case K_PATHLIST:
         OFA_ASSERT(d[0] == '\0');   /* list defaults are empty */
@@ -487,6 +492,14 @@ static int s_read_value(s_errs_t *e, const s_key_t *k, const config_setting_t *s
             *(double *)dst = v;
         return 0;
     }
+    case K_BOOL:
+        if (t != CONFIG_TYPE_BOOL) {
+            s_errf(e, s, "%s'%s' wants %s, got %s", where, key, s_want_name(k->type),
+                   s_type_name(t));
+            return -1;
+        }
+        *(int *)dst = config_setting_get_bool(s);
+        return 0;
     case K_STRLIST:
     case K_PATHLIST: {
         int n;
@@ -1137,6 +1150,7 @@ static void s_out_value(s_out_t *o, const s_key_t *k, const void *base) {
     case K_ENUM:
     case K_PATH: s_out_str(o, *(char *const *)src ? *(char *const *)src : ""); break;
     case K_INT: s_out(o, "%d", *(const int *)src); break;
+    case K_BOOL: s_out(o, "%s", *(const int *)src ? "true" : "false"); break;
     case K_INT64: {
         int64_t v = *(const int64_t *)src;
         s_out(o, "%lld%s", (long long)v, (v > INT_MAX || v < INT_MIN) ? "L" : "");
@@ -1237,7 +1251,8 @@ int plan_write_resolved(const plan_t *plan, const char *path, char *err, size_t 
 static void s_md_rows(FILE *out, const s_key_t *keys, int nkeys, const char *prefix) {
     static const char *tn[] = {[K_STR] = "string", [K_ENUM] = "string", [K_PATH] = "path",
                                [K_INT] = "int", [K_INT64] = "int64", [K_FLOAT] = "float",
-                               [K_STRLIST] = "list of strings", [K_PATHLIST] = "list of paths"};
+                               [K_STRLIST] = "list of strings", [K_PATHLIST] = "list of paths",
+                               [K_BOOL] = "bool"};
     fprintf(out, "| key | type | default | range | meaning |\n|---|---|---|---|---|\n");
     for (int i = 0; i < nkeys; i++) {
         const s_key_t *k = &keys[i];

@@ -440,3 +440,94 @@ Test(gradcheck, adapter_batch_errors) {
     cr_expect(strstr(err, "no motion adapter"), "%s", err);
     model_destroy(&m);
 }
+
+/* ---- modality experts: one encoder FFN per modality group, mixed positions ---- */
+Test(gradcheck, whole_model_with_modality_experts, .timeout = 100) {
+    char err[256];
+    model_config_t cfg;
+    cr_assert_eq(model_config_preset(&cfg, "nano", 24, err, sizeof err), 0);
+    cfg.d_model = 16, cfg.n_heads = 2, cfg.d_ffn = 32, cfg.n_enc = 2, cfg.n_dec = 1;
+    cfg.max_src = 10, cfg.max_tgt = 4, cfg.patch_dim = 12, cfg.img_grid = 2;
+    cfg.aud_dim = 6, cfg.vid_dim = 12, cfg.vid_grid = 2, cfg.vid_frames = 2;
+    cfg.mod_experts = 1;
+    cfg.init_std = 0.3;
+    model_t *m = model_new(&cfg, be, 21, err, sizeof err);
+    cr_assert(m, "%s", err);
+    cr_expect_lt(model_param_find(m, "enc.0.ffn.fc1.w"), 0, "experts replace the plain FFN");
+    cr_expect_lt(model_param_find(m, "enc.0.ffn.motion.fc1.w"), 0, "no motion adapter, no expert");
+    cr_expect_geq(model_param_find(m, "dec.0.ffn.fc1.w"), 0, "the decoder keeps its one FFN");
+    for (int i = 0; i < model_n_params(m); i++) {
+        model_param_t p;
+        model_param(m, i, &p);
+        if (p.ndim == 1)
+            for (int64_t k = 0; k < p.numel; k++)
+                p.w[k] += (util_rng_uniform(&rng) - 0.5) * 0.4;
+    }
+    /* row 0: text, 4 image patches between text, a BOX token (text group), padding;
+     * row 1: 3 audio positions, text, a PHONE token (text group), padding. No video
+     * position: the video expert must get no gradient. */
+    const int A = MODEL_MOD_AUDIO, I = MODEL_MOD_IMAGE;
+    uint8_t mod[20] = {0, I, I, 0, I, I, 2, 0, 0, 0,
+                       A, A, A, 0, 5, 0, 0, 0, 0, 0};
+    int32_t src[20] = {5, 1, 1, 6, 1, 1, 9, 7, 1, 1,
+                       1, 1, 1, 8, 10, 7, 1, 1, 1, 1};
+    int32_t slen[2] = {8, 7};
+    int32_t tin[8] = {0, 11, 12, 13, 0, 15, 1, 1};
+    int32_t tout[8] = {11, 12, 13, 2, 15, 2, 1, 1};
+    float aud[2 * 3 * 6];
+    for (int i = 0; i < 36; i++)
+        aud[i] = (float)(util_rng_uniform(&rng) * 2 - 1);
+    uint8_t img[2 * 4 * 12];
+    for (size_t i = 0; i < sizeof img; i++)
+        img[i] = (uint8_t)(util_rng_next(&rng) % 256);
+    model_batch_t b = {.B = 2, .S = 10, .T = 4, .src_tok = src, .src_mod = mod, .src_len = slen,
+                       .tgt_in = tin, .tgt_out = tout, .img = img, .Np = 4, .grid = 2,
+                       .aud = aud, .Fa = 3, .aud_dim = 6};
+    whole_t c = {m, &b};
+    whole_loss(&c);
+    model_backward(m);
+    int checked = 0;
+    for (int i = 0; i < model_n_params(m); i++) {
+        model_param_t p;
+        model_param(m, i, &p);
+        double *g = malloc(sizeof *g * p.numel);
+        memcpy(g, p.g, sizeof *g * p.numel);
+        int64_t step = p.numel / 8 > 1 ? p.numel / 8 : 1;
+        for (int64_t k = (int64_t)(util_rng_next(&rng) % step); k < p.numel; k += step) {
+            double w0 = p.w[k];
+            p.w[k] = w0 + H_STEP;
+            double lp = whole_loss(&c);
+            p.w[k] = w0 - H_STEP;
+            double lm = whole_loss(&c);
+            p.w[k] = w0;
+            char w[96];
+            snprintf(w, sizeof w, "%s[%lld]", p.name, (long long)k);
+            check(w, g[k], (lp - lm) / (2 * H_STEP));
+            checked++;
+        }
+        free(g);
+    }
+    cr_expect_gt(checked, 300);
+    /* every expert with positions learns, in both layers; the video expert does not */
+    const char *groups[] = {"text", "image", "audio", "video"};
+    for (int l = 0; l < 2; l++)
+        for (int gi = 0; gi < 4; gi++) {
+            const char *parts[] = {"fc1.w", "fc1.b", "fc2.w", "fc2.b"};
+            for (int q = 0; q < 4; q++) {
+                char name[64];
+                snprintf(name, sizeof name, "enc.%d.ffn.%s.%s", l, groups[gi], parts[q]);
+                int pi = model_param_find(m, name);
+                cr_assert_geq(pi, 0, "%s missing", name);
+                model_param_t p;
+                model_param(m, pi, &p);
+                double s = 0;
+                for (int64_t k = 0; k < p.numel; k++)
+                    s += fabs(p.g[k]);
+                if (gi == 3)
+                    cr_expect_eq(s, 0, "%s has a gradient without video positions", name);
+                else
+                    cr_expect_gt(s, 1e-6, "%s has no gradient", name);
+            }
+        }
+    model_destroy(&m);
+}

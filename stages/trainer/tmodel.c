@@ -85,6 +85,7 @@ tmodel_t *tmodel_new(const tmodel_cfg_t *cfg, char *err, size_t errlen) {
     }
     c.aud_dim = cfg->aud_dim;
     c.mot_dim = cfg->mot_dim;
+    c.mod_experts = cfg->mod_experts;
     if (cfg->vid_patch > 0) {
         c.vid_dim = cfg->vid_patch * cfg->vid_patch * 3;
         c.vid_grid = cfg->vid_grid;
@@ -167,6 +168,8 @@ static void s_batch(const trainer_batch_t *b, int r0, int n, model_batch_t *mb) 
  * existed. Each slot's own attributes win over the plan's defaults, as in the tiers. */
 int tmodel_cfg_adapters(tmodel_cfg_t *cfg, const plan_t *plan, char *err, size_t errlen) {
     cfg->aud_dim = cfg->vid_patch = cfg->vid_grid = cfg->vid_frames = cfg->mot_dim = 0;
+    /* the experts follow the adapters (one per adapter, and text), so they are set here */
+    cfg->mod_experts = plan->model.modality_experts;
     for (int t = 0; t < plan->ntasks; t++) {
         const plan_task_t *pt = &plan->tasks[t];
         const taskplan_t *tp = pt->plan;

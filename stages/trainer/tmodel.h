@@ -31,12 +31,15 @@ typedef struct {
     int aud_dim;             /* audio_stack * n_mels */
     int vid_patch, vid_grid, vid_frames;   /* video patch side, patches per frame side, frames */
     int mot_dim;             /* channels per motion frame */
+    int mod_experts;         /* 1: one encoder FFN per modality group (model.modality_experts;
+                                tmodel_cfg_adapters fills it) */
 } tmodel_cfg_t;
 
 /* Fill cfg's adapter fields from the plan: an adapter exists when some task has a source
  * slot of its modality, sized by the plan's model section and the slots' attributes
- * (docs/modalities.md). 0, or -1 with err (a MOTION slot without model.motion_channels,
- * video or audio slots whose patch or n_mels disagree). */
+ * (docs/modalities.md); and the modality experts from model.modality_experts. 0, or -1
+ * with err (a MOTION slot without model.motion_channels, video or audio slots whose patch
+ * or n_mels disagree). */
 int tmodel_cfg_adapters(tmodel_cfg_t *cfg, const plan_t *plan, char *err, size_t errlen);
 
 /* NULL + err on failure. The caller owns the result. */
