@@ -1,10 +1,36 @@
 #!/usr/bin/env bash
-# Set-up plus the whole test suite except the GPU and long tests (what CI runs).
-# Extra arguments go to ctest, e.g. scripts/test.sh -L unit
+# Set-up plus the whole test suite except the GPU and long tests (what CI runs), then the
+# sanitizer job: build-asan (AddressSanitizer + UndefinedBehaviorSanitizer) runs the unit
+# tests and one small end-to-end plan, stopping at the first report (docs/security.md).
+# Extra arguments go to the main ctest, e.g. scripts/test.sh -L unit
+#   OFA_ASAN=0 scripts/test.sh ...     skip the sanitizer job
+#   scripts/test.sh --asan-only        only the sanitizer job (no set-up, no main suite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-# Datasets the end-to-end tests train on are built from Debian packages (idempotent).
-/usr/bin/python3 scripts/build_data.py stamps_caption --out data
-/usr/bin/python3 scripts/build_data.py stamps_vqa --out data
-ctest --test-dir build -LE 'gpu|long' --output-on-failure --timeout 900 "$@"
+asan_only=0
+if [ "${1:-}" = "--asan-only" ]; then
+  asan_only=1
+  shift
+fi
+if [ "$asan_only" -eq 0 ]; then
+  scripts/setup.sh
+  # Datasets the end-to-end tests train on are built from Debian packages (idempotent).
+  /usr/bin/python3 scripts/build_data.py stamps_caption --out data
+  /usr/bin/python3 scripts/build_data.py stamps_vqa --out data
+  ctest --test-dir build -LE 'gpu|long' --output-on-failure --timeout 900 "$@"
+fi
+[ "${OFA_ASAN:-1}" = "0" ] && exit 0
+
+# The sanitizer job. No CUDA (nvcc takes no -fsanitize, and no GPU runs here) and no
+# fuzz tests (they run from the main build, with their own sanitizers).
+t0=$(date +%s)
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOFA_SANITIZE=ON \
+  -DOFA_CUDA=OFF >/dev/null
+ninja -C build-asan
+t1=$(date +%s)
+export ASAN_OPTIONS=halt_on_error=1:abort_on_error=0:detect_leaks=1:strict_string_checks=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+ctest --test-dir build-asan -L unit -LE 'gpu|long|fuzz' --output-on-failure --timeout 900
+ctest --test-dir build-asan -R '^e2e_pipeline_rejects$' --output-on-failure --timeout 900
+t2=$(date +%s)
+echo "sanitizer job: build $((t1 - t0)) s, tests $((t2 - t1)) s"
