@@ -49,6 +49,8 @@ typedef struct {
     int tier;                    /* workers: tier index */
     char id[64];
     int credits, outstanding;
+    int ghost;                   /* items a worker declared dead may still hold and answer:
+                                    they take credit when it comes back */
     double last_seen;
     int alive;
     s_ref_t *held;               /* what the worker holds */
@@ -456,6 +458,8 @@ static void s_on_answer(broker_t *self, s_peer_t *p, proto_msg_t *m) {
     int held = p ? s_held_remove(p, seq, hop) : 0;
     if (held && p->outstanding > 0)
         p->outstanding--;
+    else if (!held && p && p->ghost > 0)
+        p->ghost--;   /* one of the items it held when declared dead */
     if (!e || hop != e->hop) {
         /* Answered already by another worker after a re-dispatch. */
         self->duplicates++;
@@ -571,6 +575,7 @@ void broker_on_message(broker_t *self, const void *ident, size_t identlen, proto
             const char *tier = proto_msg_get_str(m, "tier");
             snprintf(p->id, sizeof p->id, "%s", id ? id : "?");
             p->alive = 1;
+            p->ghost = 0;   /* a (re)started process holds nothing */
             if (p->nheld > 0) {
                 /* A restarted process reuses its identity: what the old one held is gone
                  * with it. */
@@ -652,6 +657,12 @@ void broker_on_message(broker_t *self, const void *ident, size_t identlen, proto
 
 static void s_declare_dead(broker_t *self, s_peer_t *p) {
     p->alive = 0;
+    /* A silent worker may only be stalled: if it comes back without a new hello it still
+     * holds these items and answers them late, so they keep taking its credit until
+     * then (else it would get its whole credit again on top of them). */
+    p->ghost += p->nheld;
+    if (p->ghost > p->credits)
+        p->ghost = p->credits;
     fprintf(stderr, "broker: worker %s silent for %d ms; re-dispatching the %d item(s) it "
             "held\n", p->id, self->opts.dead_ms, p->nheld);
     s_requeue_held(self, p);
@@ -693,7 +704,7 @@ static void s_dispatch(broker_t *self) {
             for (int k = 0; k < self->npeers; k++) {
                 s_peer_t *c = &self->peers[(*rr + k) % self->npeers];
                 if (c->role == ROLE_WORKER && c->alive && c->tier == t &&
-                    c->outstanding < c->credits) {
+                    c->outstanding + c->ghost < c->credits) {
                     w = c;
                     *rr = (int)((c - self->peers) + 1) % self->npeers;
                     break;

@@ -364,6 +364,48 @@ Test(broker, silent_worker_redispatched_and_late_answer_dropped) {
     stats_destroy(&st);
 }
 
+/* A worker declared dead that was only stalled still holds what it had: when it comes
+ * back (a heartbeat, no new hello) those items keep taking its credit until it answers
+ * them, so it never holds more than its credits; a new hello (a restart) frees them. */
+Test(broker, stalled_worker_back_never_over_its_credits) {
+    broker_t *b = mk_broker(64, 30, NULL, NULL);
+    hello(b, "src", "source", NULL, 0);
+    hello(b, "bat", "batcher", NULL, 0);
+    credit(b, "bat", 100, -1);
+    hello(b, "w1", "worker", "image", 2);
+    hello(b, "w2", "worker", "image", 2);
+    for (int s = 0; s < 4; s++)
+        on(b, "src", mk_sample(s, "image"));
+    broker_tick(b);
+    cr_assert_eq(pending("w1"), 2);
+    proto_msg_t *h0 = take("w1"), *h1 = take("w1");
+    drop_all();   /* w2's two: it stays silent too, out of the way */
+    /* w1 and w2 say nothing past dead_ms. */
+    usleep(45000);
+    broker_tick(b);
+    cr_assert_geq(broker_redispatched(b), 2);
+    drop_all();
+    /* w1 is back (a heartbeat): it still holds h0 and h1, so it gets nothing new. */
+    for (int s = 4; s < 8; s++)
+        on(b, "src", mk_sample(s, "image"));
+    heartbeat(b, "w1");
+    broker_tick(b);
+    cr_assert_eq(pending("w1"), 0, "a worker back from a stall got work on top of the %d "
+                 "items it still holds", 2);
+    /* One late answer frees one credit. */
+    answer(b, "w1", h0);
+    broker_tick(b);
+    cr_assert_eq(pending("w1"), 1);
+    /* A restart (hello) frees the rest: h1 is gone with the old process. */
+    proto_msg_destroy(&h1);
+    drop_all();   /* the new process never saw what was sent to the old one */
+    hello(b, "w1", "worker", "image", 2);
+    broker_tick(b);
+    cr_assert_eq(pending("w1"), 2, "after its hello w1 gets its full credit of 2");
+    drop_all();
+    broker_destroy(&b);
+}
+
 /* The dead worker answers before the re-dispatched copy: its answer counts, the copy's
  * answer becomes the duplicate, and the second worker's credit comes back. */
 Test(broker, late_answer_first_accepted_copy_dropped) {
