@@ -27,13 +27,16 @@ static proto_msg_t *mk_sample(const char *task, int64_t seq, int64_t slot, int s
     proto_msg_set_str(m, "split", "train");
     int32_t tok[64], tin[64], tout[64];
     uint8_t mod[64];
+    /* Token values only need to differ between samples: wrap in unsigned arithmetic, so
+     * that a seq near INT64_MAX (the malformed-message test) is no overflow. */
+    uint64_t u = (uint64_t)seq;
     for (int i = 0; i < s; i++) {
-        tok[i] = (int32_t)(100 * seq + i + 5);
+        tok[i] = (int32_t)(uint32_t)(100 * u + (uint64_t)i + 5);
         mod[i] = (uint8_t)(i % 2);
     }
     for (int i = 0; i < t; i++) {
-        tin[i] = (int32_t)(200 * seq + i + 5);
-        tout[i] = (int32_t)(300 * seq + i + 5);
+        tin[i] = (int32_t)(uint32_t)(200 * u + (uint64_t)i + 5);
+        tout[i] = (int32_t)(uint32_t)(300 * u + (uint64_t)i + 5);
     }
     int64_t ss[1] = {s}, ts[1] = {t};
     proto_msg_set_tensor(m, "src_tok", PROTO_I32, 1, ss, tok);
