@@ -28,14 +28,26 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOFA_SANITI
   -DOFA_CUDA=OFF >/dev/null
 ninja -C build-asan
 t1=$(date +%s)
-export ASAN_OPTIONS=halt_on_error=1:abort_on_error=0:detect_leaks=1:strict_string_checks=1
-export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+# Reports go to files as well as failing the process: a stage that launch runs (and would
+# restart) cannot hide one. Any report fails the job.
+logs=$PWD/build-asan/sanitizer-logs
+rm -rf "$logs"
+mkdir -p "$logs"
+export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:strict_string_checks=1:log_path=$logs/asan
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$logs/ubsan
+rc=0
 ctest --test-dir build-asan -L unit -LE 'gpu|long|fuzz' -E '^test_mpi_group$' \
-  --output-on-failure --timeout 900
+  --output-on-failure --timeout 900 || rc=1
 # Open MPI's components (dlopen'd, unloaded at MPI_Finalize) leak by design and cannot be
 # named in a suppression once unloaded: the MPI test runs with every check but leaks.
 ASAN_OPTIONS=$ASAN_OPTIONS:detect_leaks=0 \
-  ctest --test-dir build-asan -R '^test_mpi_group$' --output-on-failure --timeout 900
-ctest --test-dir build-asan -R '^e2e_pipeline_rejects$' --output-on-failure --timeout 900
+  ctest --test-dir build-asan -R '^test_mpi_group$' --output-on-failure --timeout 900 || rc=1
+ctest --test-dir build-asan -R '^e2e_pipeline_rejects$' --output-on-failure --timeout 900 || rc=1
+if compgen -G "$logs/*" >/dev/null; then
+  echo "sanitizer job: reports in $logs:"
+  head -n 40 "$logs"/*
+  rc=1
+fi
 t2=$(date +%s)
 echo "sanitizer job: build $((t1 - t0)) s, tests $((t2 - t1)) s"
+exit $rc
