@@ -176,8 +176,14 @@ void util_json_escape(const char *s, char *out, size_t outlen) {
     size_t o = 0;
     if (!outlen)
         return;
-    for (; *s && o + 7 < outlen; s++) {
+    /* Each character is written whole or not at all: the check is the room that this
+     * character's escape needs (1, 2 or 6 bytes plus the NUL), so a buffer of 6*len+1
+     * always holds the whole string, a one-byte string included. */
+    for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
+        size_t need = (c == '"' || c == '\\') ? 2 : c < 0x20 ? 6 : 1;
+        if (o + need + 1 > outlen)
+            break;
         if (c == '"' || c == '\\') {
             out[o++] = '\\';
             out[o++] = (char)c;

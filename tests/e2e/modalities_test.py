@@ -6,7 +6,8 @@ processes) and check:
   - every row read is delivered (lost 0, rejected 0: the builder's rows all decode),
   - the training loss falls (the last logged loss below the first),
   - eval.json holds the task with the plan's metric, a finite value, the best-constant
-    baseline and n = the valid rows.
+    baseline with its output (for text_to_phone a one-symbol phoneme) and n = the valid
+    rows.
 The full runs that beat the baseline are scripts/modality_experiment.sh (label long).
 
     modalities_test.py [--rows N] [--epochs E] [--data DIR] PLAN...   (PLAN: asr, ...)
@@ -88,6 +89,8 @@ def run_one(name, tmp, rows, epochs, data):
     for k in ("value", "baseline"):
         if not isinstance(e.get(k), (int, float)) or not math.isfinite(e[k]) or e[k] < 0:
             fail("%s: eval.json %s is %r" % (name, k, e.get(k)))
+    if not e.get("baseline_output") and e.get("baseline_kind", "").startswith("constant"):
+        fail("%s: eval.json names no constant output for its baseline: %s" % (name, e))
     if e["n"] != nvalid:
         fail("%s: eval.json n = %d, the valid split has %d rows" % (name, e["n"], nvalid))
     print("ok: %s (%s): built in %.1f s, trained %d rows in %.1f s, delivered %d, lost 0; "
