@@ -35,6 +35,7 @@ rm -rf "$logs"
 mkdir -p "$logs"
 export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:strict_string_checks=1:log_path=$logs/asan
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$logs/ubsan
+export LSAN_OPTIONS=suppressions=$PWD/scripts/lsan.supp:print_suppressions=0
 rc=0
 ctest --test-dir build-asan -L unit -LE 'gpu|long|fuzz' -E '^test_mpi_group$' \
   --output-on-failure --timeout 900 || rc=1

@@ -28,12 +28,26 @@ _Static_assert(sizeof(real_t) == 8, "test_gradcheck needs the double build (ofam
 static backend_t *be;
 static util_rng_t rng = {12345};
 
+/* Every buffer a test allocates is kept here and freed by teardown, so that the tests
+ * stay short and the sanitizer build's leak check stays clean. */
+static void *s_keep[256];
+static int s_nkeep;
+static void *s_track(void *p) {
+    cr_assert_lt(s_nkeep, 256, "more buffers than s_keep holds");
+    s_keep[s_nkeep++] = p;
+    return p;
+}
+
 static void setup(void) { be = backend_cpu_new(2); }
-static void teardown(void) { backend_destroy(&be); }
+static void teardown(void) {
+    backend_destroy(&be);
+    while (s_nkeep > 0)
+        free(s_keep[--s_nkeep]);
+}
 TestSuite(gradcheck, .init = setup, .fini = teardown, .timeout = 60);
 
 static double *rnd(int64_t n, double scale) {
-    double *x = malloc(sizeof *x * (n ? n : 1));
+    double *x = s_track(malloc(sizeof *x * (n ? n : 1)));
     for (int64_t i = 0; i < n; i++)
         x[i] = (util_rng_uniform(&rng) * 2 - 1) * scale;
     return x;
@@ -82,7 +96,8 @@ Test(gradcheck, layernorm) {
     for (int j = 0; j < D; j++)
         c.w[j] += 1;
     ln_probe(&c);
-    double *dx = calloc(N * D, 8), *dw = calloc(D, 8), *db = calloc(D, 8);
+    double *dx = s_track(calloc(N * D, 8)), *dw = s_track(calloc(D, 8));
+    double *db = s_track(calloc(D, 8));
     be->i->layernorm_bwd(be, dx, dw, db, c.R, c.x, c.m, c.r, c.w, N, D);
     fd_all("ln.dx", c.x, dx, N * D, ln_probe, &c);
     fd_all("ln.dw", c.w, dw, D, ln_probe, &c);
@@ -99,7 +114,7 @@ static double gelu_probe(void *c_) {
 Test(gradcheck, gelu) {
     int n = 40;
     gelu_t c = {rnd(n, 4), rnd(n, 0), rnd(n, 1), n};
-    double *dx = calloc(n, 8);
+    double *dx = s_track(calloc(n, 8));
     be->i->gelu_bwd(be, dx, c.x, c.R, n);
     fd_all("gelu", c.x, dx, n, gelu_probe, &c);
     /* the exact (erf) GELU, not the tanh approximation: gelu(1) = 0.8413447460685429 */
@@ -118,7 +133,7 @@ static double emb_probe(void *c_) {
 Test(gradcheck, embedding) {
     int32_t ids[6] = {2, 0, -1, 2, 4, 1};   /* a repeat and a skipped (-1) row */
     emb_t c = {rnd(5 * 3, 1), rnd(6 * 3, 0), rnd(6 * 3, 1), ids, 6, 3};
-    double *dt = calloc(15, 8);
+    double *dt = s_track(calloc(15, 8));
     be->i->embed_bwd(be, dt, c.R, ids, 6, 3);
     fd_all("embed", c.table, dt, 15, emb_probe, &c);
     cr_expect_eq(dt[3 * 3], 0, "row 3 is never used");
@@ -162,10 +177,10 @@ static void attn_case(const char *what, int B, int Tq, int Tk, int causal, const
     int64_t nq = (int64_t)B * Tq * a->q_ld, nk = (int64_t)B * Tk * a->k_ld;
     double *dq, *dk, *dv, *dbuf = NULL;
     if (fused) {
-        dbuf = calloc(nq, 8);
+        dbuf = s_track(calloc(nq, 8));
         dq = dbuf, dk = dbuf + Dm, dv = dbuf + 2 * Dm;
     } else {
-        dq = calloc(nq, 8), dk = calloc(nk, 8), dv = calloc(nk, 8);
+        dq = s_track(calloc(nq, 8)), dk = s_track(calloc(nk, 8)), dv = s_track(calloc(nk, 8));
     }
     be_attn_bwd_t g = {a, c.R, Dm, (int64_t)Dm * Tq, dq, dk, dv};
     be->i->attn_bwd(be, &g);
@@ -219,7 +234,7 @@ static double xe_probe(void *c_) {
 Test(gradcheck, cross_entropy_smoothing) {
     int32_t t[3] = {4, 1, 0};   /* row 1 is pad: no loss, no gradient */
     xe_t c = {rnd(3 * 6, 3), rnd(3, 0), t, 3, 6, 0.1};
-    double *d = calloc(18, 8);
+    double *d = s_track(calloc(18, 8));
     be->i->xent_bwd(be, d, c.x, t, 3, 6, 0.1, 1, 0.5);
     fd_all("xent", c.x, d, 18, xe_probe, &c);
     /* PyTorch's definition on one row: (1-s) nll + s mean_j(-log p_j) */
