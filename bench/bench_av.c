@@ -7,9 +7,13 @@
  * clip at 16 kHz (decode + fbank) and the 1.4 s asterisk prompt at 8 kHz (decode +
  * libswresample to 16 kHz + fbank). Video: one clip per item, bytes -> 8 frames of
  * 96x96 as (8*36, 768) patches (vid_process): the 2 s 128x96 H.264 koala clip and the
- * 1.5 s 192x144 MPEG-4 vtest cut. Run it under `taskset -c 0` to hold both sides to one
+ * 1.5 s 192x144 MPEG-4 vtest cut. Motion: one BVH file per item, text -> parsed channels
+ * -> one window of 64 frames at 30 fps as (64, C) features (bvh_parse + bvh_window, what
+ * ofa-motion does per sample): the 40-frame fixture and, when assimp-testmodels is
+ * installed, CMU's 01_01.bvh (2,751 frames). Run it under `taskset -c 0` to hold both sides to one
  * core; the libraries are single-threaded (FFmpeg decoders are opened with one thread). */
 #include "audstage.h"
+#include "bvh.h"
 #include "util.h"
 #include "vidproc.h"
 
@@ -17,6 +21,7 @@
 #include <string.h>
 
 #define SRC OFA_BENCH_SOURCE_DIR
+#define S_CMU_BVH "/usr/share/assimp/models/BVH/01_01.bvh"
 
 static uint8_t *s_read(const char *rel, size_t *len) {
     char path[1024], err[256];
@@ -71,6 +76,38 @@ static void s_video(const char *rel, double seconds) {
     free(data);
 }
 
+static void s_motion(const char *path, double seconds) {
+    size_t len;
+    char err[256];
+    char *text = util_read_file(path, &len, err, sizeof err);
+    if (!text) {
+        printf("# motion: %s: %s (skipped)\n", path, err);
+        return;
+    }
+    int64_t n = 0, F = 0;
+    int C = 0;
+    float *feat = NULL;
+    double t0 = util_now();
+    while (util_now() - t0 < seconds || n < 3) {
+        bvh_t *b = bvh_parse(text, len, err, sizeof err);
+        if (!b)
+            util_fatal(NULL, "%s: %s", path, err);
+        C = bvh_feature_dim(b);
+        F = b->nframes;
+        if (!feat)
+            feat = util_malloc((size_t)64 * C * sizeof(float));
+        bvh_window(b, 0, 64, 4, 0.01f, feat);
+        bvh_destroy(&b);
+        n++;
+    }
+    double dt = util_now() - t0;
+    const char *name = strrchr(path, '/');
+    printf("motion_bvh_c %.1f %s (%lld frames, %d features)\n", n / dt, name ? name + 1 : path,
+           (long long)F, C);
+    free(feat);
+    free(text);
+}
+
 int main(int argc, char **argv) {
     util_set_progname(argv[0]);
     double seconds = 3.0;
@@ -92,13 +129,16 @@ int main(int argc, char **argv) {
     s_audio("tests/data/audio/hello_8k.wav", seconds);
     s_video("tests/data/video/koala_right.mp4", seconds);
     s_video("tests/data/video/vtest_short.avi", seconds);
+    s_motion(SRC "/tests/data/motion/01_01_40f.bvh", seconds);
+    s_motion(S_CMU_BVH, seconds);
     fflush(stdout);
     if (python) {
         char cmd[2048];
         snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/bench/bench_av_py.py %g "
                  "%s/tests/data/audio/tts_16k.wav %s/tests/data/audio/hello_8k.wav "
-                 "%s/tests/data/video/koala_right.mp4 %s/tests/data/video/vtest_short.avi",
-                 SRC, seconds, SRC, SRC, SRC, SRC);
+                 "%s/tests/data/video/koala_right.mp4 %s/tests/data/video/vtest_short.avi "
+                 "%s/tests/data/motion/01_01_40f.bvh " S_CMU_BVH,
+                 SRC, seconds, SRC, SRC, SRC, SRC, SRC);
         int rc = system(cmd);
         if (rc != 0)
             fprintf(stderr, "bench_av: the Python side failed (%d): needs python3-soundfile, "

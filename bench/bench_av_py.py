@@ -1,14 +1,17 @@
 #!/usr/bin/python3
 """bench_av_py.py: the Python side of bench_av (items/s on one core, this process).
 
-  bench_av_py.py SECONDS AUDIO_16K_WAV AUDIO_8K_WAV VIDEO...
+  bench_av_py.py SECONDS AUDIO_16K_WAV AUDIO_8K_WAV VIDEO... [BVH...]
 
 audio: python3-soundfile decoding + a numpy Kaldi fbank (80 mels, same recipe as
 stages/audio/fbank.c), and soundfile + torchaudio.compliance.kaldi.fbank with one torch
 thread (what OFASys-style loaders call). The 8 kHz file is resampled to 16 kHz by
 torchaudio.functional.resample first. video: ffprobe (frame count) + ffmpeg (decode,
 select the same frames as ofavideo, scale to 96x96 bicubic, rgb24) as subprocesses fed
-through pipes, then a numpy patchify (P = 16). Prints "name items_per_s [note]" lines."""
+through pipes, then a numpy patchify (P = 16). motion (.bvh arguments): the file's MOTION
+block parsed by numpy (one float array of every value) and one window of 64 frames at a
+step of 4 with positions scaled: the raw channels only, less work than ofa-motion's
+rotation features. Prints "name items_per_s [note]" lines."""
 import io, subprocess, sys, time
 import numpy as np
 import soundfile as sf
@@ -50,7 +53,8 @@ def rate_of(fn, seconds):
 def main():
     seconds = float(sys.argv[1])
     wav16, wav8 = open(sys.argv[2], 'rb').read(), open(sys.argv[3], 'rb').read()
-    videos = sys.argv[4:]
+    videos = [a for a in sys.argv[4:] if not a.endswith('.bvh')]
+    bvhs = [a for a in sys.argv[4:] if a.endswith('.bvh')]
 
     def np_path(data):
         x, r = sf.read(io.BytesIO(data), dtype='float32')
@@ -91,6 +95,26 @@ def main():
 
         name = path.rsplit('/', 1)[-1]
         print(f"video_ffmpeg_subprocess {rate_of(video, seconds):.1f} {name}")
+
+    for path in bvhs:
+        try:
+            text = open(path).read()
+        except OSError as e:
+            print(f"# motion: {e} (skipped)")
+            continue
+
+        def motion():
+            head, body = text.split('MOTION', 1)
+            lines = body.strip().split('\n', 2)
+            frames = int(lines[0].split(':')[1])
+            v = np.array(lines[2].split(), dtype=np.float32)
+            m = v.reshape(frames, -1)
+            w = m[0:64 * 4:4].copy()
+            w[:, :3] *= 0.01
+            return w
+
+        name = path.rsplit('/', 1)[-1]
+        print(f"motion_bvh_numpy {rate_of(motion, seconds):.1f} {name}")
 
 
 main()
