@@ -35,11 +35,15 @@ def main(tmp):
             continue
         for name, pid in pids.items():
             try:
-                cmdlines[name] = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+                argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
             except (OSError, TypeError):
-                pass
+                continue
+            # Between fork and exec a child still shows launch's own command line; a
+            # process that has exited shows an empty one.
+            if argv and argv[0] and argv[0].decode() != pt.LAUNCH:
+                cmdlines[name] = argv
         argv = [a.decode() for a in cmdlines.get("broker", [])]
-        if "--bind" not in argv or len(cmdlines) < 5:
+        if "--bind" not in argv or len(cmdlines) < max(5, len(pids)):
             continue
         ctx = zmq.Context()
         stranger = ctx.socket(zmq.DEALER)
