@@ -9,6 +9,7 @@
  *  - peers by routing identity, each worker with the (seq, hop) pairs it holds.
  *  - the batcher's FIFO of finished samples, reject notices and the final eof. */
 #include "broker.h"
+#include "stage.h"
 #include "util.h"
 
 #include <string.h>
@@ -28,6 +29,7 @@ typedef struct {
     int route[MAX_ROUTE];        /* tier indices */
     int nroute;
     int inflight;                /* 1 while a worker holds it */
+    int lost_holders;            /* workers that died or restarted while holding it */
     int used;                    /* hash slot in use */
 } s_entry_t;
 
@@ -668,7 +670,10 @@ static void s_declare_dead(broker_t *self, s_peer_t *p) {
     s_requeue_held(self, p);
 }
 
-/* Put everything p holds back at the front of its tier's queue. */
+/* Put everything p holds back at the front of its tier's queue. A sample that was held
+ * by BROKER_POISON_HOLDERS workers that each died or restarted with it is taken to be
+ * what kills them (a decoder crash on that input): it is rejected with the reason,
+ * instead of going round the tier's workers until launch gives up on all of them. */
 static void s_requeue_held(broker_t *self, s_peer_t *p) {
     /* Front of the queue, in the order they were held, so they go out first. */
     for (int i = p->nheld - 1; i >= 0; i--) {
@@ -676,6 +681,27 @@ static void s_requeue_held(broker_t *self, s_peer_t *p) {
         if (!e || e->hop != p->held[i].hop)
             continue;
         e->inflight = 0;
+        const char *tier = self->tiers[e->route[e->hop]].name;
+        unsigned long long id =
+            proto_msg_n_ids(e->msg) ? (unsigned long long)proto_msg_ids(e->msg)[0] : 0;
+        fprintf(stderr, "broker: %s held task %s id %llu (seq %lld, row %lld) when it went\n",
+                p->id, proto_msg_task(e->msg), id, (long long)e->seq,
+                (long long)proto_msg_get_int(e->msg, "row", -1));
+        if (++e->lost_holders >= BROKER_POISON_HOLDERS) {
+            char reason[256];
+            snprintf(reason, sizeof reason,
+                     "%d %s workers died or restarted while holding this sample (last: %s); "
+                     "taken to be what crashes them", e->lost_holders, tier, p->id);
+            proto_msg_t *r = stage_make_reject(e->msg, tier, reason);
+            s_write_reject(self, r);
+            s_count(self, proto_msg_task(r), "rejected");
+            s_count(self, proto_msg_task(r), "poison");
+            proto_msg_destroy(&e->msg);
+            e->msg = NULL;
+            s_erase(self, e);
+            s_to_batcher(self, r);
+            continue;
+        }
         s_fifo_push(&self->tiers[e->route[e->hop]].queue, p->held[i], 1);
         self->redispatched++;
         s_count(self, proto_msg_task(e->msg), "redispatched");

@@ -29,6 +29,10 @@
 #include <stddef.h>
 #include <stdio.h>
 
+/* A sample held by this many workers that each died or restarted while holding it is
+ * rejected ("poison": the input that crashes its decoder) instead of re-dispatched. */
+#define BROKER_POISON_HOLDERS 3
+
 typedef struct broker broker_t;
 
 typedef struct {

@@ -510,6 +510,60 @@ Test(broker, restarted_worker_redispatched) {
 
 /* ---------------------------------------------------------------- rejects, eof, batcher */
 
+/* A sample that every worker holding it dies with (a decoder crash on that input) is
+ * rejected with the reason after BROKER_POISON_HOLDERS of them, instead of going round
+ * the tier until launch gives up on every worker; the others are re-dispatched as before. */
+Test(broker, poison_sample_rejected_after_killing_its_holders) {
+    char dir[] = "/tmp/ofa-broker-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/rejects.jsonl", dir);
+    stats_t *st = stats_new(NULL, NULL, "broker", "broker");
+    broker_t *b = mk_broker(64, 60000, path, st);
+    hello(b, "src", "source", NULL, 0);
+    hello(b, "bat", "batcher", NULL, 0);
+    credit(b, "bat", 100, -1);
+    hello(b, "w1", "worker", "image", 1);
+    on(b, "src", mk_sample(0, "image"));   /* the poison */
+    on(b, "src", mk_sample(1, "image"));
+    broker_tick(b);
+    for (int k = 1; k <= BROKER_POISON_HOLDERS; k++) {
+        proto_msg_t *m = take("w1");
+        cr_assert(m, "restart %d: the worker got nothing", k);
+        cr_assert_eq(proto_msg_get_int(m, "seq", -1), 0, "the poison goes out first");
+        proto_msg_destroy(&m);
+        cr_assert_eq(pending("bat"), 0);
+        hello(b, "w1", "worker", "image", 1);   /* it crashed on it and restarted */
+        broker_tick(b);
+    }
+    /* The third death: seq 0 is rejected with the reason; seq 1 goes to the worker. */
+    proto_msg_t *r = take("bat");
+    cr_assert(r && proto_msg_kind(r) == PROTO_REJECT);
+    cr_assert_eq(proto_msg_get_int(r, "seq", -1), 0);
+    const char *why = proto_msg_get_str(r, "reason");
+    cr_assert(why && strstr(why, "3 image workers died or restarted while holding this sample"),
+              "%s", why ? why : "(none)");
+    proto_msg_destroy(&r);
+    proto_msg_t *m = take("w1");
+    cr_assert(m && proto_msg_get_int(m, "seq", -1) == 1);
+    answer(b, "w1", m);
+    broker_tick(b);
+    proto_msg_t *d = take("bat");
+    cr_assert(d && proto_msg_kind(d) == PROTO_SAMPLE && proto_msg_get_int(d, "seq", -1) == 1);
+    proto_msg_destroy(&d);
+    cr_assert_eq(stats_get(st, "poison"), 1);
+    cr_assert_eq(stats_get(st, "redispatched"), 2, "two re-dispatches before the reject");
+    broker_destroy(&b);
+    size_t len;
+    char *text = util_read_file(path, &len, NULL, 0);
+    cr_assert(text && strstr(text, "\"seq\": 0") && strstr(text, "taken to be what crashes them"),
+              "%s", text ? text : "(no rejects.jsonl)");
+    free(text);
+    unlink(path);
+    rmdir(dir);
+    stats_destroy(&st);
+}
+
 Test(broker, rejects_written_and_forwarded) {
     char dir[] = "/tmp/ofa-broker-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
