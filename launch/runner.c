@@ -69,8 +69,9 @@ static void s_on_exit(void *ctx, proc_t *p) {
             alive += strcmp(q->tier, p->tier) == 0 && !q->gave_up;
         }
         fprintf(stderr, "launch: worker %s crashed %d times in a row (%s); giving up on it; "
-                "see %s/logs/%s.log\n", p->name, p->crashes_recent, how,
-                run->opts->env.run_dir, p->name);
+                "see %s/logs/%s.log, and %s/logs/broker.log for the samples it held each "
+                "time (\"%s held task ... id ...\")\n", p->name, p->crashes_recent, how,
+                run->opts->env.run_dir, p->name, run->opts->env.run_dir, p->name);
         if (alive == 0 && !run->fatal) {
             run->fatal = 1;
             snprintf(run->fatal_reason, sizeof run->fatal_reason,
