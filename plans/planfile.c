@@ -229,11 +229,24 @@ typedef struct {
 static void s_errf(s_errs_t *e, const config_setting_t *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void s_errf(s_errs_t *e, const config_setting_t *at, const char *fmt, ...) {
-    char msg[1024];
+    char raw[1024], msg[4 * sizeof raw];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    /* A quoted value may hold control characters ("a\nb" is a libconfig string): they
+     * are escaped, so that each problem stays one line of the error text. */
+    size_t m = 0;
+    for (const unsigned char *c = (const unsigned char *)raw; *c; c++) {
+        if (*c == '\n' || *c == '\t' || *c == '\r')
+            m += (size_t)snprintf(msg + m, sizeof msg - m, "\\%c",
+                                  *c == '\n' ? 'n' : *c == '\t' ? 't' : 'r');
+        else if (*c < 0x20 || *c == 0x7f)
+            m += (size_t)snprintf(msg + m, sizeof msg - m, "\\x%02x", *c);
+        else
+            msg[m++] = (char)*c;
+    }
+    msg[m] = '\0';
     const char *file = at ? config_setting_source_file(at) : NULL;
     int line = at ? (int)config_setting_source_line(at) : 0;
     file = file ? file : e->name;
@@ -591,14 +604,18 @@ static void s_check_unknown(s_errs_t *e, const s_key_t *keys, int nkeys,
                 known = true;
             else if (strncmp(keys[k].path, full, flen) == 0 && keys[k].path[flen] == '.')
                 is_group = true;
+        }
+        if (known)
+            continue;
+        /* The suggestion only for a key that is not in the table: the edit distances to
+         * every key cost far more than the lookup itself. */
+        for (int k = 0; k < nkeys && !is_group; k++) {
             int d = s_edit_distance(keys[k].path, full);
             if (d < bestd) {
                 bestd = d;
                 best = keys[k].path;
             }
         }
-        if (known)
-            continue;
         if (is_group) {
             if (!config_setting_is_group(s)) {
                 s_errf(e, s, "%s'%s' wants a group { ... }, got %s", where, full,

@@ -156,6 +156,15 @@ Test(planfile, wrong_type_and_range) {
     cr_assert_str_eq(err, "t.conf:2: task 'a': 'train'[1] wants a string, got an integer");
 }
 
+/* Found by fuzz_plan: a quoted value holding a newline split one problem over two lines
+ * of the error text (one problem per line is the contract). Control characters are
+ * escaped. */
+Test(planfile, control_characters_in_a_value_are_escaped) {
+    load_fails("model = { size = \"ti\\nny\\t\\x01\"; };\ntasks = (\n" CAPTION_TASK ");\n");
+    cr_assert_str_eq(err, "t.conf:1: 'model.size' is \"ti\\nny\\t\\x01\", not one of nano|tiny|base");
+    cr_assert_eq(count_lines(err), 1, "%s", err);
+}
+
 Test(planfile, every_error_is_reported_in_file_order) {
     load_fails("seed = -1;\n"                                       /* 1 */
                "modle = { size = \"nano\"; };\n"                      /* 2 */
