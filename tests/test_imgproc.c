@@ -350,6 +350,27 @@ Test(imgproc, rejects_huge_images_before_decoding) {
     img_ctx_destroy(&ctx);
 }
 
+/* Found by fuzz_image: a PNG header 1.3 billion pixels wide and 14 high went through the
+ * crop and pad fits' size arithmetic (an int overflow, undefined behaviour) before the
+ * size limit refused it. The limit now comes first, for every fit. */
+Test(imgproc, huge_side_refused_before_the_fit_arithmetic) {
+    img_ctx_t *ctx = img_ctx_new(NULL);
+    size_t len;
+    uint8_t *png = s_read("shapes_rgb.png", &len);
+    png[16] = 0x4e, png[17] = 0x00, png[18] = 0x00, png[19] = 0x14;   /* width 1308622868 */
+    png[20] = 0x00, png[21] = 0x00, png[22] = 0x00, png[23] = 0x0e;   /* height 14 */
+    for (int fit = IMG_FIT_RESIZE; fit <= IMG_FIT_PAD; fit++) {
+        char err[256] = "";
+        uint8_t patches[32 * 32 * 3];
+        int grid;
+        cr_expect_eq(img_process(ctx, png, len, (img_fit_t)fit, 32, 16, patches, &grid, NULL,
+                                 err, sizeof err), -1, "fit %d: accepted", fit);
+        cr_expect(strstr(err, "exceeds") != NULL, "fit %d: reason '%s'", fit, err);
+    }
+    free(png);
+    img_ctx_destroy(&ctx);
+}
+
 /* Random byte mutations of real files: any outcome but a crash or a hang is fine, and a
  * reject always carries a reason. */
 Test(imgproc, mutated_files_never_crash, .timeout = 60) {

@@ -663,11 +663,15 @@ int img_process(img_ctx_t *self, const uint8_t *data, size_t len, img_fit_t fit,
                 size_t errlen) {
     OFA_ASSERT(S > 0 && P > 0 && S % P == 0);
     int w, h;
-    img_format_t f;
+    img_format_t f = IMG_FORMAT_UNKNOWN;
     if (s_probe(self->tj, data, len, &w, &h, &f, err, errlen) != 0) {
         s_tj_reset(self);
         return -1;
     }
+    /* The limits before the fit's arithmetic: a forged header's side (PNG allows 2^31-1)
+     * would overflow the resample size, which img_decode would only refuse afterwards. */
+    if (s_check_size(self, w, h, img_format_name(f), err, errlen) != 0)
+        return -1;
     int rw, rh;
     img_fit_size(fit, w, h, S, &rw, &rh);
     img_view_t v;
