@@ -42,14 +42,26 @@ else()
 endif()
 
 # ofa_add_fuzz(NAME HARNESS f.c SOURCES lib.c... LIBS targets... SEEDS dir
-#              [PKG pkgconfig-modules...] [INCLUDES dirs...])
+#              [PKG pkgconfig-modules...] [INCLUDES dirs...]
+#              [SECONDS s] [MIN_EXECS n])
+# SECONDS and MIN_EXECS override OFA_FUZZ_SECONDS / OFA_FUZZ_MIN_EXECS for one target
+# (a decoder that costs milliseconds per input cannot reach the default count).
 # With libFuzzer: clang compiles the harness and the library SOURCES into one sanitized
 # executable. Without: the harness and fuzz_main.c are linked with the LIBS targets.
 function(ofa_add_fuzz name)
-  cmake_parse_arguments(F "" "HARNESS;SEEDS" "SOURCES;LIBS;PKG;INCLUDES" ${ARGN})
+  cmake_parse_arguments(F "" "HARNESS;SEEDS;SECONDS;MIN_EXECS" "SOURCES;LIBS;PKG;INCLUDES"
+                        ${ARGN})
+  if(NOT F_SECONDS)
+    set(F_SECONDS ${OFA_FUZZ_SECONDS})
+  endif()
+  if(NOT F_MIN_EXECS)
+    set(F_MIN_EXECS ${OFA_FUZZ_MIN_EXECS})
+  endif()
   set(_exe ${_fuzz_bin}/${name})
   if(OFA_HAVE_LIBFUZZER)
-    pkg_check_modules(FZ_${name} QUIET ${F_PKG})
+    if(F_PKG)
+      pkg_check_modules(FZ_${name} QUIET ${F_PKG})
+    endif()
     set(_inc)
     foreach(d ${F_INCLUDES} ${FZ_${name}_INCLUDE_DIRS})
       list(APPEND _inc -I${d})
@@ -75,7 +87,7 @@ function(ofa_add_fuzz name)
   endif()
   ofa_add_script_test(${name}
     COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_run.sh ${_exe} ${F_SEEDS}
-            ${CMAKE_CURRENT_BINARY_DIR}/${name}.work ${OFA_FUZZ_SECONDS} ${OFA_FUZZ_MIN_EXECS}
+            ${CMAKE_CURRENT_BINARY_DIR}/${name}.work ${F_SECONDS} ${F_MIN_EXECS}
     LABELS fuzz TIMEOUT 180)
 endfunction()
 
