@@ -315,6 +315,59 @@ Test(audio, rejects_bad_input) {
     aud_dec_destroy(&d);
 }
 
+/* A mono 16 kHz IEEE-float WAV of n samples, all `v` except sample `at` = bad. */
+static uint8_t *s_float_wav(int n, float v, int at, float bad, size_t *len) {
+    *len = 44 + 4 * (size_t)n;
+    uint8_t *b = util_calloc(1, *len);
+    uint32_t u32;
+    uint16_t u16;
+    memcpy(b, "RIFF", 4);
+    u32 = (uint32_t)*len - 8, memcpy(b + 4, &u32, 4);
+    memcpy(b + 8, "WAVEfmt ", 8);
+    u32 = 16, memcpy(b + 16, &u32, 4);
+    u16 = 3, memcpy(b + 20, &u16, 2);        /* IEEE float */
+    u16 = 1, memcpy(b + 22, &u16, 2);
+    u32 = 16000, memcpy(b + 24, &u32, 4);
+    u32 = 64000, memcpy(b + 28, &u32, 4);
+    u16 = 4, memcpy(b + 32, &u16, 2);
+    u16 = 32, memcpy(b + 34, &u16, 2);
+    memcpy(b + 36, "data", 4);
+    u32 = 4 * (uint32_t)n, memcpy(b + 40, &u32, 4);
+    for (int i = 0; i < n; i++) {
+        float x = i == at ? bad : v;
+        memcpy(b + 44 + 4 * i, &x, 4);
+    }
+    return b;
+}
+
+/* Found by fuzz_audio: a float WAV holding an infinity, a NaN or 1e30 decoded, and its
+ * filterbank frames were inf/NaN. Such samples are refused; a float file a little over
+ * full scale is still taken. */
+Test(audio, non_finite_float_samples_are_refused) {
+    aud_dec_t *d = aud_dec_new(NULL);
+    const float bad[] = {INFINITY, -INFINITY, NAN, 1e30f, -65.0f};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        size_t len;
+        uint8_t *wav = s_float_wav(1600, 0.25f, 700, bad[k], &len);
+        s_expect_reject(d, wav, len, "sample 700");
+        free(wav);
+    }
+    size_t len;
+    uint8_t *wav = s_float_wav(1600, 0.25f, 700, 1.5f, &len);
+    fbank_t *fb = fbank_new(16000, 80);
+    float *feat = NULL;
+    int64_t T = 0;
+    char err[512];
+    cr_assert_eq(aud_features(d, fb, wav, len, 0.0f, 0, &feat, &T, err, sizeof err), 0, "%s",
+                 err);
+    for (int64_t i = 0; i < T * 80; i++)
+        cr_assert(isfinite(feat[i]), "feature %lld is %g", (long long)i, (double)feat[i]);
+    free(feat);
+    fbank_destroy(&fb);
+    free(wav);
+    aud_dec_destroy(&d);
+}
+
 Test(audio, specaugment_is_deterministic_per_sample) {
     const int T = 100, F = 80;
     float *a = util_malloc(T * F * sizeof(float)), *b = util_malloc(T * F * sizeof(float));

@@ -8,6 +8,7 @@
 #include <libavutil/channel_layout.h>
 #include <libavutil/opt.h>
 #include <libswresample/swresample.h>
+#include <math.h>
 #include <sndfile.h>
 #include <stdbool.h>
 #include <string.h>
@@ -352,9 +353,18 @@ int aud_decode(aud_dec_t *self, const uint8_t *data, size_t len, aud_view_t *out
     bool ogg = len >= 4 && !memcmp(data, "OggS", 4);
     if (riff && s_check_wav(data, len, err, errlen) != 0)
         return -1;
-    if (riff || flac || ogg)
-        return s_decode_sndfile(self, data, len, out, err, errlen);
-    return s_decode_ffmpeg(self, data, len, out, err, errlen);
+    int rc = riff || flac || ogg ? s_decode_sndfile(self, data, len, out, err, errlen)
+                                 : s_decode_ffmpeg(self, data, len, out, err, errlen);
+    if (rc != 0)
+        return rc;
+    /* Float WAVs store any value, NaN and infinities included; one of them, or a sample
+     * far past full scale, turns the filterbank's log energies into inf/NaN that would
+     * reach the model's loss. Overs of a float mix (a few dB) are kept. */
+    for (int64_t i = 0; i < out->n; i++)
+        if (!(fabsf(out->x[i]) <= AUD_MAX_ABS))
+            return util_err(err, errlen, "corrupt audio: sample %lld is %g (allowed: finite, "
+                            "within +-%g)", (long long)i, (double)out->x[i], AUD_MAX_ABS);
+    return 0;
 }
 
 int aud_resample(aud_dec_t *self, const float *x, int64_t n, int rate_in, int rate_out,

@@ -20,7 +20,8 @@
  *
  * Errors: every function that reads outside bytes returns 0 or -1 with a one-line reason
  * in err: empty input, unknown or corrupt container, truncated data, no audio stream,
- * zero samples, a sample rate outside [AUD_MIN_RATE, AUD_MAX_RATE], more than max_seconds.
+ * zero samples, a sample rate outside [AUD_MIN_RATE, AUD_MAX_RATE], more than max_seconds,
+ * a sample that is not finite or beyond +-AUD_MAX_ABS (float files).
  * Nothing here exits or aborts on bad input. */
 #ifndef OFA_AUDDEC_H
 #define OFA_AUDDEC_H
@@ -32,6 +33,9 @@
 #define AUD_MIN_RATE 1000
 #define AUD_MAX_RATE 768000
 #define AUD_MAX_CHANNELS 64
+/* Largest decoded sample magnitude (full scale is 1; float files may go over a little).
+ * NaN, infinities and samples beyond it are refused as corrupt. */
+#define AUD_MAX_ABS 64.0
 
 typedef struct {
     double max_seconds;   /* refuse longer clips (before decoding where the header says);
