@@ -39,3 +39,19 @@ if(TARGET ofaimg)
     INCLUDES ${_fc} ${_fi}
     SECONDS 10 MIN_EXECS 5000)
 endif()
+
+# The audio tier's chain (aud_features): libsndfile / FFmpeg decode, libswresample,
+# the filterbank. audstage.c brings the plan and message code along (it links them).
+if(TARGET ofaaudstage)
+  set(_fa ${PROJECT_SOURCE_DIR}/stages/audio)
+  ofa_add_fuzz(fuzz_audio
+    HARNESS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_audio.c
+    SOURCES ${_fa}/audstage.c ${_fa}/auddec.c ${_fa}/fbank.c ${_fa}/avmem.c
+            ${_fp}/planfile.c ${_fp}/instr.c ${_fp}/taskplan.c ${_fc}/proto.c ${_fc}/util.c
+    LIBS ofaaudstage
+    SEEDS ${_fb}/audio
+    PKG sndfile libavformat libavcodec libswresample libavutil fftw3f libconfig libzmq
+        msgpack
+    INCLUDES ${_fc} ${_fp} ${_fa}
+    SECONDS 10 MIN_EXECS 2000)
+endif()
