@@ -200,6 +200,11 @@ Test(motion, rejects_bad_files) {
     e = s_edit(text, "9.3722 17.8693", "9.3722 nan");
     s_expect_reject(e, strlen(e), "is not a number");
     free(e);
+    /* Found by fuzz_bvh: 1e39 is a finite double but an infinite float (the motion is
+     * stored as floats), so its features were inf. */
+    e = s_edit(text, "9.3722 17.8693", "9.3722 1e39");
+    s_expect_reject(e, strlen(e), "value 2 is not a number: '1e39'");
+    free(e);
     e = s_edit(text, "OFFSET 1.36306", "OFFSET x1.36306");
     s_expect_reject(e, strlen(e), "OFFSET value is not a number");
     free(e);

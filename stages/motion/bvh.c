@@ -184,7 +184,8 @@ static int s_frames(bvh_t *b, s_lex_t *lx, char *err, size_t errlen) {
                 break;
             char *end;
             double v = strtod(q, &end);
-            if (end == q || (*end && !isspace((unsigned char)*end)) || !isfinite(v)) {
+            /* Finite as the float it is stored in: 1e39 parses but would become inf. */
+            if (end == q || (*end && !isspace((unsigned char)*end)) || !isfinite((float)v)) {
                 const char *e = q;
                 while (*e && !isspace((unsigned char)*e))
                     e++;
