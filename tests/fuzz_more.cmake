@@ -55,3 +55,33 @@ if(TARGET ofaaudstage)
     INCLUDES ${_fc} ${_fp} ${_fa}
     SECONDS 10 MIN_EXECS 2000)
 endif()
+
+# The video tier (vid_process): FFmpeg demuxing from memory, decoding, frame sampling,
+# libswscale. FFmpeg probes every demuxer on each input: about a millisecond even for
+# garbage, so its minimum count is far lower than the parsers'.
+if(TARGET ofavideo)
+  set(_fv ${PROJECT_SOURCE_DIR}/stages/video)
+  set(_fa ${PROJECT_SOURCE_DIR}/stages/audio)
+  set(_fi ${PROJECT_SOURCE_DIR}/stages/image)
+  ofa_add_fuzz(fuzz_video
+    HARNESS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_video.c
+    SOURCES ${_fv}/vidproc.c ${_fa}/avmem.c ${_fi}/imgproc.c ${_fi}/resize_simd.c
+            ${_fc}/util.c
+    LIBS ofavideo
+    SEEDS ${_fb}/video
+    PKG libavformat libavcodec libswscale libavutil libturbojpeg libpng
+    INCLUDES ${_fc} ${_fv} ${_fa} ${_fi}
+    SECONDS 10 MIN_EXECS 1000)
+endif()
+
+# The motion tier's BVH reader and window features.
+if(TARGET ofamotion)
+  set(_fm ${PROJECT_SOURCE_DIR}/stages/motion)
+  ofa_add_fuzz(fuzz_bvh
+    HARNESS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_bvh.c
+    SOURCES ${_fm}/bvh.c ${_fc}/util.c
+    LIBS ofamotion
+    SEEDS ${_fb}/bvh
+    INCLUDES ${_fc} ${_fm}
+    SECONDS 10 MIN_EXECS 20000)
+endif()
