@@ -25,7 +25,7 @@ ofa_add_fuzz(fuzz_plan
   SEEDS ${_fb}/plan
   PKG libconfig
   INCLUDES ${_fc} ${_fp}
-  SECONDS 10 MIN_EXECS 5000)
+  SECONDS 10 MIN_EXECS 2000)
 
 # The image tier's decoder: JPEG (libjpeg-turbo), PNG (libpng), fit, resampler, patches.
 if(TARGET ofaimg)
@@ -71,7 +71,7 @@ if(TARGET ofavideo)
     SEEDS ${_fb}/video
     PKG libavformat libavcodec libswscale libavutil libturbojpeg libpng
     INCLUDES ${_fc} ${_fv} ${_fa} ${_fi}
-    SECONDS 10 MIN_EXECS 1000)
+    SECONDS 10 MIN_EXECS 2000)
 endif()
 
 # The motion tier's BVH reader and window features.
@@ -83,5 +83,5 @@ if(TARGET ofamotion)
     LIBS ofamotion
     SEEDS ${_fb}/bvh
     INCLUDES ${_fc} ${_fm}
-    SECONDS 10 MIN_EXECS 20000)
+    SECONDS 10 MIN_EXECS 50000)
 endif()
