@@ -106,9 +106,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!tp) {
         if (!err[0])
             s_fail("compile refused without a reason", text);
-        if (in)
-            ;   /* a parsed instruction may still fail to compile (sizes, registry) */
-        else if (strncmp(err, "instruction:", 12) != 0)
+        /* A parsed instruction may still fail to compile (sizes, registry); one the
+         * parser refused keeps the parser's position. */
+        if (!in && strncmp(err, "instruction:", 12) != 0)
             s_fail("a syntax error lost its instruction:L:C: prefix", text);
     } else {
         if (!in)
