@@ -37,7 +37,7 @@ if(TARGET ofaimg)
     SEEDS ${_fb}/image
     PKG libturbojpeg libpng
     INCLUDES ${_fc} ${_fi}
-    SECONDS 10 MIN_EXECS 5000)
+    SECONDS 10 MIN_EXECS 3000)
 endif()
 
 # The audio tier's chain (aud_features): libsndfile / FFmpeg decode, libswresample,
