@@ -25,7 +25,7 @@ ofa_add_fuzz(fuzz_plan
   SEEDS ${_fb}/plan
   PKG libconfig
   INCLUDES ${_fc} ${_fp}
-  SECONDS 10 MIN_EXECS 2000)
+  SECONDS 10 MIN_EXECS 1500)
 
 # The image tier's decoder: JPEG (libjpeg-turbo), PNG (libpng), fit, resampler, patches.
 if(TARGET ofaimg)
