@@ -45,29 +45,10 @@ mkdir -p "$OUT/plans"
     "$SEED" <<'EOF'
 import re, sys
 src, outdir, epochs, max_rows, root, want, seed = sys.argv[1:8]
-text = open(src).read()
-m = re.search(r"^tasks = \(\n(.*?)^\);\n", text, re.S | re.M)
-if not m:
-    sys.exit("%s: no 'tasks = (' ... ');' block" % src)
-blocks, cur = [], None
-for line in m.group(1).split("\n"):
-    if re.match(r'  \{ name = "[A-Za-z0-9_-]+";', line):
-        cur = [line]
-    elif cur is not None:
-        cur.append(line)
-        if line in ("  }", "  },"):
-            cur[-1] = "  }"
-            blocks.append("\n".join(cur))
-            cur = None
-names = [re.match(r'  \{ name = "([^"]+)"', b).group(1) for b in blocks]
-bad = [t for t in want.split() if t not in names]
-if bad:
-    sys.exit("unknown task(s) %s; %s has: %s" % (", ".join(bad), src, " ".join(names)))
-keep = [b for n, b in zip(names, blocks) if n in want.split()]
-def fix(b):
-    b = re.sub(r"epochs = \d+;", "epochs = %s;" % epochs, b)
-    return re.sub(r"max_rows = \d+;", "max_rows = %s;" % max_rows, b)
-head, tail = text[:m.start()], text[m.end():]
+sys.path.insert(0, root + "/scripts/data")
+from mtplans import pick, set_budget, task_blocks
+head, tail, names, blocks = task_blocks(open(src).read(), src)
+keep = [b for _, b in pick(names, blocks, want, src)]
 head = re.sub(r'^data_dir = "[^"]*";', 'data_dir = "%s";' % root, head, flags=re.M)
 head = re.sub(r'^seed = \d+;', 'seed = %s;' % seed, head, flags=re.M)
 if not re.search(r"^model = \{\n", tail, re.M):
@@ -76,7 +57,7 @@ for name, on in (("plain", "false"), ("experts", "true")):
     h = re.sub(r'^name = "[^"]*";', 'name = "%s";' % name, head, flags=re.M)
     t = re.sub(r"^model = \{\n", "model = {\n  modality_experts = %s;\n" % on, tail, flags=re.M)
     open("%s/%s.conf" % (outdir, name), "w").write(
-        h + "tasks = (\n" + ",\n".join(fix(b) for b in keep) + "\n);\n" + t)
+        h + "tasks = (\n" + ",\n".join(set_budget(b, epochs, max_rows) for b in keep) + "\n);\n" + t)
 EOF
 
 for ds in $(grep -ho 'dataset = "[^"]*"' "$OUT/plans/plain.conf" | cut -d'"' -f2 | sort -u); do
@@ -95,38 +76,17 @@ for p in plain experts; do
     echo "trained $p in $((t1 - t0)) s"
 done
 
-"$PY" - "$OUT" <<'EOF' | tee "$OUT/table.md"
-import json, os, struct, sys
+OFA_MTPLANS_DIR="$ROOT/scripts/data" "$PY" - "$OUT" <<'EOF' | tee "$OUT/table.md"
+import json, os, sys
+sys.path.insert(0, os.environ["OFA_MTPLANS_DIR"])
+import mtplans
 out = sys.argv[1]
 
 def params(run):
-    """Weights of the run's last checkpoint (the safetensors header's shapes)."""
-    d = os.path.join(out, "runs", run, "checkpoints")
-    files = sorted(f for f in os.listdir(d) if f.endswith(".safetensors")) if os.path.isdir(d) else []
-    if not files:
-        return None
-    with open(os.path.join(d, files[-1]), "rb") as f:
-        hl = struct.unpack("<Q", f.read(8))[0]
-        hdr = json.loads(f.read(hl))
-    total = 0
-    for k, v in hdr.items():
-        if k == "__metadata__" or k.startswith("opt.") or k.startswith("adam"):
-            continue
-        c = 1
-        for s in v["shape"]:
-            c *= s
-        total += c
-    return total
+    return mtplans.params(os.path.join(out, "runs", run))
 
 def steps(run):
-    s = 0
-    with open(os.path.join(out, "runs", run, "metrics.jsonl")) as f:
-        for line in f:
-            try:
-                s = max(s, json.loads(line).get("step", 0))
-            except ValueError:
-                pass
-    return s
+    return mtplans.steps(os.path.join(out, "runs", run))
 
 ev = {r: json.load(open(os.path.join(out, "runs", r, "eval.json"))) for r in ("plain", "experts")}
 secs = dict(l.split() for l in open(os.path.join(out, "seconds.txt")))

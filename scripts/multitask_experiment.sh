@@ -52,36 +52,14 @@ mkdir -p "$OUT/plans"
 "$PY" - "$ROOT/configs/multitask.conf" "$OUT/plans" "$EPOCHS" "$MAX_ROWS" "$ROOT" "$TASKS" <<'EOF'
 import re, sys
 src, outdir, epochs, max_rows, root, want = sys.argv[1:7]
-text = open(src).read()
-m = re.search(r"^tasks = \(\n(.*?)^\);\n", text, re.S | re.M)
-if not m:
-    sys.exit("%s: no 'tasks = (' ... ');' block" % src)
-blocks, cur = [], None
-for line in m.group(1).split("\n"):
-    if re.match(r'  \{ name = "[A-Za-z0-9_-]+";', line):
-        cur = [line]
-    elif cur is not None:
-        cur.append(line)
-        if line in ("  }", "  },"):
-            cur[-1] = "  }"
-            blocks.append("\n".join(cur))
-            cur = None
-names = [re.match(r'  \{ name = "([^"]+)"', b).group(1) for b in blocks]
-if want.split():
-    bad = [t for t in want.split() if t not in names]
-    if bad:
-        sys.exit("unknown task(s) %s; %s has: %s" % (", ".join(bad), src, " ".join(names)))
-    keep = [(n, b) for n, b in zip(names, blocks) if n in want.split()]
-else:
-    keep = list(zip(names, blocks))
-def fix(b):
-    b = re.sub(r"epochs = \d+;", "epochs = %s;" % epochs, b)
-    return re.sub(r"max_rows = \d+;", "max_rows = %s;" % max_rows, b)
-head, tail = text[:m.start()], text[m.end():]
+sys.path.insert(0, root + "/scripts/data")
+from mtplans import pick, set_budget, task_blocks
+head, tail, names, blocks = task_blocks(open(src).read(), src)
+keep = pick(names, blocks, want, src) if want.split() else list(zip(names, blocks))
 head = re.sub(r'^data_dir = "[^"]*";', 'data_dir = "%s";' % root, head, flags=re.M)
 def plan(name, ks):
     h = re.sub(r'^name = "[^"]*";', 'name = "%s";' % name, head, flags=re.M)
-    return h + "tasks = (\n" + ",\n".join(fix(b) for _, b in ks) + "\n);\n" + tail
+    return h + "tasks = (\n" + ",\n".join(set_budget(b, epochs, max_rows) for _, b in ks) + "\n);\n" + tail
 open("%s/multi.conf" % outdir, "w").write(plan("multi", keep))
 for n, b in keep:
     open("%s/single_%s.conf" % (outdir, n), "w").write(plan("single_" + n, [(n, b)]))
@@ -111,9 +89,11 @@ for t in "${TASKLIST[@]}"; do
     run_plan "single_$t"
 done
 
-"$PY" - "$OUT" "${TASKLIST[@]}" <<'EOF' | tee "$OUT/table.md"
-import json, os, re, struct, sys
+OFA_MTPLANS_DIR="$ROOT/scripts/data" "$PY" - "$OUT" "${TASKLIST[@]}" <<'EOF' | tee "$OUT/table.md"
+import json, os, re, sys
 out, tasks = sys.argv[1], sys.argv[2:]
+sys.path.insert(0, os.environ["OFA_MTPLANS_DIR"])
+import mtplans
 n = len(tasks)
 
 def load(run):
@@ -122,26 +102,6 @@ def load(run):
     summ = json.load(open(os.path.join(d, "summary.json")))
     return ev, summ
 
-def params(run):
-    """Parameters of the run's last checkpoint: the sum over the tensors of a
-    safetensors header (8-byte length, then JSON)."""
-    d = os.path.join(out, "runs", run, "checkpoints")
-    files = sorted(f for f in os.listdir(d) if f.endswith(".safetensors")) if os.path.isdir(d) else []
-    if not files:
-        return None
-    with open(os.path.join(d, files[-1]), "rb") as f:
-        hl = struct.unpack("<Q", f.read(8))[0]
-        hdr = json.loads(f.read(hl))
-    total = 0
-    for k, v in hdr.items():
-        if k == "__metadata__" or k.startswith("opt.") or k.startswith("adam"):
-            continue
-        c = 1
-        for s in v["shape"]:
-            c *= s
-        total += c
-    return total
-
 batch = {}
 for t in tasks:
     txt = open(os.path.join(out, "plans", "single_%s.conf" % t)).read()
@@ -149,16 +109,11 @@ for t in tasks:
 secs = dict(l.split() for l in open(os.path.join(out, "seconds.txt")))
 mev, msum = load("multi")
 mp = params("multi")
+def params(run):
+    return mtplans.params(os.path.join(out, "runs", run))
+
 def steps(run):
-    """Optimizer steps of a run: the largest step of its metrics.jsonl."""
-    s = 0
-    with open(os.path.join(out, "runs", run, "metrics.jsonl")) as f:
-        for line in f:
-            try:
-                s = max(s, json.loads(line).get("step", 0))
-            except ValueError:
-                pass
-    return s
+    return mtplans.steps(os.path.join(out, "runs", run))
 
 print("| task | metric | multi-task | single-task | ratio multi/single | baseline | "
       "param ratio | batches multi/single | examples multi/single |")
