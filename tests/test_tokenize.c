@@ -371,6 +371,44 @@ Test(tokenize, phone_target_is_bpe_of_its_symbols) {
     tok_bpe_destroy(&bpe);
 }
 
+/* num_bins=N on the slot: coordinates go to N evenly spaced levels, written as the
+ * location tokens nearest to them, so decoding (bin / 999 * size) is unchanged. */
+Test(tokenize, box_num_bins_quantises_to_levels) {
+    tok_bpe_t *bpe = s_bpe();
+    taskplan_t *tp = s_plan("[IMAGE:img] which region does the text \" [TEXT:cap] \" describe? "
+                            "-> [BOX:region,num_bins=16]");
+    tok_ctx_t *ctx = s_ctx(tp, bpe, 256, 64);
+    const char *cap = "a dog", *box = "10,20,30,96";
+    tok_value_t vals[] = {{.column = "img", .npos = 36, .width = 96, .height = 96},
+                          {.column = "cap", .text = cap, .len = strlen(cap)},
+                          {.column = "region", .text = box, .len = strlen(box)}};
+    tok_sample_t s = {.id = 3, .values = vals, .nvalues = 3};
+    tok_result_t r;
+    char err[256];
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), 0, "%s", err);
+    int b0 = tok_bpe_bin0(bpe);
+    /* levels round(c/96*15) = 2, 3, 5, 15 -> tokens round(level*999/15) = 133, 200, 333, 999 */
+    int want[4] = {133, 200, 333, 999};
+    cr_assert_eq(r.tgt_len, 5);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(r.tgt_out[i], b0 + want[i], "bin %d: %d", i, r.tgt_out[i] - b0);
+    /* Every coordinate of the image lands on one of the 16 levels, and only there. */
+    int seen[1000] = {0}, levels = 0;
+    for (int c = 0; c <= 96; c++) {
+        int k = tok_coord_bin_n(c, 96, 16);
+        cr_assert(k >= 0 && k <= 999);
+        if (!seen[k]++)
+            levels++;
+    }
+    cr_assert_eq(levels, 16);
+    cr_assert_eq(tok_coord_bin_n(48, 96, 1000), tok_coord_bin(48, 96));
+    cr_assert_eq(tok_coord_bin_n(-3, 96, 16), 0);
+    cr_assert_eq(tok_coord_bin_n(500, 96, 16), 999);
+    tok_ctx_destroy(&ctx);
+    taskplan_destroy(&tp);
+    tok_bpe_destroy(&bpe);
+}
+
 Test(tokenize, decode_helpers) {
     tok_bpe_t *bpe = s_bpe();
     int b0 = tok_bpe_bin0(bpe);

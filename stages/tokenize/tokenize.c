@@ -265,15 +265,25 @@ static int s_mask_piece(tok_ctx_t *self, s_piece_t *p, double ratio, double nois
 
 /* nearbyint rounds half to even, like Python's round() in OFA's own preprocessing;
  * NaN falls to bin 0 through the !(b >= 0) test. */
-int tok_coord_bin(double c, double size) {
-    double b = nearbyint(c / size * (TOK_NBINS - 1));
+int tok_coord_bin(double c, double size) { return tok_coord_bin_n(c, size, TOK_NBINS); }
+
+int tok_coord_bin_n(double c, double size, int nbins) {
+    if (nbins < 2 || nbins > TOK_NBINS)
+        nbins = TOK_NBINS;
+    double b = nearbyint(c / size * (nbins - 1));
     if (!(b >= 0))
         return 0;
-    return b > TOK_NBINS - 1 ? TOK_NBINS - 1 : (int)b;
+    if (b > nbins - 1)
+        b = nbins - 1;
+    if (nbins == TOK_NBINS)
+        return (int)b;
+    /* Level b of nbins, as the location token nearest to it: the levels spread evenly
+     * over 0..999, so every decoder of bins (evaluation, ofa-infer) reads them as is. */
+    return (int)nearbyint(b * (TOK_NBINS - 1) / (nbins - 1));
 }
 
 static int s_box_piece(tok_ctx_t *self, const char *column, const char *s, size_t n,
-                       double w, double h, char *err, size_t errlen) {
+                       double w, double h, int nbins, char *err, size_t errlen) {
     s_piece_t *p = s_piece_add(self, P_TOKENS, MOD_BOX);
     int bin0 = tok_bpe_bin0(self->bpe);
     char buf[64];
@@ -321,7 +331,7 @@ static int s_box_piece(tok_ctx_t *self, const char *column, const char *s, size_
                                         buf, c[d]);
                     size[d] = 1;
                 }
-                self->pool[self->pool_n++] = bin0 + tok_coord_bin(c[d], size[d]);
+                self->pool[self->pool_n++] = bin0 + tok_coord_bin_n(c[d], size[d], nbins);
             }
             nbox++;
         }
@@ -396,7 +406,8 @@ static int s_side(tok_ctx_t *self, const taskplan_template_t *tm, const taskplan
                 return util_err(err, errlen, "column %s: expected text for a %s slot",
                                 sl->column, mod_name(sl->mod));
             if (sl->mod == MOD_BOX) {
-                if (s_box_piece(self, sl->column, v->text, v->len, img_w, img_h, err,
+                if (s_box_piece(self, sl->column, v->text, v->len, img_w, img_h,
+                                sl->in->num_bins ? sl->in->num_bins : TOK_NBINS, err,
                                 errlen) != 0)
                     return -1;
                 self->pieces[self->npieces - 1].loss = sl->loss;

@@ -119,4 +119,9 @@ int tok_decode_boxes(const tok_bpe_t *bpe, const int32_t *ids, size_t n, double 
 /* Coordinate -> bin as the contracts say: round(c / size * 999), clamped to 0..999. */
 int tok_coord_bin(double c, double size);
 
+/* The same with a BOX slot's num_bins=N (2..1000): the coordinate goes to one of N evenly
+ * spaced levels, round(c / size * (N - 1)), written as the location token nearest to
+ * level / (N - 1) * 999. N = 1000 is tok_coord_bin; other N are clamped to it. */
+int tok_coord_bin_n(double c, double size, int nbins);
+
 #endif
