@@ -78,6 +78,9 @@ static const s_key_t s_global_keys[] = {
     {"model.video_frames", K_INT, "8", 1, 256, NULL, PO(model.video_frames), 0,
      "Frames sampled from a video clip: the VIDEO slots' default frames= and the most the "
      "video adapter's time positions hold."},
+    {"model.num_bins", K_INT, "1000", 2, 1000, NULL, PO(model.num_bins), 0,
+     "Location levels of a box coordinate: the BOX slots' default num_bins=. Fewer levels "
+     "(16-64) let a small model see each location token far more often."},
     {"model.motion_channels", K_INT, "0", 0, 65536, NULL, PO(model.motion_channels), 0,
      "Channels per motion frame (the motion tier's features of the dataset's skeleton); "
      "required when a task has a MOTION source slot."},
@@ -728,6 +731,7 @@ static void s_task_finish(s_errs_t *e, plan_t *p, plan_task_t *t, const config_s
     o.beam = p->trainer.beam;
     o.n_mels = p->model.audio_mels;
     o.frames = p->model.video_frames;
+    o.num_bins = p->model.num_bins;
     const config_setting_t *is = config_setting_get_member(g, "instruction");
     char err[512];
     if (o.image_size % o.patch)

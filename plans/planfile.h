@@ -68,6 +68,7 @@ typedef struct {
     int audio_stack;         /* audio frames stacked into one source position (4) */
     int audio_mels;          /* mel bins per audio frame the audio adapter takes (80) */
     int video_frames;        /* most frames of a video clip (8) */
+    int num_bins;            /* location levels of a box coordinate (1000) */
     int motion_channels;     /* channels per motion frame; 0 = unset */
     int modality_experts;    /* 1: one encoder FFN per modality group (bool) */
 } plan_model_t;

@@ -104,6 +104,7 @@ void taskplan_opts_default(taskplan_opts_t *opts) {
     opts->sample_rate = 16000;
     opts->n_mels = 80;
     opts->frames = 8;
+    opts->num_bins = 1000;
 }
 
 /* ---- steps per slot --------------------------------------------------------------- */
@@ -165,7 +166,8 @@ static void s_slot_steps(taskplan_slot_t *sl, const taskplan_opts_t *o) {
         break;
     case MOD_BOX:
         s_step(sl, STEP_BOX_PARSE, "x0,y0,x1,y1 in source-image pixels");
-        s_step(sl, STEP_BOX_BINS, "%d bins, 4 tokens per box", in->num_bins ? in->num_bins : 1000);
+        sl->num_bins = in->num_bins ? in->num_bins : o->num_bins > 1 ? o->num_bins : 1000;
+        s_step(sl, STEP_BOX_BINS, "%d bins, 4 tokens per box", sl->num_bins);
         if (in->noise_ratio > 0)
             s_step(sl, STEP_NOISE, "ratio %.2f", in->noise_ratio);
         break;

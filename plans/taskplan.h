@@ -80,6 +80,7 @@ typedef struct {
     bool target;
     bool loss;               /* target slot that carries loss */
     bool repeated;           /* inside a `( ... )*` group */
+    int num_bins;            /* BOX: location levels (num_bins= or the plan's default) */
     taskplan_step_t steps[TASKPLAN_MAX_STEPS];
     int nsteps;
 } taskplan_slot_t;
@@ -139,6 +140,7 @@ typedef struct {
     int sample_rate;         /* audio: 16000 when 0 */
     int n_mels;              /* audio: 80 when 0 */
     int frames;              /* video: 8 when 0 */
+    int num_bins;            /* box: location levels, 1000 when 0 */
 } taskplan_opts_t;
 
 /* Fill opts with the defaults of the tiny CPU configuration. */

@@ -384,3 +384,30 @@ Test(planfile, long_task_name_is_an_error) {
     cr_assert(strstr(err, "t.conf:2: task name 'a_task_name_that_is_much_too_long_for_counters' "
                           "is longer than 40 characters"), "%s", err);
 }
+
+/* model.num_bins is the BOX slots' default; a slot's own num_bins= wins over it. */
+Test(planfile, num_bins_default_and_override) {
+    const char *task = "tasks = ( { name = \"g\"; train = \"x\"; columns = [\"i\", \"c\", \"b\"];\n"
+                       "  instruction = \"[IMAGE:i] [TEXT:c] -> [BOX:b%s]\"; } );\n";
+    char text[512];
+    snprintf(text, sizeof text, task, "");
+    plan_t *p = load_ok(text);
+    const taskplan_slot_t *box = &p->tasks[0].plan->tmpls[0].slots[2];
+    cr_assert_eq(box->mod, MOD_BOX);
+    cr_assert_eq(box->num_bins, 1000);
+    plan_destroy(&p);
+    char text2[600];
+    snprintf(text2, sizeof text2, "model = { num_bins = 16; };\n%s", text);
+    p = load_ok(text2);
+    box = &p->tasks[0].plan->tmpls[0].slots[2];
+    cr_assert_eq(box->num_bins, 16);
+    cr_assert_str_eq(box->steps[1].arg, "16 bins, 4 tokens per box");
+    plan_destroy(&p);
+    snprintf(text, sizeof text, task, ",num_bins=32");
+    snprintf(text2, sizeof text2, "model = { num_bins = 16; };\n%s", text);
+    p = load_ok(text2);
+    cr_assert_eq(p->tasks[0].plan->tmpls[0].slots[2].num_bins, 32);
+    plan_destroy(&p);
+    load_fails("model = { num_bins = 1; };\ntasks = (\n" CAPTION_TASK ");\n");
+    cr_assert(strstr(err, "model.num_bins"), "%s", err);
+}

@@ -407,7 +407,7 @@ static int s_side(tok_ctx_t *self, const taskplan_template_t *tm, const taskplan
                                 sl->column, mod_name(sl->mod));
             if (sl->mod == MOD_BOX) {
                 if (s_box_piece(self, sl->column, v->text, v->len, img_w, img_h,
-                                sl->in->num_bins ? sl->in->num_bins : TOK_NBINS, err,
+                                sl->num_bins ? sl->num_bins : TOK_NBINS, err,
                                 errlen) != 0)
                     return -1;
                 self->pieces[self->npieces - 1].loss = sl->loss;

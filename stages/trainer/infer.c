@@ -136,6 +136,9 @@ int main(int argc, char **argv) {
         o.max_src_len = plan->model.max_src_len;
         o.max_tgt_len = plan->model.max_tgt_len;
         o.beam = plan->trainer.beam;
+        o.n_mels = plan->model.audio_mels;
+        o.frames = plan->model.video_frames;
+        o.num_bins = plan->model.num_bins;
         own = taskplan_compile(instruction, &o, err, sizeof err);
         if (!own)
             util_fatal(NULL, "%s", err);
