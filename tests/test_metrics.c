@@ -402,9 +402,127 @@ Test(metrics, bad_input_is_an_error) {
     metric_baseline_t b;
     cr_assert_eq(metric_baseline("accuracy", none, 1, &b, err, sizeof err), -1);
     cr_assert_null(b.output);
-    cr_assert(metric_known("vqa_score") && metric_known("mcc") && !metric_known("map") &&
-              !metric_known(NULL));
+    cr_assert(metric_known("vqa_score") && metric_known("mcc") && metric_known("map") &&
+              !metric_known("mAP") && !metric_known(NULL));
     free(refs);
+}
+
+/* ---------------------------------------------------------------- detection: map */
+
+/* Boxes in bin units. A at the left, B at the right, C at the top: IoU(A, B) = 0. */
+#define BOX_A "<bin_0> <bin_0> <bin_10> <bin_10>"
+#define BOX_A2 "<bin_1> <bin_0> <bin_11> <bin_10>"   /* IoU with A = 90/110 = 0.82 */
+#define BOX_B "<bin_20> <bin_0> <bin_30> <bin_10>"
+#define BOX_C "<bin_0> <bin_20> <bin_10> <bin_30>"
+
+Test(metrics, map_parses_generated_and_reference_objects) {
+    metric_det_t *d;
+    int n;
+    char err[200];
+    /* generated form: bins glued, words with their leading space */
+    cr_assert_eq(metric_parse_detections("<bin_1><bin_2><bin_30><bin_40> Red apple<bin_5>"
+                                         "<bin_6><bin_7><bin_8> car", false, &d, &n, err,
+                                         sizeof err), 0, "%s", err);
+    cr_assert_eq(n, 2);
+    cr_assert_str_eq(d[0].label, "red apple");
+    cr_assert_str_eq(d[1].label, "car");
+    cr_assert(d[0].box[0] == 1 && d[0].box[3] == 40 && d[0].valid && d[1].valid);
+    metric_dets_free(d, n);
+    /* a model's stray tokens: the partial box is dropped, the rest kept */
+    cr_assert_eq(metric_parse_detections("junk <bin_1><bin_2> x <bin_1><bin_2><bin_3><bin_4> "
+                                         "cat <bin_9>", false, &d, &n, err, sizeof err), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(d[0].label, "cat");
+    metric_dets_free(d, n);
+    /* references are strict */
+    static const char *bad[] = {"<bin_1> <bin_2> <bin_3> cat", "cat " BOX_A " dog",
+                                BOX_A, "<bin_5> <bin_0> <bin_1> <bin_10> cat",
+                                BOX_A " cat <bin_x>"};
+    static const char *why[] = {"3 location tokens", "text before the first box",
+                                "no label", "x1 <= x0", "bad location token"};
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(metric_parse_detections(bad[i], true, &d, &n, err, sizeof err), -1,
+                     "%s", bad[i]);
+        cr_assert(strstr(err, why[i]), "%s: %s", bad[i], err);
+        cr_assert_null(d);
+    }
+    const char *h[] = {BOX_A " cat"};
+    const char *r[] = {"<bin_1> <bin_2> cat"};
+    metric_refs_t *refs = one_ref_each(r, 1);
+    double v;
+    cr_assert_eq(metric_compute("map", h, refs, 1, &v, err, sizeof err), -1);
+    cr_assert(strstr(err, "sample 0 reference"), "%s", err);
+    free(refs);
+}
+
+/* The hand-computed cases (VOC all-point AP, IoU >= 0.5, mean over the references'
+ * classes). */
+Test(metrics, map_hand_computed) {
+    static const char *refs2[] = {BOX_A " cat", BOX_B " cat"};
+    metric_refs_t *r2 = one_ref_each(refs2, 2);
+    /* perfect, in any spelling */
+    const char *perfect[] = {"<bin_0><bin_0><bin_10><bin_10> Cat", BOX_B " cat"};
+    cr_assert_float_eq(compute("map", perfect, r2, 2), 1.0, EPS);
+    /* a box that overlaps enough still counts */
+    const char *close[] = {BOX_A2 " cat", BOX_B " cat"};
+    cr_assert_float_eq(compute("map", close, r2, 2), 1.0, EPS);
+    /* one miss: recall 1/2 at precision 1 */
+    const char *miss[] = {BOX_A " cat", ""};
+    cr_assert_float_eq(compute("map", miss, r2, 2), 0.5, EPS);
+    /* one false positive ranked below the hits costs nothing ... */
+    const char *fp_after[] = {BOX_A " cat" BOX_C " cat", BOX_B " cat"};
+    cr_assert_float_eq(compute("map", fp_after, r2, 2), 1.0, EPS);
+    /* ... ranked above one of them: ranks (0,img0) FP, (0,img1) TP, (1,img0) TP:
+     * precision 0, 1/2, 2/3 at recall 0, 1/2, 1 -> envelope 2/3 -> AP 2/3 */
+    const char *fp_first[] = {BOX_C " cat" BOX_A " cat", BOX_B " cat"};
+    cr_assert_float_eq(compute("map", fp_first, r2, 2), 2.0 / 3.0, EPS);
+    /* a duplicate of a found object is a false positive: (0,0) TP, (1,0) dup FP,
+     * (1,1) TP -> precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1 -> 1/2*1 + 1/2*2/3 */
+    const char *dup[] = {BOX_A " cat" BOX_A " cat", BOX_C " dog" BOX_B " cat"};
+    cr_assert_float_eq(compute("map", dup, r2, 2), 0.5 + 1.0 / 3.0, EPS);
+    free(r2);
+
+    /* wrong class: two classes; the model calls both objects dog.
+     * cat: never named -> AP 0. dog: (0,img0) FP, (0,img1) TP -> AP 1/2. mAP 1/4. */
+    static const char *refs3[] = {BOX_A " cat", BOX_B " dog"};
+    metric_refs_t *r3 = one_ref_each(refs3, 2);
+    const char *wrong[] = {BOX_A " dog", BOX_B " dog"};
+    cr_assert_float_eq(compute("map", wrong, r3, 2), 0.25, EPS);
+    /* right classes, one object at the wrong place: cat AP 1, dog AP 0 -> 1/2 */
+    const char *place[] = {BOX_A " cat", BOX_C " dog"};
+    cr_assert_float_eq(compute("map", place, r3, 2), 0.5, EPS);
+    /* a label no reference has costs nothing */
+    const char *extra[] = {BOX_A " cat" BOX_A " zebra", BOX_B " dog"};
+    cr_assert_float_eq(compute("map", extra, r3, 2), 1.0, EPS);
+    /* several objects per sample, in any order */
+    free(r3);
+    static const char *refs4[] = {BOX_A " cat " BOX_B " dog"};
+    metric_refs_t *r4 = one_ref_each(refs4, 1);
+    const char *swapped[] = {BOX_B " dog" BOX_A " cat"};
+    cr_assert_float_eq(compute("map", swapped, r4, 1), 1.0, EPS);
+    free(r4);
+}
+
+/* The constant baseline: the best fixed object list among the references' lists and
+ * single objects. "A cat B dog": cat (0,0) TP, (0,1) TP, (0,2) FP -> AP 2/3; dog (1,0)
+ * TP, (1,1) FP, (1,2) FP -> AP 1/2; mAP 7/12. "A cat" alone: 2/3 and 0 -> 1/3; "A cat C
+ * dog": 2/3 and 1/4 -> 11/24. */
+Test(metrics, map_baseline_is_a_constant_object_list) {
+    static const char *refs[] = {BOX_A " cat " BOX_B " dog", BOX_A " cat " BOX_C " dog",
+                                 BOX_B " cat"};
+    metric_refs_t *r = one_ref_each(refs, 3);
+    metric_baseline_t b;
+    char err[200];
+    cr_assert_eq(metric_baseline("map", r, 3, &b, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(b.kind, "constant objects");
+    cr_assert_str_eq(b.output, BOX_A " cat " BOX_B " dog");
+    cr_assert_float_eq(b.value, 7.0 / 12.0, EPS);
+    cr_assert_geq(b.candidates, 6);
+    /* and it is what compute gives for that output */
+    const char *h[] = {b.output, b.output, b.output};
+    cr_assert_float_eq(compute("map", h, r, 3), b.value, EPS);
+    metric_baseline_clear(&b);
+    free(r);
 }
 
 /* ---------------------------------------------------------------- Python reference */

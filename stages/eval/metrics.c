@@ -738,6 +738,250 @@ int metric_iou_acc(const char *const *hyps, const metric_refs_t *refs, int n,
     return 0;
 }
 
+/* ---------------------------------------------------------------- detection: mAP */
+
+void metric_dets_free(metric_det_t *dets, int n) {
+    for (int i = 0; dets && i < n; i++)
+        free(dets[i].label);
+    free(dets);
+}
+
+/* The generated text of a detection target reads "<bin_a><bin_b><bin_c><bin_d> name"
+ * per object (the location tokens render without spaces, BPE words with their leading
+ * space): a scan that takes 4 location tokens, then every word up to the next location
+ * token, reads both that and the tokenizer's spaced reference. */
+int metric_parse_detections(const char *s, bool strict, metric_det_t **out, int *nout,
+                            char *err, size_t errlen) {
+    *out = NULL;
+    *nout = 0;
+    if (!s)
+        s = "";
+    size_t n = strlen(s);
+    char *words = util_malloc(n + 1);   /* the current label's text */
+    size_t wn = 0;
+    metric_det_t *d = NULL;
+    int nd = 0, cap = 0, nb = 0;
+    double b[4];
+    const char *p = s;
+    int rc = 0;
+    /* a label ends where the next box begins, and at the end */
+#define S_FLUSH()                                                                            \
+    do {                                                                                     \
+        if (nd > 0 && !d[nd - 1].label) {                                                    \
+            words[wn] = 0;                                                                   \
+            d[nd - 1].label = metric_normalize(words);                                       \
+        }                                                                                    \
+        wn = 0;                                                                              \
+    } while (0)
+    while (*p && rc == 0) {
+        if (!strncmp(p, "<bin_", 5)) {
+            char *end;
+            errno = 0;
+            long v = strtol(p + 5, &end, 10);
+            if (end == p + 5 || *end != '>' || v < 0 || errno) {
+                if (!strict) {   /* a model's broken token is text of the label */
+                    words[wn++] = *p++;
+                    continue;
+                }
+                rc = util_err(err, errlen, "'%.60s': bad location token at column %d", s,
+                              (int)(p - s) + 1);
+                break;
+            }
+            if (nb == 0) {
+                S_FLUSH();
+            }
+            b[nb++] = (double)v;
+            p = end + 1;
+            if (nb == 4) {
+                if (nd == cap) {
+                    cap = cap ? 2 * cap : 8;
+                    d = util_realloc(d, (size_t)cap * sizeof *d);
+                }
+                memcpy(d[nd].box, b, sizeof b);
+                d[nd].label = NULL;
+                d[nd].valid = b[2] > b[0] && b[3] > b[1];
+                nd++;
+                nb = 0;
+            }
+            continue;
+        }
+        if (nb != 0 && !isspace((unsigned char)*p)) {
+            if (!strict) {   /* a model's stray location tokens: dropped */
+                nb = 0;
+                continue;
+            }
+            rc = util_err(err, errlen, "'%.60s': a box with %d location tokens at column %d",
+                          s, nb, (int)(p - s) + 1);
+            break;
+        }
+        if (nd == 0 && !isspace((unsigned char)*p) && strict) {
+            rc = util_err(err, errlen, "'%.60s': text before the first box", s);
+            break;
+        }
+        words[wn++] = *p++;
+    }
+    if (rc == 0 && nb != 0 && strict)
+        rc = util_err(err, errlen, "'%.60s': the last box has %d location tokens", s, nb);
+    if (rc == 0)
+        S_FLUSH();
+#undef S_FLUSH
+    for (int i = 0; rc == 0 && strict && i < nd; i++) {
+        if (!d[i].valid)
+            rc = util_err(err, errlen, "'%.60s': object %d has x1 <= x0 or y1 <= y0", s, i + 1);
+        else if (!d[i].label[0])
+            rc = util_err(err, errlen, "'%.60s': object %d has no label", s, i + 1);
+    }
+    free(words);
+    if (rc != 0) {
+        metric_dets_free(d, nd);
+        return -1;
+    }
+    *out = d;
+    *nout = nd;
+    return 0;
+}
+
+/* One detection of one class, for the ranking. */
+typedef struct {
+    int img, rank;           /* sample, and position among that sample's detections */
+    const double *box;
+    bool valid;
+} s_det_t;
+
+/* Earlier in an output ranks higher; among equals, the earlier sample: a generated
+ * sequence carries no confidence per object, and the order the model chose to write its
+ * objects in is the only ranking it gives. */
+static int s_det_cmp(const void *a, const void *b) {
+    const s_det_t *x = a, *y = b;
+    if (x->rank != y->rank)
+        return x->rank < y->rank ? -1 : 1;
+    return (x->img > y->img) - (x->img < y->img);
+}
+
+static int s_str_cmp(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* PASCAL VOC's devkit (2010 on) and its voc_eval.py: detections of a class in rank
+ * order; each takes the unmatched-or-not ground truth of its image with the highest IoU;
+ * IoU >= 0.5 with one not yet taken is a true positive (and takes it), anything else
+ * (too far, or that object already found: a duplicate) a false positive; AP is the area
+ * under the precision envelope (precision made non-increasing from the right) at every
+ * recall step: all-point interpolation, not the 11-point one of VOC2007. */
+static double s_class_ap(const char *cls, metric_det_t *const *hd, const int *hn,
+                         metric_det_t *const *rd, const int *rn, int n) {
+    int npos = 0, ndet = 0;
+    for (int i = 0; i < n; i++) {
+        for (int k = 0; k < rn[i]; k++)
+            npos += !strcmp(rd[i][k].label, cls);
+        for (int k = 0; k < hn[i]; k++)
+            ndet += !strcmp(hd[i][k].label, cls);
+    }
+    if (npos == 0 || ndet == 0)
+        return 0;
+    s_det_t *dets = util_malloc((size_t)ndet * sizeof *dets);
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < hn[i]; k++)
+            if (!strcmp(hd[i][k].label, cls))
+                dets[m++] = (s_det_t){i, k, hd[i][k].box, hd[i][k].valid};
+    qsort(dets, (size_t)ndet, sizeof *dets, s_det_cmp);
+    /* taken[i][k]: ground truth k of sample i already matched */
+    int *off = util_malloc((size_t)(n + 1) * sizeof(int));
+    off[0] = 0;
+    for (int i = 0; i < n; i++)
+        off[i + 1] = off[i] + rn[i];
+    bool *taken = util_calloc((size_t)off[n] + 1, sizeof(bool));
+    double *prec = util_malloc((size_t)(ndet + 2) * sizeof(double));
+    double *rec = util_malloc((size_t)(ndet + 2) * sizeof(double));
+    int tp = 0, fp = 0;
+    for (int j = 0; j < ndet; j++) {
+        const s_det_t *dj = &dets[j];
+        double best = -1;
+        int bk = -1;
+        for (int k = 0; dj->valid && k < rn[dj->img]; k++) {
+            const metric_det_t *g = &rd[dj->img][k];
+            if (strcmp(g->label, cls))
+                continue;
+            double iou = metric_iou(dj->box, g->box);
+            if (iou > best)
+                best = iou, bk = k;
+        }
+        if (bk >= 0 && best >= 0.5 && !taken[off[dj->img] + bk]) {
+            taken[off[dj->img] + bk] = true;
+            tp++;
+        } else {
+            fp++;
+        }
+        prec[j + 1] = (double)tp / (tp + fp);
+        rec[j + 1] = (double)tp / npos;
+    }
+    /* sentinels as voc_ap: recall 0 and 1, precision 0 at both ends */
+    prec[0] = 0, rec[0] = 0;
+    prec[ndet + 1] = 0, rec[ndet + 1] = 1;
+    for (int j = ndet; j >= 0; j--)
+        if (prec[j + 1] > prec[j])
+            prec[j] = prec[j + 1];
+    double ap = 0;
+    for (int j = 0; j <= ndet; j++)
+        if (rec[j + 1] != rec[j])
+            ap += (rec[j + 1] - rec[j]) * prec[j + 1];
+    free(dets);
+    free(off);
+    free(taken);
+    free(prec);
+    free(rec);
+    return ap;
+}
+
+int metric_map(const char *const *hyps, const metric_refs_t *refs, int n, double *value,
+               char *err, size_t errlen) {
+    metric_det_t **hd = util_calloc((size_t)n, sizeof *hd), **rd = util_calloc((size_t)n, sizeof *rd);
+    int *hn = util_calloc((size_t)n, sizeof(int)), *rn = util_calloc((size_t)n, sizeof(int));
+    int rc = 0, ncls = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        char why[200];
+        if (metric_parse_detections(refs[i].refs[0], true, &rd[i], &rn[i], why, sizeof why) != 0)
+            rc = util_err(err, errlen, "map: sample %d reference: %s", i, why);
+        /* lenient on the model's side: cannot fail */
+        else
+            metric_parse_detections(s_hyp(hyps, i), false, &hd[i], &hn[i], NULL, 0);
+        ncls += rn[i];
+    }
+    if (rc == 0) {
+        /* the classes: every label of the references (COCO and VOC average over the
+         * classes that have ground truth; a label only the model uses has no AP) */
+        const char **cls = util_malloc((size_t)(ncls + 1) * sizeof *cls);
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < rn[i]; k++)
+                cls[m++] = rd[i][k].label;
+        qsort(cls, (size_t)m, sizeof *cls, s_str_cmp);
+        double sum = 0;
+        int nc = 0;
+        for (int k = 0; k < m; k++) {
+            if (k && !strcmp(cls[k], cls[k - 1]))
+                continue;
+            sum += s_class_ap(cls[k], hd, hn, rd, rn, n);
+            nc++;
+        }
+        if (nc == 0)
+            rc = util_err(err, errlen, "map: the references hold no object");
+        else
+            *value = sum / nc;
+        free(cls);
+    }
+    for (int i = 0; i < n; i++) {
+        metric_dets_free(hd[i], hn[i]);
+        metric_dets_free(rd[i], rn[i]);
+    }
+    free(hd);
+    free(rd);
+    free(hn);
+    free(rn);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- WER, CER */
 
 /* Levenshtein distance between two sequences of n-byte-free items, compared by eq. */
@@ -852,7 +1096,7 @@ int metric_cer(const char *const *hyps, const metric_refs_t *refs, int n,
 
 typedef enum {
     K_BLEU, K_CIDER, K_ROUGE_L, K_ACCURACY, K_EXACT_MATCH, K_VQA, K_F1, K_MCC, K_IOU, K_WER, K_SOLVED,
-    K_CER
+    K_CER, K_MAP
 } s_kind_t;
 
 static const struct {
@@ -866,6 +1110,7 @@ static const struct {
     {"f1", K_F1, true},               {"mcc", K_MCC, true},
     {"iou_acc", K_IOU, true},         {"wer", K_WER, false},
     {"cer", K_CER, false},             {"solved_acc", K_SOLVED, true},
+    {"map", K_MAP, true},
 };
 #define NTABLE ((int)(sizeof s_table / sizeof s_table[0]))
 
@@ -932,6 +1177,7 @@ static int s_compute(s_kind_t kind, const char *const *hyps, const metric_refs_t
     case K_F1: *value = metric_f1(hyps, refs, n); return 0;
     case K_MCC: *value = metric_mcc(hyps, refs, n); return 0;
     case K_IOU: return metric_iou_acc(hyps, refs, n, value, err, errlen);
+    case K_MAP: return metric_map(hyps, refs, n, value, err, errlen);
     case K_WER: return metric_wer(hyps, refs, n, value, err, errlen);
     case K_CER: return metric_cer(hyps, refs, n, value, err, errlen);
     case K_SOLVED: {
@@ -987,6 +1233,33 @@ static void s_add_candidates(s_kind_t kind, const char *ref, s_map_t *counts) {
         for (int i = 0; i < t.n; i++)
             *s_map_ref(counts, t.w[i]) += 1.0;
         s_toks_free(&t);
+        return;
+    }
+    case K_MAP: {
+        /* the whole object list, and each object alone, in one canonical spelling */
+        metric_det_t *d;
+        int nd;
+        if (metric_parse_detections(ref, true, &d, &nd, NULL, 0) != 0)
+            return;
+        size_t cap = 64, len = 0;
+        char *all = util_malloc(cap);
+        all[0] = 0;
+        for (int k = 0; k < nd; k++) {
+            char one[512];
+            snprintf(one, sizeof one, "<bin_%.0f> <bin_%.0f> <bin_%.0f> <bin_%.0f> %s",
+                     d[k].box[0], d[k].box[1], d[k].box[2], d[k].box[3], d[k].label);
+            *s_map_ref(counts, one) += 1.0;
+            size_t l = strlen(one);
+            if (len + l + 2 > cap) {
+                cap = (len + l + 2) * 2;
+                all = util_realloc(all, cap);
+            }
+            len += (size_t)snprintf(all + len, cap - len, "%s%s", k ? " " : "", one);
+        }
+        if (nd > 1)
+            *s_map_ref(counts, all) += 1.0;
+        free(all);
+        metric_dets_free(d, nd);
         return;
     }
     case K_IOU: {
@@ -1097,6 +1370,7 @@ int metric_baseline(const char *name, const metric_refs_t *refs, int n,
         out->candidates = nc;
         out->kind = kind == K_WER || kind == K_CER                  ? "constant word"
                     : kind == K_IOU                                 ? "constant box"
+                    : kind == K_MAP                                 ? "constant objects"
                     : kind == K_BLEU || kind == K_CIDER || kind == K_ROUGE_L ? "constant caption"
                     : kind == K_SOLVED                              ? "constant grid"
                                                                     : "constant answer";

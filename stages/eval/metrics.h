@@ -52,6 +52,21 @@
  *   tokens "<bin_12> <bin_40> <bin_80> <bin_99>"; hypothesis and references must use
  *   the same units. An output that is not a box scores 0; a reference that is not a
  *   box is an error.
+ * - "map": mean average precision at IoU 0.5 over classes, for object detection. An
+ *   output is objects "<bin_a> <bin_b> <bin_c> <bin_d> label", one after another (what the
+ *   decoder writes for `( [BOX] [TEXT])*`; the spaces between location tokens are
+ *   optional, labels are normalised as captions). The references' first string gives the
+ *   ground truth. Per class (every label of the references): detections ranked by their
+ *   position in their output (first object first; ties by sample order: a generated
+ *   sequence has no per-object confidence), each matched as PASCAL VOC's devkit does to
+ *   the ground truth of its sample and class with the highest IoU: IoU >= 0.5 with one
+ *   not matched yet is a true positive, otherwise (too far, wrong place, duplicate) a
+ *   false positive; AP = area under the precision envelope at every recall step
+ *   (all-point interpolation, VOC2010+, not VOC2007's 11 points nor COCO's 101); mAP =
+ *   mean AP over the classes. A class the model never names has AP 0; a label only the
+ *   model uses has no AP (and costs nothing). In an output, stray location tokens (fewer
+ *   than 4 before a word or the end) are dropped and text before the first box is
+ *   ignored; a reference that is not such a list is an error. Range 0..1.
  * - "wer": word error rate, sum over samples of the word edit distance (substitutions,
  *   insertions, deletions) to the closest reference, over the sum of those references'
  *   word counts. "cer": the same on characters of the normalised text. Lower is better.
@@ -107,7 +122,8 @@ int metric_compute(const char *name, const char *const *hyps, const metric_refs_
 
 /* Score of the best constant output, tried among the most frequent references (for
  * accuracy, exact_match, vqa_score, f1, mcc: answers; bleu, cider, rouge_l: captions; wer, cer:
- * single words; iou_acc: boxes, plus the coordinate-wise median box). At most
+ * single words; iou_acc: boxes, plus the coordinate-wise median box; map: the object
+ * lists, and each object alone). At most
  * METRIC_BASELINE_TRIES candidates are scored, taken in order of frequency (ties broken
  * by byte order, so the result is deterministic), and the best one is reported.
  * Fills *out (clear it with metric_baseline_clear). Returns 0, or -1 with err filled. */
@@ -152,6 +168,26 @@ char *metric_normalize_answer(const char *s); /* VQA answer normalisation */
 /* Parses a box ("x0 y0 x1 y1" or four <bin_k> tokens) into b[4]. Returns 0, or -1 with
  * err filled when s is not a box (wrong count, not numbers, x1 < x0 or y1 < y0). */
 int metric_parse_box(const char *s, double b[4], char *err, size_t errlen);
+
+/* One object of a detection output (metric_parse_detections). */
+typedef struct {
+    double box[4];            /* x0 y0 x1 y1, in the units of the text (location bins) */
+    char *label;              /* normalised (metric_normalize), owned */
+    bool valid;               /* x1 > x0 and y1 > y0 */
+} metric_det_t;
+
+/* Parses "<bin_a> <bin_b> <bin_c> <bin_d> label ..." into *out (nout objects; free with
+ * metric_dets_free). strict (a reference): text before the first box, a box with no
+ * label or an empty or inverted box is an error; otherwise such objects are kept (an
+ * inverted box then never matches). A box of fewer than 4 location tokens is an error
+ * either way. Returns 0, or -1 with err filled (err may be NULL). */
+int metric_parse_detections(const char *s, bool strict, metric_det_t **out, int *nout,
+                            char *err, size_t errlen);
+void metric_dets_free(metric_det_t *dets, int n);
+
+/* "map" over n samples (see above): 0, or -1 when a reference is not an object list. */
+int metric_map(const char *const *hyps, const metric_refs_t *refs, int n, double *value,
+               char *err, size_t errlen);
 
 /* Intersection over union of two boxes (x0, y0, x1, y1); 0 when the union is empty. */
 double metric_iou(const double a[4], const double b[4]);
