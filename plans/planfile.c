@@ -168,6 +168,10 @@ static const s_key_t s_task_keys[] = {
      "[TEXT:cap]\"."},
     {"dataset", K_STR, "", 0, 0, NULL, TO(dataset), 0,
      "Name of the dataset for the builder (`launch data NAME`); informative."},
+    {"group_column", K_STR, "", 0, 0, NULL, TO(group_column), 0,
+     "Column that fills a repeated target group whose slots name none (object "
+     "detection's `( [BOX] [TEXT])*`): one cell of x0,y0,x1,y1,class_id,class_name "
+     "objects joined by &&."},
     {"train", K_PATHLIST, NULL, 0, 0, NULL, TO(train), TO(ntrain),
      "Training files (a string or a list); relative paths resolve against data_dir."},
     {"valid", K_PATHLIST, "", 0, 0, NULL, TO(valid), TO(nvalid),
@@ -643,6 +647,7 @@ static void s_task_free(plan_task_t *t) {
     free(t->name);
     free(t->instruction);
     free(t->dataset);
+    free(t->group_column);
     s_free_strv(t->train, t->ntrain);
     s_free_strv(t->valid, t->nvalid);
     free(t->format);
@@ -741,6 +746,9 @@ static void s_task_finish(s_errs_t *e, plan_t *p, plan_task_t *t, const config_s
         s_errf(e, is, "%s%s", where, err);
         return;
     }
+    if (t->group_column && *t->group_column &&
+        taskplan_bind_group(t->plan, t->group_column, err, sizeof err) < 0)
+        s_errf(e, config_setting_get_member(g, "group_column"), "%s%s", where, err);
     const config_setting_t *ms = config_setting_get_member(g, "metric");
     if (t->metric) {
         if (taskplan_set_metric(t->plan, t->metric, err, sizeof err) < 0)

@@ -30,6 +30,7 @@ typedef struct {
     char *name;
     char *instruction;
     char *dataset;           /* dataset name for the builder (`launch data NAME`), or "" */
+    char *group_column;      /* column of an unnamed repeated target group, or "" */
     char **train;            /* absolute paths */
     int ntrain;
     char **valid;            /* absolute paths (may be none) */

@@ -500,12 +500,45 @@ void taskplan_destroy(taskplan_t **self_p) {
     }
     free(tp->tmpls);
     free(tp->columns);
+    free(tp->group_column);
     instr_destroy(&tp->instr);
     free(tp);
     *self_p = NULL;
 }
 
 /* ---- metric, runnable ------------------------------------------------------------- */
+
+int taskplan_bind_group(taskplan_t *tp, const char *column, char *err, size_t errlen) {
+    if (!column || !*column)
+        return util_err(err, errlen, "group_column: empty column name");
+    int found = 0;
+    for (int a = 0; a < tp->ntmpls; a++)
+        for (int i = 0; i < tp->tmpls[a].nslots; i++) {
+            const taskplan_slot_t *sl = &tp->tmpls[a].slots[i];
+            if (!sl->target || !sl->repeated)
+                continue;
+            found++;
+            if (sl->column && strcmp(sl->column, column) != 0)
+                return util_err(err, errlen, "group_column '%s': the repeated group's %s slot "
+                                "already reads column '%s'", column, mod_name(sl->mod),
+                                sl->column);
+        }
+    if (!found)
+        return util_err(err, errlen, "group_column '%s': the instruction has no repeated "
+                        "target group ( ... )*", column);
+    free(tp->group_column);
+    tp->group_column = util_strdup(column);
+    for (int a = 0; a < tp->ntmpls; a++)
+        for (int i = 0; i < tp->tmpls[a].nslots; i++) {
+            taskplan_slot_t *sl = &tp->tmpls[a].slots[i];
+            if (!sl->target || !sl->repeated)
+                continue;
+            sl->column = tp->group_column;
+            if (s_add_column(tp, sl, err, errlen) != 0)
+                return -1;
+        }
+    return 0;
+}
 
 int taskplan_set_metric(taskplan_t *tp, const char *metric, char *err, size_t errlen) {
     if (!metric || !*metric)

@@ -158,6 +158,7 @@ typedef struct {
     taskplan_gen_t gen;
     char metric[64];                 /* "cider", "accuracy/mcc", "-" = none */
     bool has_image_input;            /* some source slot is IMAGE */
+    char *group_column;              /* taskplan_bind_group's column (owned), or NULL */
     taskplan_opts_t opts;
 } taskplan_t;
 
@@ -173,6 +174,13 @@ void taskplan_destroy(taskplan_t **self_p);
 int taskplan_set_metric(taskplan_t *tp, const char *metric, char *err, size_t errlen);
 /* Comma-separated known metric names (static). */
 const char *taskplan_metric_names(void);
+
+/* Names the data column of the repeated target group's unnamed slots (object
+ * detection's `( [BOX] [TEXT])*`, which OFASys fills from one cell of objects in its task
+ * code): every slot of the group that names no column reads `column`, and the column
+ * joins tp->columns. -1 with err when the plan has no repeated target group, or a slot of
+ * it names another column. */
+int taskplan_bind_group(taskplan_t *tp, const char *column, char *err, size_t errlen);
 
 /* 0 when this system can train and evaluate the task end to end; -1 with a message
  * saying what is missing (e.g. "target IMAGE needs image-code generation (VQGAN), which

@@ -487,6 +487,184 @@ Test(tokenize, target_noise_touches_decoder_input_only) {
 
 /* Every runnable text-output OFASys preset gets a context; the ones that need what this
  * tier lacks are refused with a reason. */
+/* ---- object detection: the repeated target group ( [BOX] [TEXT])* ---- */
+
+static const char *s_det_instr =
+    "[IMAGE:img] what are the objects in the image? -> ( [BOX] [TEXT])*";
+
+static taskplan_t *s_det_plan(const char *instr) {
+    taskplan_t *tp = s_plan(instr);
+    char err[256];
+    cr_assert_eq(taskplan_bind_group(tp, "objects", err, sizeof err), 0, "%s", err);
+    return tp;
+}
+
+static int s_det_build(tok_ctx_t *ctx, const char *objects, tok_result_t *r, char *err,
+                       size_t errlen) {
+    tok_value_t vals[] = {{.column = "img", .npos = 36, .width = 96, .height = 96},
+                          {.column = "objects", .text = objects, .len = strlen(objects)}};
+    tok_sample_t s = {.id = 5, .values = vals, .nvalues = 2};
+    return tok_build(ctx, &s, r, err, errlen);
+}
+
+/* Each object: its 4 location tokens, then its class name's BPE, in the cell's order
+ * (OFA's), then one </s>; every target token carries loss; ref spells the objects as
+ * the "map" metric reads them. */
+Test(tokenize, detection_objects_become_bins_then_labels) {
+    tok_bpe_t *bpe = s_bpe();
+    taskplan_t *tp = s_det_plan(s_det_instr);
+    tok_ctx_t *ctx = s_ctx(tp, bpe, 256, 64);
+    tok_result_t r;
+    char err[256];
+    const char *cell = " 39,0,60,52,23,dog&&41,41,65,94,1,teddy bear, brown ";
+    cr_assert_eq(s_det_build(ctx, cell, &r, err, sizeof err), 0, "%s", err);
+    int b0 = tok_bpe_bin0(bpe);
+    int32_t want[64];
+    int n = 0;
+    want[n++] = TOK_BOS;
+    const double c[2][4] = {{39, 0, 60, 52}, {41, 41, 65, 94}};
+    const char *names[2] = {"dog", "teddy bear, brown"};
+    char ref[256] = "";
+    for (int o = 0; o < 2; o++) {
+        for (int d = 0; d < 4; d++) {
+            want[n++] = b0 + tok_coord_bin(c[o][d], 96);
+            snprintf(ref + strlen(ref), sizeof ref - strlen(ref), "%s<bin_%d>",
+                     ref[0] ? " " : "", tok_coord_bin(c[o][d], 96));
+        }
+        n += s_enc(bpe, names[o], want + n);
+        snprintf(ref + strlen(ref), sizeof ref - strlen(ref), " %s", names[o]);
+    }
+    want[n++] = TOK_EOS;
+    cr_assert_eq(r.tgt_len, n - 1);
+    for (int i = 0; i < n - 1; i++) {
+        cr_assert_eq(r.tgt_in[i], want[i], "tgt_in[%d]", i);
+        cr_assert_eq(r.tgt_out[i], want[i + 1], "tgt_out[%d]", i);
+    }
+    cr_assert_str_eq(r.ref, ref);
+    cr_assert_eq(r.tgt_cut, 0);
+    /* the decoder's own output, rendered, reads back as the same objects */
+    char text[512];
+    tok_decode_text(bpe, r.tgt_out, (size_t)r.tgt_len, text, sizeof text);
+    cr_assert(strstr(text, " teddy bear, brown"), "%s", text);
+    cr_assert(!strncmp(text, "<bin_", 5), "%s", text);
+    tok_ctx_destroy(&ctx);
+    taskplan_destroy(&tp);
+    tok_bpe_destroy(&bpe);
+}
+
+/* num_bins on the group's BOX slot, and objects that overflow max_tgt_len: the last
+ * ones are dropped whole (counted), never a label cut in half. */
+Test(tokenize, detection_num_bins_and_dropping_objects) {
+    tok_bpe_t *bpe = s_bpe();
+    taskplan_t *tp = s_det_plan("[IMAGE:img] what are the objects in the image? -> "
+                                "( [BOX,num_bins=16] [TEXT])*");
+    tok_ctx_t *ctx = s_ctx(tp, bpe, 256, 64);
+    tok_result_t r;
+    char err[256];
+    cr_assert_eq(s_det_build(ctx, "10,20,30,96,0,dog", &r, err, sizeof err), 0, "%s", err);
+    int b0 = tok_bpe_bin0(bpe);
+    int want[4] = {133, 200, 333, 999};   /* as box_num_bins_quantises_to_levels */
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(r.tgt_out[i], b0 + want[i]);
+    cr_assert_str_eq(r.ref, "<bin_133> <bin_200> <bin_333> <bin_999> dog");
+    tok_ctx_destroy(&ctx);
+
+    /* "dog" is one or more tokens: an object is 4 + len(dog) tokens; room for 2 */
+    int32_t ids[64];
+    int per = 4 + s_enc(bpe, "dog", ids);
+    ctx = s_ctx(tp, bpe, 256, 2 * per + 1);
+    const char *three = "0,0,10,10,0,dog&&20,0,30,10,0,dog&&40,0,50,10,0,dog";
+    cr_assert_eq(s_det_build(ctx, three, &r, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(r.tgt_len, 2 * per + 1);
+    cr_assert_eq(r.tgt_cut, per);
+    cr_assert_eq(r.tgt_out[r.tgt_len - 1], TOK_EOS);
+    cr_assert_eq(r.tgt_out[r.tgt_len - 2], ids[per - 5]);   /* dog's last token */
+    cr_assert_eq(strlen(r.ref), strlen("<bin_0> <bin_0> <bin_133> <bin_133> dog "
+                                       "<bin_200> <bin_0> <bin_333> <bin_133> dog"));
+    tok_ctx_destroy(&ctx);
+    /* one object that does not fit is a reject */
+    ctx = s_ctx(tp, bpe, 256, 4);
+    cr_assert_eq(s_det_build(ctx, "0,0,10,10,0,dog", &r, err, sizeof err), -1);
+    cr_assert(strstr(err, "max_tgt_len=4"), "%s", err);
+    tok_ctx_destroy(&ctx);
+    taskplan_destroy(&tp);
+    tok_bpe_destroy(&bpe);
+}
+
+/* Every malformed cell is a reject whose reason names the column and the object. */
+Test(tokenize, detection_malformed_cells_are_rejected) {
+    tok_bpe_t *bpe = s_bpe();
+    taskplan_t *tp = s_det_plan(s_det_instr);
+    tok_ctx_t *ctx = s_ctx(tp, bpe, 256, 64);
+    static const struct {
+        const char *cell, *why;
+    } bad[] = {
+        {"", "column objects: no object (empty cell)"},
+        {"   ", "no object (empty cell)"},
+        {"1,2,30,40,cat", "object 1 '1,2,30,40,cat' has 5 fields"},
+        {"1,2,30,40,3,cat&&1,2,30", "object 2 '1,2,30' has 3 fields"},
+        {"1,2,30,40,3,cat&&", "object 2 is empty"},
+        {"1,2,30,40,3,cat&&&&1,2,30,40,3,cat", "object 2 is empty"},
+        {"a,2,30,40,3,cat", "object 1 'a,2,30,40,3,cat': x0 'a' is not a number"},
+        {"1,2,30,4e999,3,cat", "y1 '4e999' is not a number"},
+        {"1,2,30,nan,3,cat", "y1 'nan' is not a number"},
+        {"1,2,30,40,,cat", "class_id '' is not a number"},
+        {"1,2,30,40,-1,cat", "class_id -1 is not a non-negative integer"},
+        {"1,2,30,40,1.5,cat", "class_id 1.5"},
+        {"30,2,1,40,3,cat", "the box is empty or inverted"},
+        {"1,2,1,40,3,cat", "the box is empty or inverted"},
+        {"1,2,97,40,3,cat", "object 1 '1,2,97,40,3,cat': the box lies outside the image 96x96"},
+        {"-1,2,30,40,3,cat", "lies outside the image"},
+        {"1,2,30,40,3,  ", "empty class_name"},
+    };
+    tok_result_t r;
+    char err[256];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        cr_assert_eq(s_det_build(ctx, bad[i].cell, &r, err, sizeof err), -1, "'%s' accepted",
+                     bad[i].cell);
+        cr_assert(strstr(err, bad[i].why), "'%s': %s", bad[i].cell, err);
+        cr_assert(strstr(err, "column objects"), "'%s': %s", bad[i].cell, err);
+    }
+    /* and the context goes on building good samples */
+    cr_assert_eq(s_det_build(ctx, "1,2,30,40,3,cat", &r, err, sizeof err), 0, "%s", err);
+    /* the column missing from the sample */
+    tok_value_t vals[] = {{.column = "img", .npos = 36, .width = 96, .height = 96}};
+    tok_sample_t s = {.id = 5, .values = vals, .nvalues = 1};
+    cr_assert_eq(tok_build(ctx, &s, &r, err, sizeof err), -1);
+    cr_assert(strstr(err, "column objects: missing"), "%s", err);
+    tok_ctx_destroy(&ctx);
+    taskplan_destroy(&tp);
+    tok_bpe_destroy(&bpe);
+}
+
+/* Groups this tier cannot fill, and group_column without a group. */
+Test(tokenize, detection_group_shapes_refused) {
+    tok_bpe_t *bpe = s_bpe();
+    char err[256];
+    taskplan_t *tp = s_plan(s_det_instr);
+    cr_assert_null(tok_ctx_new(tp, bpe, NULL, err, sizeof err));
+    cr_assert(strstr(err, "group_column"), "%s", err);
+    taskplan_destroy(&tp);
+    tp = s_plan("[IMAGE:img] what does the image describe? -> [TEXT:cap]");
+    cr_assert_eq(taskplan_bind_group(tp, "objects", err, sizeof err), -1);
+    cr_assert(strstr(err, "no repeated target group"), "%s", err);
+    taskplan_destroy(&tp);
+    const char *refused[][2] = {
+        {"[IMAGE:img] objects? -> ( [BOX] [TEXT] [TEXT])*", "an object is one [BOX]"},
+        {"[IMAGE:img] objects? -> ( [TEXT])*", "has 0 BOX"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        tp = s_det_plan(refused[i][0]);
+        err[0] = 0;
+        tok_ctx_t *ctx = tok_ctx_new(tp, bpe, NULL, err, sizeof err);
+        cr_assert_null(ctx, "%s accepted", refused[i][0]);
+        cr_assert(strstr(err, refused[i][1]), "%s: %s", refused[i][0], err);
+        taskplan_destroy(&tp);
+    }
+    tok_bpe_destroy(&bpe);
+}
+
 Test(tokenize, presets_accepted_or_refused_with_reason) {
     tok_bpe_t *bpe = s_bpe();
     const char *ok[] = {

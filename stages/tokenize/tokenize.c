@@ -35,6 +35,9 @@ struct tok_ctx_t {
     char *ref;         size_t ref_n, ref_cap;
     char *text;        size_t text_cap;   /* normalised value scratch */
     uint8_t *mark;     size_t mark_cap;   /* masking scratch */
+    /* The repeated target group of the sample being built: where each object's pieces
+     * and its part of ref begin, so that objects can be dropped from the end. */
+    int *grp_piece;    size_t *grp_ref;   int grp_n, grp_cap;
 };
 
 /* ---- small growable buffers ---- */
@@ -101,6 +104,42 @@ static void s_ref_add(tok_ctx_t *self, const char *s, size_t n) {
 
 /* ---- context ---- */
 
+/* The shape a repeated target group must have to be filled from one cell of objects:
+ * one BOX slot, at most one other text-like slot (the label), every slot reading the
+ * same column, and nothing after the group on the target side (objects that do not fit
+ * max_tgt_len are dropped from the end, which needs the group last). */
+static int s_group_check(const taskplan_template_t *tm, char *err, size_t errlen) {
+    for (int g = 0; g < tm->ntgt; g++) {
+        const taskplan_seg_t *seg = &tm->tgt[g];
+        if (!seg->repeated)
+            continue;
+        if (g != tm->ntgt - 1)
+            return util_err(err, errlen, "repeated target group ( ... )*: it must end the "
+                            "target (objects that do not fit are dropped from the end)");
+        int nbox = 0, nlabel = 0;
+        const char *col = NULL;
+        for (int k = 0; k < seg->nitems; k++) {
+            if (seg->items[k].kind != TP_ITEM_SLOT)
+                continue;
+            const taskplan_slot_t *sl = &tm->slots[seg->items[k].slot];
+            if (sl->mod == MOD_BOX)
+                nbox++;
+            else
+                nlabel++;
+            if (col && sl->column && strcmp(col, sl->column) != 0)
+                return util_err(err, errlen, "repeated target group ( ... )*: its slots read "
+                                "columns %s and %s; an object's box and label come from one "
+                                "cell", col, sl->column);
+            col = sl->column;
+        }
+        if (nbox != 1 || nlabel > 1)
+            return util_err(err, errlen, "repeated target group ( ... )*: has %d BOX and %d "
+                            "other slots; an object is one [BOX] and at most one label slot",
+                            nbox, nlabel);
+    }
+    return 0;
+}
+
 /* Everything that depends only on the plan is checked here, once, so that a task this
  * tier cannot serve is refused with one clear message instead of a reject per sample
  * whose reason would only hint at it. */
@@ -120,14 +159,21 @@ tok_ctx_t *tok_ctx_new(const taskplan_t *tp, tok_bpe_t *bpe, const tok_opts_t *o
                 return util_err(err, errlen, "target %s slot: only text-like targets "
                                 "(TEXT, BOX, CATEGORY, STRUCT) can be tokenized",
                                 mod_name(sl->mod)), NULL;
-            if (sl->target && sl->repeated)
-                return util_err(err, errlen, "repeated target group ( ... )*: not supported "
-                                "by the tokenize tier yet"), NULL;
+            if (sl->repeated && !sl->target)
+                return util_err(err, errlen, "repeated source group ( ... )*: only a target "
+                                "group can be built (from a cell of objects)"), NULL;
+            if (sl->repeated && !sl->column)
+                return util_err(err, errlen, "repeated target group ( ... )*: its slots name "
+                                "no column; set the task's group_column to the column of "
+                                "x0,y0,x1,y1,class_id,class_name objects joined by &&"), NULL;
             if (!sl->column)
                 return util_err(err, errlen, "%s slot without a column name: nothing to "
                                 "read it from", mod_name(sl->mod)), NULL;
         }
     }
+    for (int t = 0; t < tp->ntmpls; t++)
+        if (s_group_check(&tp->tmpls[t], err, errlen) != 0)
+            return NULL;
     tok_ctx_t *self = util_calloc(1, sizeof *self);
     self->tp = tp;
     self->bpe = bpe;
@@ -159,6 +205,8 @@ void tok_ctx_destroy(tok_ctx_t **self_p) {
     free(self->ref);
     free(self->text);
     free(self->mark);
+    free(self->grp_piece);
+    free(self->grp_ref);
     free(self);
     *self_p = NULL;
 }
@@ -344,6 +392,170 @@ static int s_box_piece(tok_ctx_t *self, const char *column, const char *s, size_
     return 0;
 }
 
+/* ---- repeated target group (object detection) ---- */
+
+/* One number field of an object: the whole field, surrounding blanks aside. */
+static int s_group_num(const char *f, size_t n, double *v) {
+    char buf[64];
+    while (n && isspace((unsigned char)*f))
+        f++, n--;
+    while (n && isspace((unsigned char)f[n - 1]))
+        n--;
+    if (!n || n >= sizeof buf)
+        return -1;
+    memcpy(buf, f, n);
+    buf[n] = 0;
+    char *e;
+    *v = strtod(buf, &e);
+    return *e || !isfinite(*v) ? -1 : 0;
+}
+
+static void s_ref_bins(tok_ctx_t *self, const int32_t *ids, int n, int bin0) {
+    char b[24];
+    for (int i = 0; i < n; i++) {
+        int l = snprintf(b, sizeof b, "<bin_%d>", ids[i] - bin0);
+        s_ref_add(self, b, (size_t)l);
+    }
+}
+
+/* The group `( [BOX] [TEXT])*` from one cell, as OFA lays out detection targets:
+ * objects "x0,y0,x1,y1,class_id,class_name" joined by "&&" (the name may hold commas: the
+ * fields are split at the first five). Each object becomes the group's items in order:
+ * the BOX slot its 4 location tokens, the label slot the BPE of its class name, plain
+ * text inside the group its text (all carrying loss: the model must write them to lay
+ * out the next object). Objects keep the cell's order, as OFA and OFASys do (they
+ * neither sort nor shuffle them). The class id is checked but not written: OFA's target
+ * is the name. ref gets "<bin_a> <bin_b> <bin_c> <bin_d> name" per object, the form the
+ * "map" metric reads back from generated text. */
+static int s_group(tok_ctx_t *self, const taskplan_template_t *tm, const taskplan_seg_t *seg,
+                   const tok_sample_t *sample, double w, double h, bool *any_loss, char *err,
+                   size_t errlen) {
+    const taskplan_slot_t *box = NULL;
+    for (int k = 0; k < seg->nitems; k++)
+        if (seg->items[k].kind == TP_ITEM_SLOT && tm->slots[seg->items[k].slot].mod == MOD_BOX)
+            box = &tm->slots[seg->items[k].slot];
+    OFA_ASSERT(box);   /* s_group_check */
+    const char *col = box->column;
+    const tok_value_t *v = s_value(sample, col);
+    if (!v)
+        return util_err(err, errlen, "column %s: missing from the sample", col);
+    if (!v->text)
+        return util_err(err, errlen, "column %s: expected text (objects) for a repeated "
+                        "group", col);
+    const char *s = v->text;
+    size_t n = v->len;
+    while (n && isspace((unsigned char)*s))
+        s++, n--;
+    while (n && isspace((unsigned char)s[n - 1]))
+        n--;
+    if (!n)
+        return util_err(err, errlen, "column %s: no object (empty cell); expected "
+                        "x0,y0,x1,y1,class_id,class_name joined by &&", col);
+    int bin0 = tok_bpe_bin0(self->bpe);
+    int nbins = box->num_bins ? box->num_bins : TOK_NBINS;
+    self->grp_n = 0;
+    for (size_t i = 0, obj = 1; i <= n; obj++) {
+        /* [i, j) is the object, up to the next "&&" or the end */
+        size_t j = i;
+        while (j < n && !(s[j] == '&' && j + 1 < n && s[j + 1] == '&'))
+            j++;
+        const char *o = s + i;
+        size_t on = j - i;
+        while (on && isspace((unsigned char)*o))
+            o++, on--;
+        while (on && isspace((unsigned char)o[on - 1]))
+            on--;
+        if (!on)
+            return util_err(err, errlen, "column %s: object %zu is empty (an '&&' with "
+                            "nothing on one side)", col, obj);
+        int show = on < 60 ? (int)on : 60;
+        /* the first five commas split the fields; the name keeps any others */
+        const char *f[6];
+        size_t fl[6];
+        int nf = 0;
+        size_t a = 0;
+        for (size_t b = 0; b <= on && nf < 6; b++)
+            if (b == on || (o[b] == ',' && nf < 5)) {
+                f[nf] = o + a;
+                fl[nf++] = b - a;
+                a = b + 1;
+            }
+        if (nf != 6)
+            return util_err(err, errlen, "column %s: object %zu '%.*s' has %d fields, expected "
+                            "x0,y0,x1,y1,class_id,class_name", col, obj, show, o, nf);
+        double c[5];
+        static const char *names[5] = {"x0", "y0", "x1", "y1", "class_id"};
+        for (int d = 0; d < 5; d++)
+            if (s_group_num(f[d], fl[d], &c[d]) != 0)
+                return util_err(err, errlen, "column %s: object %zu '%.*s': %s '%.*s' is not "
+                                "a number", col, obj, show, o, names[d],
+                                (int)(fl[d] < 20 ? fl[d] : 20), f[d]);
+        if (c[4] < 0 || c[4] != floor(c[4]))
+            return util_err(err, errlen, "column %s: object %zu '%.*s': class_id %g is not a "
+                            "non-negative integer", col, obj, show, o, c[4]);
+        if (!(c[0] < c[2]) || !(c[1] < c[3]))
+            return util_err(err, errlen, "column %s: object %zu '%.*s': the box is empty or "
+                            "inverted (x0 < x1 and y0 < y1 needed)", col, obj, show, o);
+        double bw = w > 0 ? w : 1, bh = h > 0 ? h : 1;
+        if (c[0] < 0 || c[1] < 0 || c[2] > bw || c[3] > bh)
+            return util_err(err, errlen, "column %s: object %zu '%.*s': the box lies outside "
+                            "the %s %gx%g", col, obj, show, o,
+                            w > 0 && h > 0 ? "image" : "unit square (image size unknown)", bw,
+                            bh);
+        const char *name = f[5];
+        size_t nl = fl[5];
+        while (nl && isspace((unsigned char)*name))
+            name++, nl--;
+        while (nl && isspace((unsigned char)name[nl - 1]))
+            nl--;
+        if (!nl)
+            return util_err(err, errlen, "column %s: object %zu '%.*s': empty class_name", col,
+                            obj, show, o);
+        if (self->grp_n == self->grp_cap) {
+            self->grp_cap = self->grp_cap ? 2 * self->grp_cap : 16;
+            self->grp_piece = util_realloc(self->grp_piece, (size_t)self->grp_cap * sizeof(int));
+            self->grp_ref = util_realloc(self->grp_ref, (size_t)self->grp_cap * sizeof(size_t));
+        }
+        self->grp_piece[self->grp_n] = self->npieces;
+        self->grp_ref[self->grp_n++] = self->ref_n;
+        for (int k = 0; k < seg->nitems; k++) {
+            const taskplan_item_t *it = &seg->items[k];
+            if (it->kind == TP_ITEM_TEXT) {
+                size_t tl = strlen(it->text);
+                s_encode_piece(self, it->text, tl, MOD_TEXT)->loss = true;
+                s_ref_add(self, it->text, tl);
+                *any_loss = true;
+                continue;
+            }
+            const taskplan_slot_t *sl = &tm->slots[it->slot];
+            if (sl == box) {
+                s_pool_reserve(self, 4);
+                s_piece_t *p = s_piece_add(self, P_TOKENS, MOD_BOX);
+                double size[4] = {bw, bh, bw, bh};
+                for (int d = 0; d < 4; d++)
+                    self->pool[self->pool_n++] = bin0 + tok_coord_bin_n(c[d], size[d], nbins);
+                p->len = 4;
+                p->loss = sl->loss;
+                if (sl->loss)
+                    s_ref_bins(self, self->pool + p->off, 4, bin0);
+            } else {
+                size_t tn = s_normalize(self, sl->in, name, nl);
+                if (sl->loss)
+                    s_ref_add(self, self->text, tn);
+                s_piece_t *p = s_encode_piece(self, self->text, tn, sl->mod);
+                p->loss = sl->loss;
+                if (sl->in->max_length > 0 && p->len > sl->in->max_length) {
+                    self->pool_n -= (size_t)(p->len - sl->in->max_length);
+                    p->len = sl->in->max_length;
+                }
+            }
+            *any_loss |= sl->loss;
+        }
+        i = j + 2;
+    }
+    return 0;
+}
+
 /* ---- build ---- */
 
 /* Turns one side's segments into pieces. Returns 0 or -1 with err. */
@@ -367,6 +579,11 @@ static int s_side(tok_ctx_t *self, const taskplan_template_t *tm, const taskplan
     for (int g = 0; g < nsegs; g++) {
         const taskplan_seg_t *seg = &segs[g];
         bool textlike = mod_is_textlike(seg->mod);
+        if (target && seg->repeated) {
+            if (s_group(self, tm, seg, sample, img_w, img_h, &any_loss, err, errlen) != 0)
+                return -1;
+            continue;
+        }
         if (textlike && seg->wrapped && !target)
             s_special(self, TOK_BOS, false);
         for (int k = 0; k < seg->nitems; k++) {
@@ -487,6 +704,30 @@ static int s_truncate(tok_ctx_t *self, int first, int budget, int *cut) {
     return 0;
 }
 
+/* Drops a repeated group's last objects while the target's uncuttable tokens exceed the
+ * budget (at least one object stays): a detection target with more objects than the
+ * decoder holds keeps its first ones whole rather than losing a label's tokens. The
+ * group ends the target (s_group_check): its objects are followed by </s> alone. */
+static void s_group_fit(tok_ctx_t *self, int first, int budget, tok_result_t *out) {
+    while (self->grp_n > 1) {
+        int fixed = 0;
+        for (int i = first; i < self->npieces; i++)
+            if (!self->pieces[i].cuttable)
+                fixed += self->pieces[i].len;
+        if (fixed <= budget)
+            return;
+        s_piece_t eos = self->pieces[self->npieces - 1];
+        int from = self->grp_piece[--self->grp_n];
+        for (int i = from; i < self->npieces - 1; i++)
+            out->tgt_cut += self->pieces[i].len;
+        self->npieces = from;
+        self->pieces[self->npieces++] = eos;
+        self->ref_n = self->grp_ref[self->grp_n];
+        if (self->ref)
+            self->ref[self->ref_n] = 0;
+    }
+}
+
 static void s_grow32(int32_t **p, size_t *cap, size_t need, int32_t **p2, uint8_t **p3) {
     if (*cap >= need)
         return;
@@ -541,8 +782,10 @@ int tok_build(tok_ctx_t *self, const tok_sample_t *sample, tok_result_t *out, ch
                         "with every text slot cut (%s%d other positions)",
                         self->opts.max_src_len, what, other);
     }
+    self->grp_n = 0;
     if (s_side(self, tm, tm->tgt, tm->ntgt, true, sample, &rng, out, err, errlen) != 0)
         return -1;
+    s_group_fit(self, nsrc_pieces, self->opts.max_tgt_len + 1, out);
     /* Target tokens Y = <s> ... </s>; tgt_in = Y[:-1], tgt_out = Y[1:]: the budget is
      * len(Y) - 1 positions. */
     if (s_truncate(self, nsrc_pieces, self->opts.max_tgt_len + 1, &out->tgt_cut) != 0)
