@@ -24,6 +24,7 @@
 #include "gen.h"
 #include "imgproc.h"
 #include "imgtask.h"
+#include "metrics.h"
 #ifdef OFA_INFER_AUDIO
 #include "audstage.h"
 #include "tokstage.h"
@@ -173,7 +174,9 @@ int main(int argc, char **argv) {
         tv->column = col->name;
         if (!col->source) {
             /* Target: a placeholder so that the layout (and the decoder prompt) is built. */
-            tv->text = col->mod == MOD_BOX ? "0,0,0,0" : "";
+            /* (a repeated group's cell: one object, valid for any image size) */
+            bool group = tp->group_column && !strcmp(col->name, tp->group_column);
+            tv->text = group ? "0,0,1,1,0,object" : col->mod == MOD_BOX ? "0,0,0,0" : "";
             tv->len = strlen(tv->text);
             continue;
         }
@@ -323,6 +326,18 @@ int main(int argc, char **argv) {
                    box[2] / 999.0 * img_w, box[3] / 999.0 * img_h, hyp);
         else
             printf("%s\n", hyp);
+    } else if (tp->group_column && img_w > 0) {
+        /* Detection: one object a line, its box in pixels of the input image. */
+        metric_det_t *d;
+        int nd = 0;
+        metric_parse_detections(hyp, false, &d, &nd, NULL, 0);
+        for (int i = 0; i < nd; i++)
+            printf("%.1f %.1f %.1f %.1f\t%s\n", d[i].box[0] / 999.0 * img_w,
+                   d[i].box[1] / 999.0 * img_h, d[i].box[2] / 999.0 * img_w,
+                   d[i].box[3] / 999.0 * img_h, d[i].label);
+        if (nd == 0)
+            printf("%s\n", hyp);
+        metric_dets_free(d, nd);
     } else {
         /* The BPE keeps the leading space of the first word: drop it for display. */
         printf("%s\n", hyp[0] == ' ' ? hyp + 1 : hyp);
