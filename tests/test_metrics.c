@@ -665,6 +665,122 @@ Test(metrics, agrees_with_python_reference) {
     }
 }
 
+/* map against metrics_ref.py's voc_map on seeded random detection corpora: objects at
+ * four places of a 40-bin grid with jitter, four classes; outputs that find most objects
+ * (boxes moved enough that some IoUs fall under 0.5), with wrong labels, duplicates,
+ * extra boxes, inverted boxes and shuffled order. Python gets the numbers, C the text. */
+Test(metrics, map_agrees_with_python_voc_eval) {
+    const char *py = "/usr/bin/python3";
+    if (access(py, X_OK) != 0)
+        cr_skip_test("%s not found: the Python cross-check needs it", py);
+    static const char *cls[] = {"cat", "dog", "red car", "teddy bear"};
+    static const int place[4][2] = {{2, 10}, {20, 10}, {10, 2}, {10, 20}};
+    enum { NCASE = 8, NMAX = 40 };
+    char dir[] = "/tmp/ofa_map_XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[256], cmd[512];
+    snprintf(path, sizeof path, "%s/dets.json", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    static char hyp[NCASE][NMAX][1024], ref[NCASE][NMAX][1024];
+    int ns[NCASE];
+    util_rng_t rng = {77};
+    fprintf(f, "{\"cases\": [");
+    for (int k = 0; k < NCASE; k++) {
+        int n = ns[k] = 5 + 5 * k % NMAX;
+        char hj[1 << 14] = "", rj[1 << 14] = "";
+        size_t hl = 0, rl = 0;
+        for (int i = 0; i < n; i++) {
+            int box[8][4], lab[8], nh = 0, no = 1 + (int)(util_rng_next(&rng) % 3);
+            int hb[16][4], hlab[16];
+            hyp[k][i][0] = ref[k][i][0] = 0;
+            rl += snprintf(rj + rl, sizeof rj - rl, "%s[", i ? ", " : "");
+            hl += snprintf(hj + hl, sizeof hj - hl, "%s[", i ? ", " : "");
+            for (int o = 0; o < no; o++) {
+                const int *pl = place[util_rng_next(&rng) % 4];
+                int x = pl[0] + (int)(util_rng_next(&rng) % 5), y = pl[1] + (int)(util_rng_next(&rng) % 5);
+                int w = 12 + (int)(util_rng_next(&rng) % 6), h = 12 + (int)(util_rng_next(&rng) % 6);
+                int b[4] = {x, y, x + w, y + h};
+                memcpy(box[o], b, sizeof b);
+                lab[o] = (int)(util_rng_next(&rng) % 4);
+                snprintf(ref[k][i] + strlen(ref[k][i]), 1024 - strlen(ref[k][i]),
+                         "%s<bin_%d> <bin_%d> <bin_%d> <bin_%d> %s", o ? " " : "", b[0], b[1],
+                         b[2], b[3], cls[lab[o]]);
+                rl += snprintf(rj + rl, sizeof rj - rl, "%s[%d, %d, %d, %d, \"%s\"]",
+                               o ? ", " : "", b[0], b[1], b[2], b[3], cls[lab[o]]);
+                double u = util_rng_uniform(&rng);
+                if (u < 0.75) {   /* found, moved by up to 3 bins */
+                    int *q = hb[nh];
+                    for (int d = 0; d < 4; d++)
+                        q[d] = b[d] + (int)(util_rng_next(&rng) % 7) - 3;
+                    hlab[nh++] = util_rng_uniform(&rng) < 0.15 ? (lab[o] + 1) % 4 : lab[o];
+                    if (util_rng_uniform(&rng) < 0.15) {   /* duplicate */
+                        memcpy(hb[nh], hb[nh - 1], sizeof hb[0]);
+                        hlab[nh] = hlab[nh - 1];
+                        nh++;
+                    }
+                }
+            }
+            if (util_rng_uniform(&rng) < 0.3) {   /* an extra box, sometimes inverted */
+                const int *pl = place[util_rng_next(&rng) % 4];
+                int inv = util_rng_uniform(&rng) < 0.3;
+                int q[4] = {pl[0], pl[1], pl[0] + 14, pl[1] + 14};
+                if (inv)
+                    q[0] = pl[0] + 20;
+                memcpy(hb[nh], q, sizeof q);
+                hlab[nh++] = (int)(util_rng_next(&rng) % 4);
+            }
+            for (int a = nh - 1; a > 0; a--) {   /* shuffle the output's order */
+                int b = (int)(util_rng_next(&rng) % (uint64_t)(a + 1)), t[4], tl = hlab[a];
+                memcpy(t, hb[a], sizeof t);
+                memcpy(hb[a], hb[b], sizeof t);
+                memcpy(hb[b], t, sizeof t);
+                hlab[a] = hlab[b];
+                hlab[b] = tl;
+            }
+            for (int o = 0; o < nh; o++) {
+                for (int d = 0; d < 4; d++)
+                    if (hb[o][d] < 0)
+                        hb[o][d] = 0;
+                snprintf(hyp[k][i] + strlen(hyp[k][i]), 1024 - strlen(hyp[k][i]),
+                         "<bin_%d><bin_%d><bin_%d><bin_%d> %s", hb[o][0], hb[o][1], hb[o][2],
+                         hb[o][3], cls[hlab[o]]);
+                hl += snprintf(hj + hl, sizeof hj - hl, "%s[%d, %d, %d, %d, \"%s\"]",
+                               o ? ", " : "", hb[o][0], hb[o][1], hb[o][2], hb[o][3],
+                               cls[hlab[o]]);
+            }
+            rl += snprintf(rj + rl, sizeof rj - rl, "]");
+            hl += snprintf(hj + hl, sizeof hj - hl, "]");
+        }
+        fprintf(f, "%s{\"hyps\": [%s], \"refs\": [%s]}", k ? ", " : "", hj, rj);
+    }
+    fprintf(f, "]}\n");
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s %s/stages/eval/metrics_ref.py --map %s", py, OFA_SOURCE_DIR,
+             path);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    int between = 0;
+    for (int k = 0; k < NCASE; k++) {
+        double want;
+        cr_assert_eq(fscanf(p, "%lf", &want), 1, "case %d: no output from %s", k, cmd);
+        const char *hs[NMAX], *rs[NMAX];
+        for (int i = 0; i < ns[k]; i++)
+            hs[i] = hyp[k][i], rs[i] = ref[k][i];
+        metric_refs_t *refs = one_ref_each(rs, ns[k]);
+        double got = compute("map", hs, refs, ns[k]);
+        cr_expect(fabs(got - want) <= 1e-12, "case %d: C %.17g, Python %.17g", k, got, want);
+        between += want > 0.2 && want < 0.95;
+        cr_log_info("map case %d: %d samples, %.4f", k, ns[k], want);
+        free(refs);
+    }
+    cr_assert_eq(pclose(p), 0, "%s failed", cmd);
+    /* the cases must be neither trivial nor hopeless */
+    cr_assert_geq(between, NCASE - 1);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* ---------------------------------------------------------------- solved_acc */
 
 /* A 4x4 puzzle from data/sudoku's generator and its unique solution (boxes 2x2). */

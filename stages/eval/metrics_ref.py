@@ -3,6 +3,7 @@
 metrics.c, used by tests/test_metrics.c at test time.
 
     /usr/bin/python3 stages/eval/metrics_ref.py CASES.json
+    /usr/bin/python3 stages/eval/metrics_ref.py --map DETECTIONS.json
 
 CASES.json is {"cases": [{"hyps": [str, ...], "refs": [[str, ...], ...]}, ...]}; the
 output is one line per case: "bleu4 cider_d rouge_l" with 17 significant digits.
@@ -128,7 +129,61 @@ def rouge_l(hyps, refs, beta=1.2):
     return total / len(hyps)
 
 
+def voc_map(hyps, refs, thresh=0.5):
+    """mAP as PASCAL VOC's voc_eval.py and voc_ap(use_07_metric=False) compute it, over
+    the classes of the references. hyps[i] and refs[i] are lists of [x0, y0, x1, y1,
+    label] for sample i; a detection's confidence is minus its place in its list (ties:
+    the earlier sample, as a stable sort by confidence gives)."""
+    def iou(a, b):
+        iw = min(a[2], b[2]) - max(a[0], b[0])
+        ih = min(a[3], b[3]) - max(a[1], b[1])
+        inter = iw * ih if iw > 0 and ih > 0 else 0.0
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+        return inter / union if union > 0 else 0.0
+
+    classes = sorted({o[4] for r in refs for o in r})
+    aps = []
+    for c in classes:
+        gts = {i: [o for o in r if o[4] == c] for i, r in enumerate(refs)}
+        found = {i: [False] * len(g) for i, g in gts.items()}
+        npos = sum(len(g) for g in gts.values())
+        dets = [(-k, i, d) for i, h in enumerate(hyps) for k, d in enumerate(h) if d[4] == c]
+        dets.sort(key=lambda t: -t[0])       # stable: equal ranks keep sample order
+        tp, fp = [], []
+        for _, i, d in dets:
+            valid = d[2] > d[0] and d[3] > d[1]
+            ovs = [iou(d, g) for g in gts[i]] if valid else []
+            j = max(range(len(ovs)), key=lambda k: ovs[k]) if ovs else -1
+            hit = j >= 0 and ovs[j] >= thresh and not found[i][j]
+            if hit:
+                found[i][j] = True
+            tp.append(1 if hit else 0)
+            fp.append(0 if hit else 1)
+        if not dets:
+            aps.append(0.0)
+            continue
+        ctp = cfp = 0
+        rec, prec = [], []
+        for t, f in zip(tp, fp):
+            ctp += t
+            cfp += f
+            rec.append(ctp / npos)
+            prec.append(ctp / (ctp + cfp))
+        mrec = [0.0] + rec + [1.0]
+        mpre = [0.0] + prec + [0.0]
+        for k in range(len(mpre) - 2, -1, -1):
+            mpre[k] = max(mpre[k], mpre[k + 1])
+        aps.append(sum((mrec[k + 1] - mrec[k]) * mpre[k + 1]
+                       for k in range(len(mrec) - 1) if mrec[k + 1] != mrec[k]))
+    return sum(aps) / len(aps)
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "--map":
+        with open(argv[2], encoding="utf-8") as f:
+            for c in json.load(f)["cases"]:
+                print("%.17g" % voc_map(c["hyps"], c["refs"]))
+        return 0
     with open(argv[1], encoding="utf-8") as f:
         cases = json.load(f)["cases"]
     for c in cases:
