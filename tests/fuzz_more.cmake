@@ -48,11 +48,12 @@ if(TARGET ofaaudstage)
     HARNESS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_audio.c
     SOURCES ${_fa}/audstage.c ${_fa}/auddec.c ${_fa}/fbank.c ${_fa}/avmem.c
             ${_fp}/planfile.c ${_fp}/instr.c ${_fp}/taskplan.c ${_fc}/proto.c ${_fc}/util.c
+            ${PROJECT_SOURCE_DIR}/stages/common/decstage.c
     LIBS ofaaudstage
     SEEDS ${_fb}/audio
     PKG sndfile libavformat libavcodec libswresample libavutil fftw3f libconfig libzmq
         msgpack
-    INCLUDES ${_fc} ${_fp} ${_fa}
+    INCLUDES ${_fc} ${_fp} ${_fa} ${PROJECT_SOURCE_DIR}/stages/common
     SECONDS 10 MIN_EXECS 2000)
 endif()
 

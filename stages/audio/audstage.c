@@ -1,29 +1,17 @@
 /* audstage.c: see audstage.h. */
 #include "audstage.h"
 
+#include "decstage.h"
 #include "taskplan.h"
 #include "util.h"
 
-#include <stdio.h>
-#include <string.h>
-
-#define MAX_COLS 8
-
-typedef struct {
-    const char *column;      /* borrowed from the task plan */
-    fbank_t *fb;             /* at the column's rate and n_mels */
-} s_col_t;
-
-typedef struct {
-    s_col_t cols[MAX_COLS];
-    int ncols;
-} s_task_t;
+#include <stdlib.h>
 
 struct audstage_t {
     const plan_t *plan;
     audstage_opts_t opts;
     aud_dec_t *dec;
-    s_task_t *tasks;         /* (plan->ntasks) */
+    decstage_t *cols;        /* each column's data: its fbank_t * */
 };
 
 int aud_features(aud_dec_t *dec, fbank_t *fb, const uint8_t *data, size_t len,
@@ -46,34 +34,27 @@ int aud_features(aud_dec_t *dec, fbank_t *fb, const uint8_t *data, size_t len,
     return 0;
 }
 
-/* Every template is scanned (||| alternatives may read different columns); a column
- * used twice keeps its first slot's settings, as the image tier does. */
-static int s_task_columns(const taskplan_t *tp, s_task_t *st, char *err, size_t errlen) {
-    for (int t = 0; t < tp->ntmpls; t++) {
-        const taskplan_template_t *tm = &tp->tmpls[t];
-        for (int i = 0; i < tm->nslots; i++) {
-            const taskplan_slot_t *sl = &tm->slots[i];
-            if (sl->target || sl->mod != MOD_AUDIO || !sl->column)
-                continue;
-            bool seen = false;
-            for (int k = 0; k < st->ncols; k++)
-                seen |= strcmp(st->cols[k].column, sl->column) == 0;
-            if (seen || st->ncols >= MAX_COLS)
-                continue;
-            int rate = sl->in->sample_rate ? sl->in->sample_rate : tp->opts.sample_rate;
-            int mels = sl->in->n_mels ? sl->in->n_mels : tp->opts.n_mels;
-            if (!rate)
-                rate = 16000;
-            if (!mels)
-                mels = 80;
-            fbank_t *fb = fbank_new(rate, mels);
-            if (!fb)
-                return util_err(err, errlen, "column %s: no filterbank of %d mels at %d Hz",
-                                sl->column, mels, rate);
-            st->cols[st->ncols++] = (s_col_t){sl->column, fb};
-        }
-    }
+/* A column's filterbank, at the slot's sample_rate= and n_mels=, else the plan's. */
+static int s_col_setup(void *ctx, const taskplan_t *tp, decstage_col_t *col, char *err,
+                       size_t errlen) {
+    (void)ctx;
+    const instr_slot_t *in = col->slot->in;
+    int rate = in->sample_rate ? in->sample_rate : tp->opts.sample_rate;
+    int mels = in->n_mels ? in->n_mels : tp->opts.n_mels;
+    if (!rate)
+        rate = 16000;
+    if (!mels)
+        mels = 80;
+    fbank_t *fb = fbank_new(rate, mels);
+    if (!fb)
+        return util_err(err, errlen, "column %s: no filterbank of %d mels at %d Hz",
+                        col->column, mels, rate);
+    *(fbank_t **)col->data = fb;
     return 0;
+}
+
+static void s_col_free(void *data) {
+    fbank_destroy((fbank_t **)data);
 }
 
 /* One filterbank per (task, column) is built up front: FFTW's planner is not
@@ -89,13 +70,10 @@ audstage_t *audstage_new(const plan_t *plan, const audstage_opts_t *opts, char *
         self->opts.max_seconds = plan->limits.audio_seconds;
     aud_dec_opts_t dopts = {.max_seconds = self->opts.max_seconds};
     self->dec = aud_dec_new(&dopts);
-    self->tasks = util_calloc((size_t)(plan->ntasks ? plan->ntasks : 1), sizeof(s_task_t));
-    for (int t = 0; t < plan->ntasks; t++) {
-        if (s_task_columns(plan->tasks[t].plan, &self->tasks[t], err, errlen) != 0) {
-            audstage_destroy(&self);
-            return NULL;
-        }
-    }
+    self->cols = decstage_new(plan, MOD_AUDIO, "the audio file's bytes", sizeof(fbank_t *),
+                              s_col_setup, s_col_free, NULL, err, errlen);
+    if (!self->cols)
+        audstage_destroy(&self);
     return self;
 }
 
@@ -103,51 +81,34 @@ void audstage_destroy(audstage_t **self_p) {
     if (!self_p || !*self_p)
         return;
     audstage_t *self = *self_p;
-    for (int t = 0; t < self->plan->ntasks; t++)
-        for (int c = 0; c < self->tasks[t].ncols; c++)
-            fbank_destroy(&self->tasks[t].cols[c].fb);
-    free(self->tasks);
+    decstage_destroy(&self->cols);
     aud_dec_destroy(&self->dec);
     free(self);
     *self_p = NULL;
 }
 
-/* The columns come from the task plan, not from the message: a field the plan does not
- * name as an AUDIO slot passes through untouched, and a missing one is a reject. The
- * dither and SpecAugment draws are seeded by (plan seed, sample id) so a re-dispatched
- * sample, or a run resumed from a checkpoint, gets the same features. */
-int audstage_process(audstage_t *self, proto_msg_t *msg, char *err, size_t errlen) {
-    const char *task = proto_msg_task(msg);
-    int t = plan_task_index(self->plan, task);
-    if (t < 0)
-        return util_err(err, errlen, "unknown task '%s' (not in the plan)", task);
-    uint64_t id = proto_msg_n_ids(msg) > 0 ? proto_msg_ids(msg)[0] : 0;
-    const proto_field_t *split = proto_msg_get(msg, "split");
-    bool train = split && split->type == PV_STR && !strcmp(split->data, "train");
-    const s_task_t *st = &self->tasks[t];
-    for (int c = 0; c < st->ncols; c++) {
-        const s_col_t *col = &st->cols[c];
-        const proto_field_t *f = proto_msg_get(msg, col->column);
-        if (!f)
-            return util_err(err, errlen, "column %s: missing from the sample", col->column);
-        if (f->type != PV_BIN && f->type != PV_STR)
-            return util_err(err, errlen, "column %s: expected the audio file's bytes, got a %s",
-                            col->column, f->type == PV_TENSOR ? "tensor" : "number");
-        float *feat;
-        int64_t T;
-        char why[400];
-        uint64_t seed = (uint64_t)self->plan->seed;
-        if (aud_features(self->dec, col->fb, f->data, f->len, self->opts.dither,
-                         seed ^ id, &feat, &T, why, sizeof why) != 0)
-            return util_err(err, errlen, "column %s: %s", col->column, why);
-        int F = fbank_n_mels(col->fb);
-        if (train)
-            fbank_specaugment(feat, T, F, &self->opts.augment, seed, id);
-        int64_t shape[2] = {T, F};
-        proto_msg_take_tensor(msg, col->column, PROTO_F32, 2, shape, feat);
-        char key[PROTO_MAX_KEY];
-        snprintf(key, sizeof key, "%s.frames", col->column);
-        proto_msg_set_int(msg, key, T);
-    }
+/* The dither and SpecAugment draws are seeded by (plan seed, sample id) so a
+ * re-dispatched sample, or a run resumed from a checkpoint, gets the same features. */
+static int s_column(void *ctx, const decstage_col_t *col, const proto_field_t *f,
+                    const decstage_sample_t *s, proto_msg_t *msg, char *err, size_t errlen) {
+    audstage_t *self = ctx;
+    fbank_t *fb = *(fbank_t **)col->data;
+    float *feat;
+    int64_t T;
+    char why[400];
+    uint64_t seed = (uint64_t)self->plan->seed;
+    if (aud_features(self->dec, fb, f->data, f->len, self->opts.dither, seed ^ s->id, &feat,
+                     &T, why, sizeof why) != 0)
+        return util_err(err, errlen, "column %s: %s", col->column, why);
+    int F = fbank_n_mels(fb);
+    if (s->train)
+        fbank_specaugment(feat, T, F, &self->opts.augment, seed, s->id);
+    int64_t shape[2] = {T, F};
+    proto_msg_take_tensor(msg, col->column, PROTO_F32, 2, shape, feat);
+    decstage_set_int(msg, col->column, "frames", T);
     return 0;
+}
+
+int audstage_process(audstage_t *self, proto_msg_t *msg, char *err, size_t errlen) {
+    return decstage_process(self->cols, msg, s_column, self, err, errlen);
 }

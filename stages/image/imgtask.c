@@ -1,33 +1,24 @@
 /* imgtask.c: see imgtask.h. */
 #include "imgtask.h"
 
+#include "decstage.h"
 #include "util.h"
 
-#include <string.h>
+/* The column's side S and patch P: the slot's own attributes, else the plan's. */
+void img_task_col(const taskplan_t *tp, const taskplan_slot_t *sl, img_fit_t fit,
+                  img_task_col_t *out) {
+    out->column = sl->column;
+    out->size = sl->in->image_size ? sl->in->image_size : tp->opts.image_size;
+    out->patch = sl->in->patch ? sl->in->patch : tp->opts.patch;
+    out->fit = fit;
+}
 
-/* All templates are scanned because ||| alternatives may use different image columns
- * (or sizes); a column shared by several keeps the first slot's size, as the plan's
- * column table does. */
 int img_task_columns(const taskplan_t *tp, img_fit_t fit, img_task_col_t *out, int max) {
-    int n = 0;
-    for (int t = 0; t < tp->ntmpls; t++) {
-        const taskplan_template_t *tm = &tp->tmpls[t];
-        for (int i = 0; i < tm->nslots; i++) {
-            const taskplan_slot_t *sl = &tm->slots[i];
-            if (sl->target || sl->mod != MOD_IMAGE || !sl->column)
-                continue;
-            bool seen = false;
-            for (int k = 0; k < n; k++)
-                seen |= strcmp(out[k].column, sl->column) == 0;
-            if (seen || n >= max)
-                continue;
-            out[n].column = sl->column;
-            out[n].size = sl->in->image_size ? sl->in->image_size : tp->opts.image_size;
-            out[n].patch = sl->in->patch ? sl->in->patch : tp->opts.patch;
-            out[n].fit = fit;
-            n++;
-        }
-    }
+    const taskplan_slot_t **slots = util_calloc((size_t)(max > 0 ? max : 1), sizeof *slots);
+    int n = decstage_slots(tp, MOD_IMAGE, slots, max);
+    for (int k = 0; k < n; k++)
+        img_task_col(tp, slots[k], fit, &out[k]);
+    free(slots);
     return n;
 }
 

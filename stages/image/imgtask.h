@@ -24,6 +24,10 @@ typedef struct {
  * and returns n (at most max). */
 int img_task_columns(const taskplan_t *tp, img_fit_t fit, img_task_col_t *out, int max);
 
+/* Fills *out for the image column that slot sl of tp reads. */
+void img_task_col(const taskplan_t *tp, const taskplan_slot_t *sl, img_fit_t fit,
+                  img_task_col_t *out);
+
 /* Patches of one column: patches must hold (S/P)^2 * P*P*3 bytes = S*S*3.
  * *grid = S/P; *src_w and *src_h = the image's size in the file. On failure returns -1
  * with err = "column NAME: reason". */

@@ -1,24 +1,17 @@
 /* motstage.c: see motstage.h. */
 #include "motstage.h"
 
+#include "decstage.h"
 #include "taskplan.h"
 #include "util.h"
 
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
-
-#define MAX_COLS 8
-
-typedef struct {
-    const char *cols[MAX_COLS];   /* borrowed from the task plan */
-    int ncols;
-} s_task_t;
 
 struct motstage_t {
     const plan_t *plan;
     motstage_opts_t opts;
-    s_task_t *tasks;              /* (plan->ntasks) */
+    decstage_t *cols;             /* the MOTION columns (no data of their own) */
 };
 
 /* The frame count a BVH text declares ("Frames: N" after MOTION), or -1 when there is
@@ -56,22 +49,8 @@ motstage_t *motstage_new(const plan_t *plan, const motstage_opts_t *opts) {
         o->step = 4;
     if (o->pos_scale == 0)
         o->pos_scale = 0.01f;
-    self->tasks = util_calloc((size_t)(plan->ntasks ? plan->ntasks : 1), sizeof(s_task_t));
-    for (int t = 0; t < plan->ntasks; t++) {
-        const taskplan_t *tp = plan->tasks[t].plan;
-        s_task_t *st = &self->tasks[t];
-        for (int k = 0; k < tp->ntmpls; k++)
-            for (int i = 0; i < tp->tmpls[k].nslots; i++) {
-                const taskplan_slot_t *sl = &tp->tmpls[k].slots[i];
-                if (sl->target || sl->mod != MOD_MOTION || !sl->column)
-                    continue;
-                bool seen = false;
-                for (int c = 0; c < st->ncols; c++)
-                    seen |= strcmp(st->cols[c], sl->column) == 0;
-                if (!seen && st->ncols < MAX_COLS)
-                    st->cols[st->ncols++] = sl->column;
-            }
-    }
+    self->cols = decstage_new(plan, MOD_MOTION, "a BVH file's text", 0, NULL, NULL, NULL,
+                              NULL, 0);
     return self;
 }
 
@@ -79,7 +58,7 @@ void motstage_destroy(motstage_t **self_p) {
     if (!self_p || !*self_p)
         return;
     motstage_t *self = *self_p;
-    free(self->tasks);
+    decstage_destroy(&self->cols);
     free(self);
     *self_p = NULL;
 }
@@ -96,44 +75,32 @@ int64_t motstage_pick_window(int64_t nwin, int train, uint64_t seed, uint64_t sa
 /* The whole file is parsed for each sample although only one window is kept: BVH
  * frames are text lines whose positions are unknown until the lines before them are
  * read; parsing a whole CMU clip (2 MB, 2752 frames) takes about 20 ms on one core here. */
-int motstage_process(motstage_t *self, proto_msg_t *msg, char *err, size_t errlen) {
-    const char *task = proto_msg_task(msg);
-    int t = plan_task_index(self->plan, task);
-    if (t < 0)
-        return util_err(err, errlen, "unknown task '%s' (not in the plan)", task);
-    uint64_t id = proto_msg_n_ids(msg) > 0 ? proto_msg_ids(msg)[0] : 0;
-    const proto_field_t *split = proto_msg_get(msg, "split");
-    int train = split && split->type == PV_STR && !strcmp(split->data, "train");
+static int s_column(void *ctx, const decstage_col_t *dcol, const proto_field_t *f,
+                    const decstage_sample_t *s, proto_msg_t *msg, char *err, size_t errlen) {
+    motstage_t *self = ctx;
     const motstage_opts_t *o = &self->opts;
-    const s_task_t *st = &self->tasks[t];
-    for (int c = 0; c < st->ncols; c++) {
-        const char *col = st->cols[c];
-        const proto_field_t *f = proto_msg_get(msg, col);
-        if (!f)
-            return util_err(err, errlen, "column %s: missing from the sample", col);
-        if (f->type != PV_BIN && f->type != PV_STR)
-            return util_err(err, errlen, "column %s: expected a BVH file's text, got a %s", col,
-                            f->type == PV_TENSOR ? "tensor" : "number");
-        int64_t declared = s_declared_frames(f->data, f->len);
-        if (declared > self->plan->limits.bvh_frames && self->plan->limits.bvh_frames > 0)
-            return util_err(err, errlen, "column %s: 'Frames: %lld' exceeds limits.bvh_frames "
-                            "%lld", col, (long long)declared,
-                            (long long)self->plan->limits.bvh_frames);
-        char why[400];
-        bvh_t *b = bvh_parse(f->data, f->len, why, sizeof why);
-        if (!b)
-            return util_err(err, errlen, "column %s: %s", col, why);
-        int64_t nwin = bvh_num_windows(b, o->window, o->stride, o->step);
-        int64_t w = motstage_pick_window(nwin, train, (uint64_t)self->plan->seed, id);
-        int C = bvh_feature_dim(b);
-        float *feat = util_malloc((size_t)o->window * C * sizeof(float));
-        int real = bvh_window(b, w * o->stride, o->window, o->step, o->pos_scale, feat);
-        bvh_destroy(&b);
-        int64_t shape[2] = {o->window, C};
-        proto_msg_take_tensor(msg, col, PROTO_F32, 2, shape, feat);
-        char key[PROTO_MAX_KEY];
-        snprintf(key, sizeof key, "%s.frames", col);
-        proto_msg_set_int(msg, key, real);
-    }
+    const char *col = dcol->column;
+    int64_t declared = s_declared_frames(f->data, f->len);
+    if (declared > self->plan->limits.bvh_frames && self->plan->limits.bvh_frames > 0)
+        return util_err(err, errlen, "column %s: 'Frames: %lld' exceeds limits.bvh_frames "
+                        "%lld", col, (long long)declared,
+                        (long long)self->plan->limits.bvh_frames);
+    char why[400];
+    bvh_t *b = bvh_parse(f->data, f->len, why, sizeof why);
+    if (!b)
+        return util_err(err, errlen, "column %s: %s", col, why);
+    int64_t nwin = bvh_num_windows(b, o->window, o->stride, o->step);
+    int64_t w = motstage_pick_window(nwin, s->train, (uint64_t)self->plan->seed, s->id);
+    int C = bvh_feature_dim(b);
+    float *feat = util_malloc((size_t)o->window * C * sizeof(float));
+    int real = bvh_window(b, w * o->stride, o->window, o->step, o->pos_scale, feat);
+    bvh_destroy(&b);
+    int64_t shape[2] = {o->window, C};
+    proto_msg_take_tensor(msg, col, PROTO_F32, 2, shape, feat);
+    decstage_set_int(msg, col, "frames", real);
     return 0;
+}
+
+int motstage_process(motstage_t *self, proto_msg_t *msg, char *err, size_t errlen) {
+    return decstage_process(self->cols, msg, s_column, self, err, errlen);
 }
