@@ -1,12 +1,12 @@
 /* main.c: ofa-audio, the audio tier's worker. It only wires the stage runtime
- * (common/stage.h) to audstage_process (audstage.h); see that header for what it does
- * to a sample.
+ * (common/stage.h) to audstage_process (audstage.h) through the main the decoder tiers
+ * share (stages/common/decmain.h); see audstage.h for what it does to a sample.
  *
  * Own flags: --max-seconds S (refuse longer clips; default 600), --dither D (Kaldi
  * dither amplitude; default 0), --specaugment F,FW,T,TW (frequency masks, their widest
  * band, time masks, their longest span; training samples only; default none). */
 #include "audstage.h"
-#include "stage.h"
+#include "decmain.h"
 #include "util.h"
 
 #include <errno.h>
@@ -36,31 +36,33 @@ static int s_extra(void *ctx, const char *flag, const char *value) {
     return 0;
 }
 
-static int s_work(void *ctx, proto_msg_t *msg, char *err, size_t errlen) {
-    return audstage_process(ctx, msg, err, errlen);
+static void *s_new(const plan_t *plan, void *opts, char *err, size_t errlen) {
+    return audstage_new(plan, opts, err, errlen);
+}
+
+static int s_work(void *st, proto_msg_t *msg, char *err, size_t errlen) {
+    return audstage_process(st, msg, err, errlen);
+}
+
+static void s_destroy(void *st) {
+    audstage_t *self = st;
+    audstage_destroy(&self);
 }
 
 int main(int argc, char **argv) {
-    util_set_progname(argv[0]);
     audstage_opts_t opts = {0};
-    stage_args_t a;
-    stage_args_parse(&a, argc, argv,
-                     "ofa-audio: audio tier worker (WAV/FLAC/Ogg/MP3... -> log-mel filterbank)\n"
-                     "  --max-seconds S        refuse longer clips (600)\n"
-                     "  --dither D             Kaldi dither amplitude, int16 units (0)\n"
-                     "  --specaugment F,FW,T,TW  SpecAugment masks on training samples (none)",
-                     s_extra, &opts);
-    char err[1024];
-    plan_t *plan = plan_load(a.plan, err, sizeof err);
-    if (!plan)
-        util_fatal("is --plan the run's plan.resolved.conf?", "cannot load plan %s:\n%s",
-                   a.plan, err);
-    audstage_t *st = audstage_new(plan, &opts, err, sizeof err);
-    if (!st)
-        util_fatal("check the plan's sample_rate= and n_mels=", "cannot set up the audio "
-                   "tier: %s", err);
-    int rc = stage_worker_run(&a, s_work, st);
-    audstage_destroy(&st);
-    plan_destroy(&plan);
-    return rc;
+    decmain_t m = {
+        .usage = "ofa-audio: audio tier worker (WAV/FLAC/Ogg/MP3... -> log-mel filterbank)\n"
+                 "  --max-seconds S        refuse longer clips (600)\n"
+                 "  --dither D             Kaldi dither amplitude, int16 units (0)\n"
+                 "  --specaugment F,FW,T,TW  SpecAugment masks on training samples (none)",
+        .extra_fn = s_extra,
+        .opts = &opts,
+        .new_fn = s_new,
+        .destroy_fn = s_destroy,
+        .work_fn = s_work,
+        .fail = "cannot set up the audio tier: ",
+        .fail_hint = "check the plan's sample_rate= and n_mels=",
+    };
+    return decmain_run(argc, argv, &m);
 }

@@ -1,11 +1,11 @@
 /* main.c: ofa-image, the image tier's worker. It only wires the stage runtime
- * (common/stage.h) to imgstage_process (imgstage.h); see that header for what it does
- * to a sample.
+ * (common/stage.h) to imgstage_process (imgstage.h) through the main the decoder tiers
+ * share (stages/common/decmain.h); see imgstage.h for what it does to a sample.
  *
  * Own flags: --fit resize|center_crop|pad (default resize, OFA's caption transform),
  * --max-pixels N (reject larger sources; default 64 Mpx), --no-dct-scaling. */
 #include "imgstage.h"
-#include "stage.h"
+#include "decmain.h"
 #include "util.h"
 
 #include <errno.h>
@@ -41,30 +41,34 @@ static int s_extra(void *ctx, const char *flag, const char *value) {
     return 0;
 }
 
-static int s_work(void *ctx, proto_msg_t *msg, char *err, size_t errlen) {
-    return imgstage_process(ctx, msg, err, errlen);
+static void *s_new(const plan_t *plan, void *opts, char *err, size_t errlen) {
+    (void)err, (void)errlen;
+    s_flags_t *f = opts;
+    return imgstage_new(plan, f->fit, &f->opts);
+}
+
+static int s_work(void *st, proto_msg_t *msg, char *err, size_t errlen) {
+    return imgstage_process(st, msg, err, errlen);
+}
+
+static void s_destroy(void *st) {
+    imgstage_t *self = st;
+    imgstage_destroy(&self);
 }
 
 int main(int argc, char **argv) {
-    util_set_progname(argv[0]);
     s_flags_t flags = {.fit = IMG_FIT_RESIZE};
-    stage_args_t a;
-    stage_args_parse(&a, argc, argv,
-                     "ofa-image: image tier worker (JPEG/PNG -> resized patches)\n"
-                     "  --fit resize|center_crop|pad   how an image becomes S x S (resize)\n"
-                     "  --max-pixels N                 reject larger images (64 Mpx)\n"
-                     "  --no-dct-scaling               decode JPEGs at full size always",
-                     s_extra, &flags);
-    char err[1024];
-    plan_t *plan = plan_load(a.plan, err, sizeof err);
-    if (!plan)
-        util_fatal("is --plan the run's plan.resolved.conf?", "cannot load plan %s:\n%s",
-                   a.plan, err);
-    imgstage_t *st = imgstage_new(plan, flags.fit, &flags.opts);
-    if (!st)
-        util_fatal(NULL, "cannot start the JPEG decoder");
-    int rc = stage_worker_run(&a, s_work, st);
-    imgstage_destroy(&st);
-    plan_destroy(&plan);
-    return rc;
+    decmain_t m = {
+        .usage = "ofa-image: image tier worker (JPEG/PNG -> resized patches)\n"
+                 "  --fit resize|center_crop|pad   how an image becomes S x S (resize)\n"
+                 "  --max-pixels N                 reject larger images (64 Mpx)\n"
+                 "  --no-dct-scaling               decode JPEGs at full size always",
+        .extra_fn = s_extra,
+        .opts = &flags,
+        .new_fn = s_new,
+        .destroy_fn = s_destroy,
+        .work_fn = s_work,
+        .fail = "cannot start the JPEG decoder",
+    };
+    return decmain_run(argc, argv, &m);
 }

@@ -1,10 +1,10 @@
 /* main.c: ofa-video, the video tier's worker. It only wires the stage runtime
- * (common/stage.h) to vidstage_process (vidstage.h); see that header for what it does
- * to a sample.
+ * (common/stage.h) to vidstage_process (vidstage.h) through the main the decoder tiers
+ * share (stages/common/decmain.h); see vidstage.h for what it does to a sample.
  *
  * Own flags: --max-frames N (refuse clips with more frames; default 100000),
  * --max-pixels N (refuse larger frames; default 4096*4096). */
-#include "stage.h"
+#include "decmain.h"
 #include "util.h"
 #include "vidstage.h"
 
@@ -25,30 +25,32 @@ static int s_extra(void *ctx, const char *flag, const char *value) {
     return 0;
 }
 
-static int s_work(void *ctx, proto_msg_t *msg, char *err, size_t errlen) {
-    return vidstage_process(ctx, msg, err, errlen);
+static void *s_new(const plan_t *plan, void *opts, char *err, size_t errlen) {
+    return vidstage_new(plan, opts, err, errlen);
+}
+
+static int s_work(void *st, proto_msg_t *msg, char *err, size_t errlen) {
+    return vidstage_process(st, msg, err, errlen);
+}
+
+static void s_destroy(void *st) {
+    vidstage_t *self = st;
+    vidstage_destroy(&self);
 }
 
 int main(int argc, char **argv) {
-    util_set_progname(argv[0]);
     vid_opts_t opts = {0};
-    stage_args_t a;
-    stage_args_parse(&a, argc, argv,
-                     "ofa-video: video tier worker (MP4/AVI/WebM... -> sampled frame patches)\n"
-                     "  --max-frames N         refuse clips with more frames (100000)\n"
-                     "  --max-pixels N         refuse larger frames (16777216)",
-                     s_extra, &opts);
-    char err[1024];
-    plan_t *plan = plan_load(a.plan, err, sizeof err);
-    if (!plan)
-        util_fatal("is --plan the run's plan.resolved.conf?", "cannot load plan %s:\n%s",
-                   a.plan, err);
-    vidstage_t *st = vidstage_new(plan, &opts, err, sizeof err);
-    if (!st)
-        util_fatal("check the plan's frames=, image_size= and patch=",
-                   "cannot set up the video tier: %s", err);
-    int rc = stage_worker_run(&a, s_work, st);
-    vidstage_destroy(&st);
-    plan_destroy(&plan);
-    return rc;
+    decmain_t m = {
+        .usage = "ofa-video: video tier worker (MP4/AVI/WebM... -> sampled frame patches)\n"
+                 "  --max-frames N         refuse clips with more frames (100000)\n"
+                 "  --max-pixels N         refuse larger frames (16777216)",
+        .extra_fn = s_extra,
+        .opts = &opts,
+        .new_fn = s_new,
+        .destroy_fn = s_destroy,
+        .work_fn = s_work,
+        .fail = "cannot set up the video tier: ",
+        .fail_hint = "check the plan's frames=, image_size= and patch=",
+    };
+    return decmain_run(argc, argv, &m);
 }
