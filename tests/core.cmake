@@ -4,7 +4,8 @@
 ofa_add_test(test_proto SOURCES test_proto.c LIBS ofacommon LABELS unit TIMEOUT 60)
 ofa_add_test(test_stats SOURCES test_stats.c LIBS ofacommon LABELS unit TIMEOUT 60)
 if(TARGET ofabroker)
-  ofa_add_test(test_broker SOURCES test_broker.c LIBS ofabroker LABELS unit TIMEOUT 60)
+  ofa_add_test(test_broker SOURCES test_broker.c broker_rec.c LIBS ofabroker LABELS unit
+               TIMEOUT 60)
 endif()
 
 # ---- fuzzing (label fuzz)

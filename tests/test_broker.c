@@ -5,6 +5,7 @@
  * what the source is asked for, dead and restarted workers, late duplicates, rejects,
  * eof ordering, garbage, and the batcher's want_seq. */
 #include "broker.h"
+#include "broker_rec.h"
 #include "util.h"
 
 #include <criterion/criterion.h>
@@ -14,56 +15,6 @@
 
 /* ---------------------------------------------------------------- fake peers */
 
-typedef struct {
-    char to[32];
-    proto_msg_t *msg;
-} s_sent_t;
-
-/* Everything the broker sent, in order, not yet taken by a test. */
-static s_sent_t s_out[100000];
-static int s_nout;
-
-static int s_send(void *ctx, const void *ident, size_t identlen, proto_msg_t **msg_p) {
-    (void)ctx;
-    cr_assert_lt(s_nout, (int)(sizeof s_out / sizeof *s_out));
-    cr_assert_lt(identlen, sizeof s_out[0].to);
-    memcpy(s_out[s_nout].to, ident, identlen);
-    s_out[s_nout].to[identlen] = 0;
-    s_out[s_nout].msg = *msg_p;
-    *msg_p = NULL;
-    s_nout++;
-    return 0;
-}
-
-/* Take the oldest message sent to `to` (NULL when none). The caller owns it. */
-static proto_msg_t *take(const char *to) {
-    for (int i = 0; i < s_nout; i++)
-        if (strcmp(s_out[i].to, to) == 0) {
-            proto_msg_t *m = s_out[i].msg;
-            memmove(&s_out[i], &s_out[i + 1], (size_t)(s_nout - i - 1) * sizeof *s_out);
-            s_nout--;
-            return m;
-        }
-    return NULL;
-}
-
-static int pending(const char *to) {
-    int n = 0;
-    for (int i = 0; i < s_nout; i++)
-        n += strcmp(s_out[i].to, to) == 0;
-    return n;
-}
-
-static void drop_all(void) {
-    for (int i = 0; i < s_nout; i++)
-        proto_msg_destroy(&s_out[i].msg);
-    s_nout = 0;
-}
-
-static void on(broker_t *b, const char *from, proto_msg_t *m) {
-    broker_on_message(b, from, strlen(from), m);
-}
-
 static void hello(broker_t *b, const char *id, const char *role, const char *tier,
                   int credits) {
     proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
@@ -72,13 +23,13 @@ static void hello(broker_t *b, const char *id, const char *role, const char *tie
     proto_msg_set_str(m, "id", id);
     proto_msg_set_str(m, "tier", tier ? tier : "");
     proto_msg_set_int(m, "credits", credits);
-    on(b, id, m);
+    brec_on(b, id, m);
 }
 
 static void heartbeat(broker_t *b, const char *id) {
     proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
     proto_msg_set_op(m, "heartbeat");
-    on(b, id, m);
+    brec_on(b, id, m);
 }
 
 static void credit(broker_t *b, const char *id, int n, int64_t want) {
@@ -86,7 +37,7 @@ static void credit(broker_t *b, const char *id, int n, int64_t want) {
     proto_msg_set_int(m, "n", n);
     if (want >= 0)
         proto_msg_set_int(m, "want_seq", want);
-    on(b, id, m);
+    brec_on(b, id, m);
 }
 
 /* A sample as the source emits it. */
@@ -107,7 +58,7 @@ static void eof(broker_t *b, int64_t count) {
     proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
     proto_msg_set_op(m, "eof");
     proto_msg_set_int(m, "count", count);
-    on(b, "src", m);
+    brec_on(b, "src", m);
 }
 
 /* The worker's answer: the sample processed (a field naming the worker) at @hop + 1. */
@@ -116,7 +67,7 @@ static void answer(broker_t *b, const char *worker, proto_msg_t *m) {
     snprintf(key, sizeof key, "by.%s", worker);
     proto_msg_set_int(m, key, 1);
     proto_msg_set_int(m, "@hop", proto_msg_get_int(m, "@hop", 0) + 1);
-    on(b, worker, m);
+    brec_on(b, worker, m);
 }
 
 /* A REJECT answering sample m (consumed), as stage_make_reject writes it. */
@@ -130,15 +81,15 @@ static void reject(broker_t *b, const char *from, proto_msg_t *m, const char *st
     proto_msg_set_str(r, "stage", stage);
     proto_msg_set_str(r, "reason", "column img: corrupt JPEG: \"bad\" huffman\ttable");
     proto_msg_destroy(&m);
-    on(b, from, r);
+    brec_on(b, from, r);
 }
 
 static broker_t *mk_broker(int max_inflight, int dead_ms, const char *rejects,
                            stats_t *st) {
-    drop_all();
+    brec_drop_all();
     broker_opts_t o = {.max_inflight = max_inflight, .dead_ms = dead_ms,
                        .rejects_path = rejects};
-    broker_t *b = broker_new(&o, s_send, NULL, st);
+    broker_t *b = broker_new(&o, brec_send, NULL, st);
     cr_assert_not_null(b);
     return b;
 }
@@ -148,14 +99,14 @@ static broker_t *mk_broker(int max_inflight, int dead_ms, const char *rejects,
 static int feed_source(broker_t *b, int64_t *next, int64_t total, const char *route,
                        long *asked) {
     int n = 0;
-    for (proto_msg_t *c; (c = take("src"));) {
+    for (proto_msg_t *c; (c = brec_take("src"));) {
         cr_assert_eq(proto_msg_kind(c), PROTO_CREDIT);
         int64_t k = proto_msg_get_int(c, "n", 0);
         cr_assert_gt(k, 0);
         if (asked)
             *asked += k;
         for (int64_t i = 0; i < k && *next < total; i++, n++)
-            on(b, "src", mk_sample((*next)++, route));
+            brec_on(b, "src", mk_sample((*next)++, route));
         proto_msg_destroy(&c);
     }
     return n;
@@ -192,7 +143,7 @@ Test(broker, credits_route_and_exactly_once) {
             eof_sent = 1;
         }
         for (int w = 0; w < NW; w++) {
-            for (proto_msg_t *m; (m = take(W[w]));) {
+            for (proto_msg_t *m; (m = brec_take(W[w]));) {
                 cr_assert_eq(proto_msg_kind(m), PROTO_SAMPLE);
                 cr_assert_lt(nheld[w], CRED[w], "%s holds more than its %d credits", W[w],
                              CRED[w]);
@@ -211,7 +162,7 @@ Test(broker, credits_route_and_exactly_once) {
                 }
             }
         }
-        for (proto_msg_t *m; (m = take("bat"));) {
+        for (proto_msg_t *m; (m = brec_take("bat"));) {
             if (proto_msg_kind(m) == PROTO_CONTROL) {
                 cr_assert_str_eq(proto_msg_op(m), "eof");
                 cr_assert_eq(proto_msg_get_int(m, "count", -1), TOTAL);
@@ -251,7 +202,7 @@ Test(broker, credits_route_and_exactly_once) {
     cr_assert_eq(served[2], TOTAL);
     cr_assert_eq(stats_get(st, "items_out"), 2 * TOTAL);
     cr_assert_leq(asked, 32 + TOTAL);
-    cr_assert_eq(s_nout, 0, "nothing left unaccounted");
+    cr_assert_eq(brec_count(), 0, "nothing left unaccounted");
     broker_destroy(&b);
     cr_assert_null(b);
     stats_destroy(&st);
@@ -263,13 +214,13 @@ Test(broker, empty_route_goes_to_the_batcher) {
     hello(b, "src", "source", NULL, 0);
     hello(b, "bat", "batcher", NULL, 0);
     credit(b, "bat", 10, -1);
-    on(b, "src", mk_sample(0, ""));
+    brec_on(b, "src", mk_sample(0, ""));
     broker_tick(b);
-    proto_msg_t *m = take("bat");
+    proto_msg_t *m = brec_take("bat");
     cr_assert_not_null(m);
     cr_assert_eq(proto_msg_get_int(m, "seq", -1), 0);
     proto_msg_destroy(&m);
-    drop_all();
+    brec_drop_all();
     broker_destroy(&b);
 }
 
@@ -289,26 +240,26 @@ Test(broker, source_asked_for_at_most_max_inflight) {
     cr_assert_eq(broker_in_system(b), 16);
     /* The worker holds 4; answering them (no batcher yet: they wait toward it) keeps the
      * system full, so the source is asked for nothing more. */
-    for (proto_msg_t *m; (m = take("w"));)
+    for (proto_msg_t *m; (m = brec_take("w"));)
         answer(b, "w", m);
     broker_tick(b);
-    cr_assert_eq(pending("src"), 0);
+    cr_assert_eq(brec_pending("src"), 0);
     cr_assert_eq(broker_in_system(b), 16);
     /* The batcher takes 8: room for 8 more. */
     hello(b, "bat", "batcher", NULL, 0);
     credit(b, "bat", 8, -1);
     broker_tick(b);   /* sends 4 finished to the batcher */
     for (int i = 0; i < 10; i++) {
-        for (proto_msg_t *m; (m = take("w"));)
+        for (proto_msg_t *m; (m = brec_take("w"));)
             answer(b, "w", m);
         broker_tick(b);
     }
-    cr_assert_eq(pending("bat"), 8);
+    cr_assert_eq(brec_pending("bat"), 8);
     asked = 0;
     feed_source(b, &next, 1000, "image", &asked);
     cr_assert(asked > 0 && asked <= 8, "asked %ld", asked);
     cr_assert_eq(broker_in_system(b), 8 + asked);
-    drop_all();
+    brec_drop_all();
     broker_destroy(&b);
 }
 
@@ -322,9 +273,9 @@ Test(broker, silent_worker_redispatched_and_late_answer_dropped) {
     credit(b, "bat", 100, -1);
     hello(b, "w1", "worker", "image", 2);
     for (int s = 0; s < 2; s++)
-        on(b, "src", mk_sample(s, "image"));
+        brec_on(b, "src", mk_sample(s, "image"));
     broker_tick(b);
-    proto_msg_t *h0 = take("w1"), *h1 = take("w1");
+    proto_msg_t *h0 = brec_take("w1"), *h1 = brec_take("w1");
     cr_assert(h0 && h1);
     hello(b, "w2", "worker", "image", 2);
     /* w1 says nothing past dead_ms; w2 heartbeats. */
@@ -336,30 +287,30 @@ Test(broker, silent_worker_redispatched_and_late_answer_dropped) {
     cr_assert_eq(broker_redispatched(b), 2);
     cr_assert_eq(stats_get(st, "redispatched"), 2);
     cr_assert_eq(stats_get(st, "task.caption.redispatched"), 1);
-    cr_assert_eq(pending("w1"), 0, "nothing more for a dead worker");
-    proto_msg_t *r0 = take("w2"), *r1 = take("w2");
+    cr_assert_eq(brec_pending("w1"), 0, "nothing more for a dead worker");
+    proto_msg_t *r0 = brec_take("w2"), *r1 = brec_take("w2");
     cr_assert(r0 && r1, "w2 got both re-dispatched samples");
     /* Re-dispatched in the order they were held. */
     cr_assert_eq(proto_msg_get_int(r0, "seq", -1), proto_msg_get_int(h0, "seq", -2));
     answer(b, "w2", r0);
     answer(b, "w2", r1);
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 2);
+    cr_assert_eq(brec_pending("bat"), 2);
     /* w1 comes back and answers late: both answers are duplicates, dropped. */
     answer(b, "w1", h0);
     answer(b, "w1", h1);
     broker_tick(b);
     cr_assert_eq(broker_duplicates(b), 2);
     cr_assert_eq(stats_get(st, "duplicates_dropped"), 2);
-    cr_assert_eq(pending("bat"), 2, "a duplicate never reaches the batcher");
+    cr_assert_eq(brec_pending("bat"), 2, "a duplicate never reaches the batcher");
     /* w1 is alive again and gets new work by its credit. */
-    on(b, "src", mk_sample(2, "image"));
-    on(b, "src", mk_sample(3, "image"));
-    on(b, "src", mk_sample(4, "image"));
+    brec_on(b, "src", mk_sample(2, "image"));
+    brec_on(b, "src", mk_sample(3, "image"));
+    brec_on(b, "src", mk_sample(4, "image"));
     broker_tick(b);
-    cr_assert_eq(pending("w1") + pending("w2"), 3);
-    cr_assert_geq(pending("w1"), 1);
-    drop_all();
+    cr_assert_eq(brec_pending("w1") + brec_pending("w2"), 3);
+    cr_assert_geq(brec_pending("w1"), 1);
+    brec_drop_all();
     broker_destroy(&b);
     stats_destroy(&st);
 }
@@ -375,34 +326,34 @@ Test(broker, stalled_worker_back_never_over_its_credits) {
     hello(b, "w1", "worker", "image", 2);
     hello(b, "w2", "worker", "image", 2);
     for (int s = 0; s < 4; s++)
-        on(b, "src", mk_sample(s, "image"));
+        brec_on(b, "src", mk_sample(s, "image"));
     broker_tick(b);
-    cr_assert_eq(pending("w1"), 2);
-    proto_msg_t *h0 = take("w1"), *h1 = take("w1");
-    drop_all();   /* w2's two: it stays silent too, out of the way */
+    cr_assert_eq(brec_pending("w1"), 2);
+    proto_msg_t *h0 = brec_take("w1"), *h1 = brec_take("w1");
+    brec_drop_all();   /* w2's two: it stays silent too, out of the way */
     /* w1 and w2 say nothing past dead_ms. */
     usleep(45000);
     broker_tick(b);
     cr_assert_geq(broker_redispatched(b), 2);
-    drop_all();
+    brec_drop_all();
     /* w1 is back (a heartbeat): it still holds h0 and h1, so it gets nothing new. */
     for (int s = 4; s < 8; s++)
-        on(b, "src", mk_sample(s, "image"));
+        brec_on(b, "src", mk_sample(s, "image"));
     heartbeat(b, "w1");
     broker_tick(b);
-    cr_assert_eq(pending("w1"), 0, "a worker back from a stall got work on top of the %d "
+    cr_assert_eq(brec_pending("w1"), 0, "a worker back from a stall got work on top of the %d "
                  "items it still holds", 2);
     /* One late answer frees one credit. */
     answer(b, "w1", h0);
     broker_tick(b);
-    cr_assert_eq(pending("w1"), 1);
+    cr_assert_eq(brec_pending("w1"), 1);
     /* A restart (hello) frees the rest: h1 is gone with the old process. */
     proto_msg_destroy(&h1);
-    drop_all();   /* the new process never saw what was sent to the old one */
+    brec_drop_all();   /* the new process never saw what was sent to the old one */
     hello(b, "w1", "worker", "image", 2);
     broker_tick(b);
-    cr_assert_eq(pending("w1"), 2, "after its hello w1 gets its full credit of 2");
-    drop_all();
+    cr_assert_eq(brec_pending("w1"), 2, "after its hello w1 gets its full credit of 2");
+    brec_drop_all();
     broker_destroy(&b);
 }
 
@@ -414,9 +365,9 @@ Test(broker, late_answer_first_accepted_copy_dropped) {
     hello(b, "bat", "batcher", NULL, 0);
     credit(b, "bat", 100, -1);
     hello(b, "w1", "worker", "image", 1);
-    on(b, "src", mk_sample(0, "image"));
+    brec_on(b, "src", mk_sample(0, "image"));
     broker_tick(b);
-    proto_msg_t *h = take("w1");
+    proto_msg_t *h = brec_take("w1");
     cr_assert_not_null(h);
     hello(b, "w2", "worker", "image", 1);
     for (int i = 0; i < 4; i++) {
@@ -424,20 +375,20 @@ Test(broker, late_answer_first_accepted_copy_dropped) {
         heartbeat(b, "w2");
         broker_tick(b);
     }
-    proto_msg_t *copy = take("w2");
+    proto_msg_t *copy = brec_take("w2");
     cr_assert_not_null(copy);
     answer(b, "w1", h);
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 1);
+    cr_assert_eq(brec_pending("bat"), 1);
     answer(b, "w2", copy);
     broker_tick(b);
     cr_assert_eq(broker_duplicates(b), 1);
-    cr_assert_eq(pending("bat"), 1);
-    on(b, "src", mk_sample(1, "image"));
-    on(b, "src", mk_sample(2, "image"));
+    cr_assert_eq(brec_pending("bat"), 1);
+    brec_on(b, "src", mk_sample(1, "image"));
+    brec_on(b, "src", mk_sample(2, "image"));
     broker_tick(b);
-    cr_assert_eq(pending("w2"), 1, "w2's credit came back with its (duplicate) answer");
-    drop_all();
+    cr_assert_eq(brec_pending("w2"), 1, "w2's credit came back with its (duplicate) answer");
+    brec_drop_all();
     broker_destroy(&b);
 }
 
@@ -450,9 +401,9 @@ Test(broker, stale_reject_is_a_duplicate) {
     credit(b, "bat", 100, -1);
     hello(b, "w1", "worker", "image", 1);
     hello(b, "t1", "worker", "tokenize", 1);
-    on(b, "src", mk_sample(0, "image,tokenize"));
+    brec_on(b, "src", mk_sample(0, "image,tokenize"));
     broker_tick(b);
-    proto_msg_t *h = take("w1");
+    proto_msg_t *h = brec_take("w1");
     cr_assert_not_null(h);
     hello(b, "w2", "worker", "image", 1);
     for (int i = 0; i < 4; i++) {
@@ -461,26 +412,26 @@ Test(broker, stale_reject_is_a_duplicate) {
         heartbeat(b, "t1");
         broker_tick(b);
     }
-    proto_msg_t *copy = take("w2");
+    proto_msg_t *copy = brec_take("w2");
     cr_assert_not_null(copy);
     answer(b, "w1", h);           /* the late answer is good: on to tokenize */
     broker_tick(b);
-    proto_msg_t *t = take("t1");
+    proto_msg_t *t = brec_take("t1");
     cr_assert_not_null(t);
     reject(b, "w2", copy, "image");   /* stale: the sample is past the image tier */
     broker_tick(b);
     cr_assert_eq(broker_duplicates(b), 1);
-    cr_assert_eq(pending("bat"), 0, "the stale reject is not forwarded");
+    cr_assert_eq(brec_pending("bat"), 0, "the stale reject is not forwarded");
     answer(b, "t1", t);
     broker_tick(b);
-    proto_msg_t *done = take("bat");
+    proto_msg_t *done = brec_take("bat");
     cr_assert_not_null(done);
     cr_assert_eq(proto_msg_kind(done), PROTO_SAMPLE, "the sample is delivered, not rejected");
     proto_msg_destroy(&done);
-    on(b, "src", mk_sample(1, "image,tokenize"));
+    brec_on(b, "src", mk_sample(1, "image,tokenize"));
     broker_tick(b);
-    cr_assert_eq(pending("w2") + pending("w1"), 1);
-    drop_all();
+    cr_assert_eq(brec_pending("w2") + brec_pending("w1"), 1);
+    brec_drop_all();
     broker_destroy(&b);
 }
 
@@ -491,20 +442,20 @@ Test(broker, restarted_worker_redispatched) {
     credit(b, "bat", 100, -1);
     hello(b, "w1", "worker", "image", 3);
     for (int s = 0; s < 3; s++)
-        on(b, "src", mk_sample(s, "image"));
+        brec_on(b, "src", mk_sample(s, "image"));
     broker_tick(b);
-    cr_assert_eq(pending("w1"), 3);
-    drop_all();   /* the old process died with what it held */
+    cr_assert_eq(brec_pending("w1"), 3);
+    brec_drop_all();   /* the old process died with what it held */
     hello(b, "w1", "worker", "image", 3);
     cr_assert_eq(broker_redispatched(b), 3);
     broker_tick(b);
-    cr_assert_eq(pending("w1"), 3, "the new process gets them again");
-    for (proto_msg_t *m; (m = take("w1"));)
+    cr_assert_eq(brec_pending("w1"), 3, "the new process gets them again");
+    for (proto_msg_t *m; (m = brec_take("w1"));)
         answer(b, "w1", m);
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 3);
+    cr_assert_eq(brec_pending("bat"), 3);
     cr_assert_eq(broker_duplicates(b), 0);
-    drop_all();
+    brec_drop_all();
     broker_destroy(&b);
 }
 
@@ -524,31 +475,31 @@ Test(broker, poison_sample_rejected_after_killing_its_holders) {
     hello(b, "bat", "batcher", NULL, 0);
     credit(b, "bat", 100, -1);
     hello(b, "w1", "worker", "image", 1);
-    on(b, "src", mk_sample(0, "image"));   /* the poison */
-    on(b, "src", mk_sample(1, "image"));
+    brec_on(b, "src", mk_sample(0, "image"));   /* the poison */
+    brec_on(b, "src", mk_sample(1, "image"));
     broker_tick(b);
     for (int k = 1; k <= BROKER_POISON_HOLDERS; k++) {
-        proto_msg_t *m = take("w1");
+        proto_msg_t *m = brec_take("w1");
         cr_assert(m, "restart %d: the worker got nothing", k);
         cr_assert_eq(proto_msg_get_int(m, "seq", -1), 0, "the poison goes out first");
         proto_msg_destroy(&m);
-        cr_assert_eq(pending("bat"), 0);
+        cr_assert_eq(brec_pending("bat"), 0);
         hello(b, "w1", "worker", "image", 1);   /* it crashed on it and restarted */
         broker_tick(b);
     }
     /* The third death: seq 0 is rejected with the reason; seq 1 goes to the worker. */
-    proto_msg_t *r = take("bat");
+    proto_msg_t *r = brec_take("bat");
     cr_assert(r && proto_msg_kind(r) == PROTO_REJECT);
     cr_assert_eq(proto_msg_get_int(r, "seq", -1), 0);
     const char *why = proto_msg_get_str(r, "reason");
     cr_assert(why && strstr(why, "3 image workers died or restarted while holding this sample"),
               "%s", why ? why : "(none)");
     proto_msg_destroy(&r);
-    proto_msg_t *m = take("w1");
+    proto_msg_t *m = brec_take("w1");
     cr_assert(m && proto_msg_get_int(m, "seq", -1) == 1);
     answer(b, "w1", m);
     broker_tick(b);
-    proto_msg_t *d = take("bat");
+    proto_msg_t *d = brec_take("bat");
     cr_assert(d && proto_msg_kind(d) == PROTO_SAMPLE && proto_msg_get_int(d, "seq", -1) == 1);
     proto_msg_destroy(&d);
     cr_assert_eq(stats_get(st, "poison"), 1);
@@ -575,13 +526,13 @@ Test(broker, rejects_written_and_forwarded) {
     hello(b, "bat", "batcher", NULL, 0);
     credit(b, "bat", 100, -1);
     hello(b, "w1", "worker", "image", 2);
-    on(b, "src", mk_sample(0, "image"));
+    brec_on(b, "src", mk_sample(0, "image"));
     broker_tick(b);
-    reject(b, "w1", take("w1"), "image");
+    reject(b, "w1", brec_take("w1"), "image");
     /* A row the source could not read. */
     reject(b, "src", mk_sample(1, "image"), "source");
     broker_tick(b);
-    proto_msg_t *r0 = take("bat"), *r1 = take("bat");
+    proto_msg_t *r0 = brec_take("bat"), *r1 = brec_take("bat");
     cr_assert(r0 && r1);
     cr_assert_eq(proto_msg_kind(r0), PROTO_REJECT);
     cr_assert_eq(proto_msg_kind(r1), PROTO_REJECT);
@@ -593,10 +544,10 @@ Test(broker, rejects_written_and_forwarded) {
     cr_assert_eq(stats_get(st, "task.caption.rejected"), 1);
     cr_assert_eq(stats_get(st, "task.vqa.rejected"), 1);
     /* The worker's credit came back with its reject. */
-    on(b, "src", mk_sample(2, "image"));
-    on(b, "src", mk_sample(4, "image"));
+    brec_on(b, "src", mk_sample(2, "image"));
+    brec_on(b, "src", mk_sample(4, "image"));
     broker_tick(b);
-    cr_assert_eq(pending("w1"), 2);
+    cr_assert_eq(brec_pending("w1"), 2);
     broker_destroy(&b);
     char rerr[256];
     size_t len;
@@ -615,7 +566,7 @@ Test(broker, rejects_written_and_forwarded) {
     free(text);
     unlink(path);
     rmdir(dir);
-    drop_all();
+    brec_drop_all();
     stats_destroy(&st);
 }
 
@@ -625,30 +576,30 @@ Test(broker, eof_only_after_everything_before_it) {
     hello(b, "bat", "batcher", NULL, 0);
     hello(b, "w1", "worker", "image", 8);
     for (int s = 0; s < 3; s++)
-        on(b, "src", mk_sample(s, "image"));
+        brec_on(b, "src", mk_sample(s, "image"));
     eof(b, 3);
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 0);
+    cr_assert_eq(brec_pending("bat"), 0);
     proto_msg_t *h[3];
     for (int i = 0; i < 3; i++)
-        h[i] = take("w1");
+        h[i] = brec_take("w1");
     answer(b, "w1", h[2]);
     answer(b, "w1", h[0]);
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 0, "the batcher has no credit yet");
+    cr_assert_eq(brec_pending("bat"), 0, "the batcher has no credit yet");
     credit(b, "bat", 1, -1);
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 1);
+    cr_assert_eq(brec_pending("bat"), 1);
     credit(b, "bat", 5, -1);
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 2, "seq 1 is still at a worker: no eof");
+    cr_assert_eq(brec_pending("bat"), 2, "seq 1 is still at a worker: no eof");
     answer(b, "w1", h[1]);
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 4);
+    cr_assert_eq(brec_pending("bat"), 4);
     proto_msg_t *m;
     int64_t order[3];
     for (int i = 0; i < 3; i++) {
-        m = take("bat");
+        m = brec_take("bat");
         cr_assert_eq(proto_msg_kind(m), PROTO_SAMPLE);
         order[i] = proto_msg_get_int(m, "seq", -1);
         proto_msg_destroy(&m);
@@ -656,16 +607,16 @@ Test(broker, eof_only_after_everything_before_it) {
     cr_assert_eq(order[0], 0, "the lowest finished seq goes first");
     cr_assert_eq(order[1], 2);
     cr_assert_eq(order[2], 1);
-    m = take("bat");
+    m = brec_take("bat");
     cr_assert_eq(proto_msg_kind(m), PROTO_CONTROL);
     cr_assert_str_eq(proto_msg_op(m), "eof");
     cr_assert_eq(proto_msg_get_int(m, "count", -1), 3);
     proto_msg_destroy(&m);
     /* After eof the source is asked for nothing more, and eof is passed on once. */
-    drop_all();
+    brec_drop_all();
     broker_tick(b);
     broker_tick(b);
-    cr_assert_eq(s_nout, 0);
+    cr_assert_eq(brec_count(), 0);
     broker_destroy(&b);
 }
 
@@ -675,37 +626,37 @@ Test(broker, want_seq_sent_without_credit) {
     hello(b, "bat", "batcher", NULL, 0);
     hello(b, "w1", "worker", "image", 8);
     for (int s = 0; s < 4; s++)
-        on(b, "src", mk_sample(s, "image"));
+        brec_on(b, "src", mk_sample(s, "image"));
     broker_tick(b);
     proto_msg_t *h[4];
     for (int i = 0; i < 4; i++)
-        h[i] = take("w1");
+        h[i] = brec_take("w1");
     credit(b, "bat", 2, -1);
     answer(b, "w1", h[1]);
     answer(b, "w1", h[2]);
     answer(b, "w1", h[3]);
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 2, "seq 1 and 2 use the batcher's two credits");
+    cr_assert_eq(brec_pending("bat"), 2, "seq 1 and 2 use the batcher's two credits");
     answer(b, "w1", h[0]);
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 2, "no credit left");
+    cr_assert_eq(brec_pending("bat"), 2, "no credit left");
     /* The batcher's window is full of later seqs; it names the one it waits for. */
     credit(b, "bat", 0, 0);
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 3);
+    cr_assert_eq(brec_pending("bat"), 3);
     proto_msg_t *m;
-    while ((m = take("bat"))) {
-        if (!pending("bat"))
+    while ((m = brec_take("bat"))) {
+        if (!brec_pending("bat"))
             cr_assert_eq(proto_msg_get_int(m, "seq", -1), 0);
         proto_msg_destroy(&m);
     }
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 0, "seq 3 waits for credit");
+    cr_assert_eq(brec_pending("bat"), 0, "seq 3 waits for credit");
     /* want_seq naming a seq that is not ready sends nothing. */
     credit(b, "bat", 0, 7);
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 0);
-    drop_all();
+    cr_assert_eq(brec_pending("bat"), 0);
+    brec_drop_all();
     broker_destroy(&b);
 }
 
@@ -713,37 +664,37 @@ Test(broker, garbage_counted_and_ignored) {
     stats_t *st = stats_new(NULL, NULL, "broker", "broker");
     broker_t *b = mk_broker(8, 60000, NULL, st);
     broker_on_garbage(b, "x", 1, "not a msgpack map");
-    on(b, "nobody", mk_sample(0, "image"));            /* a sample from a peer with no role */
-    on(b, "nobody", proto_msg_new(PROTO_BATCH, "t"));   /* a kind the broker never takes */
-    on(b, "nobody", proto_msg_new(PROTO_STATS, NULL));
+    brec_on(b, "nobody", mk_sample(0, "image"));            /* a sample from a peer with no role */
+    brec_on(b, "nobody", proto_msg_new(PROTO_BATCH, "t"));   /* a kind the broker never takes */
+    brec_on(b, "nobody", proto_msg_new(PROTO_STATS, NULL));
     cr_assert_eq(stats_get(st, "malformed"), 4);
     /* A credit from a non-batcher and an eof from a non-source change nothing. */
     credit(b, "nobody", 5, 0);
     proto_msg_t *e = proto_msg_new(PROTO_CONTROL, NULL);
     proto_msg_set_op(e, "eof");
-    on(b, "nobody", e);
+    brec_on(b, "nobody", e);
     hello(b, "odd", "conductor", NULL, 0);              /* unknown role: ignored */
     /* The source repeating a seq, or sending one without a seq: dropped. */
     hello(b, "src", "source", NULL, 0);
     hello(b, "bat", "batcher", NULL, 0);
     credit(b, "bat", 10, -1);
-    on(b, "src", mk_sample(0, ""));
+    brec_on(b, "src", mk_sample(0, ""));
     hello(b, "w", "worker", "image", 1);
-    on(b, "src", mk_sample(1, "image"));
-    on(b, "src", mk_sample(1, "image"));
+    brec_on(b, "src", mk_sample(1, "image"));
+    brec_on(b, "src", mk_sample(1, "image"));
     proto_msg_t *noseq = mk_sample(2, "");
     proto_msg_remove(noseq, "seq");
-    on(b, "src", noseq);
+    brec_on(b, "src", noseq);
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 1);
-    cr_assert_eq(pending("w"), 1);
-    cr_assert_eq(pending("nobody"), 0);
-    cr_assert_eq(pending("odd"), 0);
+    cr_assert_eq(brec_pending("bat"), 1);
+    cr_assert_eq(brec_pending("w"), 1);
+    cr_assert_eq(brec_pending("nobody"), 0);
+    cr_assert_eq(brec_pending("odd"), 0);
     /* The run goes on. */
-    answer(b, "w", take("w"));
+    answer(b, "w", brec_take("w"));
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 2);
-    drop_all();
+    cr_assert_eq(brec_pending("bat"), 2);
+    brec_drop_all();
     broker_destroy(&b);
     stats_destroy(&st);
 }
@@ -786,7 +737,7 @@ static void run_random(uint64_t seed) {
             eof_sent = 1;
         }
         for (int w = 0; w < RW; w++) {
-            for (proto_msg_t *m; (m = take(W[w]));) {
+            for (proto_msg_t *m; (m = brec_take(W[w]));) {
                 cr_assert_lt(nin[w], CRED[w], "%s holds more than its credits", W[w]);
                 inbox[w][nin[w]++] = m;
             }
@@ -854,7 +805,7 @@ static void run_random(uint64_t seed) {
         }
         if (stalling >= 0)
             usleep(2000);
-        for (proto_msg_t *m; (m = take("bat"));) {
+        for (proto_msg_t *m; (m = brec_take("bat"));) {
             if (proto_msg_kind(m) == PROTO_CONTROL) {
                 cr_assert_str_eq(proto_msg_op(m), "eof");
                 cr_assert_eq(ndone, TOTAL, "eof after %ld of %d", ndone, TOTAL);
@@ -892,15 +843,15 @@ static void run_random(uint64_t seed) {
         heartbeat(b, W[w]);
     }
     broker_tick(b);
-    cr_assert_eq(pending("bat"), 0, "duplicates never reach the batcher");
-    drop_all();
+    cr_assert_eq(brec_pending("bat"), 0, "duplicates never reach the batcher");
+    brec_drop_all();
     for (int k = 0; k < 20; k++)
-        on(b, "src", mk_sample(TOTAL + k, "image"));
+        brec_on(b, "src", mk_sample(TOTAL + k, "image"));
     broker_tick(b);
     for (int w = 0; w < 3; w++)
-        cr_assert_eq(pending(W[w]), CRED[w], "seed %llu: %s has %d of its %d credits back",
-                     (unsigned long long)seed, W[w], pending(W[w]), CRED[w]);
-    drop_all();
+        cr_assert_eq(brec_pending(W[w]), CRED[w], "seed %llu: %s has %d of its %d credits back",
+                     (unsigned long long)seed, W[w], brec_pending(W[w]), CRED[w]);
+    brec_drop_all();
     broker_destroy(&b);
 }
 

@@ -5,6 +5,7 @@
  * samples already taken (common/seen.h) drops duplicates within its bound. */
 #include "batcher.h"
 #include "broker.h"
+#include "broker_rec.h"
 #include "seen.h"
 #include "util.h"
 
@@ -14,41 +15,6 @@
 
 /* ---------------------------------------------------------------- broker's fake peers */
 
-typedef struct {
-    char to[32];
-    proto_msg_t *msg;
-} s_sent_t;
-
-static s_sent_t s_out[4096];
-static int s_nout;
-
-static int s_send(void *ctx, const void *ident, size_t identlen, proto_msg_t **msg_p) {
-    (void)ctx;
-    cr_assert_lt(s_nout, (int)(sizeof s_out / sizeof *s_out));
-    memcpy(s_out[s_nout].to, ident, identlen);
-    s_out[s_nout].to[identlen] = 0;
-    s_out[s_nout].msg = *msg_p;
-    *msg_p = NULL;
-    s_nout++;
-    return 0;
-}
-
-/* The oldest message sent to `to`, or NULL. The caller owns it. */
-static proto_msg_t *take(const char *to) {
-    for (int i = 0; i < s_nout; i++)
-        if (strcmp(s_out[i].to, to) == 0) {
-            proto_msg_t *m = s_out[i].msg;
-            memmove(&s_out[i], &s_out[i + 1], (size_t)(s_nout - i - 1) * sizeof *s_out);
-            s_nout--;
-            return m;
-        }
-    return NULL;
-}
-
-static void on(broker_t *b, const char *from, proto_msg_t *m) {
-    broker_on_message(b, from, strlen(from), m);
-}
-
 static void hello(broker_t *b, const char *id, const char *role, int acks) {
     proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
     proto_msg_set_op(m, "hello");
@@ -56,13 +22,13 @@ static void hello(broker_t *b, const char *id, const char *role, int acks) {
     proto_msg_set_str(m, "id", id);
     if (acks)
         proto_msg_set_int(m, "acks", 1);
-    on(b, id, m);
+    brec_on(b, id, m);
 }
 
 static void credit(broker_t *b, int n) {
     proto_msg_t *m = proto_msg_new(PROTO_CREDIT, NULL);
     proto_msg_set_int(m, "n", n);
-    on(b, "bat", m);
+    brec_on(b, "bat", m);
 }
 
 static void ack(broker_t *b, int64_t seq, int64_t batch) {
@@ -70,7 +36,7 @@ static void ack(broker_t *b, int64_t seq, int64_t batch) {
     proto_msg_set_op(m, "ack");
     proto_msg_set_int(m, "seq", seq);
     proto_msg_set_int(m, "batch", batch);
-    on(b, "bat", m);
+    brec_on(b, "bat", m);
 }
 
 /* n samples with an empty route (straight to the batcher), then the source's eof. */
@@ -82,12 +48,12 @@ static void feed(broker_t *b, int n) {
         proto_msg_set_int(m, "slot", seq / 4);
         proto_msg_set_str(m, "@route", "");
         proto_msg_set_int(m, "@hop", 0);
-        on(b, "src", m);
+        brec_on(b, "src", m);
     }
     proto_msg_t *e = proto_msg_new(PROTO_CONTROL, NULL);
     proto_msg_set_op(e, "eof");
     proto_msg_set_int(e, "count", n);
-    on(b, "src", e);
+    brec_on(b, "src", e);
 }
 
 /* Take every message sent to the batcher: the seqs of the samples into seqs (in order),
@@ -95,7 +61,7 @@ static void feed(broker_t *b, int n) {
 static int take_batcher(int64_t *seqs, int max, int *eof) {
     int n = 0;
     *eof = 0;
-    for (proto_msg_t *m; (m = take("bat"));) {
+    for (proto_msg_t *m; (m = brec_take("bat"));) {
         if (proto_msg_kind(m) == PROTO_CONTROL) {
             cr_assert_str_eq(proto_msg_op(m), "eof");
             *eof = 1;
@@ -109,18 +75,12 @@ static int take_batcher(int64_t *seqs, int max, int *eof) {
     return n;
 }
 
-static void drop_all(void) {
-    for (int i = 0; i < s_nout; i++)
-        proto_msg_destroy(&s_out[i].msg);
-    s_nout = 0;
-}
-
 Test(faults, broker_resends_what_a_killed_batcher_had_not_acknowledged) {
     broker_opts_t o = {.max_inflight = 64, .dead_ms = 2000};
-    broker_t *b = broker_new(&o, s_send, NULL, NULL);
+    broker_t *b = broker_new(&o, brec_send, NULL, NULL);
     hello(b, "src", "source", 0);
     hello(b, "bat", "batcher", 1);
-    proto_msg_t *st0 = take("bat");
+    proto_msg_t *st0 = brec_take("bat");
     cr_assert_not_null(st0, "an acknowledging batcher is told where to start");
     cr_assert_str_eq(proto_msg_op(st0), "start");
     cr_assert_eq(proto_msg_get_int(st0, "seq", -1), 0);
@@ -143,7 +103,7 @@ Test(faults, broker_resends_what_a_killed_batcher_had_not_acknowledged) {
 
     /* The batcher dies and a new one says hello under the same identity. */
     hello(b, "bat", "batcher", 1);
-    proto_msg_t *st = take("bat");
+    proto_msg_t *st = brec_take("bat");
     cr_assert_not_null(st, "a restarted batcher is told where to start");
     cr_assert_str_eq(proto_msg_op(st), "start");
     cr_assert_eq(proto_msg_get_int(st, "seq", -1), 5);
@@ -152,7 +112,7 @@ Test(faults, broker_resends_what_a_killed_batcher_had_not_acknowledged) {
     cr_assert_eq(broker_batcher_resent(b), 7);
     /* Nothing goes out before the new batcher grants credit; then seq 5..11 and eof. */
     broker_tick(b);
-    cr_assert_null(take("bat"), "the old batcher's credit died with it");
+    cr_assert_null(brec_take("bat"), "the old batcher's credit died with it");
     credit(b, 100);
     broker_tick(b);
     cr_assert_eq(take_batcher(seqs, 64, &eof), 7);
@@ -161,13 +121,13 @@ Test(faults, broker_resends_what_a_killed_batcher_had_not_acknowledged) {
     cr_assert(eof, "the end of data is forwarded again");
     ack(b, 12, 3);
     cr_assert_eq(broker_unacked(b), 0);
-    drop_all();
+    brec_drop_all();
     broker_destroy(&b);
 }
 
 Test(faults, broker_keeps_nothing_for_a_batcher_that_does_not_ack) {
     broker_opts_t o = {.max_inflight = 64, .dead_ms = 2000};
-    broker_t *b = broker_new(&o, s_send, NULL, NULL);
+    broker_t *b = broker_new(&o, brec_send, NULL, NULL);
     hello(b, "src", "source", 0);
     hello(b, "bat", "batcher", 0);
     feed(b, 8);
@@ -178,8 +138,8 @@ Test(faults, broker_keeps_nothing_for_a_batcher_that_does_not_ack) {
     cr_assert_eq(take_batcher(seqs, 16, &eof), 8);
     cr_assert_eq(broker_unacked(b), 0, "memory stays bounded without acks");
     hello(b, "bat", "batcher", 0);
-    cr_assert_null(take("bat"), "nothing to start from or resend");
-    drop_all();
+    cr_assert_null(brec_take("bat"), "nothing to start from or resend");
+    brec_drop_all();
     broker_destroy(&b);
 }
 
