@@ -2,8 +2,8 @@
 # the binary and plays the source, workers and batcher. The codec, stats, broker state
 # machine and fuzz tests are registered in core.cmake.
 if(TARGET ofa-broker)
-  ofa_add_test(test_broker_sock SOURCES test_broker_sock.c LIBS ofacommon LABELS unit
-               TIMEOUT 120)
+  ofa_add_test(test_broker_sock SOURCES test_broker_sock.c broker_proc.c LIBS ofacommon
+               LABELS unit TIMEOUT 120)
   if(TARGET test_broker_sock)
     add_dependencies(test_broker_sock ofa-broker)
   endif()

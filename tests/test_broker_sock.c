@@ -8,16 +8,15 @@
  * its own books (what it holds, what it received), so credit limits and exactly-once
  * delivery are checked from the peers' side of the wire. */
 #define _GNU_SOURCE   /* memmem */
+#include "broker_proc.h"
 #include "proto.h"
 #include "util.h"
 
 #include <criterion/criterion.h>
 #include <msgpack.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -29,84 +28,25 @@ static char err[512];
 
 /* ---------------------------------------------------------------- the broker process */
 
-typedef struct {
-    char dir[64];
-    char ep[128], stats_ep[128];
-    pid_t pid;
-    void *ctx;
-    void *pull;          /* launch's end of the stats socket */
-} s_run_t;
-
-static void run_start(s_run_t *r, int max_inflight, int dead_ms) {
+/* The broker on ipc:// sockets in a fresh temporary folder, with a plain stats socket. */
+static void run_start(bproc_t *r, int max_inflight, int dead_ms) {
     memset(r, 0, sizeof *r);
-    snprintf(r->dir, sizeof r->dir, "/tmp/ofa-brk-XXXXXX");
-    cr_assert_not_null(mkdtemp(r->dir));
+    bproc_tmpdir(r->dir, sizeof r->dir, "ofa-brk");
     snprintf(r->ep, sizeof r->ep, "ipc://%s/broker", r->dir);
     snprintf(r->stats_ep, sizeof r->stats_ep, "ipc://%s/stats", r->dir);
     r->ctx = zmq_ctx_new();
     r->pull = zmq_socket(r->ctx, ZMQ_PULL);
     cr_assert_eq(zmq_bind(r->pull, r->stats_ep), 0);
-    char mi[16], dm[16], log[128];
+    char mi[16], dm[16];
     snprintf(mi, sizeof mi, "%d", max_inflight);
     snprintf(dm, sizeof dm, "%d", dead_ms);
-    snprintf(log, sizeof log, "%s/broker.log", r->dir);
-    r->pid = fork();
-    cr_assert_geq(r->pid, 0);
-    if (r->pid == 0) {
-        /* A failed assertion ends the test process without run_stop: the broker must
-         * not outlive it (nor keep the test's stdout open). */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() == 1)
-            _exit(1);
-        FILE *f = freopen(log, "w", stderr);
-        f = freopen("/dev/null", "w", stdout);
-        (void)f;
-        execl(OFA_BINARY_DIR "/bin/ofa-broker", "ofa-broker", "--id", "broker", "--bind",
-              r->ep, "--stats", r->stats_ep, "--run-dir", r->dir, "--max-inflight", mi,
-              "--dead-ms", dm, (char *)NULL);
-        _exit(127);
-    }
+    bproc_start(r, (const char *[]){"--max-inflight", mi, "--dead-ms", dm, NULL});
 }
 
-/* SIGTERM the broker; it must exit 0. Returns the largest value of each named counter
- * over every stats snapshot (the final one included). */
-static void run_stop(s_run_t *r, const char **keys, double *vals, int nkeys) {
-    kill(r->pid, SIGTERM);
-    int status = 0;
-    double t0 = util_now();
-    pid_t w;
-    while ((w = waitpid(r->pid, &status, WNOHANG)) == 0 && util_now() - t0 < 10)
-        usleep(10000);
-    if (w == 0) {
-        kill(r->pid, SIGKILL);
-        waitpid(r->pid, &status, 0);
-        cr_assert_fail("ofa-broker did not stop on SIGTERM");
-    }
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-              "ofa-broker exited with status %d", status);
-    for (int k = 0; k < nkeys; k++)
-        vals[k] = -1;
-    int to = 300;
-    zmq_setsockopt(r->pull, ZMQ_RCVTIMEO, &to, sizeof to);
-    int snapshots = 0;
-    for (proto_msg_t *m; (m = proto_recv(r->pull, NULL, NULL, 0, err, sizeof err));) {
-        snapshots++;
-        for (int k = 0; k < nkeys; k++) {
-            double v = proto_msg_get_float(m, keys[k], -1);
-            if (v > vals[k])
-                vals[k] = v;
-        }
-        proto_msg_destroy(&m);
-    }
-    cr_assert_gt(snapshots, 0, "no stats from ofa-broker (not even the final one)");
-}
-
-static void run_end(s_run_t *r) {
+static void run_end(bproc_t *r) {
     zmq_close(r->pull);
     zmq_ctx_term(r->ctx);
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", r->dir);
-    cr_assert_eq(system(cmd), 0);
+    bproc_rmdir(r->dir);
 }
 
 /* Lines of a file (0 when absent). */
@@ -389,7 +329,7 @@ static void assert_exactly_once(const s_plan_t *pl, int reject_mod) {
 TestSuite(broker_sock, .timeout = 60);
 
 Test(broker_sock, credits_bound_and_exactly_once) {
-    s_run_t r;
+    bproc_t r;
     run_start(&r, 24, 2000);
     static s_peer_t w[3];
     peer_init(&w[0], r.ctx, r.ep, P_WORKER, "a.0", "a", 2);
@@ -422,7 +362,7 @@ Test(broker_sock, credits_bound_and_exactly_once) {
     double v[4];
     for (int i = 0; i < 3; i++)
         zmq_close(w[i].sock);
-    run_stop(&r, keys, v, 4);
+    bproc_stop(&r, keys, v, 4);
     cr_assert_leq(v[0], 0, "nothing re-dispatched in a healthy run (%g)", v[0]);
     cr_assert_leq(v[1], 0);
     cr_assert_eq(v[2], 40, "rejected counter %g", v[2]);
@@ -434,7 +374,7 @@ Test(broker_sock, credits_bound_and_exactly_once) {
 }
 
 Test(broker_sock, silent_worker_items_redispatched_late_answers_dropped) {
-    s_run_t r;
+    bproc_t r;
     run_start(&r, 64, 500);
     static s_peer_t w[3];
     peer_init(&w[0], r.ctx, r.ep, P_WORKER, "a.hang", "a", 6);
@@ -462,7 +402,7 @@ Test(broker_sock, silent_worker_items_redispatched_late_answers_dropped) {
     double v[3];
     for (int i = 0; i < 3; i++)
         zmq_close(w[i].sock);
-    run_stop(&r, keys, v, 3);
+    bproc_stop(&r, keys, v, 3);
     cr_assert_geq(v[0], w[0].late_answers, "redispatched %g < items held by the hung "
                   "worker %d", v[0], w[0].late_answers);
     cr_assert_eq(v[2], v[0], "per-task redispatched %g, total %g", v[2], v[0]);
@@ -471,7 +411,7 @@ Test(broker_sock, silent_worker_items_redispatched_late_answers_dropped) {
 }
 
 Test(broker_sock, garbage_logged_and_ignored) {
-    s_run_t r;
+    bproc_t r;
     run_start(&r, 32, 2000);
     /* A peer that sends junk before and during the run: raw bytes, a bad magic, a
      * message with 3 frames whose envelope names frame 7, an empty frame. */
@@ -538,7 +478,7 @@ Test(broker_sock, garbage_logged_and_ignored) {
     for (int i = 0; i < 2; i++)
         zmq_close(w[i].sock);
     zmq_close(junk.sock);
-    run_stop(&r, keys, v, 1);
+    bproc_stop(&r, keys, v, 1);
     cr_assert_eq(v[0], 5, "malformed counter %g (want 5: raw, empty, bad magic, bad frame "
                  "index, sample without hello)", v[0]);
     /* Each is named in the broker's log. */

@@ -11,16 +11,15 @@
  *
  * The key file itself: mode 0600, refused when others may read it, when it is not a key
  * file, or when a key is damaged. */
+#include "broker_proc.h"
 #include "curve.h"
 #include "proto.h"
 #include "util.h"
 
 #include <criterion/criterion.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -40,17 +39,6 @@ static int s_free_port(void) {
     return atoi(strrchr(ep, ':') + 1);
 }
 
-static void s_tmpdir(char *dir, size_t len) {
-    snprintf(dir, len, "/tmp/ofa-sec-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-
-static void s_rmdir(const char *dir) {
-    char cmd[200];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
-
 Test(curve, libzmq_has_curve) {
     /* Not a skip: without CURVE a cluster run would have to go unsecured. */
     cr_assert(curve_available(), "this libzmq has no CURVE (zmq_has(\"curve\") is false)");
@@ -58,7 +46,7 @@ Test(curve, libzmq_has_curve) {
 
 Test(curve, key_file_is_private_and_checked) {
     char dir[64], path[128], bad[128];
-    s_tmpdir(dir, sizeof dir);
+    bproc_tmpdir(dir, sizeof dir, "ofa-sec");
     snprintf(path, sizeof path, "%s/curve.keys", dir);
     umask(022);   /* generate must not depend on the umask */
     curve_keys_t k, l;
@@ -96,89 +84,43 @@ Test(curve, key_file_is_private_and_checked) {
         cr_assert(strstr(err, cases[i].want), "case %zu: %s", i, err);
     }
     cr_assert_eq(curve_keys_load("/nonexistent/curve.keys", &l, err, sizeof err), -1);
-    s_rmdir(dir);
+    bproc_rmdir(dir);
 }
 
 /* ---------------------------------------------------------------- the broker */
 
+/* The broker on tcp://127.0.0.1 with the run's CURVE keys; its stats socket is a CURVE
+ * server, as launch's. */
 typedef struct {
-    char dir[64], keys[128], ep[128], stats_ep[128];
-    pid_t pid;
-    void *ctx;           /* the stats side (a CURVE server, as launch's) */
-    void *pull;
+    bproc_t p;
+    char keys[128];
     curve_zap_t *zap;
     curve_keys_t k;
 } s_broker_t;
 
 static void broker_start_with(s_broker_t *b, const char *max_msg) {
     memset(b, 0, sizeof *b);
-    s_tmpdir(b->dir, sizeof b->dir);
-    snprintf(b->keys, sizeof b->keys, "%s/curve.keys", b->dir);
+    bproc_tmpdir(b->p.dir, sizeof b->p.dir, "ofa-sec");
+    snprintf(b->keys, sizeof b->keys, "%s/curve.keys", b->p.dir);
     cr_assert_eq(curve_keys_generate(b->keys, &b->k, err, sizeof err), 0, "%s", err);
-    snprintf(b->ep, sizeof b->ep, "tcp://127.0.0.1:%d", s_free_port());
-    snprintf(b->stats_ep, sizeof b->stats_ep, "tcp://127.0.0.1:%d", s_free_port());
-    b->ctx = zmq_ctx_new();
-    b->zap = curve_zap_new(b->ctx, &b->k, err, sizeof err);
+    snprintf(b->p.ep, sizeof b->p.ep, "tcp://127.0.0.1:%d", s_free_port());
+    snprintf(b->p.stats_ep, sizeof b->p.stats_ep, "tcp://127.0.0.1:%d", s_free_port());
+    b->p.ctx = zmq_ctx_new();
+    b->zap = curve_zap_new(b->p.ctx, &b->k, err, sizeof err);
     cr_assert_not_null(b->zap, "%s", err);
-    b->pull = zmq_socket(b->ctx, ZMQ_PULL);
-    cr_assert_eq(curve_server_apply(b->pull, &b->k, err, sizeof err), 0, "%s", err);
-    cr_assert_eq(zmq_bind(b->pull, b->stats_ep), 0);
-    char log[128];
-    snprintf(log, sizeof log, "%s/broker.log", b->dir);
-    b->pid = fork();
-    cr_assert_geq(b->pid, 0);
-    if (b->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() == 1)
-            _exit(1);
-        FILE *f = freopen(log, "w", stderr);
-        f = freopen("/dev/null", "w", stdout);
-        (void)f;
-        execl(OFA_BINARY_DIR "/bin/ofa-broker", "ofa-broker", "--id", "broker", "--bind",
-              b->ep, "--stats", b->stats_ep, "--run-dir", b->dir, "--curve", b->keys,
-              "--max-msg-bytes", max_msg, (char *)NULL);
-        _exit(127);
-    }
+    b->p.pull = zmq_socket(b->p.ctx, ZMQ_PULL);
+    cr_assert_eq(curve_server_apply(b->p.pull, &b->k, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(zmq_bind(b->p.pull, b->p.stats_ep), 0);
+    bproc_start(&b->p, (const char *[]){"--curve", b->keys, "--max-msg-bytes", max_msg, NULL});
 }
 
 static void broker_start(s_broker_t *b) { broker_start_with(b, "268435456"); }
 
-/* SIGTERM the broker (it must exit 0) and return the largest value of each counter over
- * its stats snapshots. */
-static void broker_stop(s_broker_t *b, const char **keys, double *vals, int n) {
-    kill(b->pid, SIGTERM);
-    int status = 0;
-    double t0 = util_now();
-    pid_t w;
-    while ((w = waitpid(b->pid, &status, WNOHANG)) == 0 && util_now() - t0 < 10)
-        usleep(10000);
-    if (w == 0) {
-        kill(b->pid, SIGKILL);
-        waitpid(b->pid, &status, 0);
-        cr_assert_fail("ofa-broker did not stop on SIGTERM");
-    }
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "ofa-broker status %d", status);
-    for (int i = 0; i < n; i++)
-        vals[i] = 0;
-    int to = 500, snapshots = 0;
-    zmq_setsockopt(b->pull, ZMQ_RCVTIMEO, &to, sizeof to);
-    for (proto_msg_t *m; (m = proto_recv(b->pull, NULL, NULL, 0, err, sizeof err));) {
-        snapshots++;
-        for (int i = 0; i < n; i++) {
-            double v = proto_msg_get_float(m, keys[i], 0);
-            if (v > vals[i])
-                vals[i] = v;
-        }
-        proto_msg_destroy(&m);
-    }
-    cr_assert_gt(snapshots, 0, "no stats reached the CURVE stats socket");
-}
-
 static void broker_end(s_broker_t *b) {
-    zmq_close(b->pull);
+    zmq_close(b->p.pull);
     curve_zap_destroy(&b->zap);
-    zmq_ctx_term(b->ctx);
-    s_rmdir(b->dir);
+    zmq_ctx_term(b->p.ctx);
+    bproc_rmdir(b->p.dir);
 }
 
 /* ---------------------------------------------------------------- clients */
@@ -283,10 +225,10 @@ Test(curve, broker_admits_only_the_runs_clients, .timeout = 60) {
 
     enum { GOOD, PLAIN, WRONG_SERVER, OWN_PAIR, N };
     s_client_t c[N];
-    client_new(&c[GOOD], ctx, "good", b.ep, &b.k);
-    client_new(&c[PLAIN], ctx, "plain", b.ep, NULL);
-    client_new(&c[WRONG_SERVER], ctx, "wrongserver", b.ep, &wrong_server);
-    client_new(&c[OWN_PAIR], ctx, "ownpair", b.ep, &own_pair);
+    client_new(&c[GOOD], ctx, "good", b.p.ep, &b.k);
+    client_new(&c[PLAIN], ctx, "plain", b.p.ep, NULL);
+    client_new(&c[WRONG_SERVER], ctx, "wrongserver", b.p.ep, &wrong_server);
+    client_new(&c[OWN_PAIR], ctx, "ownpair", b.p.ep, &own_pair);
 
     /* Every client talks for 2 s (the broker may still be starting at first). Only the
      * good one's messages are counted below, and only once its handshake succeeded. */
@@ -319,7 +261,7 @@ Test(curve, broker_admits_only_the_runs_clients, .timeout = 60) {
     const char *keys[] = {"items_in", "malformed"};
     double vals[2];
     usleep(300000);
-    broker_stop(&b, keys, vals, 2);
+    bproc_stop(&b.p, keys, vals, 2);
     for (int i = 0; i < N; i++)
         client_close(&c[i]);
     zmq_ctx_term(ctx);
@@ -327,14 +269,14 @@ Test(curve, broker_admits_only_the_runs_clients, .timeout = 60) {
                  "the keys may arrive", vals[0]);
     if (vals[1] != 1) {
         char log[160];
-        snprintf(log, sizeof log, "%s/broker.log", b.dir);
+        snprintf(log, sizeof log, "%s/broker.log", b.p.dir);
         char *t = util_read_file(log, NULL, err, sizeof err);
         cr_assert_fail("the broker saw %g malformed messages, not 1 (the good client's batch):\n%s", vals[1], t ? t : "");
     }
 
     /* Its log names the good client only. */
     char log[160];
-    snprintf(log, sizeof log, "%s/broker.log", b.dir);
+    snprintf(log, sizeof log, "%s/broker.log", b.p.dir);
     char *text = util_read_file(log, NULL, err, sizeof err);
     cr_assert_not_null(text, "%s", err);
     cr_assert(strstr(text, "with CURVE"), "the broker did not bind with CURVE:\n%s", text);
@@ -350,7 +292,7 @@ Test(curve, broker_admits_only_the_runs_clients, .timeout = 60) {
  * unsecured socket. */
 Test(curve, broker_refuses_a_readable_key_file, .timeout = 30) {
     char dir[64], keys[128];
-    s_tmpdir(dir, sizeof dir);
+    bproc_tmpdir(dir, sizeof dir, "ofa-sec");
     snprintf(keys, sizeof keys, "%s/curve.keys", dir);
     cr_assert_eq(curve_keys_generate(keys, NULL, err, sizeof err), 0, "%s", err);
     chmod(keys, 0640);
@@ -366,7 +308,7 @@ Test(curve, broker_refuses_a_readable_key_file, .timeout = 30) {
     cr_assert_not_null(text);
     cr_assert(strstr(text, "must be 0600"), "%s", text);
     free(text);
-    s_rmdir(dir);
+    bproc_rmdir(dir);
 }
 
 /* limits.message_bytes on the broker's socket (--max-msg-bytes, ZMQ_MAXMSGSIZE): a frame
@@ -376,7 +318,7 @@ Test(curve, broker_drops_a_frame_over_the_message_limit, .timeout = 60) {
     broker_start_with(&b, "1048576");
     void *ctx = zmq_ctx_new();
     s_client_t c;
-    client_new(&c, ctx, "big", b.ep, &b.k);
+    client_new(&c, ctx, "big", b.p.ep, &b.k);
     double t0 = util_now();
     while (!c.succeeded && util_now() - t0 < 10) {
         client_events(&c);
@@ -400,7 +342,7 @@ Test(curve, broker_drops_a_frame_over_the_message_limit, .timeout = 60) {
     usleep(500000);
     const char *keys[] = {"items_in", "malformed"};
     double vals[2];
-    broker_stop(&b, keys, vals, 2);
+    bproc_stop(&b.p, keys, vals, 2);
     client_close(&c);
     zmq_ctx_term(ctx);
     cr_assert_eq(vals[0], 1, "the broker received %g messages: only the hello may arrive, "
