@@ -115,7 +115,8 @@ def params(run):
 def steps(run):
     return mtplans.steps(os.path.join(out, "runs", run))
 
-print("| task | metric | multi-task | single-task | ratio multi/single | baseline | "
+LOWER_IS_BETTER = ("wer", "cer", "mcd")
+print("| task | metric | multi-task | single-task | ratio multi/single (error rates: single/multi) | baseline | "
       "param ratio | batches multi/single | examples multi/single |")
 print("|---|---|---|---|---|---|---|---|---|")
 sp_total = 0
@@ -123,7 +124,13 @@ for t in tasks:
     sev, ssum = load("single_" + t)
     me, se = mev.get(t, {}), sev.get(t, {})
     mv, sv = me.get("value"), se.get("value")
-    ratio = "%.2f" % (mv / sv) if mv is not None and sv else "-"
+    # Quality ratio, > 1 where the multi-task model is better: multi / single, but
+    # single / multi for the error rates (lower is better).
+    metric = me.get("metric", se.get("metric", "-"))
+    if metric in LOWER_IS_BETTER:
+        ratio = "%.2f" % (sv / mv) if sv is not None and mv else "-"
+    else:
+        ratio = "%.2f" % (mv / sv) if mv is not None and sv else "-"
     # The pipeline delivers the validation rows too (the eval.json "n" of the task):
     # what remains are the training examples.
     mx = msum["tasks"][t]["delivered"] - me.get("n", 0)
@@ -133,7 +140,7 @@ for t in tasks:
     pr = "%.3f" % (mp / n / sp) if mp and sp else "1/%d" % n
     fmt = lambda v: "-" if v is None else "%.4g" % v
     print("| %s | %s | %s | %s | %s | %s | %s | %d/%d | %d/%d |" % (
-        t, me.get("metric", se.get("metric", "-")), fmt(mv), fmt(sv), ratio,
+        t, metric, fmt(mv), fmt(sv), ratio,
         fmt(me.get("baseline")), pr, -(-mx // batch[t]), -(-sx // batch[t]), mx, sx))
 print()
 print("multi-task model: %s parameters for %d tasks; single-task models: %s parameters in all "
