@@ -110,19 +110,20 @@ static const char *s_mpirun(char *buf, size_t len) {
 }
 
 /* trainer.ranks > 1: the ranks form one trainer group (stages/trainer/comm.h), started
- * as one process, `mpirun -np W ofa-trainer ...`, from which each rank learns its rank
- * and world; its --id "trainer" becomes trainer.RANK in each rank. Open MPI needs
- * --allow-run-as-root for root, --oversubscribe to place more ranks than cores, and
- * --bind-to none so that each rank's threads are not pinned to one core. */
+ * as one process from which each rank learns its rank and world; its --id "trainer"
+ * becomes trainer.RANK in each rank.
+ *  - Locally: `mpirun -np W ofa-trainer ...`. Open MPI needs --allow-run-as-root for
+ *    root, --oversubscribe to place more ranks than cores, and --bind-to none so that
+ *    each rank's threads are not pinned to one core.
+ *  - Under Slurm (env->slurm): the bare `ofa-trainer ... --group KIND`, which
+ *    slurm_place() wraps in one srun step of W tasks (`srun --mpi=PLUGIN -n W ...`,
+ *    trainer.mpi): srun starts the ranks itself and MPI_Init learns rank and world from
+ *    the plugin. The group kind is named, since Slurm's PMIx plugin sets none of the
+ *    variables by which `--group auto` recognises an MPI launch. */
 static int s_trainer_group(const plan_t *plan, const graph_env_t *env, proctab_t *procs,
                            int world, char *err, size_t errlen) {
     s_argv_t a, t;
     char mp[1400], ws[16];
-    const char *mpirun = s_mpirun(mp, sizeof mp);
-    if (!mpirun)
-        return util_err(err, errlen, "trainer.ranks = %d: the ranks are started with mpirun, "
-                        "which is not on PATH (install openmpi-bin: scripts/setup.sh; or set "
-                        "OFA_MPIRUN)", world);
     snprintf(ws, sizeof ws, "%d", world);
     s_program(&t, plan, env, "trainer");
     s_common(&t, env, "trainer");
@@ -132,6 +133,18 @@ static int s_trainer_group(const plan_t *plan, const graph_env_t *env, proctab_t
     s_arg(&t, ws);
     if (env->resume)
         s_arg(&t, "--resume");
+    if (env->slurm) {
+        s_arg(&t, "--group");
+        s_arg(&t, plan->trainer.backend && strcmp(plan->trainer.backend, "cuda") == 0
+                      ? "nccl" : "mpi");
+        proctab_add(procs, "trainer", "trainer", PROC_CONSUMER, t.argv);
+        return 0;
+    }
+    const char *mpirun = s_mpirun(mp, sizeof mp);
+    if (!mpirun)
+        return util_err(err, errlen, "trainer.ranks = %d: the ranks are started with mpirun, "
+                        "which is not on PATH (install openmpi-bin: scripts/setup.sh; or set "
+                        "OFA_MPIRUN)", world);
     a.n = 0;
     a.argv[0] = NULL;
     s_arg(&a, mpirun);

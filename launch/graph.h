@@ -16,6 +16,8 @@ typedef struct {
     char broker_ep[300], batches_ep[300], stats_ep[300];
     char curve_keys[1100];  /* RUN/curve.keys for tcp:// endpoints (--curve), or "" */
     int resume;
+    int slurm;              /* processes run as Slurm job steps (launch/slurm.c): the
+                             * trainer group is one srun step of its ranks, not mpirun */
 } graph_env_t;
 
 /* Add every process of the plan's graph to the table, in start order (broker, batcher,

@@ -295,6 +295,7 @@ int runner_run(const plan_t *plan, runner_opts_t *o, char *err, size_t errlen) {
             goto done;
         have_keys = 1;
     }
+    env->slurm = slurm != NULL;
     if (graph_build(plan, env, procs, err, errlen))
         goto done;
     if (slurm && slurm_place(slurm, procs, err, errlen))

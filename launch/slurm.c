@@ -393,6 +393,117 @@ char **slurm_srun_argv(const char *node, const char *name, char *const argv[]) {
     return out;
 }
 
+int slurm_group_nodes(const plan_t *plan, int world, char *const *nodes, int nnodes,
+                      int *rank_node, char *err, size_t errlen) {
+    const plan_placement_t *pl = plan ? &plan->placement : NULL;
+    int hub = 0;
+    if (pl && pl->hubs && pl->hubs[0] && (hub = slurm_node_ref(nodes, nnodes, pl->hubs)) < 0)
+        return util_err(err, errlen, "placement.hubs: no node '%s' in the allocation (%d "
+                        "nodes, first %s)", pl->hubs, nnodes, nodes[0]);
+    if (!pl || pl->ntrainer == 0) {
+        for (int r = 0; r < world; r++)
+            rank_node[r] = hub;
+        return 0;
+    }
+    int *list = util_calloc((size_t)pl->ntrainer, sizeof(int));
+    int rc = s_node_list(pl->trainer, pl->ntrainer, nodes, nnodes, list, "placement.trainer",
+                         err, errlen);
+    for (int r = 0; rc == 0 && r < world; r++)
+        rank_node[r] = list[r % pl->ntrainer];
+    free(list);
+    return rc;
+}
+
+char **slurm_group_srun_argv(const char *mpi, int world, char *const *rank_nodes,
+                             const char *name, char *const argv[]) {
+    /* -w lists one node per rank, in rank order: with -m arbitrary srun places task r on
+     * the r-th entry (a node may repeat), which is the placement rule of the other steps
+     * (rank r on placement.trainer[r mod n]). */
+    size_t wlen = 1;
+    for (int r = 0; r < world; r++)
+        wlen += strlen(rank_nodes[r]) + 1;
+    char *wl = util_malloc(wlen), mpiopt[96], ntasks[16];
+    wl[0] = 0;
+    for (int r = 0; r < world; r++) {
+        if (r)
+            strcat(wl, ",");
+        strcat(wl, rank_nodes[r]);
+    }
+    snprintf(mpiopt, sizeof mpiopt, "--mpi=%s", mpi);
+    snprintf(ntasks, sizeof ntasks, "%d", world);
+    const char *pre[] = {"srun", "--overlap", "--overcommit", mpiopt, "-n", ntasks,
+                         "-m", "arbitrary", "-w", wl, "--kill-on-bad-exit=1",
+                         "--input=none", "-J", name};
+    int npre = (int)(sizeof pre / sizeof pre[0]);
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    char **out = util_calloc((size_t)(npre + argc + 1), sizeof *out);
+    for (int i = 0; i < npre; i++)
+        out[i] = util_strdup(pre[i]);
+    for (int i = 0; i < argc; i++)
+        out[npre + i] = util_strdup(argv[i]);
+    free(wl);
+    return out;
+}
+
+int slurm_parse_mpi_list(const char *text, const char *mpi, char *offered, size_t offlen) {
+    /* srun 22.05 prints "MPI plugin types are...", one tab-indented type per line, then
+     * "specific pmix plugin versions available: pmix_v3,pmix_v4". */
+    int found = 0;
+    size_t used = 0;
+    if (offlen)
+        offered[0] = 0;
+    const char *line = text;
+    while (line && *line) {
+        const char *eol = strchr(line, '\n');
+        size_t len = eol ? (size_t)(eol - line) : strlen(line);
+        const char *p = line, *end = line + len;
+        const char *colon = memchr(line, ':', len);
+        if (colon && strstr(line, "available") && strstr(line, "available") < colon)
+            p = colon + 1;
+        else if (*line != '\t' && *line != ' ')
+            p = end;   /* a heading */
+        while (p < end) {
+            p += strspn(p, " \t,");
+            size_t n = strcspn(p, " \t,\n");
+            if (p + n > end)
+                n = (size_t)(end - p);
+            if (n == 0)
+                break;
+            found |= strlen(mpi) == n && strncmp(p, mpi, n) == 0;
+            if (used + n + 3 < offlen) {
+                used += (size_t)snprintf(offered + used, offlen - used, "%s%.*s",
+                                         used ? ", " : "", (int)n, p);
+            }
+            p += n;
+        }
+        line = eol ? eol + 1 : NULL;
+    }
+    return found;
+}
+
+/* The group's plugin must be one srun offers, and one that starts an MPI world: a bad
+ * name is refused here, naming the key, rather than by every rank's srun later. */
+static int s_check_mpi(const char *mpi, char *err, size_t errlen) {
+    if (strcmp(mpi, "none") == 0)
+        return util_err(err, errlen, "trainer.mpi = \"none\": the ranks of the trainer "
+                        "group learn their rank and world from srun's MPI plugin; name one "
+                        "(pmix, pmi2, ...; see `srun --mpi=list` and docs/ranks.md)");
+    char *argv[] = {"srun", "--mpi=list", NULL}, e[512], offered[512];
+    char *text = s_capture(argv, e, sizeof e);
+    if (!text)
+        return util_err(err, errlen, "trainer.mpi = \"%s\": cannot ask srun for its MPI "
+                        "plugins: %s", mpi, e);
+    int ok = slurm_parse_mpi_list(text, mpi, offered, sizeof offered);
+    free(text);
+    if (!ok)
+        return util_err(err, errlen, "trainer.mpi = \"%s\": srun has no such MPI plugin "
+                        "(srun --mpi=list offers: %s); see docs/ranks.md", mpi,
+                        offered[0] ? offered : "none");
+    return 0;
+}
+
 /* The step id of the running step named NAME, from squeue (cached for a moment, since a
  * stop signals every process in one go). */
 static long s_step_of(slurm_t *self, const char *name) {
@@ -431,14 +542,59 @@ static int s_signal(void *ctx, proc_t *p, int sig) {
     return 0;
 }
 
+/* Wrap the trainer group's process (graph.c: the bare ofa-trainer of all ranks) in one
+ * srun step of its ranks; p->node lists the step's nodes. */
+static int s_place_group(slurm_t *self, proctab_t *procs, int i, int world, char *err,
+                         size_t errlen) {
+    proc_t *p = proctab_get(procs, i);
+    const char *mpi = self->plan->trainer.mpi ? self->plan->trainer.mpi : "pmix";
+    if (s_check_mpi(mpi, err, errlen))
+        return -1;
+    int *rank_node = util_calloc((size_t)world, sizeof(int));
+    char **names = util_calloc((size_t)world, sizeof *names);
+    if (slurm_group_nodes(self->plan, world, self->nodes, self->nnodes, rank_node, err,
+                          errlen)) {
+        free(rank_node);
+        free(names);
+        return -1;
+    }
+    p->node[0] = 0;
+    for (int r = 0; r < world; r++) {
+        names[r] = self->nodes[rank_node[r]];
+        int seen = 0;
+        for (int q = 0; q < r; q++)
+            seen |= rank_node[q] == rank_node[r];
+        size_t used = strlen(p->node);
+        if (!seen && used + strlen(names[r]) + 2 < sizeof p->node)
+            snprintf(p->node + used, sizeof p->node - used, "%s%s", used ? "," : "",
+                     names[r]);
+    }
+    char **argv = slurm_group_srun_argv(mpi, world, names, p->name, p->argv);
+    proctab_set_argv(procs, i, argv);
+    for (char **a = argv; *a; a++)
+        free(*a);
+    free(argv);
+    free(names);
+    free(rank_node);
+    return 0;
+}
+
 int slurm_place(slurm_t *self, proctab_t *procs, char *err, size_t errlen) {
     int *node_of = util_calloc((size_t)proctab_count(procs) + 1, sizeof(int));
     if (slurm_assign(self->plan, procs, self->nodes, self->nnodes, node_of, err, errlen)) {
         free(node_of);
         return -1;
     }
+    int world = self->plan && self->plan->trainer.ranks > 1 ? self->plan->trainer.ranks : 1;
     for (int i = 0; i < proctab_count(procs); i++) {
         proc_t *p = proctab_get(procs, i);
+        if (world > 1 && p->role == PROC_CONSUMER && strcmp(p->name, "trainer") == 0) {
+            if (s_place_group(self, procs, i, world, err, errlen)) {
+                free(node_of);
+                return -1;
+            }
+            continue;
+        }
         const char *node = self->nodes[node_of[i]];
         char **argv = slurm_srun_argv(node, p->name, p->argv);
         proctab_set_argv(procs, i, argv);

@@ -1,7 +1,10 @@
 /* slurm.h: running the process graph inside a Slurm allocation. Every process becomes one
  * job step (`srun --overlap -N1 -n1 -w NODE --kill-on-bad-exit=1 -J NAME PROGRAM ARGS`,
  * an argv list, no shell); the supervisor treats the srun process like a local child, so a
- * failed step (scancel, a killed task) is a crash that restarts a worker.
+ * failed step (scancel, a killed task) is a crash that restarts a worker. The trainer
+ * group (trainer.ranks = W > 1) is one step of W tasks that srun starts through an MPI
+ * plugin (`srun --mpi=PLUGIN -n W -m arbitrary -w NODES ...`, trainer.mpi, default pmix),
+ * no mpirun; a signal or scancel of that step reaches every rank.
  *
  * Placement, by default: broker, batcher, source and the consumers on the allocation's
  * first node, workers round robin over all nodes starting at the second one. The plan's
@@ -40,7 +43,8 @@ const char *slurm_job_id(const slurm_t *self);
  * with err (a placement.hubs naming no node of the allocation). */
 int slurm_endpoints(slurm_t *self, graph_env_t *env, char *err, size_t errlen);
 
-/* Wrap every process of the table in srun on its node, and route signals to processes
+/* Wrap every process of the table in srun on its node (the trainer group in one step of
+ * its ranks, after checking that srun offers trainer.mpi), and route signals to processes
  * through `scancel --signal` of their step (a signal to srun itself would kill the step
  * at once and lose the stage's last stats). Returns 0 or -1 with err. */
 int slurm_place(slurm_t *self, proctab_t *procs, char *err, size_t errlen);
@@ -72,6 +76,24 @@ int slurm_assign(const plan_t *plan, proctab_t *procs, char *const *nodes, int n
 /* Build the srun argv for a process (NULL-terminated; the caller frees each string and
  * the array). */
 char **slurm_srun_argv(const char *node, const char *name, char *const argv[]);
+
+/* The trainer group (trainer.ranks = W > 1, one process named "trainer" in the table):
+ * the node (index into nodes) of each rank r in rank_node[0..world), placement.trainer's
+ * (r mod n)-th entry, else the hubs' node. Returns 0 or -1 with err naming the key. */
+int slurm_group_nodes(const plan_t *plan, int world, char *const *nodes, int nnodes,
+                      int *rank_node, char *err, size_t errlen);
+
+/* The srun argv of the trainer group: one step of WORLD tasks started by srun itself
+ * through MPI plugin MPI (`--mpi=MPI`), rank r on rank_nodes[r] (`-m arbitrary -w
+ * n0,n1,...`), `--overcommit` so that ranks need not have a CPU each of the allocation.
+ * NULL-terminated; the caller frees each string and the array. */
+char **slurm_group_srun_argv(const char *mpi, int world, char *const *rank_nodes,
+                             const char *name, char *const argv[]);
+
+/* Whether `srun --mpi=list` output TEXT offers plugin MPI (a tab-indented plugin type,
+ * or one of the "specific ... plugin versions available:" list). Returns 1 or 0; with
+ * the offered names, comma-separated, in offered. */
+int slurm_parse_mpi_list(const char *text, const char *mpi, char *offered, size_t offlen);
 
 /* Parse `scontrol show node -o` output: copy NodeAddr's value. Returns 0 or -1. */
 int slurm_parse_node_addr(const char *text, char *out, size_t outlen);

@@ -117,6 +117,10 @@ static const s_key_t s_global_keys[] = {
      "Steps between two lines of metrics.jsonl."},
     {"trainer.ranks", K_INT, "1", 1, 1024, NULL, PO(trainer.ranks), 0,
      "Trainer processes (one per GPU, or CPU ranks)."},
+    {"trainer.mpi", K_STR, "pmix", 0, 0, NULL, PO(trainer.mpi), 0,
+     "Slurm: srun's MPI plugin (--mpi=) of the trainer group's step when trainer.ranks > "
+     "1 (pmix, pmix_v4, pmi2, ...: what `srun --mpi=list` offers and the MPI library "
+     "supports; docs/ranks.md)."},
     {"trainer.beam", K_INT, "1", 1, 64, NULL, PO(trainer.beam), 0,
      "Beam width for generation; 1 = greedy."},
     {"trainer.max_gen_len", K_INT, "@", 1, 65536, NULL, PO(trainer.max_gen_len), 0,
@@ -682,6 +686,7 @@ void plan_destroy(plan_t **self_p) {
     free(p->trainer.consumer);
     free(p->trainer.precision);
     free(p->trainer.multitask);
+    free(p->trainer.mpi);
     free(p->transport);
     free(p->placement.hubs);
     s_free_strv(p->placement.trainer, p->placement.ntrainer);
@@ -959,6 +964,13 @@ static plan_t *s_load(config_t *cfg, const char *name, const char *dir, const ch
         p->trainer.beam = 1;
     if (!p->trainer.ranks)
         p->trainer.ranks = 1;
+    /* The plugin's name becomes part of an srun option: a name, nothing else. */
+    if (p->trainer.mpi && (!p->trainer.mpi[0] ||
+                           strspn(p->trainer.mpi, "abcdefghijklmnopqrstuvwxyz0123456789_") !=
+                               strlen(p->trainer.mpi)))
+        s_errf(&e, config_lookup(cfg, "trainer.mpi"), "trainer.mpi: '%s' is not an MPI "
+               "plugin name (lower-case letters, digits and '_', e.g. \"pmix\")",
+               p->trainer.mpi);
     if (!p->trainer.max_gen_len)
         p->trainer.max_gen_len = p->model.max_tgt_len;
     if (p->model.patch && p->model.image_size % p->model.patch) {

@@ -90,6 +90,7 @@ typedef struct {
     int keep_checkpoints;
     int log_every;           /* steps between metrics.jsonl lines */
     int ranks;
+    char *mpi;               /* Slurm: srun's --mpi plugin of the trainer group ("pmix") */
     int beam;                /* 1 = greedy */
     int max_gen_len;         /* tokens generated at most */
     char *multitask;         /* "sample" | "round_robin": how a step mixes tasks */

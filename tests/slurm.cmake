@@ -2,6 +2,7 @@
 # squeue parsing), and a real local cluster (../shared/slurm/up.sh) end to end.
 ofa_add_test(test_slurm
   SOURCES test_slurm.c ${PROJECT_SOURCE_DIR}/launch/slurm.c ${PROJECT_SOURCE_DIR}/launch/proc.c
+          ${PROJECT_SOURCE_DIR}/launch/graph.c
   LIBS ofaplans ofacommon LABELS unit TIMEOUT 60)
 if(TARGET test_slurm)
   target_include_directories(test_slurm PRIVATE ${PROJECT_SOURCE_DIR}/launch)
