@@ -48,9 +48,14 @@ static void s_on_exit(void *ctx, proc_t *p) {
             fprintf(stderr, "launch: %s finished\n", p->name);
         } else if (!run->fatal) {
             run->fatal = 1;
-            snprintf(run->fatal_reason, sizeof run->fatal_reason,
-                     "%s died (%s); see %s/logs/%s.log", p->name, how, run->opts->env.run_dir,
-                     p->name);
+            char log[1200], hint[256] = "";
+            snprintf(log, sizeof log, "%s/logs/%s.log", run->opts->env.run_dir, p->name);
+            /* Under Slurm the trainer group is one srun step through trainer.mpi. */
+            if (run->opts->env.slurm && strcmp(p->name, "trainer") == 0 &&
+                run->plan->trainer.ranks > 1)
+                slurm_mpi_hint(log, run->plan->trainer.mpi, hint, sizeof hint);
+            snprintf(run->fatal_reason, sizeof run->fatal_reason, "%s died (%s); see %s%s",
+                     p->name, how, log, hint);
         }
         return;
     }

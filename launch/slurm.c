@@ -504,6 +504,26 @@ static int s_check_mpi(const char *mpi, char *err, size_t errlen) {
     return 0;
 }
 
+int slurm_mpi_hint(const char *log_path, const char *mpi, char *out, size_t outlen) {
+    /* The end of the log is enough: the ranks stop right after MPI_Init fails. */
+    char buf[16384];
+    FILE *f = fopen(log_path, "r");
+    if (!f)
+        return 0;
+    if (fseek(f, 0, SEEK_END) == 0 && ftell(f) > (long)sizeof buf - 1)
+        fseek(f, -(long)(sizeof buf - 1), SEEK_END);
+    else
+        rewind(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    if (!strstr(buf, "error occurred in MPI_Init") && !strstr(buf, "MPI_Init: "))
+        return 0;
+    snprintf(out, outlen, "; its ranks failed in MPI_Init under srun --mpi=%s (trainer.mpi): "
+             "a plugin this MPI library cannot use? see docs/ranks.md, \"Which plugin\"", mpi);
+    return 1;
+}
+
 /* The step id of the running step named NAME, from squeue (cached for a moment, since a
  * stop signals every process in one go). */
 static long s_step_of(slurm_t *self, const char *name) {

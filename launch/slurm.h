@@ -95,6 +95,11 @@ char **slurm_group_srun_argv(const char *mpi, int world, char *const *rank_nodes
  * the offered names, comma-separated, in offered. */
 int slurm_parse_mpi_list(const char *text, const char *mpi, char *offered, size_t offlen);
 
+/* When the trainer group's log (LOG_PATH, the step's output) shows that its ranks failed
+ * in MPI_Init, a hint naming the plugin into out (" : ... trainer.mpi ..."): a plugin
+ * srun offers but the MPI library cannot use. Returns 1 with the hint, else 0. */
+int slurm_mpi_hint(const char *log_path, const char *mpi, char *out, size_t outlen);
+
 /* Parse `scontrol show node -o` output: copy NodeAddr's value. Returns 0 or -1. */
 int slurm_parse_node_addr(const char *text, char *out, size_t outlen);
 

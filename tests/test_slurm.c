@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 Test(slurm, placement_puts_tiers_on_first_node_and_spreads_workers) {
     cr_assert_eq(slurm_place_index(PROC_CRITICAL, 0, 3), 0);
@@ -225,4 +226,29 @@ Test(slurm, graph_starts_the_group_without_mpirun_under_slurm) {
     cr_assert_str_eq(tr->argv[0], "/usr/bin/mpirun");
     proctab_destroy(&t);
     plan_destroy(&p);
+}
+
+/* A group whose ranks failed in MPI_Init (Open MPI's words under a plugin it cannot use)
+ * gets a hint naming the plugin; any other end of the step does not. */
+Test(slurm, mpi_init_failure_names_the_plugin) {
+    char path[] = "/tmp/test_slurm_log_XXXXXX", out[256];
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    FILE *f = fdopen(fd, "w");
+    fprintf(f, "The application appears to have been direct launched using \"srun\",\n"
+               "but OMPI was not built with SLURM's PMI support and therefore cannot\n"
+               "execute.\n*** An error occurred in MPI_Init\n*** on a NULL communicator\n"
+               "srun: error: n2: tasks 0-1: Exited with exit code 1\n");
+    fclose(f);
+    cr_assert_eq(slurm_mpi_hint(path, "pmi2", out, sizeof out), 1);
+    cr_assert(strstr(out, "failed in MPI_Init under srun --mpi=pmi2 (trainer.mpi)"), "%s", out);
+    f = fopen(path, "w");
+    fprintf(f, "slurmstepd-n2: error: *** STEP 4.5 ON n2 CANCELLED ***\n"
+               "srun: error: n2: tasks 0-1: Killed\n");
+    fclose(f);
+    out[0] = 0;
+    cr_assert_eq(slurm_mpi_hint(path, "pmix", out, sizeof out), 0);
+    cr_assert_str_eq(out, "");
+    unlink(path);
+    cr_assert_eq(slurm_mpi_hint(path, "pmix", out, sizeof out), 0);
 }
