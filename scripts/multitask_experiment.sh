@@ -4,6 +4,7 @@
 #
 #   scripts/multitask_experiment.sh [--epochs E] [--max-rows R] [--out DIR]
 #                                   [--tasks "caption glue ..."] [--bin DIR]
+#                                   [--reuse OLD_OUT]
 #
 # The plans are cut out of configs/multitask.conf (its header says how): the multi-task
 # plan keeps the chosen tasks, each single-task plan keeps one; all get the same epochs
@@ -17,6 +18,9 @@
 # N tasks with the parameters of one single-task model: 1/N per task), and the steps and
 # examples each model trained on for that task (read back from each run's summary.json
 # and eval.json: delivered rows less the validation rows).
+# --reuse OLD_OUT takes a single-task run from an earlier experiment instead of training it
+# again when its plan there is byte-identical to this one's (the runs are deterministic:
+# same plan, same seed, same batches); the table says which runs were reused.
 # CTest label `long` (not in CI): the default (ten tasks, 600 batches each) takes about
 # 20 minutes on 2 CPU cores.
 set -euo pipefail
@@ -27,6 +31,7 @@ MAX_ROWS=1600
 OUT=""
 TASKS=""
 BIN="$ROOT/build/bin"
+REUSE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --epochs) EPOCHS="$2"; shift 2 ;;
@@ -34,6 +39,7 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift 2 ;;
         --tasks) TASKS="$2"; shift 2 ;;
         --bin) BIN="$2"; shift 2 ;;
+        --reuse) REUSE="$2"; shift 2 ;;
         -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "multitask_experiment.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -74,6 +80,17 @@ done
 
 run_plan() {   # NAME: train OUT/plans/NAME.conf into OUT/runs/NAME, log in OUT/NAME.log
     local t0 t1
+    if [ -n "$REUSE" ] && [ -f "$REUSE/runs/$1/eval.json" ] &&
+       cmp -s "$REUSE/plans/$1.conf" "$OUT/plans/$1.conf"; then
+        rm -rf "$OUT/runs/$1"
+        mkdir -p "$OUT/runs"
+        cp -r "$REUSE/runs/$1" "$OUT/runs/$1"
+        cp "$REUSE/$1.log" "$OUT/$1.log" 2>/dev/null || true
+        grep "^$1 " "$REUSE/seconds.txt" >> "$OUT/seconds.txt"
+        echo "$1" >> "$OUT/reused.txt"
+        echo "reused $1 from $REUSE (identical plan)"
+        return
+    fi
     t0=$(date +%s)
     if ! "$BIN/launch" --run-dir "$OUT/runs/$1" "$OUT/plans/$1.conf" > "$OUT/$1.log" 2>&1; then
         echo "multitask_experiment.sh: plan $1 failed; see $OUT/$1.log" >&2
@@ -84,6 +101,7 @@ run_plan() {   # NAME: train OUT/plans/NAME.conf into OUT/runs/NAME, log in OUT/
     echo "trained $1 in $((t1 - t0)) s"
 }
 : > "$OUT/seconds.txt"
+: > "$OUT/reused.txt"
 run_plan multi
 for t in "${TASKLIST[@]}"; do
     run_plan "single_$t"
@@ -107,10 +125,11 @@ for t in tasks:
     txt = open(os.path.join(out, "plans", "single_%s.conf" % t)).read()
     batch[t] = int(re.search(r"batch_size = (\d+);", txt).group(1))
 secs = dict(l.split() for l in open(os.path.join(out, "seconds.txt")))
-mev, msum = load("multi")
-mp = params("multi")
 def params(run):
     return mtplans.params(os.path.join(out, "runs", run))
+
+mev, msum = load("multi")
+mp = params("multi")
 
 def steps(run):
     return mtplans.steps(os.path.join(out, "runs", run))
@@ -147,6 +166,10 @@ print("multi-task model: %s parameters for %d tasks; single-task models: %s para
       "(parameter ratio per task = multi / N / single)." % (mp, n, sp_total or "?"))
 print("optimizer steps: multi %d (each a round of one batch of every task); singles %s." % (
     steps("multi"), "/".join(str(steps("single_" + t)) for t in tasks)))
+reused = open(os.path.join(out, "reused.txt")).read().split() if os.path.exists(
+    os.path.join(out, "reused.txt")) else []
+if reused:
+    print("reused from an earlier run of an identical plan: %s." % ", ".join(reused))
 print("wall time: multi %s s; singles %s s in all." % (
     secs.get("multi"), sum(int(v) for k, v in secs.items() if k != "multi")))
 EOF
