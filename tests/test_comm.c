@@ -50,6 +50,9 @@ Test(comm, auto_is_single_outside_an_mpi_launch) {
     unsetenv("OMPI_COMM_WORLD_SIZE");
     unsetenv("PMI_SIZE");
     unsetenv("PMIX_SIZE");
+    unsetenv("SLURM_MPI_TYPE");
+    unsetenv("SLURM_STEP_NUM_TASKS");
+    unsetenv("SLURM_NTASKS");
     cr_assert_eq(comm_launched_by_mpi(), 0);
     setenv("PMI_SIZE", "1", 1);   /* a one-rank srun step is not a group */
     cr_assert_eq(comm_launched_by_mpi(), 0);
@@ -64,4 +67,16 @@ Test(comm, auto_is_single_outside_an_mpi_launch) {
     setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
     cr_assert_eq(comm_launched_by_mpi(), 1);
     unsetenv("OMPI_COMM_WORLD_SIZE");
+    /* srun --mpi=pmix sets no size variable before MPI_Init: a step of several tasks
+     * with an MPI plugin is the group; one task, or --mpi=none, is not. */
+    setenv("SLURM_MPI_TYPE", "pmix", 1);
+    setenv("SLURM_STEP_NUM_TASKS", "2", 1);
+    cr_assert_eq(comm_launched_by_mpi(), 1);
+    setenv("SLURM_STEP_NUM_TASKS", "1", 1);
+    cr_assert_eq(comm_launched_by_mpi(), 0);
+    setenv("SLURM_STEP_NUM_TASKS", "3", 1);
+    setenv("SLURM_MPI_TYPE", "none", 1);
+    cr_assert_eq(comm_launched_by_mpi(), 0);
+    unsetenv("SLURM_MPI_TYPE");
+    unsetenv("SLURM_STEP_NUM_TASKS");
 }

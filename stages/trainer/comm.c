@@ -36,7 +36,12 @@ int comm_launched_by_mpi(void) {
         if (v && atoi(v) > 1)
             return 1;
     }
-    return 0;
+    /* srun --mpi=pmix sets none of those before MPI_Init: its step of several tasks with
+     * an MPI plugin other than "none" is the group. */
+    const char *mpi = getenv("SLURM_MPI_TYPE"), *n = getenv("SLURM_STEP_NUM_TASKS");
+    if (!n)
+        n = getenv("SLURM_NTASKS");
+    return mpi && *mpi && strcmp(mpi, "none") && n && atoi(n) > 1;
 }
 
 const char *comm_kinds_built(void) {

@@ -2,7 +2,7 @@
  *
  * One interface, three implementations picked at comm_new:
  *   single  one rank (world 1): every collective is a no-op. Always available.
- *   mpi     CPU ranks started by mpirun (Open MPI) or `srun --mpi=pmi2` (Slurm); buffers
+ *   mpi     CPU ranks started by mpirun (Open MPI) or `srun --mpi=pmix` (Slurm; trainer.mpi); buffers
  *           are host memory. Built when CMake finds MPI (OFA_HAVE_MPI).
  *   nccl    GPU ranks, one per GPU; buffers are device memory. The NCCL unique id is
  *           created by rank 0 and handed to the others over MPI, so NCCL needs the MPI

@@ -70,7 +70,7 @@ static void s_usage(FILE *f) {
             "  --threads N      CPU threads (default: the plan's trainer.threads, else 1)\n"
             "  --curve FILE     the run's CURVE key file (tcp:// runs)\n"
             "  --group KIND     trainer group: auto (mpi when started by mpirun or srun\n"
-            "                   --mpi=pmi2, nccl for the cuda backend; else single), single,\n"
+            "                   --mpi=pmix, nccl for the cuda backend; else single), single,\n"
             "                   mpi, nccl. Under MPI, rank and world come from MPI and an --id\n"
             "                   without a rank suffix gets '.RANK' appended\n");
 }
@@ -336,7 +336,7 @@ int main(int argc, char **argv) {
         gk = plan->trainer.backend && !strcmp(plan->trainer.backend, "cuda") ? "nccl" : "mpi";
     comm_t *group = comm_new(gk, -1, err, sizeof err);
     if (!group)
-        util_fatal("start CPU ranks with mpirun -np W (or srun --mpi=pmi2); see docs/ranks.md",
+        util_fatal("start CPU ranks with mpirun -np W (or srun --mpi=pmix); see docs/ranks.md",
                    "%s", err);
     char idbuf[128];
     if (comm_world(group) > 1) {
