@@ -20,6 +20,37 @@ Test(trainlog, line_format_is_json_with_every_key) {
     cr_assert(strstr(line, "\"loss\":null,\"lr\":null"), "%s", line);
 }
 
+/* With a peak memory set, every line ends with it, still one JSON object. */
+Test(trainlog, lines_carry_the_peak_memory) {
+    char dir[] = "/tmp/test_tlogm.XXXXXX", path[256], err[256];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    trainlog_t *tl = trainlog_new(path, 0, err, sizeof err);
+    cr_assert_not_null(tl, "%s", err);
+    trainlog_batch(tl, 1, "a", 2.0, 1e-3, 4, 40, 0, 1, 1);
+    trainlog_set_peak_mem(tl, "gpu", 123456789);
+    trainlog_batch(tl, 2, "a", 1.0, 1e-3, 4, 40, 0, 1, 1);
+    trainlog_set_peak_mem(tl, "rss", -1);
+    trainlog_batch(tl, 3, "a", 1.0, 1e-3, 4, 40, 0, 1, 1);
+    trainlog_destroy(&tl);
+    char *text = util_read_file(path, NULL, err, sizeof err);
+    cr_assert_not_null(text, "%s", err);
+    /* Split the three lines. */
+    char *l1 = text, *l2 = strchr(l1, '\n'), *l3;
+    cr_assert_not_null(l2);
+    *l2++ = 0;
+    l3 = strchr(l2, '\n');
+    cr_assert_not_null(l3);
+    *l3++ = 0;
+    cr_assert_null(strstr(l1, "peak_mem"), "%s", l1);
+    const char *tail = ",\"peak_mem_bytes\":123456789,\"peak_mem_kind\":\"gpu\"}";
+    cr_assert(strlen(l2) > strlen(tail) && !strcmp(l2 + strlen(l2) - strlen(tail), tail), "%s", l2);
+    cr_assert_null(strstr(l3, "peak_mem"), "%s", l3);
+    free(text);
+    unlink(path);
+    rmdir(dir);
+}
+
 Test(trainlog, lines_per_task_every_log_every_steps) {
     char dir[] = "/tmp/test_tlog.XXXXXX", path[256], err[256];
     cr_assert_not_null(mkdtemp(dir));

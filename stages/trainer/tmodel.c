@@ -2,6 +2,7 @@
 #include "tmodel.h"
 
 #include <string.h>
+#include <sys/resource.h>
 
 #include "comm.h"
 #include "model.h"
@@ -26,7 +27,22 @@ struct tmodel_t {
     int64_t group_step;       /* largest batch step any rank trained in a group step */
     float *hgrp;              /* (numel) host staging of the gradient for a host-memory
                                * group over a device backend (lazy) */
+    int on_gpu;               /* the backend is cuda */
 };
+
+int64_t tmodel_peak_mem(const tmodel_t *self, const char **kind) {
+#ifdef OFA_HAVE_CUDA
+    if (self->on_gpu) {
+        *kind = "gpu";
+        return (int64_t)backend_cuda_peak_bytes(self->be);
+    }
+#endif
+    struct rusage ru;
+    *kind = "rss";
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return -1;
+    return (int64_t)ru.ru_maxrss * 1024;   /* Linux reports kilobytes */
+}
 
 /* The compute backend: cuda when asked for (or, with auto, when this build has it and a
  * GPU is present), else the CPU reference. 0 or -1 with err. */
@@ -40,6 +56,7 @@ static int s_backend(tmodel_t *self, const tmodel_cfg_t *cfg, const char *be, ch
         self->be = backend_cuda_new(cfg->device, math, why, sizeof why);
         if (!self->be)
             return util_err(err, errlen, "trainer.backend cuda: %s", why);
+        self->on_gpu = 1;
         return 0;
     }
 #endif

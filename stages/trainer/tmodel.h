@@ -71,6 +71,10 @@ const float *tmodel_accum_grad(const tmodel_t *self);
  * into out (tmodel_numel floats). 0 or -1 with err. */
 int tmodel_grad(tmodel_t *self, const trainer_batch_t *b, float *out, char *err, size_t errlen);
 int64_t tmodel_numel(const tmodel_t *self);
+/* Peak memory so far: on the cuda backend the device bytes allocated through it at their
+ * peak (*kind = "gpu"); on the cpu backend the process's peak resident set (*kind =
+ * "rss"). -1 when unknown. */
+int64_t tmodel_peak_mem(const tmodel_t *self, const char **kind);
 
 /* Loss of the batch without training (tests, evaluation loss). */
 int tmodel_loss(tmodel_t *self, const trainer_batch_t *b, float *loss, int64_t *ntok,

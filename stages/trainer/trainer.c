@@ -580,6 +580,13 @@ static int s_evaluate(trainer_t *self, char *err, size_t errlen);
 
 static void s_after_step(trainer_t *self, char *err, size_t errlen);
 static void s_rr_step(trainer_t *self, char *err, size_t errlen);
+
+/* metrics.jsonl carries the peak memory so far (GPU bytes, or the CPU process's RSS). */
+static void s_log_peak_mem(trainer_t *self) {
+    const char *kind = NULL;
+    int64_t bytes = tmodel_peak_mem(self->model, &kind);
+    trainlog_set_peak_mem(self->log, kind, bytes);
+}
 static int s_feed_rr(trainer_t *self, s_task_t *task, const trainer_batch_t *b, double wait_s,
                      char *err, size_t errlen);
 
@@ -627,6 +634,7 @@ static int s_feed(trainer_t *self, const trainer_batch_t *b, double wait_s, char
     self->elapsed += dt + wait_s;
     if (self->log) {
         int last = self->step == self->total || (pt->max_steps > 0 && self->step == pt->max_steps);
+        s_log_peak_mem(self);
         trainlog_batch(self->log, self->step, b->task, loss, lr, b->B, ntok, wait_s,
                        pt->log_every, last);
         trainlog_progress(self->log, self->step, self->total);
@@ -652,6 +660,8 @@ static void s_rr_step(trainer_t *self, char *err, size_t errlen) {
     self->busy_s += dt;
     self->elapsed += dt;
     int last = self->step == self->total || (pt->max_steps > 0 && self->step == pt->max_steps);
+    if (self->log)
+        s_log_peak_mem(self);
     for (int i = 0; i < self->rr_n; i++) {
         const s_micro_t *u = &self->rr_pending[i];
         loss += self->tasks[u->task].weight * u->loss;

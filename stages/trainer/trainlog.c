@@ -33,7 +33,14 @@ struct trainlog_t {
     int64_t g_samples, g_tokens;     /* every task's samples / tokens so far */
     double last_loss;
     int drawn;
+    const char *mem_kind;            /* NULL: no peak memory known */
+    int64_t mem_bytes;
 };
+
+void trainlog_set_peak_mem(trainlog_t *self, const char *kind, int64_t bytes) {
+    self->mem_kind = bytes >= 0 ? kind : NULL;
+    self->mem_bytes = bytes;
+}
 
 trainlog_t *trainlog_new(const char *path, int tty, char *err, size_t errlen) {
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -108,11 +115,15 @@ static void s_emit(trainlog_t *self, s_task_t *t, int64_t step, double lr) {
     double now = util_now(), dt = now - t->t0;
     if (dt <= 0)
         dt = 1e-9;
-    char line[640];
-    int n = trainlog_format(line, sizeof line - 1, step, t->name,
+    char line[720];
+    int n = trainlog_format(line, sizeof line - 80, step, t->name,
                             t->tokens ? t->loss_sum / t->tokens : NAN, lr,
                             (self->g_samples - t->g_samples0) / dt,
                             (self->g_tokens - t->g_tokens0) / dt, t->wait_s, util_wall());
+    if (self->mem_kind && n > 0 && line[n - 1] == '}')   /* the line's last keys */
+        n = n - 1 + snprintf(line + n - 1, sizeof line - 1 - (size_t)(n - 1),
+                             ",\"peak_mem_bytes\":%lld,\"peak_mem_kind\":\"%s\"}",
+                             (long long)self->mem_bytes, self->mem_kind);
     line[n++] = '\n';
     /* One write per line: O_APPEND makes it land whole even with another writer. */
     if (write(self->fd, line, n) != n)

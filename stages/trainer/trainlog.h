@@ -3,13 +3,15 @@
  *
  * metrics.jsonl: one JSON object per line, appended (a resumed run continues the file):
  *   {"step":S,"task":"caption","loss":L,"lr":LR,"samples_per_s":X,"tokens_per_s":Y,
- *    "data_wait_s":W,"time":T}
+ *    "data_wait_s":W,"time":T,"peak_mem_bytes":M,"peak_mem_kind":"gpu"|"rss"}
  * step = optimizer steps done after this batch (1-based); loss = the mean token loss of
  * the task's batches since the task's previous line (label smoothing included); rates
  * over the same window, all tasks counted; data_wait_s = seconds spent waiting for
  * batches in that window; time = wall-clock seconds since the epoch. Each line is written
  * with one write(2) and flushed, so a reader never sees half a line. Lines are written
- * every `log_every` steps per task (and for the last step).
+ * every `log_every` steps per task (and for the last step). peak_mem_bytes: the
+ * trainer's peak memory when the line was written (trainlog_set_peak_mem): device bytes
+ * on the GPU ("gpu"), the process's peak resident set on the CPU ("rss").
  *
  * The progress line goes to stderr only when stderr is a terminal:
  *   "\rstep 120/1000  loss 3.214  41.2 samples/s  ETA 5m12s"
@@ -32,6 +34,9 @@ void trainlog_destroy(trainlog_t **self_p);
  * metrics line when due (every log_every steps; force = 1 writes it now). */
 void trainlog_batch(trainlog_t *self, int64_t step, const char *task, double loss, double lr,
                     int samples, int64_t tokens, double wait_s, int log_every, int force);
+
+/* The peak memory the next lines report (kind "gpu" or "rss"; bytes < 0: none). */
+void trainlog_set_peak_mem(trainlog_t *self, const char *kind, int64_t bytes);
 
 /* Write every task's pending line (end of training, before a checkpoint on signal). */
 void trainlog_flush(trainlog_t *self, int64_t step, double lr);

@@ -32,9 +32,16 @@ with tempfile.TemporaryDirectory(prefix="ofa-main-") as tmp:
     if total["lost"] != 0 or total["delivered"] != total["read"]:
         fail(f"samples lost: {total}")
     losses = {}
+    peak = []
     for line in open(os.path.join(rd, "metrics.jsonl")):
         r = json.loads(line)
         losses.setdefault(r["task"], []).append(r["loss"])
+        peak.append((r.get("peak_mem_kind"), r.get("peak_mem_bytes")))
+    # The cpu backend reports the trainer's peak resident set, which only grows.
+    if any(k != "rss" or not b or b < (1 << 20) for k, b in peak) or \
+            [b for _, b in peak] != sorted(b for _, b in peak):
+        fail(f"metrics.jsonl: peak memory missing or shrinking: {peak[:3]} ... {peak[-3:]}")
+    print(f"ok: peak trainer memory {peak[-1][1] / 1048576:.1f} MiB ({peak[-1][0]})")
     ev = json.load(open(os.path.join(rd, "eval.json")))
     for task, factor in (("caption", 3.0), ("vqa", 2.0)):
         l = losses.get(task)
