@@ -643,9 +643,13 @@ static void s_render_segs(s_buf_t *b, const taskplan_template_t *tm, const taskp
     s_printf(b, "    %s:%s\n", side, n ? "" : " (empty)");
     for (int i = 0; i < n; i++) {
         const taskplan_seg_t *seg = &segs[i];
-        s_printf(b, "      %d. %-5s %s", i + 1, mod_name(seg->mod), seg->repeated ? "( " : "");
+        /* A repeated group's items repeat inside one <s> ... </s> (the tokenize tier
+         * writes every object of the cell, then one </s>). */
+        s_printf(b, "      %d. %-5s ", i + 1, mod_name(seg->mod));
         if (seg->wrapped)
             s_printf(b, "<s> ");
+        if (seg->repeated)
+            s_printf(b, "( ");
         for (int k = 0; k < seg->nitems; k++) {
             const taskplan_item_t *it = &seg->items[k];
             if (it->kind == TP_ITEM_TEXT)
@@ -653,9 +657,11 @@ static void s_render_segs(s_buf_t *b, const taskplan_template_t *tm, const taskp
             else
                 s_render_slot_ref(b, &tm->slots[it->slot]), s_printf(b, " ");
         }
+        if (seg->repeated)
+            s_printf(b, ")* ");
         if (seg->wrapped)
             s_printf(b, "</s>");
-        s_printf(b, "%s%s\n", seg->repeated ? " )*" : "", seg->loss ? "   [loss]" : "");
+        s_printf(b, "%s\n", seg->loss ? "   [loss]" : "");
     }
 }
 

@@ -164,6 +164,10 @@ Test(taskplan, repeated_group) {
     cr_assert_eq(tp->gen, GEN_GREEDY);
     cr_assert_str_eq(tp->metric, "map");
     cr_assert_eq(taskplan_runnable(tp, err, sizeof err), 0, "%s", err);
+    /* The objects repeat inside one <s> ... </s>, as the tokenize tier writes them. */
+    char *r = taskplan_render(tp, "od");
+    cr_assert(strstr(r, "TEXT  <s> ( [BOX] [TEXT] )* </s>   [loss]"), "%s", r);
+    free(r);
     taskplan_destroy(&tp);
 }
 
