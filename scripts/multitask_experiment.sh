@@ -4,7 +4,7 @@
 #
 #   scripts/multitask_experiment.sh [--epochs E] [--max-rows R] [--out DIR]
 #                                   [--tasks "caption glue ..."] [--bin DIR]
-#                                   [--reuse OLD_OUT]
+#                                   [--reuse OLD_OUT] [--seed N]
 #
 # The plans are cut out of configs/multitask.conf (its header says how): the multi-task
 # plan keeps the chosen tasks, each single-task plan keeps one; all get the same epochs
@@ -27,6 +27,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EPOCHS=6
+SEED=""
 MAX_ROWS=1600
 OUT=""
 TASKS=""
@@ -35,6 +36,7 @@ REUSE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --epochs) EPOCHS="$2"; shift 2 ;;
+        --seed) SEED="$2"; shift 2 ;;
         --max-rows) MAX_ROWS="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         --tasks) TASKS="$2"; shift 2 ;;
@@ -55,14 +57,16 @@ mkdir -p "$OUT/plans"
 
 # Cut the plans out of configs/multitask.conf. A task block is the lines from
 # `  { name = "X";` to the next line that is exactly `  }` or `  },`.
-"$PY" - "$ROOT/configs/multitask.conf" "$OUT/plans" "$EPOCHS" "$MAX_ROWS" "$ROOT" "$TASKS" <<'EOF'
+"$PY" - "$ROOT/configs/multitask.conf" "$OUT/plans" "$EPOCHS" "$MAX_ROWS" "$ROOT" "$TASKS" "$SEED" <<'EOF'
 import re, sys
-src, outdir, epochs, max_rows, root, want = sys.argv[1:7]
+src, outdir, epochs, max_rows, root, want, seed = sys.argv[1:8]
 sys.path.insert(0, root + "/scripts/data")
 from mtplans import pick, set_budget, task_blocks
 head, tail, names, blocks = task_blocks(open(src).read(), src)
 keep = pick(names, blocks, want, src) if want.split() else list(zip(names, blocks))
 head = re.sub(r'^data_dir = "[^"]*";', 'data_dir = "%s";' % root, head, flags=re.M)
+if seed:   # the plan's seed: shuffles, weight init, sampling
+    head = re.sub(r'^seed = \d+;', 'seed = %d;' % int(seed), head, flags=re.M)
 def plan(name, ks):
     h = re.sub(r'^name = "[^"]*";', 'name = "%s";' % name, head, flags=re.M)
     return h + "tasks = (\n" + ",\n".join(set_budget(b, epochs, max_rows) for _, b in ks) + "\n);\n" + tail
