@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <msgpack.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -31,6 +32,8 @@ struct proto_msg {
     int n_ids, cap_ids;
     proto_field_t *fields;
     char **shm_names;        /* parallel to fields: send this field through shm */
+    shmarena_desc_t *arena;  /* parallel to fields: gen != 0: the field's bytes lie in
+                              * an arena slot and travel as its descriptor */
     int n_fields, cap_fields;
     zmq_msg_t *frames;       /* received frames that fields may point into */
     int n_frames;
@@ -87,6 +90,8 @@ static void s_field_free(proto_msg_t *self, int i) {
         free(self->shm_names[i]);
         self->shm_names[i] = NULL;
     }
+    /* An arena slot is not the message's: its consumer releases it (see shmarena.h). */
+    self->arena[i].gen = 0;
 }
 
 void proto_msg_destroy(proto_msg_t **self_p) {
@@ -97,6 +102,7 @@ void proto_msg_destroy(proto_msg_t **self_p) {
         s_field_free(self, i);
     free(self->fields);
     free(self->shm_names);
+    free(self->arena);
     free(self->ids);
     for (int i = 0; i < self->n_frames; i++)
         zmq_msg_close(&self->frames[i]);
@@ -156,9 +162,12 @@ static proto_field_t *s_slot(proto_msg_t *self, const char *key) {
                                         (size_t)self->cap_fields * sizeof *self->fields);
             self->shm_names = util_realloc(self->shm_names,
                                            (size_t)self->cap_fields * sizeof(char *));
+            self->arena = util_realloc(self->arena,
+                                       (size_t)self->cap_fields * sizeof *self->arena);
         }
         i = self->n_fields++;
         self->shm_names[i] = NULL;
+        self->arena[i].gen = 0;
     }
     proto_field_t *f = &self->fields[i];
     memset(f, 0, sizeof *f);
@@ -258,6 +267,8 @@ int proto_msg_remove(proto_msg_t *self, const char *key) {
             (size_t)(self->n_fields - i - 1) * sizeof *self->fields);
     memmove(&self->shm_names[i], &self->shm_names[i + 1],
             (size_t)(self->n_fields - i - 1) * sizeof(char *));
+    memmove(&self->arena[i], &self->arena[i + 1],
+            (size_t)(self->n_fields - i - 1) * sizeof *self->arena);
     self->n_fields--;
     return 0;
 }
@@ -359,9 +370,11 @@ static void s_pack(const proto_msg_t *self, size_t inline_max, bool use_shm,
         case PV_BIN:
         case PV_TENSOR: break;
         }
-        bool shm = use_shm && self->shm_names[i] != NULL;
-        bool framed = !shm && f->len > inline_max;
-        if (f->type == PV_BIN && !shm && !framed) {
+        /* Arena descriptors travel on sockets only; encoded bytes hold the data inline. */
+        const shmarena_desc_t *ad = use_shm && self->arena[i].gen ? &self->arena[i] : NULL;
+        bool shm = !ad && use_shm && self->shm_names[i] != NULL;
+        bool framed = !ad && !shm && f->len > inline_max;
+        if (f->type == PV_BIN && !ad && !shm && !framed) {
             msgpack_pack_bin(&pk, f->len);
             msgpack_pack_bin_body(&pk, f->data, f->len);
             continue;
@@ -377,7 +390,17 @@ static void s_pack(const proto_msg_t *self, size_t inline_max, bool use_shm,
                 msgpack_pack_int64(&pk, f->shape[d]);
         }
         s_pack_str(&pk, "data");
-        if (shm) {
+        if (ad) {
+            msgpack_pack_map(&pk, 4);
+            s_pack_str(&pk, "name");
+            s_pack_str(&pk, ad->name);
+            s_pack_str(&pk, "offset");
+            msgpack_pack_uint64(&pk, ad->offset);
+            s_pack_str(&pk, "len");
+            msgpack_pack_uint64(&pk, ad->len);
+            s_pack_str(&pk, "gen");
+            msgpack_pack_uint64(&pk, ad->gen);
+        } else if (shm) {
             msgpack_pack_map(&pk, 3);
             s_pack_str(&pk, "name");
             s_pack_str(&pk, self->shm_names[i]);
@@ -649,11 +672,31 @@ static void s_attach(proto_field_t *f, const void *data, size_t len, bool copy, 
     f->len = len;
 }
 
-/* Map a shared-memory descriptor {name, offset, len} and unlink the name. */
+/* The process's cache of arena mappings, made on first use and kept for its life: an
+ * arena is mapped once however many messages point into it. */
+static shmarena_reader_t *s_arena_reader;
+static pthread_once_t s_arena_once = PTHREAD_ONCE_INIT;
+
+static void s_arena_reader_make(void) {
+    s_arena_reader = shmarena_reader_new();
+}
+
+shmarena_reader_t *proto_arena_reader(void) {
+    pthread_once(&s_arena_once, s_arena_reader_make);
+    return s_arena_reader;
+}
+
+/* Map a shared-memory descriptor {name, offset, len} and unlink the name; or, with a
+ * "gen" key, validate an arena descriptor against its slot and point into the arena's
+ * cached mapping (never unlinked by a receiver: see shmarena.h). *arena gets the arena
+ * descriptor (gen 0 for a plain shm object). */
 static int s_map_shm(proto_msg_t *msg, s_rd_t *r, uint64_t n_keys, const void **data,
-                     size_t *len, char *err, size_t errlen) {
+                     size_t *len, shmarena_desc_t *arena, char *err, size_t errlen) {
     char name[256] = "";
     int64_t off = -1, ln = -1;
+    bool have_gen = false;
+    uint64_t gen = 0;
+    arena->gen = 0;
     for (uint64_t k = 0; k < n_keys; k++) {
         s_obj_t key, v;
         if (s_read(r, &key) || key.tag != T_STR)
@@ -669,6 +712,12 @@ static int s_map_shm(proto_msg_t *msg, s_rd_t *r, uint64_t n_keys, const void **
                 return util_err(err, errlen, "shm descriptor: bad %.*s", (int)key.n,
                                 (const char *)key.ptr);
             *(key.ptr[0] == 'o' ? &off : &ln) = x;
+        } else if (s_streq(&key, "gen")) {
+            if (s_read(r, &v) || v.tag != T_UINT || v.u == 0 || have_gen)
+                return util_err(err, errlen, "arena descriptor: bad gen (a positive integer, "
+                                "once)");
+            gen = v.u;
+            have_gen = true;
         } else if (s_skip(r, 4)) {
             return util_err(err, errlen, "shm descriptor: truncated");
         }
@@ -679,6 +728,19 @@ static int s_map_shm(proto_msg_t *msg, s_rd_t *r, uint64_t n_keys, const void **
         return util_err(err, errlen, "shm descriptor: name '%s' must be /NAME", name);
     if ((uint64_t)ln > PROTO_MAX_BYTES)
         return util_err(err, errlen, "shm descriptor: len %lld over the limit", (long long)ln);
+    if (have_gen) {
+        shmarena_desc_t d = {.offset = (uint64_t)off, .len = (uint64_t)ln, .gen = gen};
+        if (strlen(name) >= sizeof d.name)
+            return util_err(err, errlen, "arena descriptor: name '%.80s' too long", name);
+        snprintf(d.name, sizeof d.name, "%s", name);
+        const void *p = shmarena_reader_map(proto_arena_reader(), &d, err, errlen);
+        if (!p)
+            return -1;
+        *data = p;
+        *len = (size_t)ln;
+        *arena = d;
+        return 0;
+    }
     int fd = shm_open(name, O_RDONLY, 0);
     if (fd < 0)
         return util_err(err, errlen, "shm %s: %s", name, strerror(errno));
@@ -740,6 +802,7 @@ static int s_decode_field(proto_msg_t *msg, s_rd_t *r, const s_src_t *src,
     size_t len = 0;
     int frame = -1;
     bool have_data = false;
+    shmarena_desc_t arena = {.gen = 0};
     for (uint64_t k = 0; k < o.n; k++) {
         s_obj_t key, v;
         if (s_read(r, &key) || key.tag != T_STR)
@@ -778,7 +841,7 @@ static int s_decode_field(proto_msg_t *msg, s_rd_t *r, const s_src_t *src,
                 /* The descriptor's reason goes to a buffer of its own: formatting err
                  * into itself would overwrite the text while it is being read. */
                 char why[400] = "bad shm descriptor";
-                if (v.n > 8 || s_map_shm(msg, r, v.n, &data, &len, why, sizeof why))
+                if (v.n > 8 || s_map_shm(msg, r, v.n, &data, &len, &arena, why, sizeof why))
                     return util_err(err, errlen, "field '%s': %s", f->key, why);
                 frame = -2;
             } else {
@@ -813,8 +876,13 @@ static int s_decode_field(proto_msg_t *msg, s_rd_t *r, const s_src_t *src,
         f->ndim = ndim;
         memcpy(f->shape, shape, sizeof(int64_t) * (size_t)ndim);
     }
-    /* Shared memory is always mapped (never copied); frames are copied or pointed to. */
-    if (frame == -2)
+    /* Shared memory is always mapped (never copied); frames are copied or pointed to.
+     * An arena field points into its slot and remembers the descriptor, so that the
+     * consumer can release it and a forwarding process sends the descriptor on. */
+    if (frame == -2 && arena.gen) {
+        s_attach(f, data, len, false, -1);
+        msg->arena[f - msg->fields] = arena;
+    } else if (frame == -2)
         s_attach(f, data, len, false, -1);
     else
         s_attach(f, data, len, src->copy, frame);
@@ -1033,4 +1101,63 @@ int proto_msg_field_to_shm(proto_msg_t *self, const char *key, char *err, size_t
     }
     self->shm_names[i] = util_strdup(name);
     return 0;
+}
+
+int proto_msg_field_to_arena(proto_msg_t *self, const char *key, shmarena_t *arena) {
+    int i = s_find(self, key);
+    if (i < 0 || (self->fields[i].type != PV_TENSOR && self->fields[i].type != PV_BIN))
+        return -1;
+    proto_field_t *f = &self->fields[i];
+    if (self->arena[i].gen)
+        return 0;   /* already there */
+    shmarena_desc_t d;
+    void *dst = shmarena_reserve(arena, f->len, &d);
+    if (!dst)
+        return 1;   /* full: the field travels as before */
+    if (f->len)
+        memcpy(dst, f->data, f->len);
+    /* The slot holds the bytes now: the field points there (valid until released). */
+    if (f->own)
+        free(f->data);
+    f->data = dst;
+    f->own = false;
+    if (self->shm_names[i]) {
+        shm_unlink(self->shm_names[i]);
+        free(self->shm_names[i]);
+        self->shm_names[i] = NULL;
+    }
+    self->arena[i] = d;
+    return 0;
+}
+
+int proto_msg_field_arena(const proto_msg_t *self, const char *key, shmarena_desc_t *desc) {
+    int i = s_find(self, key);
+    if (i < 0 || self->arena[i].gen == 0)
+        return 0;
+    if (desc)
+        *desc = self->arena[i];
+    return 1;
+}
+
+int proto_msg_field_unarena(proto_msg_t *self, const char *key) {
+    int i = s_find(self, key);
+    if (i < 0 || self->arena[i].gen == 0)
+        return -1;
+    proto_field_t *f = &self->fields[i];
+    void *copy = util_malloc(f->len ? f->len : 1);
+    if (f->len)
+        memcpy(copy, f->data, f->len);
+    f->data = copy;
+    f->own = true;
+    self->arena[i].gen = 0;
+    return 0;
+}
+
+void proto_msg_arena_tensor(proto_msg_t *self, const char *key, proto_dtype_t dtype, int ndim,
+                            const int64_t *shape, void *slot, const shmarena_desc_t *desc) {
+    proto_msg_take_tensor(self, key, dtype, ndim, shape, slot);
+    int i = s_find(self, key);
+    OFA_ASSERT(i >= 0 && desc->gen != 0 && self->fields[i].len == desc->len);
+    self->fields[i].own = false;   /* the slot is the arena's */
+    self->arena[i] = *desc;
 }

@@ -9,7 +9,8 @@
  *          "src_tok": {"dtype": "i32", "shape": [12], "data": <bin | frame | shm>}}}
  *
  * A tensor's data is an inline bin, the index of a following frame (1 = the first frame
- * after the envelope), or a POSIX shared-memory descriptor {"name", "offset", "len"}.
+ * after the envelope), or a POSIX shared-memory descriptor {"name", "offset", "len"},
+ * which with a "gen" key names a slot of a long-lived arena (shmarena.h).
  * Every reader accepts all three; docs/protocol.md is the reference for other languages.
  *
  * The decoder is hardened: any byte string gives a message or an error naming what is
@@ -25,6 +26,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "shmarena.h"
 
 #define PROTO_MAGIC "OFAC"
 #define PROTO_VERSION 1
@@ -173,5 +176,36 @@ void *proto_encode_bytes(const proto_msg_t *self, size_t *len);
  * sent, the object belongs to this message: destroying the message, replacing or
  * removing the field, or a failed send unlinks it. Returns 0 or -1 with err. */
 int proto_msg_field_to_shm(proto_msg_t *self, const char *key, char *err, size_t errlen);
+
+/* ---- arena slots (shmarena.h) ---- */
+
+/* Copy a tensor/bin field into a slot of `arena`; from then on the field's data points
+ * into the slot and proto_send() sends the descriptor {name, offset, len, gen} instead
+ * of the bytes. The slot is not the message's: the final consumer releases it
+ * (shmarena_reader_release). Returns 0, 1 when the arena is full (the field is
+ * unchanged and travels as a frame: the caller need do nothing), -1 when there is no
+ * such tensor/bin field. */
+int proto_msg_field_to_arena(proto_msg_t *self, const char *key, shmarena_t *arena);
+
+/* A tensor field whose bytes the caller already wrote into an arena slot (slot and desc
+ * from shmarena_reserve, desc->len the tensor's bytes): no copy; sent as the descriptor.
+ * The slot stays the arena's (the message never frees it). */
+void proto_msg_arena_tensor(proto_msg_t *self, const char *key, proto_dtype_t dtype, int ndim,
+                            const int64_t *shape, void *slot, const shmarena_desc_t *desc);
+
+/* 1 and *desc (when not NULL) if the field lies in an arena slot (put there by
+ * proto_msg_field_to_arena, or received as an arena descriptor: the decoder validated it
+ * and the field's data points into the slot, with no copy); else 0. A received message
+ * that is sent on forwards the descriptor, not the bytes. */
+int proto_msg_field_arena(const proto_msg_t *self, const char *key, shmarena_desc_t *desc);
+
+/* Give an arena field its own copy of the bytes and forget the slot (the caller may then
+ * release it, and a send carries the bytes). Returns 0, or -1 for a field not in an
+ * arena. */
+int proto_msg_field_unarena(proto_msg_t *self, const char *key);
+
+/* The process's shared cache of arena mappings that the decoder validates descriptors
+ * with; release received slots through it. Owned by the library (never destroy it). */
+shmarena_reader_t *proto_arena_reader(void);
 
 #endif

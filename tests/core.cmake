@@ -96,7 +96,7 @@ set(_c ${PROJECT_SOURCE_DIR}/common)
 # The message decoder (proto_decode_frames).
 ofa_add_fuzz(fuzz_proto
   HARNESS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_proto.c
-  SOURCES ${_c}/proto.c ${_c}/util.c
+  SOURCES ${_c}/proto.c ${_c}/shmarena.c ${_c}/util.c
   LIBS ofacommon
   SEEDS ${CMAKE_CURRENT_SOURCE_DIR}/data/bad/msg
   PKG libzmq msgpack
@@ -108,7 +108,7 @@ if(TARGET ofasource)
   ofa_add_fuzz(fuzz_source_row
     HARNESS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_source_row.c
     SOURCES ${_s}/source.c ${_p}/instr.c ${_p}/taskplan.c ${_p}/planfile.c ${_c}/util.c
-            ${_c}/proto.c ${_c}/base64.c
+            ${_c}/proto.c ${_c}/shmarena.c ${_c}/base64.c
     LIBS ofasource
     SEEDS ${CMAKE_CURRENT_SOURCE_DIR}/data/bad/rows
     PKG libzmq msgpack libconfig

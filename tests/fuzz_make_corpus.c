@@ -212,10 +212,11 @@ int main(int argc, char **argv) {
         s_write(raw[i].name, raw[i].bytes, raw[i].len, NULL, NULL, 0);
 
     /* Field-level cases, each an envelope with one field "x". */
-    for (int c = 0; c < 7; c++) {
+    for (int c = 0; c < 10; c++) {
         static const char *names[] = {"bad_shape_len", "bad_dtype", "bad_ndim",
                                       "bad_shm_noname", "bad_dup_key", "bad_field_nil",
-                                      "bad_trailing"};
+                                      "bad_trailing", "bad_arena_gen_zero",
+                                      "bad_arena_gen_str", "bad_arena_absent"};
         msgpack_sbuffer sb;
         msgpack_sbuffer_init(&sb);
         msgpack_packer pk;
@@ -253,6 +254,25 @@ int main(int argc, char **argv) {
             msgpack_pack_int(&pk, 1);
             pk_str(&pk, "x");
             msgpack_pack_int(&pk, 2);
+            break;
+        case 7:
+        case 8:
+        case 9:
+            /* Arena descriptors: gen 0, gen not an integer, an arena that is not there. */
+            msgpack_pack_map(&pk, 1);
+            pk_str(&pk, "data");
+            msgpack_pack_map(&pk, 4);
+            pk_str(&pk, "name");
+            pk_str(&pk, "/ofa-arena-0-0");
+            pk_str(&pk, "offset");
+            msgpack_pack_int(&pk, 192);
+            pk_str(&pk, "len");
+            msgpack_pack_int(&pk, 4);
+            pk_str(&pk, "gen");
+            if (c == 8)
+                pk_str(&pk, "7");
+            else
+                msgpack_pack_int(&pk, c == 7 ? 0 : 7);
             break;
         case 5: msgpack_pack_nil(&pk); break;
         default:

@@ -47,7 +47,7 @@ if(TARGET ofaaudstage)
   ofa_add_fuzz(fuzz_audio
     HARNESS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_audio.c
     SOURCES ${_fa}/audstage.c ${_fa}/auddec.c ${_fa}/fbank.c ${_fa}/avmem.c
-            ${_fp}/planfile.c ${_fp}/instr.c ${_fp}/taskplan.c ${_fc}/proto.c ${_fc}/util.c
+            ${_fp}/planfile.c ${_fp}/instr.c ${_fp}/taskplan.c ${_fc}/proto.c ${_fc}/shmarena.c ${_fc}/util.c
             ${PROJECT_SOURCE_DIR}/stages/common/decstage.c
     LIBS ofaaudstage
     SEEDS ${_fb}/audio
