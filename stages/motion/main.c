@@ -9,34 +9,13 @@
 #include "decmain.h"
 #include "util.h"
 
-#include <errno.h>
-#include <stdlib.h>
-#include <string.h>
-
+/* The flags are motstage_flag's, which ofa-infer also reads from the plan. */
 static int s_extra(void *ctx, const char *flag, const char *value) {
-    motstage_opts_t *o = ctx;
-    if (!strcmp(flag, "--window")) {
-        o->window = (int)stage_flag_int(flag, value, 1, 100000);
-        return 1;
-    }
-    if (!strcmp(flag, "--stride")) {
-        o->stride = (int)stage_flag_int(flag, value, 1, 100000);
-        return 1;
-    }
-    if (!strcmp(flag, "--step")) {
-        o->step = (int)stage_flag_int(flag, value, 1, 1000);
-        return 1;
-    }
-    if (!strcmp(flag, "--pos-scale")) {
-        char *end;
-        errno = 0;
-        double v = value ? strtod(value, &end) : 0;
-        if (!value || !*value || *end || errno || !(v > 0 && v < 1e6))
-            util_fatal(NULL, "--pos-scale takes a positive number, got '%s'", value ? value : "");
-        o->pos_scale = (float)v;
-        return 1;
-    }
-    return 0;
+    char err[256];
+    int r = motstage_flag(ctx, flag, value, err, sizeof err);
+    if (r < 0)
+        util_fatal(NULL, "%s", err);
+    return r;
 }
 
 static void *s_new(const plan_t *plan, void *opts, char *err, size_t errlen) {

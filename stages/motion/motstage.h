@@ -42,4 +42,25 @@ int motstage_process(motstage_t *self, proto_msg_t *msg, char *err, size_t errle
 /* The window a sample takes out of nwin (see above). */
 int64_t motstage_pick_window(int64_t nwin, int train, uint64_t seed, uint64_t sample_id);
 
+/* What the tier does to one column's bytes, for a program that prepares a clip as the
+ * tier would without a message (ofa-infer): the limits.bvh_frames check, parse, and the
+ * window a sample of that split and id takes, as features into *out (T, C), malloc'd,
+ * the caller frees; *C the features per frame, *real the frames that are real. 0, or -1
+ * with err (the parser's reason, "line 12: ..."; no column name). */
+int motstage_features(const motstage_t *self, const char *text, size_t len, int train,
+                      uint64_t sample_id, float **out, int *C, int *real, char *err,
+                      size_t errlen);
+/* The settings in force (defaults filled in); borrowed from self. */
+const motstage_opts_t *motstage_get_opts(const motstage_t *self);
+
+/* One of ofa-motion's own flags (--window, --stride, --step, --pos-scale) into o: 1 when
+ * it was one of them, 0 when not, -1 with err when its value is bad. */
+int motstage_flag(motstage_opts_t *o, const char *flag, const char *value, char *err,
+                  size_t errlen);
+/* The same flags read out of an argv list (argv[0], the program, skipped; other flags
+ * ignored): the plan's stages.motion.program, so that a program outside the pipeline
+ * cuts the windows the plan's tier cuts. 0, or -1 with err. */
+int motstage_opts_from_argv(motstage_opts_t *o, int argc, char *const *argv, char *err,
+                            size_t errlen);
+
 #endif

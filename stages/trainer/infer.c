@@ -8,8 +8,13 @@
  * image size, positions, generation settings), the BPE merges and the closed answer sets.
  * The instruction is compiled with the plan's settings and its inputs are prepared as the
  * pipeline would: image columns decoded, resized (OFA's direct resize) and cut into
- * patches with the image tier's library; text columns tokenised with the task plan
- * (prompt text, <s> </s>, BPE), no masking. Target columns get an empty value (a box
+ * patches with the image tier's library; audio columns through the audio tier's chain
+ * and the tokenize tier's stacking; video columns through the video tier's chain
+ * (vidstage.h: the slot's frames, size and patch; frames sampled as for any sample, no
+ * randomness); motion columns through the motion tier's (motstage.h: the window a
+ * validation sample takes, with the window/stride/step flags of the plan's
+ * stages.motion program); text columns tokenised with the task plan (prompt text,
+ * <s> </s>, BPE), no masking. Target columns get an empty value (a box
  * target a dummy one) only so that the decoder prompt of the instruction is laid out;
  * their tokens are never fed.
  *
@@ -29,6 +34,13 @@
 #include "audstage.h"
 #include "tokstage.h"
 #endif
+#ifdef OFA_INFER_VIDEO
+#include "decstage.h"
+#include "vidstage.h"
+#endif
+#ifdef OFA_INFER_MOTION
+#include "motstage.h"
+#endif
 #include "planfile.h"
 #include "teval.h"
 #include "tgen.h"
@@ -45,11 +57,13 @@ static void s_usage(FILE *f) {
             "  --instruction TEXT   the instruction ('[IMAGE:img] caption? -> [TEXT:cap]')\n"
             "  --task NAME          a task of the checkpoint's plan (its instruction and,\n"
             "                       for closed-set tasks, its answer set)\n"
-            "  --input COL=VALUE    a source column: a file path for IMAGE columns; the text\n"
+            "  --input COL=VALUE    a source column: a file path for IMAGE, AUDIO, VIDEO\n"
+            "                       (MP4, AVI, WebM...) and MOTION (BVH) columns; the text\n"
             "                       itself for text columns, or @FILE to read it from FILE\n"
             "  --beam N             beam size (default: the plan's trainer.beam)\n"
             "  --max-len N          most generated tokens (default: trainer.max_gen_len)\n"
             "  --threads N          CPU threads (default 1)\n"
+            "  --verbose            say on stderr how each media input was prepared\n"
             "  --help               this text\n"
             "Prints the generated answer on stdout (boxes as x0 y0 x1 y1 in pixels of the\n"
             "input image, and their location bins).\n");
@@ -59,12 +73,13 @@ int main(int argc, char **argv) {
     util_set_progname(argv[0]);
     const char *instruction = NULL, *task_name = NULL;
     const char *inputs[MAX_INPUTS];
-    int ninputs = 0, beam = 0, max_len = 0, threads = 1;
+    int ninputs = 0, beam = 0, max_len = 0, threads = 1, verbose = 0;
     static const struct option lo[] = {
         {"instruction", required_argument, 0, 'i'}, {"task", required_argument, 0, 't'},
         {"input", required_argument, 0, 'n'},       {"beam", required_argument, 0, 'b'},
         {"max-len", required_argument, 0, 'm'},     {"threads", required_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
+        {"verbose", no_argument, 0, 'v'},           {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -81,6 +96,7 @@ int main(int argc, char **argv) {
         case 'b': beam = atoi(optarg); if (beam < 1) util_fatal(NULL, "--beam %s: want >= 1", optarg); break;
         case 'm': max_len = atoi(optarg); if (max_len < 1) util_fatal(NULL, "--max-len %s: want >= 1", optarg); break;
         case 'j': threads = atoi(optarg); if (threads < 1) util_fatal(NULL, "--threads %s: want >= 1", optarg); break;
+        case 'v': verbose = 1; break;
         case 'h': s_usage(stdout); return 0;
         default: s_usage(stderr); return 2;
         }
@@ -157,6 +173,10 @@ int main(int argc, char **argv) {
     int grid = 0, img_w = 0, img_h = 0, npatch = 0;
     float *aud = NULL;            /* (aud_frames, aud_dim) stacked audio frames */
     int aud_frames = 0, aud_dim = 0;
+    uint8_t *vid = NULL;          /* (vid_frames, vid_npv, vid_dim) video patches */
+    int vid_frames = 0, vid_npv = 0, vid_dim = 0, vid_grid = 0;
+    float *mot = NULL;            /* (mot_frames, mot_dim) motion features */
+    int mot_frames = 0, mot_dim = 0;
     img_task_col_t icols[4];
     int nicols = img_task_columns(tp, IMG_FIT_RESIZE, icols, 4);
     if (nicols > 1)
@@ -232,9 +252,91 @@ int main(int argc, char **argv) {
             fbank_destroy(&fb);
             aud_dec_destroy(&dec);
 #endif
+#ifdef OFA_INFER_VIDEO
+        } else if (col->mod == MOD_VIDEO) {
+            /* The video tier's chain (vidstage.h): the slot's N, S and P, the plan's
+             * limits, decode, N frames sampled uniformly, resize, patchify. */
+            if (vid)
+                util_fatal(NULL, "instructions with more than one video input are not "
+                           "supported here");
+            const taskplan_slot_t *slots[DECSTAGE_MAX_COLS], *slot = NULL;
+            int ns = decstage_slots(tp, MOD_VIDEO, slots, DECSTAGE_MAX_COLS);
+            for (int k = 0; k < ns; k++)
+                if (!strcmp(slots[k]->column, col->name))
+                    slot = slots[k];
+            OFA_ASSERT(slot);
+            int N, S, P;
+            if (vidstage_geometry(tp, slot, &N, &S, &P, err, sizeof err) != 0)
+                util_fatal(NULL, "%s", err);
+            size_t len;
+            char *bytes = util_read_file(v, &len, err, sizeof err);
+            if (!bytes)
+                util_fatal(NULL, "column %s: %s", col->name, err);
+            vid_opts_t vo = vidstage_limits(plan, NULL);
+            vid_ctx_t *vc = vid_ctx_new(&vo);
+            vid = util_malloc((size_t)N * S * S * 3);
+            vid_info_t info;
+            if (vid_process(vc, (const uint8_t *)bytes, len, N, S, P, vid, NULL, &info, err,
+                            sizeof err) != 0)
+                util_fatal("is it a whole video file (MP4, AVI, WebM...)?",
+                           "column %s: %s: %s", col->name, v, err);
+            vid_ctx_destroy(&vc);
+            free(bytes);
+            if (verbose) {
+                fprintf(stderr, "column %s: %s: %s %dx%d, %d of %lld frames (", col->name, v,
+                        info.codec, info.w, info.h, N, (long long)info.frames);
+                for (int k = 0; k < N; k++)
+                    fprintf(stderr, "%s%lld", k ? " " : "", (long long)info.index[k]);
+                fprintf(stderr, ") at %dx%d, %d px patches: %d positions\n", S, S, P,
+                        N * (S / P) * (S / P));
+            }
+            vid_frames = N;
+            vid_grid = S / P;
+            vid_npv = vid_grid * vid_grid;
+            vid_dim = P * P * 3;
+            tv->npos = N * vid_npv;
+#endif
+#ifdef OFA_INFER_MOTION
+        } else if (col->mod == MOD_MOTION) {
+            /* The motion tier's chain (motstage.h) with the plan's ofa-motion flags:
+             * parse, one frame in `step`, the middle window (a validation sample's),
+             * root-relative positions and 6-D rotations. */
+            if (mot)
+                util_fatal(NULL, "instructions with more than one motion input are not "
+                           "supported here");
+            motstage_opts_t mo = {0};
+            const plan_stage_t *ms = plan_stage(plan, "motion");
+            if (ms && motstage_opts_from_argv(&mo, ms->nprogram, ms->program, err,
+                                              sizeof err) != 0)
+                util_fatal(NULL, "%s: the plan's stages.motion.program: %s", ckpt, err);
+            size_t len;
+            char *bytes = util_read_file(v, &len, err, sizeof err);
+            if (!bytes)
+                util_fatal(NULL, "column %s: %s", col->name, err);
+            motstage_t *mst = motstage_new(plan, &mo);
+            int C, real;
+            if (motstage_features(mst, bytes, len, 0, 0, &mot, &C, &real, err, sizeof err) != 0)
+                util_fatal("is it a whole BVH file?", "column %s: %s: %s", col->name, v, err);
+            if (C != plan->model.motion_channels)
+                util_fatal("the model reads the skeleton it was trained on",
+                           "column %s: %s has %d features per frame, the model takes %d "
+                           "(model.motion_channels)", col->name, v, C,
+                           plan->model.motion_channels);
+            const motstage_opts_t *mop = motstage_get_opts(mst);
+            mot_frames = mop->window;
+            if (verbose)
+                fprintf(stderr, "column %s: %s: %d frames x %d features (window %d, stride %d, "
+                        "step %d; %d real)\n", col->name, v, mop->window, C, mop->window,
+                        mop->stride, mop->step, real);
+            mot_dim = C;
+            tv->npos = mot_frames;
+            motstage_destroy(&mst);
+            free(bytes);
+#endif
         } else if (col->mod == MOD_AUDIO || col->mod == MOD_VIDEO || col->mod == MOD_MOTION) {
-            util_fatal(NULL, "column %s: %s inputs are not supported by ofa-infer yet", col->name,
-                       mod_name(col->mod));
+            util_fatal("the audio and video tiers need FFmpeg's and libsndfile's -dev packages "
+                       "at build time", "column %s: this ofa-infer was built without the %s "
+                       "tier", col->name, mod_name(col->mod));
         } else {
             if (v[0] == '@') {
                 size_t len;
@@ -307,6 +409,8 @@ int main(int argc, char **argv) {
         .tgt_out = r.tgt_out, .tgt_len = &tgt_len, .img = patches, .Np = npatch,
         .patch_dim = plan->model.patch * plan->model.patch * 3, .grid = grid,
         .aud = aud, .Fa = aud_frames, .aud_dim = aud_dim,
+        .vid = vid, .Nf = vid_frames, .Npv = vid_npv, .vid_dim = vid_dim, .vid_grid = vid_grid,
+        .mot = mot, .Fm = mot_frames, .mot_dim = mot_dim,
     };
     tgen_cfg_t gc = {
         .gen = tp->gen, .beam = beam ? beam : plan->trainer.beam,
@@ -350,6 +454,8 @@ int main(int argc, char **argv) {
     img_ctx_destroy(&ictx);
     free(patches);
     free(aud);
+    free(vid);
+    free(mot);
     for (int i = 0; i < nowned; i++)
         free(owned[i]);
     taskplan_destroy(&own);

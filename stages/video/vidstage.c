@@ -17,22 +17,41 @@ struct vidstage_t {
     decstage_t *cols;        /* each column's data: its s_col_t */
 };
 
-/* N, S and P of a column: the slot's frames=, image_size= and patch=, else the plan's. */
+int vidstage_geometry(const taskplan_t *tp, const taskplan_slot_t *slot, int *frames,
+                      int *size, int *patch, char *err, size_t errlen) {
+    const instr_slot_t *in = slot->in;
+    int N = in->frames ? in->frames : tp->opts.frames;
+    int S = in->image_size ? in->image_size : tp->opts.image_size;
+    int P = in->patch ? in->patch : tp->opts.patch;
+    if (N <= 0)
+        N = 8;
+    if (N > VID_MAX_SAMPLE)
+        return util_err(err, errlen, "column %s: frames=%d, at most %d", slot->column, N,
+                        VID_MAX_SAMPLE);
+    if (P <= 0 || S < P || S % P)
+        return util_err(err, errlen, "column %s: size %d is not a multiple of patch %d",
+                        slot->column, S, P);
+    *frames = N, *size = S, *patch = P;
+    return 0;
+}
+
+vid_opts_t vidstage_limits(const plan_t *plan, const vid_opts_t *opts) {
+    /* The plan's limits, unless the program was given --max-frames. */
+    vid_opts_t o = opts ? *opts : (vid_opts_t){0};
+    if (o.max_frames <= 0)
+        o.max_frames = plan->limits.video_frames;
+    if (o.max_seconds <= 0)
+        o.max_seconds = plan->limits.video_seconds;
+    return o;
+}
+
+/* N, S and P of a column (vidstage_geometry). */
 static int s_col_setup(void *ctx, const taskplan_t *tp, decstage_col_t *col, char *err,
                        size_t errlen) {
     (void)ctx;
-    const instr_slot_t *in = col->slot->in;
-    s_col_t c = {in->frames ? in->frames : tp->opts.frames,
-                 in->image_size ? in->image_size : tp->opts.image_size,
-                 in->patch ? in->patch : tp->opts.patch};
-    if (c.frames <= 0)
-        c.frames = 8;
-    if (c.frames > VID_MAX_SAMPLE)
-        return util_err(err, errlen, "column %s: frames=%d, at most %d", col->column,
-                        c.frames, VID_MAX_SAMPLE);
-    if (c.patch <= 0 || c.size < c.patch || c.size % c.patch)
-        return util_err(err, errlen, "column %s: size %d is not a multiple of patch %d",
-                        col->column, c.size, c.patch);
+    s_col_t c;
+    if (vidstage_geometry(tp, col->slot, &c.frames, &c.size, &c.patch, err, errlen) != 0)
+        return -1;
     *(s_col_t *)col->data = c;
     return 0;
 }
@@ -41,12 +60,7 @@ vidstage_t *vidstage_new(const plan_t *plan, const vid_opts_t *opts, char *err,
                          size_t errlen) {
     vidstage_t *self = util_calloc(1, sizeof *self);
     self->plan = plan;
-    /* The plan's limits, unless the program was given --max-frames. */
-    vid_opts_t o = opts ? *opts : (vid_opts_t){0};
-    if (o.max_frames <= 0)
-        o.max_frames = plan->limits.video_frames;
-    if (o.max_seconds <= 0)
-        o.max_seconds = plan->limits.video_seconds;
+    vid_opts_t o = vidstage_limits(plan, opts);
     self->ctx = vid_ctx_new(&o);
     self->cols = decstage_new(plan, MOD_VIDEO, "the video file's bytes", sizeof(s_col_t),
                               s_col_setup, NULL, NULL, err, errlen);

@@ -30,4 +30,15 @@ void vidstage_destroy(vidstage_t **self_p);
 /* Transforms msg in place. 0, or -1 with err. */
 int vidstage_process(vidstage_t *self, proto_msg_t *msg, char *err, size_t errlen);
 
+/* What the tier does to one column, for a program that prepares a clip as the tier
+ * would without a message (ofa-infer):
+ * - vidstage_geometry: N, S and P of the source slot `slot` of tp (the slot's frames=,
+ *   image_size=, patch=, else tp's; N 8 when neither says). 0, or -1 with err naming
+ *   the column when N exceeds VID_MAX_SAMPLE or S is not a multiple of P;
+ * - vidstage_limits: the decoding limits the tier applies, opts (may be NULL) with what
+ *   it leaves 0 taken from the plan's limits group. */
+int vidstage_geometry(const taskplan_t *tp, const taskplan_slot_t *slot, int *frames,
+                      int *size, int *patch, char *err, size_t errlen);
+vid_opts_t vidstage_limits(const plan_t *plan, const vid_opts_t *opts);
+
 #endif
