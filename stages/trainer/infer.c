@@ -3,6 +3,8 @@
  *   ofa-infer CKPT --instruction '[IMAGE:img] what does the image describe? -> [TEXT:cap]'
  *             --input img=photo.jpg
  *   ofa-infer CKPT --task vqa --input image=photo.jpg --input question='what colour?'
+ *   ofa-infer CKPT --task video_caption --input video=clip.mp4
+ *   ofa-infer CKPT --task motion_label --input bvh=walk.bvh --verbose
  *
  * The checkpoint carries everything (ckpt.h): the weights, the resolved plan (model size,
  * image size, positions, generation settings), the BPE merges and the closed answer sets.
