@@ -12,6 +12,11 @@
  *   shm:   the same, with the tensor moved to a POSIX shared-memory object and only its
  *          descriptor on the socket (proto_msg_field_to_shm; the receiver maps and
  *          unlinks it);
+ *   arena: the tensor written into a slot of a long-lived shared-memory arena that the
+ *          sender creates once and the receiver maps once (common/shmarena.h); only
+ *          the descriptor {name, offset, len, gen} is on the socket; the receiver
+ *          copies the bytes out and releases the slot. When the ring is full the
+ *          tensor goes as a frame (the share of such messages is printed);
  *   raw:   zmq_send/zmq_recv of S bytes with no envelope: the floor, measured in the same
  *          run, that the protocol's own cost is compared against.
  * It prints messages/s, GB/s and each mode's ratio to raw. The reference for the other
@@ -31,8 +36,12 @@
 #include <unistd.h>
 #include <zmq.h>
 
-enum { MODE_RAW = 0, MODE_FRAME, MODE_SHM, MODE__N };
-static const char *const s_mode_name[] = {"raw", "frame", "shm"};
+enum { MODE_RAW = 0, MODE_FRAME, MODE_SHM, MODE_ARENA, MODE__N };
+static const char *const s_mode_name[] = {"raw", "frame", "shm", "arena"};
+
+/* Arena mode, the sender's side: messages sent, and those that went as frames because
+ * the ring was full. */
+static long s_arena_sent, s_arena_full;
 
 /* The receiver: counts messages until an empty one, copies each payload to dst, and
  * writes (count, seconds from the first to the last message) to the pipe. */
@@ -90,6 +99,12 @@ static void s_receiver(const char *ep, int mode, size_t size, int fd) {
             }
             memcpy(dst, f->data, f->len);
             got = f->len;
+            shmarena_desc_t d;
+            if (proto_msg_field_arena(m, "x", &d) &&
+                shmarena_reader_release(proto_arena_reader(), &d, err, sizeof err) != 0) {
+                fprintf(stderr, "bench_transport: release: %s\n", err);
+                _exit(1);
+            }
             proto_msg_destroy(&m);
         }
         if (got != size) {
@@ -123,6 +138,12 @@ static void s_sender(const char *ep, int mode, const uint8_t *src, size_t size, 
     zmq_connect(s, ep);
     char err[256];
     int64_t shape[1] = {(int64_t)size};
+    shmarena_t *arena = NULL;
+    if (mode == MODE_ARENA && !(arena = shmarena_new(0, err, sizeof err))) {
+        fprintf(stderr, "bench_transport: %s\n", err);
+        exit(1);
+    }
+    s_arena_sent = s_arena_full = 0;
     double t0 = util_now();
     while (util_now() - t0 < seconds) {
         for (int k = 0; k < 16; k++) {
@@ -133,9 +154,30 @@ static void s_sender(const char *ep, int mode, const uint8_t *src, size_t size, 
                 free(buf);
                 continue;
             }
+            proto_msg_t *m = proto_msg_new(PROTO_SAMPLE, "bench");
+            if (mode == MODE_ARENA) {
+                /* The tensor is written straight into its slot, as a stage would write
+                 * its output; a full ring sends it as a frame. */
+                shmarena_desc_t d;
+                void *slot = shmarena_reserve(arena, size, &d);
+                s_arena_sent++;
+                if (slot) {
+                    memcpy(slot, src, size);
+                    proto_msg_arena_tensor(m, "x", PROTO_U8, 1, shape, slot, &d);
+                } else {
+                    s_arena_full++;
+                    uint8_t *buf = util_malloc(size);
+                    memcpy(buf, src, size);
+                    proto_msg_take_tensor(m, "x", PROTO_U8, 1, shape, buf);
+                }
+                if (proto_send(s, NULL, 0, &m, 0) != 0) {
+                    fprintf(stderr, "bench_transport: send: %s\n", zmq_strerror(errno));
+                    exit(1);
+                }
+                continue;
+            }
             uint8_t *buf = util_malloc(size);
             memcpy(buf, src, size);
-            proto_msg_t *m = proto_msg_new(PROTO_SAMPLE, "bench");
             proto_msg_take_tensor(m, "x", PROTO_U8, 1, shape, buf);
             if (mode == MODE_SHM && proto_msg_field_to_shm(m, "x", err, sizeof err) != 0) {
                 fprintf(stderr, "bench_transport: shm: %s\n", err);
@@ -163,6 +205,7 @@ static void s_sender(const char *ep, int mode, const uint8_t *src, size_t size, 
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close(s);
     zmq_ctx_term(ctx);
+    shmarena_destroy(&arena);
 }
 
 /* One measurement: messages/s over the receiver's first-to-last interval. */
@@ -260,6 +303,9 @@ int main(int argc, char **argv) {
                    rate * (double)size / 1e9, rate / raw);
             if (isize < ntorch && torch_rate[isize] > 0)
                 printf(" %9.2f", rate / torch_rate[isize]);
+            if (mode == MODE_ARENA && s_arena_full > 0)
+                printf("  (%ld of %ld sent as frames: arena full)", s_arena_full,
+                       s_arena_sent);
             printf("\n");
             fflush(stdout);
         }
