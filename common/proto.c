@@ -732,7 +732,7 @@ static int s_map_shm(proto_msg_t *msg, s_rd_t *r, uint64_t n_keys, const void **
         shmarena_desc_t d = {.offset = (uint64_t)off, .len = (uint64_t)ln, .gen = gen};
         if (strlen(name) >= sizeof d.name)
             return util_err(err, errlen, "arena descriptor: name '%.80s' too long", name);
-        snprintf(d.name, sizeof d.name, "%s", name);
+        memcpy(d.name, name, strlen(name) + 1);
         const void *p = shmarena_reader_map(proto_arena_reader(), &d, err, errlen);
         if (!p)
             return -1;
