@@ -378,10 +378,8 @@ int slurm_place_index(proc_role_t role, int worker_k, int nnodes) {
     return (worker_k + 1) % nnodes;
 }
 
-char **slurm_srun_argv(const char *node, const char *name, char *const argv[]) {
-    const char *pre[] = {"srun", "--overlap", "-N1", "-n1", "-w", node,
-                         "--kill-on-bad-exit=1", "--input=none", "-J", name};
-    int npre = (int)(sizeof pre / sizeof pre[0]);
+/* A new NULL-terminated argv: copies of pre[0..npre) then of argv's strings. */
+static char **s_prefixed_argv(const char *const pre[], int npre, char *const argv[]) {
     int argc = 0;
     while (argv[argc])
         argc++;
@@ -391,6 +389,12 @@ char **slurm_srun_argv(const char *node, const char *name, char *const argv[]) {
     for (int i = 0; i < argc; i++)
         out[npre + i] = util_strdup(argv[i]);
     return out;
+}
+
+char **slurm_srun_argv(const char *node, const char *name, char *const argv[]) {
+    const char *pre[] = {"srun", "--overlap", "-N1", "-n1", "-w", node,
+                         "--kill-on-bad-exit=1", "--input=none", "-J", name};
+    return s_prefixed_argv(pre, (int)(sizeof pre / sizeof pre[0]), argv);
 }
 
 int slurm_group_nodes(const plan_t *plan, int world, char *const *nodes, int nnodes,
@@ -434,15 +438,7 @@ char **slurm_group_srun_argv(const char *mpi, int world, char *const *rank_nodes
     const char *pre[] = {"srun", "--overlap", "--overcommit", mpiopt, "-n", ntasks,
                          "-m", "arbitrary", "-w", wl, "--kill-on-bad-exit=1",
                          "--input=none", "-J", name};
-    int npre = (int)(sizeof pre / sizeof pre[0]);
-    int argc = 0;
-    while (argv[argc])
-        argc++;
-    char **out = util_calloc((size_t)(npre + argc + 1), sizeof *out);
-    for (int i = 0; i < npre; i++)
-        out[i] = util_strdup(pre[i]);
-    for (int i = 0; i < argc; i++)
-        out[npre + i] = util_strdup(argv[i]);
+    char **out = s_prefixed_argv(pre, (int)(sizeof pre / sizeof pre[0]), argv);
     free(wl);
     return out;
 }
