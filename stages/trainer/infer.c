@@ -71,6 +71,12 @@ static void s_usage(FILE *f) {
             "input image, and their location bins).\n");
 }
 
+/* One box in location bins (0..999) as "x0 y0 x1 y1\tTAIL", in pixels of a w x h image. */
+static void s_print_box(const double bins[4], int w, int h, const char *tail) {
+    printf("%.1f %.1f %.1f %.1f\t%s\n", bins[0] / 999.0 * w, bins[1] / 999.0 * h,
+           bins[2] / 999.0 * w, bins[3] / 999.0 * h, tail);
+}
+
 int main(int argc, char **argv) {
     util_set_progname(argv[0]);
     const char *instruction = NULL, *task_name = NULL;
@@ -428,8 +434,7 @@ int main(int argc, char **argv) {
     if (tp->gen == GEN_BOX && img_w > 0) {
         int box[4];
         if (sscanf(hyp, "<bin_%d> <bin_%d> <bin_%d> <bin_%d>", &box[0], &box[1], &box[2], &box[3]) == 4)
-            printf("%.1f %.1f %.1f %.1f\t%s\n", box[0] / 999.0 * img_w, box[1] / 999.0 * img_h,
-                   box[2] / 999.0 * img_w, box[3] / 999.0 * img_h, hyp);
+            s_print_box((const double[4]){box[0], box[1], box[2], box[3]}, img_w, img_h, hyp);
         else
             printf("%s\n", hyp);
     } else if (tp->group_column && img_w > 0) {
@@ -438,9 +443,7 @@ int main(int argc, char **argv) {
         int nd = 0;
         metric_parse_detections(hyp, false, &d, &nd, NULL, 0);
         for (int i = 0; i < nd; i++)
-            printf("%.1f %.1f %.1f %.1f\t%s\n", d[i].box[0] / 999.0 * img_w,
-                   d[i].box[1] / 999.0 * img_h, d[i].box[2] / 999.0 * img_w,
-                   d[i].box[3] / 999.0 * img_h, d[i].label);
+            s_print_box(d[i].box, img_w, img_h, d[i].label);
         if (nd == 0)
             printf("%s\n", hyp);
         metric_dets_free(d, nd);
