@@ -118,8 +118,8 @@ static const char *s_mpirun(char *buf, size_t len) {
  *  - Under Slurm (env->slurm): the bare `ofa-trainer ... --group KIND`, which
  *    slurm_place() wraps in one srun step of W tasks (`srun --mpi=PLUGIN -n W ...`,
  *    trainer.mpi): srun starts the ranks itself and MPI_Init learns rank and world from
- *    the plugin. The group kind is named, since Slurm's PMIx plugin sets none of the
- *    variables by which `--group auto` recognises an MPI launch. */
+ *    the plugin. The group kind is named rather than left to `--group auto`, which
+ *    recognises such a step only by Slurm's environment (comm_launched_by_mpi). */
 static int s_trainer_group(const plan_t *plan, const graph_env_t *env, proctab_t *procs,
                            int world, char *err, size_t errlen) {
     s_argv_t a, t;

@@ -181,7 +181,7 @@ Test(slurm, mpi_key_defaults_to_pmix_and_is_checked) {
 }
 
 /* graph_build under Slurm: the group is the bare ofa-trainer of all ranks, told its
- * group kind (srun's PMIx sets none of the variables `--group auto` looks for), with no
+ * group kind (not left to `--group auto`'s reading of Slurm's environment), with no
  * mpirun; slurm_place wraps exactly this argv in the step above. */
 Test(slurm, graph_starts_the_group_without_mpirun_under_slurm) {
     plan_t *p = load("trainer = { ranks = 2; backend = \"cpu\"; };\n" TASK);
