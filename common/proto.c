@@ -437,6 +437,15 @@ proto_msg_t *proto_msg_clone(const proto_msg_t *self) {
     proto_msg_set_ids(c, self->ids, self->n_ids);
     for (int i = 0; i < self->n_fields; i++) {
         const proto_field_t *f = &self->fields[i];
+        if ((f->type == PV_BIN || f->type == PV_TENSOR) && self->arena[i].gen) {
+            /* The slot is nobody's message's: the copy names the same slot. */
+            proto_field_t *cf = s_slot(c, f->key);
+            *cf = *f;
+            cf->own = false;
+            cf->frame = -1;
+            c->arena[cf - c->fields] = self->arena[i];
+            continue;
+        }
         switch (f->type) {
         case PV_INT: proto_msg_set_int(c, f->key, f->i); break;
         case PV_FLOAT: proto_msg_set_float(c, f->key, f->f); break;
@@ -1137,6 +1146,16 @@ int proto_msg_field_arena(const proto_msg_t *self, const char *key, shmarena_des
     if (desc)
         *desc = self->arena[i];
     return 1;
+}
+
+int proto_msg_names_slot(const proto_msg_t *self, const shmarena_desc_t *desc) {
+    for (int i = 0; i < self->n_fields; i++) {
+        const shmarena_desc_t *a = &self->arena[i];
+        if (a->gen && a->gen == desc->gen && a->offset == desc->offset &&
+            strcmp(a->name, desc->name) == 0)
+            return 1;
+    }
+    return 0;
 }
 
 int proto_msg_field_unarena(proto_msg_t *self, const char *key) {

@@ -163,7 +163,10 @@ proto_msg_t *proto_recv(void *socket, void *ident, size_t *identlen, int flags,
 proto_msg_t *proto_decode_frames(const void *const *bufs, const size_t *lens, int n,
                                  char *err, size_t errlen);
 
-/* A deep copy (every field's data copied; the copy holds no frames or mappings).
+/* A deep copy (every field's data copied; the copy holds no frames or mappings),
+ * except that a field in an arena slot stays there: the copy carries the same
+ * descriptor and points at the same slot, whose release stays the consumer's (the
+ * broker's kept copies and re-dispatches move descriptors, never the bytes).
  * The caller owns the result. */
 proto_msg_t *proto_msg_clone(const proto_msg_t *self);
 
@@ -203,6 +206,10 @@ int proto_msg_field_arena(const proto_msg_t *self, const char *key, shmarena_des
  * release it, and a send carries the bytes). Returns 0, or -1 for a field not in an
  * arena. */
 int proto_msg_field_unarena(proto_msg_t *self, const char *key);
+
+/* 1 if one of the message's fields lies in the arena slot desc names (same arena,
+ * offset and generation), else 0. */
+int proto_msg_names_slot(const proto_msg_t *self, const shmarena_desc_t *desc);
 
 /* The process's shared cache of arena mappings that the decoder validates descriptors
  * with; release received slots through it. Owned by the library (never destroy it). */

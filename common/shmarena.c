@@ -15,6 +15,8 @@
 #include "util.h"
 
 #include <assert.h>
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -75,7 +77,26 @@ static s_slot_hdr_t *s_slot(uint8_t *base, uint64_t off) {
 
 /* ---------------------------------------------------------------- producer */
 
+static int s_tag_ok(const char *tag) {
+    size_t n = strlen(tag);
+    if (n == 0 || n >= SHMARENA_TAG_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(isalnum((unsigned char)tag[i]) || tag[i] == '_'))
+            return 0;
+    return 1;
+}
+
 shmarena_t *shmarena_new(size_t size, char *err, size_t errlen) {
+    return shmarena_new_tagged(NULL, size, err, errlen);
+}
+
+shmarena_t *shmarena_new_tagged(const char *tag, size_t size, char *err, size_t errlen) {
+    if (tag && !s_tag_ok(tag)) {
+        util_err(err, errlen, "arena: tag '%.40s' is not 1 to %d letters, digits or '_'",
+                 tag, SHMARENA_TAG_MAX - 1);
+        return NULL;
+    }
     if (size == 0)
         size = SHMARENA_DEFAULT_SIZE;
     if (size < SHMARENA_MIN_SIZE) {
@@ -85,8 +106,8 @@ shmarena_t *shmarena_new(size_t size, char *err, size_t errlen) {
     }
     size = (size_t)s_round(size, 4096);
     shmarena_t *self = util_calloc(1, sizeof *self);
-    snprintf(self->name, sizeof self->name, SHMARENA_PREFIX "%d-%u", (int)getpid(),
-             atomic_fetch_add(&s_counter, 1));
+    snprintf(self->name, sizeof self->name, SHMARENA_PREFIX "%s%s%d-%u", tag ? tag : "",
+             tag ? "-" : "", (int)getpid(), atomic_fetch_add(&s_counter, 1));
     int fd = shm_open(self->name, O_RDWR | O_CREAT | O_EXCL, 0600);
     if (fd < 0) {
         util_err(err, errlen, "arena: shm_open %s: %s", self->name, strerror(errno));
@@ -133,6 +154,36 @@ void shmarena_destroy(shmarena_t **self_p) {
     shm_unlink(self->name);
     free(self);
     *self_p = NULL;
+}
+
+void shmarena_detach(shmarena_t **self_p) {
+    if (!self_p || !*self_p)
+        return;
+    shmarena_t *self = *self_p;
+    munmap(self->base, self->size);
+    free(self);
+    *self_p = NULL;
+}
+
+int shmarena_unlink_tag(const char *tag) {
+    if (!tag || !s_tag_ok(tag))
+        return -1;
+    char prefix[SHMARENA_NAME_MAX];
+    snprintf(prefix, sizeof prefix, "%s%s-", &SHMARENA_PREFIX[1], tag);
+    DIR *d = opendir("/dev/shm");
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+            continue;
+        char name[sizeof e->d_name + 1];
+        snprintf(name, sizeof name, "/%s", e->d_name);
+        if (shm_unlink(name) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
 }
 
 const char *shmarena_name(const shmarena_t *self) {
@@ -236,6 +287,7 @@ struct shmarena_reader {
     pthread_mutex_t lock;
     s_map_t maps[SHMARENA_READER_MAX];
     int n;
+    int last;          /* the last one found: one producer's descriptors come in runs */
 };
 
 shmarena_reader_t *shmarena_reader_new(void) {
@@ -266,8 +318,13 @@ static s_map_t *s_reader_arena(shmarena_reader_t *self, const char *name, char *
         return NULL;
     }
     pthread_mutex_lock(&self->lock);
+    if (self->last < self->n && strcmp(self->maps[self->last].name, name) == 0) {
+        pthread_mutex_unlock(&self->lock);
+        return &self->maps[self->last];
+    }
     for (int i = 0; i < self->n; i++)
         if (strcmp(self->maps[i].name, name) == 0) {
+            self->last = i;
             pthread_mutex_unlock(&self->lock);
             return &self->maps[i];
         }

@@ -32,7 +32,9 @@
 #define SHMARENA_MIN_SIZE ((size_t)64 << 10)
 #define SHMARENA_PREFIX "/ofa-arena-"
 #define SHMARENA_NAME_MAX 64
-#define SHMARENA_READER_MAX 64   /* arenas one reader maps at most */
+#define SHMARENA_READER_MAX 1024 /* arenas one reader maps at most (every worker of a run
+                                   * and its restarts: each start makes a new arena) */
+#define SHMARENA_TAG_MAX 24     /* a run's tag: letters, digits, '_' */
 
 typedef struct shmarena shmarena_t;
 typedef struct shmarena_reader shmarena_reader_t;
@@ -52,8 +54,23 @@ typedef struct {
  * default). Returns the arena (the caller owns it) or NULL with err. */
 shmarena_t *shmarena_new(size_t size, char *err, size_t errlen);
 
+/* The same, named "/ofa-arena-<tag>-<pid>-<n>" (tag: 1 to SHMARENA_TAG_MAX-1 letters,
+ * digits or '_'; NULL = no tag), so that whoever runs the producers can remove all of a
+ * run's arenas by its tag (shmarena_unlink_tag) however the producers ended. */
+shmarena_t *shmarena_new_tagged(const char *tag, size_t size, char *err, size_t errlen);
+
 /* Unmap the arena and unlink its name. Accepts NULL; sets *self_p to NULL. */
 void shmarena_destroy(shmarena_t **self_p);
+
+/* Unmap the arena and leave its name: slots it handed out may still be read and
+ * released by consumers after the producer is gone (a pipeline worker's arena; the run's
+ * launcher unlinks it). Accepts NULL; sets *self_p to NULL. */
+void shmarena_detach(shmarena_t **self_p);
+
+/* Unlink every arena whose name starts with "/ofa-arena-<tag>-" (the shm folder,
+ * /dev/shm, is scanned). Returns how many, or -1 when the tag is malformed or the folder
+ * cannot be read. Mappings that exist stay valid until unmapped. */
+int shmarena_unlink_tag(const char *tag);
 
 /* The arena's shm name ("/ofa-arena-<pid>-<n>"); valid while the arena lives. */
 const char *shmarena_name(const shmarena_t *self);
