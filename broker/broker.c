@@ -99,6 +99,8 @@ struct broker {
     int eof_forwarded;
 
     long redispatched, duplicates, garbage, batcher_resent;
+    long arena_release_failed;
+    long unacked_slots;          /* arena slots named by the messages in unacked */
 };
 
 /* ---------------------------------------------------------------- small containers */
@@ -372,6 +374,82 @@ static void s_count(broker_t *self, const char *task, const char *what) {
     }
 }
 
+/* ---------------------------------------------------------------- arena slots */
+
+/* Large tensors may lie in shared-memory arena slots of the workers that made them
+ * (common/shmarena.h); the messages the broker keeps and passes on carry only their
+ * descriptors. The broker is the consumer that releases a slot: when the batcher
+ * acknowledges the sample (its batch is confirmed, so no resend can need the slot
+ * again), when the sample is rejected, when a newer version of the sample no longer
+ * names it, and when an answer it drops as a duplicate names a slot nothing else does.
+ * A slot never released would hold its arena's ring (reclaimed oldest first) and send
+ * every later tensor of that worker as a frame: correct, but slow. */
+static int s_queue_names_slot(const s_msgq_t *q, const shmarena_desc_t *d) {
+    for (int i = 0; i < q->n; i++)
+        if (proto_msg_names_slot(q->v[i], d))
+            return 1;
+    return 0;
+}
+
+/* Release the slots m's fields lie in, except those `keep` names too and, with
+ * `kept`, those of any message the broker still holds toward or at the batcher. */
+static void s_release_slots(broker_t *self, const proto_msg_t *m, const proto_msg_t *keep,
+                            int kept) {
+    for (int i = 0; m && i < proto_msg_n_fields(m); i++) {
+        shmarena_desc_t d;
+        if (!proto_msg_field_arena(m, proto_msg_field(m, i)->key, &d))
+            continue;
+        if ((keep && proto_msg_names_slot(keep, &d)) ||
+            (kept && (s_queue_names_slot(&self->toward_batcher, &d) ||
+                      s_queue_names_slot(&self->unacked, &d))))
+            continue;
+        char why[256];
+        if (shmarena_reader_release(proto_arena_reader(), &d, why, sizeof why) != 0) {
+            /* Stale: released already (a duplicate of a slot), or its arena is gone. */
+            if (self->arena_release_failed++ < 10)
+                fprintf(stderr, "broker: arena slot of seq %lld field %s not released: %s\n",
+                        (long long)proto_msg_get_int(m, "seq", -1), proto_msg_field(m, i)->key,
+                        why);
+            if (self->stats)
+                stats_add(self->stats, "arena_release_failed", 1);
+            continue;
+        }
+        if (self->stats)
+            stats_add(self->stats, "arena_released", 1);
+    }
+}
+
+static int s_nslots(const proto_msg_t *m) {
+    int n = 0;
+    for (int i = 0; i < proto_msg_n_fields(m); i++)
+        n += proto_msg_field_arena(m, proto_msg_field(m, i)->key, NULL);
+    return n;
+}
+
+/* The slots that messages kept for the batcher name (a gauge: with arena_released, it
+ * accounts for every slot the workers made, arena_slots in their stats). */
+static void s_unacked_slots(broker_t *self, int delta) {
+    self->unacked_slots += delta;
+    if (self->stats && delta)
+        stats_set(self->stats, "arena_unacked", (double)self->unacked_slots);
+}
+
+/* A batcher that does not acknowledge never says when a slot is free: it is sent the
+ * bytes, and the slots are released at once. */
+static void s_unarena(broker_t *self, proto_msg_t *m) {
+    int n = proto_msg_n_fields(m);
+    int any = 0;
+    for (int i = 0; i < n; i++)
+        any |= proto_msg_field_arena(m, proto_msg_field(m, i)->key, NULL);
+    if (!any)
+        return;
+    proto_msg_t *slots = proto_msg_clone(m);
+    for (int i = 0; i < n; i++)
+        proto_msg_field_unarena(m, proto_msg_field(m, i)->key);
+    s_release_slots(self, slots, NULL, 0);
+    proto_msg_destroy(&slots);
+}
+
 /* ---------------------------------------------------------------- routing */
 
 static void s_to_batcher(broker_t *self, proto_msg_t *m) {
@@ -466,6 +544,7 @@ static void s_on_answer(broker_t *self, s_peer_t *p, proto_msg_t *m) {
         /* Answered already by another worker after a re-dispatch. */
         self->duplicates++;
         s_count(self, proto_msg_task(m), "duplicates_dropped");
+        s_release_slots(self, m, e ? e->msg : NULL, 1);
         proto_msg_destroy(&m);
         return;
     }
@@ -478,12 +557,14 @@ static void s_on_answer(broker_t *self, s_peer_t *p, proto_msg_t *m) {
     if (is_reject) {
         s_write_reject(self, m);
         s_count(self, proto_msg_task(m), "rejected");
+        s_release_slots(self, e->msg, NULL, 0);
         proto_msg_destroy(&e->msg);
         e->msg = NULL;
         s_erase(self, e);
         s_to_batcher(self, m);
         return;
     }
+    s_release_slots(self, e->msg, m, 0);
     proto_msg_destroy(&e->msg);
     e->msg = m;
     e->hop = hop + 1;
@@ -511,6 +592,7 @@ static void s_on_batcher_hello(broker_t *self, s_peer_t *p, const proto_msg_t *h
     int n = self->unacked.n;
     while (self->unacked.n) {
         proto_msg_t *m = s_msgq_pop(&self->unacked);
+        s_unacked_slots(self, -s_nslots(m));
         s_count(self, proto_msg_task(m), "redispatched");
         s_to_batcher(self, m);
     }
@@ -553,6 +635,8 @@ static void s_on_batcher_ack(broker_t *self, const proto_msg_t *m) {
     self->acked_batch = batch;
     while (self->unacked.n && self->unacked.seq[0] < seq) {
         proto_msg_t *d = s_msgq_pop(&self->unacked);
+        s_unacked_slots(self, -s_nslots(d));
+        s_release_slots(self, d, NULL, 0);
         proto_msg_destroy(&d);
     }
 }
@@ -696,6 +780,7 @@ static void s_requeue_held(broker_t *self, s_peer_t *p) {
             s_write_reject(self, r);
             s_count(self, proto_msg_task(r), "rejected");
             s_count(self, proto_msg_task(r), "poison");
+            s_release_slots(self, e->msg, NULL, 0);
             proto_msg_destroy(&e->msg);
             e->msg = NULL;
             s_erase(self, e);
@@ -764,8 +849,11 @@ static void s_dispatch(broker_t *self) {
             self->batcher_credits--;
         else
             self->batcher_want = -1;
-        if (self->batcher_acks)
+        if (self->batcher_acks) {
             s_msgq_push(&self->unacked, proto_msg_clone(m));
+            s_unacked_slots(self, s_nslots(m));
+        } else
+            s_unarena(self, m);
         self->send(self->send_ctx, b->ident, b->identlen, &m);
     }
     /* The end of data, once nothing before it is left. */

@@ -6,6 +6,9 @@ ofa_add_test(test_stats SOURCES test_stats.c LIBS ofacommon LABELS unit TIMEOUT 
 if(TARGET ofabroker)
   ofa_add_test(test_broker SOURCES test_broker.c broker_rec.c LIBS ofabroker LABELS unit
                TIMEOUT 60)
+  # The arena slots samples' tensors lie in: released by the broker once, never early.
+  ofa_add_test(test_broker_arena SOURCES test_broker_arena.c broker_rec.c LIBS ofabroker
+               LABELS unit TIMEOUT 60)
 endif()
 
 # ---- fuzzing (label fuzz)
