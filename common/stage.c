@@ -33,7 +33,9 @@ static void s_usage(const char *usage, FILE *out) {
             "  --run-dir DIR    run directory\n"
             "  --tier NAME      stage tier this worker serves\n"
             "  --credits N      items this process may hold at once (default 8)\n"
-            "  --curve FILE     the run's CURVE key file (tcp:// endpoints; docs/protocol.md)\n");
+            "  --curve FILE     the run's CURVE key file (tcp:// endpoints; docs/protocol.md)\n"
+            "  --arena TAG      put large outputs in a shared-memory arena of the run TAG\n"
+            "  --arena-mb N     the arena's size in MiB (default 256)\n");
 }
 
 void stage_args_parse(stage_args_t *a, int argc, char **argv, const char *usage,
@@ -42,6 +44,7 @@ void stage_args_parse(stage_args_t *a, int argc, char **argv, const char *usage,
     util_set_progname(argv[0]);
     snprintf(a->id, sizeof a->id, "%s", util_progname());
     a->credits = 8;
+    a->arena_mb = 256;
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -54,6 +57,7 @@ void stage_args_parse(stage_args_t *a, int argc, char **argv, const char *usage,
             {"--plan", a->plan, sizeof a->plan},     {"--stats", a->stats, sizeof a->stats},
             {"--run-dir", a->run_dir, sizeof a->run_dir},
             {"--tier", a->tier, sizeof a->tier},     {"--curve", a->curve, sizeof a->curve},
+            {"--arena", a->arena, sizeof a->arena},
         };
         int took = 0;
         for (size_t k = 0; k < sizeof str_flags / sizeof *str_flags; k++) {
@@ -75,6 +79,17 @@ void stage_args_parse(stage_args_t *a, int argc, char **argv, const char *usage,
                 exit(2);
             }
             a->credits = (int)n;
+            took = 1;
+        }
+        if (!took && strcmp(f, "--arena-mb") == 0) {
+            char *end = NULL;
+            long n = v ? strtol(v, &end, 10) : 0;
+            if (!v || *end || n < 1 || n > 65536) {
+                fprintf(stderr, "%s: --arena-mb needs a number from 1 to 65536\n",
+                        util_progname());
+                exit(2);
+            }
+            a->arena_mb = (int)n;
             took = 1;
         }
         if (took) {
@@ -234,6 +249,39 @@ proto_msg_t *stage_make_reject(const proto_msg_t *sample, const char *stage,
     return r;
 }
 
+/* --arena: every output field of STAGE_ARENA_MIN bytes or more into the worker's arena
+ * (made on first use; a failure to make it is said once and the run goes on with
+ * frames). A field already in a slot (passed on from an earlier tier) stays where it is. */
+typedef struct {
+    shmarena_t *arena;
+    int failed;
+} s_arena_out_t;
+
+static void s_to_arena(s_arena_out_t *ao, const stage_args_t *a, proto_msg_t *m, stats_t *st) {
+    for (int i = 0; i < proto_msg_n_fields(m); i++) {
+        const proto_field_t *f = proto_msg_field(m, i);
+        if ((f->type != PV_TENSOR && f->type != PV_BIN) || f->len < STAGE_ARENA_MIN ||
+            proto_msg_field_arena(m, f->key, NULL))
+            continue;
+        if (!ao->arena && !ao->failed) {
+            char err[512];
+            ao->arena = shmarena_new_tagged(a->arena, (size_t)a->arena_mb << 20, err,
+                                            sizeof err);
+            if (!ao->arena) {
+                ao->failed = 1;
+                fprintf(stderr, "%s: --arena %s: %s; large tensors go as frames\n",
+                        util_progname(), a->arena, err);
+            }
+        }
+        if (!ao->arena)
+            return;
+        char key[PROTO_MAX_KEY];
+        snprintf(key, sizeof key, "%s", f->key);
+        int r = proto_msg_field_to_arena(m, key, ao->arena);
+        stats_add(st, r == 0 ? "arena_slots" : "arena_full", 1);
+    }
+}
+
 int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
     stage_install_signals();
     void *zctx = zmq_ctx_new();
@@ -250,6 +298,7 @@ int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
     void *sock = stage_conn_socket(conn);
     trace_open(a->id);   /* spans recv/work/send when launch profiles the run */
     double wait_start = util_now();
+    s_arena_out_t ao = {0};
     int rc = 0;
     while (!stage_stop_flag) {
         zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
@@ -298,6 +347,8 @@ int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
             proto_msg_t *out;
             if (ok == 0) {
                 proto_msg_set_int(m, "@hop", proto_msg_get_int(m, "@hop", 0) + 1);
+                if (a->arena[0])
+                    s_to_arena(&ao, a, m, st);
                 stats_add(st, "items_out", 1);
                 stats_add(st, "bytes_out", (double)proto_msg_bytes(m));
                 out = m;
@@ -322,6 +373,8 @@ int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
     }
     trace_close();
     stage_conn_destroy(&conn);
+    /* What it put in slots may still be in flight: the name stays (launch removes it). */
+    shmarena_detach(&ao.arena);
     stats_destroy(&st);   /* sends the final snapshot */
     zmq_ctx_term(zctx);
     return rc;

@@ -13,9 +13,13 @@
  * returns -1 with the reason in err, which becomes a REJECT naming the stage.
  *
  * Common flags: --id ID --ctl ENDPOINT --plan FILE --stats ENDPOINT --run-dir DIR
- * --tier NAME --credits N --curve FILE --help. With --curve the keys are loaded at once
- * (a bad file is fatal) and every socket the runtime connects is a CURVE client
- * (curve.h). Other flags are handed to the program's own parser
+ * --tier NAME --credits N --curve FILE --arena TAG --arena-mb N --help. With --curve the
+ * keys are loaded at once (a bad file is fatal) and every socket the runtime connects is
+ * a CURVE client (curve.h). With --arena a worker puts each output tensor or byte string
+ * of STAGE_ARENA_MIN bytes or more into a slot of its own shared-memory arena
+ * ("/ofa-arena-TAG-PID-N", made on first use, left in place at exit for the consumers
+ * of what is still in flight; launch removes the run's arenas at its end), so that only
+ * the descriptor crosses the sockets; when the arena is full the bytes go as a frame. Other flags are handed to the program's own parser
  * (extra_fn); an unknown flag is an error with a one-line reason. */
 #ifndef OFA_STAGE_H
 #define OFA_STAGE_H
@@ -35,6 +39,9 @@ typedef struct {
     char tier[32];
     int credits;          /* items this process may hold (default 8) */
     char curve[1024];     /* --curve FILE: the run's CURVE key file (tcp:// runs), or "" */
+    char arena[SHMARENA_TAG_MAX]; /* --arena TAG: large outputs go through a shared-memory
+                                     arena named by the run's tag (shmarena.h), or "" */
+    int arena_mb;         /* --arena-mb N: the arena's size (default 256) */
 } stage_args_t;
 
 /* extra_fn(ctx, flag, value) handles a program-specific flag: returns 1 when it took
@@ -80,6 +87,10 @@ int stage_conn_credit(stage_conn_t *self, int n);
 int stage_conn_ack(stage_conn_t *self, int64_t step);
 /* Say the connection's hello again (asked by a restarted batcher: CONTROL "rehello"). */
 int stage_conn_rehello(stage_conn_t *self);
+
+/* Outputs from this size on go through the arena (--arena): below it a frame costs less
+ * than a slot's bookkeeping. */
+#define STAGE_ARENA_MIN 65536
 
 /* Heartbeat period (ms): every process sends something at least this often. */
 #define STAGE_HEARTBEAT_MS 500

@@ -25,9 +25,10 @@ static void s_arg(s_argv_t *a, const char *s) {
     a->argv[a->n] = NULL;
 }
 
-/* Start an argv with the stage's program: the plan's argv list, or bin_dir/ofa-NAME. */
-static void s_program(s_argv_t *a, const plan_t *plan, const graph_env_t *env,
-                      const char *stage) {
+/* Start an argv with the stage's program: the plan's argv list, or bin_dir/ofa-NAME.
+ * Returns 1 when it is a program of this build (beside launch), 0 for the user's own. */
+static int s_program(s_argv_t *a, const plan_t *plan, const graph_env_t *env,
+                     const char *stage) {
     a->n = 0;
     a->argv[0] = NULL;
     const plan_stage_t *st = plan_stage(plan, stage);
@@ -39,15 +40,16 @@ static void s_program(s_argv_t *a, const plan_t *plan, const graph_env_t *env,
             s_arg(a, built);
             for (int i = 1; i < st->nprogram; i++)
                 s_arg(a, st->program[i]);
-            return;
+            return 1;
         }
         for (int i = 0; i < st->nprogram; i++)
             s_arg(a, st->program[i]);
-        return;
+        return 0;
     }
     char path[1400];
     snprintf(path, sizeof path, "%s/ofa-%s", env->bin_dir, stage);
     s_arg(a, path);
+    return 1;
 }
 
 static void s_common(s_argv_t *a, const graph_env_t *env, const char *id) {
@@ -190,12 +192,22 @@ int graph_build(const plan_t *plan, const graph_env_t *env, proctab_t *procs,
         for (int w = 0; w < n; w++) {
             char id[64];
             snprintf(id, sizeof id, "%s.%d", tiers[t], w);
-            s_program(&a, plan, env, tiers[t]);
+            int builtin = s_program(&a, plan, env, tiers[t]);
             s_common(&a, env, id);
             s_arg(&a, "--ctl");
             s_arg(&a, env->broker_ep);
             s_arg(&a, "--tier");
             s_arg(&a, tiers[t]);
+            /* The arena flags go to this build's workers only: a user's own program
+             * need not know them (it sends frames, and reads arena descriptors as
+             * docs/protocol.md says). */
+            if (env->arena_tag[0] && builtin) {
+                s_arg(&a, "--arena");
+                s_arg(&a, env->arena_tag);
+                snprintf(buf, sizeof buf, "%d", env->arena_mb);
+                s_arg(&a, "--arena-mb");
+                s_arg(&a, buf);
+            }
             int credits = s_credits(plan, tiers[t]);
             if (credits > 0) {
                 snprintf(buf, sizeof buf, "%d", credits);

@@ -18,6 +18,8 @@ typedef struct {
     int resume;
     int slurm;              /* processes run as Slurm job steps (launch/slurm.c): the
                              * trainer group is one srun step of its ranks, not mpirun */
+    char arena_tag[24];     /* workers' shared-memory arenas (--arena TAG), or "" */
+    int arena_mb;
 } graph_env_t;
 
 /* Add every process of the plan's graph to the table, in start order (broker, batcher,

@@ -5,6 +5,7 @@
  * restarts crashed workers whose back-off has passed, and acts on SIGINT/SIGTERM. */
 #include "runner.h"
 #include "curve.h"
+#include "shmarena.h"
 #include "slurm.h"
 #include "statsdb.h"
 #include "statsrx.h"
@@ -12,6 +13,7 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -204,6 +206,42 @@ static int s_train_bpe(const plan_t *plan, const runner_opts_t *o, char *err, si
     return 0;
 }
 
+/* shm_arena: the workers' arenas are named after this launch ("r<pid>"), so that the
+ * run's end removes them however the workers ended; arenas of launches that died
+ * without that step (killed) are removed here. Under Slurm the processes are on several
+ * hosts: auto means off there, and on is refused. */
+static int s_arena_setup(const plan_t *plan, graph_env_t *env, char *err, size_t errlen) {
+    env->arena_tag[0] = 0;
+    const char *mode = plan->shm_arena ? plan->shm_arena : "auto";
+    if (strcmp(mode, "off") == 0)
+        return 0;
+    if (env->slurm) {
+        if (strcmp(mode, "on") == 0)
+            return util_err(err, errlen, "shm_arena = \"on\": shared memory reaches only the "
+                            "processes of one host, and under Slurm they are spread over "
+                            "nodes (use \"auto\" or \"off\")");
+        return 0;
+    }
+    DIR *d = opendir("/dev/shm");
+    for (struct dirent *e; d && (e = readdir(d));) {
+        int pid = 0, used = 0;
+        if (sscanf(e->d_name, "ofa-arena-r%d-%n", &pid, &used) == 1 && used > 0 && pid > 0 &&
+            kill(pid, 0) != 0 && errno == ESRCH) {
+            char tag[24];
+            snprintf(tag, sizeof tag, "r%d", pid);
+            int n = shmarena_unlink_tag(tag);
+            if (n > 0)
+                fprintf(stderr, "launch: removed %d arena(s) left by launch %d, which is "
+                        "gone\n", n, pid);
+        }
+    }
+    if (d)
+        closedir(d);
+    snprintf(env->arena_tag, sizeof env->arena_tag, "r%d", (int)getpid());
+    env->arena_mb = plan->shm_arena_mb > 0 ? plan->shm_arena_mb : 256;
+    return 0;
+}
+
 /* transport = "tcp" on one host: the three endpoints on 127.0.0.1, at ports the kernel
  * chooses (each socket stays bound until all are chosen, so the ports differ). */
 static int s_loopback_endpoints(graph_env_t *env, char *err, size_t errlen) {
@@ -301,6 +339,8 @@ int runner_run(const plan_t *plan, runner_opts_t *o, char *err, size_t errlen) {
         have_keys = 1;
     }
     env->slurm = slurm != NULL;
+    if (s_arena_setup(plan, env, err, errlen))
+        goto done;
     if (graph_build(plan, env, procs, err, errlen))
         goto done;
     if (slurm && slurm_place(slurm, procs, err, errlen))
@@ -438,6 +478,12 @@ int runner_run(const plan_t *plan, runner_opts_t *o, char *err, size_t errlen) {
     }
 
 done:
+    /* Every process is gone (or never started): nothing can still need a slot. */
+    if (env->arena_tag[0]) {
+        int n = shmarena_unlink_tag(env->arena_tag);
+        if (n > 0)
+            fprintf(stderr, "launch: removed %d shared-memory arena(s) of the workers\n", n);
+    }
     if (stats)
         zmq_close(stats);
     curve_zap_destroy(&zap);

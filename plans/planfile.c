@@ -131,6 +131,13 @@ static const s_key_t s_global_keys[] = {
     {"transport", K_ENUM, "ipc", 0, 0, "ipc|tcp", PO(transport), 0,
      "Endpoints of a local run: ipc (Unix sockets in a private folder) or tcp (127.0.0.1, "
      "secured with CURVE keys made per run, as on a cluster). Slurm runs always use tcp."},
+    {"shm_arena", K_ENUM, "auto", 0, 0, "auto|on|off", PO(shm_arena), 0,
+     "Large tensors (an image's pixels, a clip's frames) through shared memory: each "
+     "worker writes them into a slot of its own arena and only a descriptor crosses the "
+     "sockets (docs/protocol.md). auto = on when every process runs on one host (not "
+     "under Slurm); off = every tensor as a message frame."},
+    {"shm_arena_mb", K_INT, "256", 1, 65536, NULL, PO(shm_arena_mb), 0,
+     "Size of each worker's arena in MiB; when it is full, tensors go as frames."},
     /* Limits: the defaults admit every real input of the shipped datasets with a wide
      * margin, and stop a decompression bomb or a mistaken multi-gigabyte field early. */
     {"limits.message_bytes", K_INT64, "268435456", 1048576, 4294967296.0, NULL,
@@ -688,6 +695,7 @@ void plan_destroy(plan_t **self_p) {
     free(p->trainer.multitask);
     free(p->trainer.mpi);
     free(p->transport);
+    free(p->shm_arena);
     free(p->placement.hubs);
     s_free_strv(p->placement.trainer, p->placement.ntrainer);
     free(p);

@@ -132,6 +132,8 @@ typedef struct {
     plan_placement_t placement;
     plan_limits_t limits;
     char *transport;         /* "ipc" | "tcp": endpoints of a local run (tcp = CURVE) */
+    char *shm_arena;         /* "auto" | "on" | "off": large tensors through shared memory */
+    int shm_arena_mb;        /* each worker's arena, MiB */
     plan_stage_t *stages;    /* every stage the run needs, defaults filled in */
     int nstages;
 } plan_t;
