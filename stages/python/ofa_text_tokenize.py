@@ -27,6 +27,7 @@ import argparse
 import mmap
 import os
 import signal
+import struct
 import sys
 import time
 
@@ -546,6 +547,8 @@ def field_bytes(key, value, frames):
         raise ValueError(f"field '{key}': shared memory needs a name '/NAME'")
     if not isinstance(off, int) or not isinstance(ln, int) or off < 0 or ln < 0:
         raise ValueError(f"field '{key}': shared memory needs offset and len")
+    if "gen" in d:
+        return _arena_bytes(key, name, off, ln, d["gen"])
     try:
         fd = os.open("/dev/shm" + name, os.O_RDONLY)
     except OSError as e:
@@ -558,6 +561,51 @@ def field_bytes(key, value, frames):
             return b""
         with mmap.mmap(fd, 0, prot=mmap.PROT_READ) as m:
             return m[off:off + ln]
+    finally:
+        os.close(fd)
+
+
+ARENA_MAGIC, ARENA_HDR, SLOT_HDR = 0x414e455241414f46, 128, 64
+
+
+def _arena_bytes(key, name, off, ln, gen):
+    """A slot of a long-lived arena (docs/protocol.md, Arena descriptors): checked against
+    the slot header in the shared memory (a used slot of that generation and length),
+    copied out, and never unlinked; its release is the broker's."""
+    if not _is_int(gen) or gen <= 0 or gen >= 1 << 62:
+        raise ValueError(f"field '{key}': arena descriptor: bad gen (a positive integer, once)")
+    if not name.startswith("/ofa-arena-"):
+        raise ValueError(f"field '{key}': arena descriptor: name '{name[:80]}' is not "
+                         "/ofa-arena-...")
+    try:
+        fd = os.open("/dev/shm" + name, os.O_RDONLY)
+    except OSError as e:
+        raise ValueError(f"field '{key}': arena {name}: {e.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size < ARENA_HDR + SLOT_HDR:
+            raise ValueError(f"field '{key}': arena {name}: too small to be an arena")
+        if off < ARENA_HDR + SLOT_HDR or off > size - 64 or (off - ARENA_HDR) % 64:
+            raise ValueError(f"field '{key}': arena {name}: offset {off} is not a slot")
+        if ln > size - off:
+            raise ValueError(f"field '{key}': arena {name}: len {ln} at offset {off} beyond "
+                             "the arena")
+        with mmap.mmap(fd, 0, prot=mmap.PROT_READ) as m:
+            if struct.unpack_from("<Q", m, 0)[0] != ARENA_MAGIC:
+                raise ValueError(f"field '{key}': arena {name}: bad header")
+            tag, slen = struct.unpack_from("<QQ", m, off - SLOT_HDR)
+            if tag & 3 != 1 or tag >> 2 != gen:
+                raise ValueError(f"field '{key}': arena {name}: gen {gen} at offset {off} is "
+                                 f"stale (the slot holds gen {tag >> 2}, "
+                                 f"{'in use' if tag & 3 == 1 else 'released'})")
+            if slen != ln:
+                raise ValueError(f"field '{key}': arena {name}: len {ln} at offset {off}, the "
+                                 f"slot holds {slen}")
+            data = m[off:off + ln]
+            if struct.unpack_from("<Q", m, off - SLOT_HDR)[0] != tag:
+                raise ValueError(f"field '{key}': arena {name}: the slot was released while "
+                                 "it was read")
+            return data
     finally:
         os.close(fd)
 
@@ -640,9 +688,12 @@ def main():
     p = argparse.ArgumentParser(
         description="tokenize tier for text-only tasks (Python); see docs/conformance.md")
     for flag in ("--id", "--ctl", "--plan", "--stats", "--run-dir", "--tier", "--bpe",
-                 "--curve"):
+                 "--curve", "--arena"):
         p.add_argument(flag, default="")
     p.add_argument("--credits", type=int, default=8)
+    # --arena TAG / --arena-mb N: where large outputs would go; this tier makes none (its
+    # token ids are small), so they are accepted and not used.
+    p.add_argument("--arena-mb", type=int, default=256)
     a = p.parse_args()
     if not 1 <= a.credits <= 100000:
         p.error("--credits needs a number from 1 to 100000")

@@ -57,6 +57,15 @@ if(_cf_py)
     --bpe ${_cf_dir}/text.bpe)
 endif()
 
+# The Python stage's reader of arena descriptors against a real arena of the C library.
+if(_cf_py)
+  add_executable(arena_put ${_cf_dir}/arena_put.c)
+  target_link_libraries(arena_put PRIVATE ofacommon)
+  add_test(NAME python_arena_reader COMMAND /usr/bin/python3 ${_cf_dir}/python_arena_test.py
+           $<TARGET_FILE:arena_put> ${_cf_data}/astronaut_96.jpg)
+  set_tests_properties(python_arena_reader PROPERTIES LABELS unit TIMEOUT 60)
+endif()
+
 # Over tcp:// with CURVE (--curve FILE), as on a cluster: a C stage and the Python one.
 conformance_test(conform_image_tcp DEPENDS ofa-image COMMAND ${_cf_kit} --transport tcp
   --tier image --task caption --field img=@${_cf_data}/rocket_progressive_96x64.jpg
