@@ -15,7 +15,14 @@ It prints samples/s of each, the ratio, and each one's scaling efficiency agains
 its own 1-worker rate. Efficiency beyond the machine's core count measures the machine,
 not the code: the figures print the core count beside them.
 
-  bench/bench_scaling.py [--workers 1,2,4,8,12,15] [--rows 2000] [--size 384] [--ref-seconds 10] [--bin build/bin]
+With --arena both (the default) each worker count runs twice, with the shared-memory
+arenas on (the default plan: pixels in each worker's arena, descriptors on the sockets)
+and off (pixels as message frames through the broker), and prints beside the rates the
+broker's CPU time per sample and that of every process but the image workers (all
+threads, ZeroMQ's I/O threads included: what moving the pixels costs), and the share of
+images that went through a slot.
+
+  bench/bench_scaling.py [--workers 1,2,4,8,12,15] [--rows 2000] [--size 384] [--ref-seconds 10] [--bin build/bin] [--arena both|auto|on|off]
 """
 import argparse, base64, json, os, subprocess, sys, tempfile, time
 
@@ -51,10 +58,11 @@ print(n / (time.perf_counter() - t0))
 '''
 
 
-def plan_text(train, valid, workers, size):
+def plan_text(train, valid, workers, size, arena="auto"):
     return f"""
 name = "bench_scaling";
 seed = 1;
+shm_arena = "{arena}";
 tasks = ( {{ name = "caption";
     instruction = "[IMAGE:img] what does the image describe? -> [TEXT:cap]";
     train = ["{train}"]; valid = ["{valid}"]; columns = ["id", "img", "cap"];
@@ -78,10 +86,10 @@ def make_rows(path, n):
             f.write(f"{i}\t{b64[k]}\t{caps[k]}\n")
 
 
-def ours(binq, tmp, train, valid, w, size):
-    plan = os.path.join(tmp, f"plan{w}.conf")
-    open(plan, "w").write(plan_text(train, valid, w, size))
-    rd = os.path.join(tmp, f"run{w}")
+def ours(binq, tmp, train, valid, w, size, arena):
+    plan = os.path.join(tmp, f"plan{w}{arena}.conf")
+    open(plan, "w").write(plan_text(train, valid, w, size, arena))
+    rd = os.path.join(tmp, f"run{w}{arena}")
     p = subprocess.run([os.path.join(binq, "launch"), "--run-dir", rd, plan],
                        capture_output=True, text=True)
     if p.returncode != 0:
@@ -101,7 +109,13 @@ def ours(binq, tmp, train, valid, w, size):
     if len(snaps) < 2 or snaps[-1]["time"] - snaps[0]["time"] < 1.0:
         sys.exit(f"run too short to measure with {w} workers: raise --rows")
     rate = (snaps[-1]["samples"] - snaps[0]["samples"]) / (snaps[-1]["time"] - snaps[0]["time"])
-    return rate, img_items / max(img_busy, 1e-9)
+    # CPU per sample (every thread of the process, ZeroMQ's I/O threads included): the
+    # broker's, and the whole pipeline's but the image workers'.
+    n = max(summ["delivered"], 1)
+    broker_us = 1e6 * st["broker"].get("cpu_s", 0) / n
+    hubs_us = 1e6 * sum(s.get("cpu_s", 0) for k, s in st.items() if not k.startswith("image")) / n
+    slots = sum(s.get("arena_slots", 0) for k, s in st.items() if k.startswith("image"))
+    return rate, img_items / max(img_busy, 1e-9), broker_us, hubs_us, slots / max(img_items, 1)
 
 def main():
     ap = argparse.ArgumentParser()
@@ -110,6 +124,8 @@ def main():
     ap.add_argument("--size", type=int, default=384)
     ap.add_argument("--ref-seconds", type=float, default=10.0)
     ap.add_argument("--bin", default=os.path.join(SRC, "build/bin"))
+    ap.add_argument("--arena", default="both", choices=["both", "auto", "on", "off"],
+                    help="shm_arena of our runs: both = on (auto) and off, side by side")
     a = ap.parse_args()
     cores = os.cpu_count()
     with tempfile.TemporaryDirectory(prefix="ofa-scaling-") as tmp:
@@ -117,17 +133,22 @@ def main():
         make_rows(train, a.rows)
         make_rows(valid, 32)
         print(f"{a.rows} rows of 640x480 JPEG photos -> {a.size}x{a.size}; {cores} cores")
-        print(f"{'W':>3} {'ours/s':>9} {'eff':>5} {'torch/s':>9} {'eff':>5} {'ratio':>6}  image busy items/s per worker")
-        base_o = base_t = None
+        modes = ["auto", "off"] if a.arena == "both" else [a.arena]
+        print(f"{'W':>3} {'arena':>5} {'ours/s':>9} {'eff':>5} {'torch/s':>9} {'eff':>5} {'ratio':>6} "
+              f"{'img/s/worker':>12} {'broker us/sample':>16} {'hubs us/sample':>14} {'in slots':>8}")
+        base_o, base_t = {}, None
         for w in [int(x) for x in a.workers.split(",")]:
-            o, per = ours(a.bin, tmp, train, valid, w, a.size)
             t = float(subprocess.run(["/usr/bin/python3", "-c", REF, train, str(w), str(a.size), str(a.ref_seconds)],
                                      capture_output=True, text=True, check=True).stdout)
-            if base_o is None:
-                base_o, base_t, w0 = o / w, t / w, w
-            print(f"{w:3d} {o:9.1f} {o / (base_o * w):5.2f} {t:9.1f} {t / (base_t * w):5.2f} "
-                  f"{o / t:6.2f}  {per:.0f}" + ("   (more workers than cores)" if w > cores else ""),
-                  flush=True)
+            if base_t is None:
+                base_t = t / w
+            for m in modes:
+                o, per, broker_us, hubs_us, frac = ours(a.bin, tmp, train, valid, w, a.size, m)
+                base_o.setdefault(m, o / w)
+                print(f"{w:3d} {'on' if m == 'auto' else m:>5} {o:9.1f} {o / (base_o[m] * w):5.2f} {t:9.1f} "
+                      f"{t / (base_t * w):5.2f} {o / t:6.2f} {per:12.0f} {broker_us:16.0f} {hubs_us:14.0f} "
+                      f"{100 * frac:7.0f}%" + ("   (more workers than cores)" if w > cores else ""),
+                      flush=True)
 
 
 if __name__ == "__main__":

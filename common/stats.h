@@ -3,7 +3,8 @@
  * A process keeps named counters (items_in, items_out, bytes_in, bytes_out, busy_s,
  * wait_s, per-task "task.<T>.read" ...), gauges (queue_depth) and a latency histogram,
  * and pushes them as one PROTO_STATS message about once a second (stats_tick) and at
- * exit (stats_flush). Sending never blocks: when launch is slow a snapshot is dropped,
+ * exit (stats_flush). Every snapshot also carries cpu_s, the process's CPU seconds so far
+ * (all its threads, from getrusage). Sending never blocks: when launch is slow a snapshot is dropped,
  * and the next one (counters are cumulative) carries the same information. */
 #ifndef OFA_STATS_H
 #define OFA_STATS_H
