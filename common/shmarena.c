@@ -114,9 +114,13 @@ shmarena_t *shmarena_new_tagged(const char *tag, size_t size, char *err, size_t 
         free(self);
         return NULL;
     }
-    if (ftruncate(fd, (off_t)size) != 0) {
-        util_err(err, errlen, "arena: ftruncate %s to %zu: %s", self->name, size,
-                 strerror(errno));
+    /* The pages are reserved now: a shared-memory folder too small for the arena (a
+     * container's 64 MiB /dev/shm, say) fails here with a reason, where a sparse object
+     * would kill the first process to touch a page past the room with SIGBUS. */
+    int rc = posix_fallocate(fd, 0, (off_t)size);
+    if (rc != 0) {
+        util_err(err, errlen, "arena: %s: cannot reserve %zu MiB in /dev/shm: %s", self->name,
+                 size >> 20, strerror(rc));
         close(fd);
         shm_unlink(self->name);
         free(self);

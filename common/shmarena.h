@@ -51,7 +51,9 @@ typedef struct {
 /* ---- producer ---- */
 
 /* Create and map a new arena of `size` bytes (rounded up to 4 KiB; 0 means the
- * default). Returns the arena (the caller owns it) or NULL with err. */
+ * default), its pages reserved at once (posix_fallocate: a /dev/shm without room is an
+ * error here, never a SIGBUS later). Returns the arena (the caller owns it) or NULL with
+ * err. */
 shmarena_t *shmarena_new(size_t size, char *err, size_t errlen);
 
 /* The same, named "/ofa-arena-<tag>-<pid>-<n>" (tag: 1 to SHMARENA_TAG_MAX-1 letters,

@@ -264,13 +264,19 @@ static void s_to_arena(s_arena_out_t *ao, const stage_args_t *a, proto_msg_t *m,
             proto_msg_field_arena(m, f->key, NULL))
             continue;
         if (!ao->arena && !ao->failed) {
+            /* Without room for the whole size in /dev/shm, half of it, down to 16 MiB. */
             char err[512];
-            ao->arena = shmarena_new_tagged(a->arena, (size_t)a->arena_mb << 20, err,
-                                            sizeof err);
+            size_t mb = (size_t)a->arena_mb;
+            while (!(ao->arena = shmarena_new_tagged(a->arena, mb << 20, err, sizeof err)) &&
+                   mb > 16)
+                mb /= 2;
             if (!ao->arena) {
                 ao->failed = 1;
                 fprintf(stderr, "%s: --arena %s: %s; large tensors go as frames\n",
                         util_progname(), a->arena, err);
+            } else if (mb < (size_t)a->arena_mb) {
+                fprintf(stderr, "%s: --arena %s: %d MiB do not fit in /dev/shm; the arena "
+                        "has %zu MiB\n", util_progname(), a->arena, a->arena_mb, mb);
             }
         }
         if (!ao->arena)

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -323,4 +324,53 @@ Test(shmarena, two_processes) {
     cr_assert_eq(shmarena_in_use(a), 0, "every slot released by the child came back");
     (void)acked;
     shmarena_destroy(&a);
+}
+
+/* An arena larger than /dev/shm can hold is refused when it is made, with the reason,
+ * and leaves no name behind (a sparse object would have been made, and the first write
+ * past the room would have killed the writer with SIGBUS). */
+Test(shmarena, no_room_in_dev_shm_is_an_error) {
+    struct statvfs vfs;
+    cr_assert_eq(statvfs("/dev/shm", &vfs), 0);
+    size_t total = (size_t)vfs.f_blocks * vfs.f_frsize;
+    char err[512] = "";
+    shmarena_t *a = shmarena_new_tagged("t_noroom", total + ((size_t)1 << 30), err, sizeof err);
+    cr_assert_null(a);
+    cr_assert(strstr(err, "cannot reserve") && strstr(err, "/dev/shm"), "%s", err);
+    cr_assert_eq(shmarena_unlink_tag("t_noroom"), 0, "no name left behind");
+}
+
+/* A tagged arena is named after its tag; detach leaves the name (and a reader can still
+ * read what it holds); unlink_tag removes every arena of that tag and no other. */
+Test(shmarena, tags_detach_and_unlink) {
+    char err[512] = "";
+    cr_assert_null(shmarena_new_tagged("bad/tag", 0, err, sizeof err));
+    cr_assert(strstr(err, "tag 'bad/tag'"), "%s", err);
+    cr_assert_null(shmarena_new_tagged("", 0, err, sizeof err));
+    shmarena_t *a = shmarena_new_tagged("t_tagA", 1 << 20, err, sizeof err);
+    shmarena_t *b = shmarena_new_tagged("t_tagA", 1 << 20, err, sizeof err);
+    shmarena_t *c = shmarena_new_tagged("t_tagB", 1 << 20, err, sizeof err);
+    cr_assert(a && b && c, "%s", err);
+    char want[64];
+    snprintf(want, sizeof want, "/ofa-arena-t_tagA-%d-", (int)getpid());
+    cr_assert_eq(strncmp(shmarena_name(a), want, strlen(want)), 0, "%s", shmarena_name(a));
+    shmarena_desc_t d;
+    cr_assert_eq(shmarena_put(a, "pixels", 6, &d), 0);
+    shmarena_detach(&a);
+    cr_assert_null(a);
+    shmarena_reader_t *r = shmarena_reader_new();
+    char got[8] = "";
+    cr_assert_eq(shmarena_reader_get(r, &d, got, sizeof got, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(memcmp(got, "pixels", 6), 0);
+    cr_assert_eq(shmarena_unlink_tag("t_tagA"), 2, "both arenas of the tag, the detached one too");
+    cr_assert_eq(shmarena_unlink_tag("t_tagA"), 0);
+    char name[SHMARENA_NAME_MAX];
+    snprintf(name, sizeof name, "%s", shmarena_name(c));
+    int fd = shm_open(name, O_RDONLY, 0);
+    cr_assert_geq(fd, 0, "another tag's arena stays");
+    close(fd);
+    cr_assert_eq(shmarena_unlink_tag("bad/tag"), -1);
+    shmarena_reader_destroy(&r);
+    shmarena_destroy(&b);   /* its name is gone already: only unmapped */
+    shmarena_destroy(&c);
 }
