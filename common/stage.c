@@ -373,6 +373,9 @@ int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
             if (stage_conn_send(conn, &out) != 0 && errno != EINTR)
                 fprintf(stderr, "%s: send: %s\n", util_progname(), zmq_strerror(errno));
             trace_span(ok == 0 ? "send" : "reject", ts, task);
+            /* A worker that always has the next sample waiting never leaves this loop:
+             * its stats must still go out about once a second. */
+            stats_tick(st);
         }
         stage_conn_heartbeat(conn);
         stats_tick(st);
