@@ -45,7 +45,7 @@ ctest --test-dir build-asan -L unit -LE 'gpu|long|fuzz' \
 # named in a suppression once unloaded: the MPI test runs with every check but leaks.
 ASAN_OPTIONS=$ASAN_OPTIONS:detect_leaks=0 \
   ctest --test-dir build-asan -R '^test_mpi_group$' --output-on-failure --timeout 900 || rc=1
-ctest --test-dir build-asan -R '^e2e_pipeline_rejects$' --output-on-failure --timeout 900 || rc=1
+ctest --test-dir build-asan -R '^(e2e_pipeline_rejects|e2e_arena)$' --output-on-failure --timeout 900 || rc=1
 if compgen -G "$logs/*" >/dev/null; then
   echo "sanitizer job: reports in $logs:"
   head -n 40 "$logs"/*

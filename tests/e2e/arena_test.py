@@ -14,7 +14,8 @@ writes a digest of every batch's bytes:
          made is released by the broker or still named by an unacknowledged message at
          the end (arena_released + arena_unacked == arena_slots), none failed; an arena
          left by a launch that died is removed at the start, the run's own at the end;
-  run C: as B, with 60 epochs and image.1 SIGKILLed while it holds samples: the digest
+  run C: as B, with 60 epochs and image.1 stopped, then SIGKILLed while it holds samples
+         (the broker re-dispatches them; those it had answered lie in its arena): the digest
          equals that of the same plan with arenas off, nothing lost.
 """
 import base64, json, os, signal, subprocess, sys, tempfile, time
@@ -83,6 +84,10 @@ def launch(tmp, name, kill_after=None):
                 continue
             if st.get("image.1", {}).get("items_in", 0) > kill_after and "image.1" in pids:
                 try:
+                    # Stopped first, so that it surely holds samples (the broker keeps
+                    # sending it up to its credits) when it is killed.
+                    os.kill(pids["image.1"], signal.SIGSTOP)
+                    time.sleep(0.5)
                     os.kill(pids["image.1"], signal.SIGKILL)
                 except ProcessLookupError:
                     break   # it ended first: the run was too short
