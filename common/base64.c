@@ -10,26 +10,36 @@
 #include "base64.h"
 #include "util.h"
 
+#include <stdlib.h>
 #include <string.h>
 
-/* The value of each byte in either alphabet, -1 for any other byte. A table: decoding
- * is the source's inner loop over every image of a TSV file. */
-static const int8_t s_tab[256] = {
-    ['A'] = 0,  ['B'] = 1,  ['C'] = 2,  ['D'] = 3,  ['E'] = 4,  ['F'] = 5,  ['G'] = 6,
-    ['H'] = 7,  ['I'] = 8,  ['J'] = 9,  ['K'] = 10, ['L'] = 11, ['M'] = 12, ['N'] = 13,
-    ['O'] = 14, ['P'] = 15, ['Q'] = 16, ['R'] = 17, ['S'] = 18, ['T'] = 19, ['U'] = 20,
-    ['V'] = 21, ['W'] = 22, ['X'] = 23, ['Y'] = 24, ['Z'] = 25, ['a'] = 26, ['b'] = 27,
-    ['c'] = 28, ['d'] = 29, ['e'] = 30, ['f'] = 31, ['g'] = 32, ['h'] = 33, ['i'] = 34,
-    ['j'] = 35, ['k'] = 36, ['l'] = 37, ['m'] = 38, ['n'] = 39, ['o'] = 40, ['p'] = 41,
-    ['q'] = 42, ['r'] = 43, ['s'] = 44, ['t'] = 45, ['u'] = 46, ['v'] = 47, ['w'] = 48,
-    ['x'] = 49, ['y'] = 50, ['z'] = 51, ['0'] = 52, ['1'] = 53, ['2'] = 54, ['3'] = 55,
-    ['4'] = 56, ['5'] = 57, ['6'] = 58, ['7'] = 59, ['8'] = 60, ['9'] = 61, ['+'] = 62,
-    ['-'] = 62, ['/'] = 63, ['_'] = 63,
+/* The value of each byte in either alphabet plus one, 0 for any other byte. A table:
+ * decoding is the source's inner loop over every image of a TSV file. */
+static const uint8_t s_tab[256] = {
+    ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,
+    ['H'] = 8,  ['I'] = 9,  ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14,
+    ['O'] = 15, ['P'] = 16, ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21,
+    ['V'] = 22, ['W'] = 23, ['X'] = 24, ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28,
+    ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32, ['g'] = 33, ['h'] = 34, ['i'] = 35,
+    ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40, ['o'] = 41, ['p'] = 42,
+    ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48, ['w'] = 49,
+    ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
+    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63,
+    ['-'] = 63, ['/'] = 64, ['_'] = 64,
 };
 
-/* Entries not listed above are 0, which is also 'A': 'A' is told apart by s_val. */
-static inline int s_val(unsigned char c) {
-    return s_tab[c] || c == 'A' ? s_tab[c] : -1;
+/* The error for the first byte of s[0..n) outside both alphabets. */
+static void s_bad_char(const char *s, size_t n, char *err, size_t errlen) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (s_tab[c])
+            continue;
+        if (c > 0x20 && c < 0x7f)
+            util_err(err, errlen, "base64: bad character '%c' at offset %zu", c, i);
+        else
+            util_err(err, errlen, "base64: bad byte 0x%02x at offset %zu", c, i);
+        return;
+    }
 }
 
 uint8_t *base64_decode(const char *s, size_t len, size_t *outlen, char *err, size_t errlen) {
@@ -40,38 +50,52 @@ uint8_t *base64_decode(const char *s, size_t len, size_t *outlen, char *err, siz
         n--;
         pad++;
     }
-    /* Characters first, so that the error names the first bad one even when the
-     * length is wrong too (a cell with junk in it is usually both). */
-    for (size_t i = 0; i < n; i++) {
-        if (s_val((unsigned char)s[i]) >= 0)
-            continue;
-        unsigned char c = (unsigned char)s[i];
-        if (c > 0x20 && c < 0x7f)
-            util_err(err, errlen, "base64: bad character '%c' at offset %zu", c, i);
-        else
-            util_err(err, errlen, "base64: bad byte 0x%02x at offset %zu", c, i);
-        return NULL;
+    /* A bad character is named before a bad length (a cell with junk in it is usually
+     * both), so the length checks wait until the characters have been read. */
+    const unsigned char *u = (const unsigned char *)s;
+    uint8_t *out = util_malloc(n / 4 * 3 + 3);
+    size_t o = 0, i = 0;
+    /* Whole groups of four characters: three bytes each, one validity test a group. */
+    for (; i + 4 <= n; i += 4) {
+        uint32_t a = s_tab[u[i]], b = s_tab[u[i + 1]], c = s_tab[u[i + 2]], d = s_tab[u[i + 3]];
+        if (!a || !b || !c || !d) {
+            s_bad_char(s, n, err, errlen);
+            free(out);
+            return NULL;
+        }
+        uint32_t v = (a - 1) << 18 | (b - 1) << 12 | (c - 1) << 6 | (d - 1);
+        out[o] = (uint8_t)(v >> 16);
+        out[o + 1] = (uint8_t)(v >> 8);
+        out[o + 2] = (uint8_t)v;
+        o += 3;
     }
-    if (n % 4 == 1) {
+    /* The last partial group: 2 characters give one byte, 3 give two; its trailing bits
+     * are ignored. */
+    size_t rest = n - i;
+    for (size_t k = i; k < n; k++)
+        if (!s_tab[u[k]]) {
+            s_bad_char(s, n, err, errlen);
+            free(out);
+            return NULL;
+        }
+    if (rest == 1) {
         util_err(err, errlen, "base64: %zu characters cannot be a whole number of bytes", n);
+        free(out);
         return NULL;
     }
     if (pad && (n + (size_t)pad) % 4 != 0) {
         util_err(err, errlen, "base64: padding at offset %zu does not end a 4-character group",
                  n);
+        free(out);
         return NULL;
     }
-    uint8_t *out = util_malloc(n / 4 * 3 + 3);
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        acc = (acc << 6) | (uint32_t)s_val((unsigned char)s[i]);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(acc >> bits);
-        }
+    if (rest >= 2) {
+        uint32_t v = (uint32_t)(s_tab[u[i]] - 1) << 18 | (uint32_t)(s_tab[u[i + 1]] - 1) << 12;
+        if (rest == 3)
+            v |= (uint32_t)(s_tab[u[i + 2]] - 1) << 6;
+        out[o++] = (uint8_t)(v >> 16);
+        if (rest == 3)
+            out[o++] = (uint8_t)(v >> 8);
     }
     *outlen = o;
     return out;
