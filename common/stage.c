@@ -249,6 +249,22 @@ proto_msg_t *stage_make_reject(const proto_msg_t *sample, const char *stage,
     return r;
 }
 
+shmarena_t *stage_arena_new(const stage_args_t *a) {
+    /* Without room for the whole size in /dev/shm, half of it, down to 16 MiB. */
+    char err[512];
+    size_t mb = (size_t)a->arena_mb;
+    shmarena_t *arena;
+    while (!(arena = shmarena_new_tagged(a->arena, mb << 20, err, sizeof err)) && mb > 16)
+        mb /= 2;
+    if (!arena)
+        fprintf(stderr, "%s: --arena %s: %s; large tensors go as frames\n", util_progname(),
+                a->arena, err);
+    else if (mb < (size_t)a->arena_mb)
+        fprintf(stderr, "%s: --arena %s: %d MiB do not fit in /dev/shm; the arena has %zu "
+                "MiB\n", util_progname(), a->arena, a->arena_mb, mb);
+    return arena;
+}
+
 /* --arena: every output field of STAGE_ARENA_MIN bytes or more into the worker's arena
  * (made on first use; a failure to make it is said once and the run goes on with
  * frames). A field already in a slot (passed on from an earlier tier) stays where it is. */
@@ -263,22 +279,8 @@ static void s_to_arena(s_arena_out_t *ao, const stage_args_t *a, proto_msg_t *m,
         if ((f->type != PV_TENSOR && f->type != PV_BIN) || f->len < STAGE_ARENA_MIN ||
             proto_msg_field_arena(m, f->key, NULL))
             continue;
-        if (!ao->arena && !ao->failed) {
-            /* Without room for the whole size in /dev/shm, half of it, down to 16 MiB. */
-            char err[512];
-            size_t mb = (size_t)a->arena_mb;
-            while (!(ao->arena = shmarena_new_tagged(a->arena, mb << 20, err, sizeof err)) &&
-                   mb > 16)
-                mb /= 2;
-            if (!ao->arena) {
-                ao->failed = 1;
-                fprintf(stderr, "%s: --arena %s: %s; large tensors go as frames\n",
-                        util_progname(), a->arena, err);
-            } else if (mb < (size_t)a->arena_mb) {
-                fprintf(stderr, "%s: --arena %s: %d MiB do not fit in /dev/shm; the arena "
-                        "has %zu MiB\n", util_progname(), a->arena, a->arena_mb, mb);
-            }
-        }
+        if (!ao->arena && !ao->failed)
+            ao->failed = !(ao->arena = stage_arena_new(a));
         if (!ao->arena)
             return;
         char key[PROTO_MAX_KEY];

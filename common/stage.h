@@ -92,6 +92,11 @@ int stage_conn_rehello(stage_conn_t *self);
  * than a slot's bookkeeping. */
 #define STAGE_ARENA_MIN 65536
 
+/* The arena --arena names (a->arena_mb MiB, halved down to 16 MiB while /dev/shm has no
+ * room), or NULL with the reason on stderr (the caller then sends frames). The caller
+ * owns it; a pipeline process detaches it at exit (shmarena_detach), launch unlinks it. */
+shmarena_t *stage_arena_new(const stage_args_t *a);
+
 /* Heartbeat period (ms): every process sends something at least this often. */
 #define STAGE_HEARTBEAT_MS 500
 

@@ -163,6 +163,20 @@ static int s_trainer_group(const plan_t *plan, const graph_env_t *env, proctab_t
     return 0;
 }
 
+/* The arena flags go to this build's workers and batcher only: a user's own program
+ * need not know them (it sends frames, and reads arena descriptors as docs/protocol.md
+ * says). */
+static void s_arena_args(s_argv_t *a, const graph_env_t *env, int builtin) {
+    if (!env->arena_tag[0] || !builtin)
+        return;
+    char buf[32];
+    s_arg(a, "--arena");
+    s_arg(a, env->arena_tag);
+    snprintf(buf, sizeof buf, "%d", env->arena_mb);
+    s_arg(a, "--arena-mb");
+    s_arg(a, buf);
+}
+
 int graph_build(const plan_t *plan, const graph_env_t *env, proctab_t *procs,
                 char *err, size_t errlen) {
     s_argv_t a;
@@ -177,12 +191,13 @@ int graph_build(const plan_t *plan, const graph_env_t *env, proctab_t *procs,
     s_arg(&a, buf);
     proctab_add(procs, "broker", "broker", PROC_CRITICAL, a.argv);
 
-    s_program(&a, plan, env, "batcher");
+    int builtin = s_program(&a, plan, env, "batcher");
     s_common(&a, env, "batcher");
     s_arg(&a, "--ctl");
     s_arg(&a, env->broker_ep);
     s_arg(&a, "--out");
     s_arg(&a, env->batches_ep);
+    s_arena_args(&a, env, builtin);
     proctab_add(procs, "batcher", "batcher", PROC_CRITICAL, a.argv);
 
     const char *tiers[16];
@@ -198,16 +213,7 @@ int graph_build(const plan_t *plan, const graph_env_t *env, proctab_t *procs,
             s_arg(&a, env->broker_ep);
             s_arg(&a, "--tier");
             s_arg(&a, tiers[t]);
-            /* The arena flags go to this build's workers only: a user's own program
-             * need not know them (it sends frames, and reads arena descriptors as
-             * docs/protocol.md says). */
-            if (env->arena_tag[0] && builtin) {
-                s_arg(&a, "--arena");
-                s_arg(&a, env->arena_tag);
-                snprintf(buf, sizeof buf, "%d", env->arena_mb);
-                s_arg(&a, "--arena-mb");
-                s_arg(&a, buf);
-            }
+            s_arena_args(&a, env, builtin);
             int credits = s_credits(plan, tiers[t]);
             if (credits > 0) {
                 snprintf(buf, sizeof buf, "%d", credits);

@@ -19,6 +19,7 @@
 /* The walk takes seqs in order; samples of the slot being walked gather in cur until
  * the first seq of another slot (or the end of data) closes it into a batch. */
 struct batcher {
+    shmarena_t *arena;         /* where batches' pixels are built (not owned), or NULL */
     proto_msg_t **ring;        /* ring[seq % cap] holds the message of seq, or NULL */
     int64_t cap;
     int64_t next_seq;          /* the walk: next seq to take */
@@ -93,7 +94,7 @@ static void s_close_slot(batcher_t *self) {
     if (self->ncur > 0) {
         int n = self->ncur;
         self->ncur = 0;
-        proto_msg_t *b = batcher_make_batch(self->cur, n, self->cur_slot);
+        proto_msg_t *b = batcher_make_batch_in(self->cur, n, self->cur_slot, self->arena);
         if (b) {
             proto_msg_set_int(b, "seq0", self->cur_first);
             self->samples_out += proto_msg_n_ids(b);
@@ -277,7 +278,31 @@ static void s_pack_seq(proto_msg_t *out, proto_msg_t **ok, int B, const char *ke
     proto_msg_take_tensor(out, lk, PROTO_I32, 1, b1, len);
 }
 
+/* Room for a batch's pixels: a slot of the arena when there is one with room (the batch
+ * is built in shared memory and only its descriptor is sent), else the heap. */
+static void *s_room(shmarena_t *arena, size_t n, shmarena_desc_t *d) {
+    d->gen = 0;
+    void *p = arena && n >= BATCHER_ARENA_MIN ? shmarena_reserve(arena, n, d) : NULL;
+    if (p)
+        return p;
+    d->gen = 0;
+    return util_malloc(n + 1);
+}
+
+static void s_take(proto_msg_t *out, const char *key, int ndim, const int64_t *shape, void *p,
+                   const shmarena_desc_t *d) {
+    if (d->gen)
+        proto_msg_arena_tensor(out, key, PROTO_U8, ndim, shape, p, d);
+    else
+        proto_msg_take_tensor(out, key, PROTO_U8, ndim, shape, p);
+}
+
 proto_msg_t *batcher_make_batch(proto_msg_t **samples, int n, int64_t step) {
+    return batcher_make_batch_in(samples, n, step, NULL);
+}
+
+proto_msg_t *batcher_make_batch_in(proto_msg_t **samples, int n, int64_t step,
+                                   shmarena_t *arena) {
     /* Keep only well-formed samples: 1-D src/tgt tensors of equal source/target lengths
      * pairwise, and images of the first sample's shape. A misfit is dropped with its
      * reason on stderr (the batcher's log) rather than failing the batch: the others
@@ -338,9 +363,10 @@ proto_msg_t *batcher_make_batch(proto_msg_t **samples, int n, int64_t step) {
     int64_t S = 0, T = 0;
     uint8_t *vids = NULL;
     size_t vid_row = 0;
+    shmarena_desc_t vid_slot = {.gen = 0}, img_slot = {.gen = 0};
     if (vid0) {
         vid_row = (size_t)vid0->shape[0] * (size_t)vid0->shape[1];
-        vids = util_malloc((size_t)B * vid_row + 1);
+        vids = s_room(arena, (size_t)B * vid_row, &vid_slot);
         for (int b = 0; b < B; b++)
             memcpy(vids + (size_t)b * vid_row, proto_msg_get(ok[b], "vid")->data, vid_row);
     }
@@ -360,7 +386,7 @@ proto_msg_t *batcher_make_batch(proto_msg_t **samples, int n, int64_t step) {
     size_t img_row = 0;
     if (img0) {
         img_row = (size_t)img0->shape[0] * (size_t)img0->shape[1];
-        img = util_malloc((size_t)B * img_row + 1);
+        img = s_room(arena, (size_t)B * img_row, &img_slot);
     }
     size_t refs_len = 1;
     for (int b = 0; b < B; b++) {
@@ -403,7 +429,7 @@ proto_msg_t *batcher_make_batch(proto_msg_t **samples, int n, int64_t step) {
     if (img) {
         int64_t bi[3] = {B, img0->shape[0], img0->shape[1]};
         proto_msg_set_int(out, "img.grid", proto_msg_get_int(ok[0], "img.grid", 0));
-        proto_msg_take_tensor(out, "img", PROTO_U8, 3, bi, img);
+        s_take(out, "img", 3, bi, img, &img_slot);
     }
     if (aud0)
         s_pack_seq(out, ok, B, "aud");
@@ -412,7 +438,7 @@ proto_msg_t *batcher_make_batch(proto_msg_t **samples, int n, int64_t step) {
     if (vids) {
         int64_t bv[4] = {B, vid_frames0, vid0->shape[0] / vid_frames0, vid0->shape[1]};
         proto_msg_set_int(out, "vid.grid", proto_msg_get_int(ok[0], "vid.grid", 0));
-        proto_msg_take_tensor(out, "vid", PROTO_U8, 4, bv, vids);
+        s_take(out, "vid", 4, bv, vids, &vid_slot);
     }
     proto_msg_set_int(out, "step", step);
     proto_msg_set_int(out, "epoch", proto_msg_get_int(ok[0], "epoch", 0));
@@ -424,4 +450,8 @@ proto_msg_t *batcher_make_batch(proto_msg_t **samples, int n, int64_t step) {
         proto_msg_destroy(&ok[b]);
     free(ok);
     return out;
+}
+
+void batcher_set_arena(batcher_t *self, shmarena_t *arena) {
+    self->arena = arena;
 }

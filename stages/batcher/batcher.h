@@ -69,4 +69,17 @@ long batcher_batches_out(const batcher_t *self);
  * Takes ownership of the n samples. Returns NULL when n is 0. */
 proto_msg_t *batcher_make_batch(proto_msg_t **samples, int n, int64_t step);
 
+/* Pixel tensors of a batch ("img", "vid") of this size or more are built in a slot of
+ * the batcher's arena when it has one with room (batcher_set_arena), else on the heap. */
+#define BATCHER_ARENA_MIN 65536
+
+/* The same, with the pixels built in `arena` (may be NULL). Such a slot is the
+ * caller's to release once the batch's consumer confirmed it. */
+proto_msg_t *batcher_make_batch_in(proto_msg_t **samples, int n, int64_t step,
+                                   shmarena_t *arena);
+
+/* Build the pixels of the batches batcher_next cuts in `arena` (not owned; NULL = on the
+ * heap). */
+void batcher_set_arena(batcher_t *self, shmarena_t *arena);
+
 #endif

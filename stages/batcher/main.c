@@ -54,12 +54,28 @@ typedef struct {
     int ended;
 } s_rank_t;
 
-/* A batch cut and not yet confirmed by its consumer: queued or sent. */
+/* A batch cut and not yet confirmed by its consumer: queued or sent. With --arena its
+ * large tensors lie in slots of the batcher's arena (the consumer reads them there), which
+ * are released once the consumer confirmed the batch it was sent. */
+enum { MAX_BATCH_SLOTS = 8 };
 typedef struct {
     int64_t step, seq0, k;
     int rank;
     int sent, confirmed;
+    shmarena_desc_t slots[MAX_BATCH_SLOTS];
+    int nslots;
 } s_pending_t;
+
+/* Release the slots a batch's tensors lie in. */
+static void s_release(s_pending_t *p) {
+    for (int i = 0; i < p->nslots; i++) {
+        char err[256];
+        if (shmarena_reader_release(proto_arena_reader(), &p->slots[i], err, sizeof err) != 0)
+            fprintf(stderr, "ofa-batcher: batch %lld: slot not released: %s\n",
+                    (long long)p->step, err);
+    }
+    p->nslots = 0;
+}
 
 typedef struct {
     s_pending_t *v;
@@ -85,6 +101,10 @@ static void s_pend_confirm(s_pendq_t *q, int rank, int64_t step) {
             break;   /* only the head pruning below */
         if (p->rank == rank && !p->confirmed && (step < 0 ? p->sent : p->step == step)) {
             p->confirmed = 1;
+            /* Confirmed before it was sent (the consumer had the old batcher's copy): its
+             * slots go when it is sent, as bytes (s_send_batch). */
+            if (p->sent)
+                s_release(p);
             break;
         }
     }
@@ -97,14 +117,48 @@ static void s_pend_confirm(s_pendq_t *q, int rank, int64_t step) {
     }
 }
 
+/* The oldest unsent batch of rank (the one at the head of its queue), or NULL. */
+static s_pending_t *s_pend_unsent(s_pendq_t *q, int rank) {
+    for (int i = 0; i < q->n; i++)
+        if (q->v[i].rank == rank && !q->v[i].sent)
+            return &q->v[i];
+    return NULL;
+}
+
 /* Mark the oldest unsent batch of rank as sent. */
 static void s_pend_sent(s_pendq_t *q, int rank) {
-    for (int i = 0; i < q->n; i++)
-        if (q->v[i].rank == rank && !q->v[i].sent) {
-            q->v[i].sent = 1;
-            break;
-        }
+    s_pending_t *p = s_pend_unsent(q, rank);
+    if (p)
+        p->sent = 1;
     s_pend_confirm(q, rank, INT64_MIN);   /* drops a head now confirmed and sent */
+}
+
+/* A consumer that says hello again is a new process: the batches the old one was sent
+ * and never confirmed are not read by anyone any more; their slots are released. */
+static void s_pend_consumer_gone(s_pendq_t *q, int rank) {
+    for (int i = 0; i < q->n; i++)
+        if (q->v[i].rank == rank && q->v[i].sent && !q->v[i].confirmed)
+            s_release(&q->v[i]);
+}
+
+/* --arena: the batch's large tensors not built in the arena already (audio and motion
+ * features) are moved there; the slots are recorded with the batch. */
+static void s_batch_slots(proto_msg_t *b, shmarena_t *arena, s_pending_t *p) {
+    for (int i = 0; i < proto_msg_n_fields(b); i++) {
+        const proto_field_t *f = proto_msg_field(b, i);
+        if (arena && (f->type == PV_TENSOR || f->type == PV_BIN) &&
+            f->len >= BATCHER_ARENA_MIN && !proto_msg_field_arena(b, f->key, NULL)) {
+            char key[PROTO_MAX_KEY];
+            snprintf(key, sizeof key, "%s", f->key);
+            proto_msg_field_to_arena(b, key, arena);
+            f = proto_msg_field(b, i);
+        }
+        if (p->nslots < MAX_BATCH_SLOTS &&
+            proto_msg_field_arena(b, f->key, &p->slots[p->nslots]))
+            p->nslots++;
+        else if (proto_msg_field_arena(b, f->key, NULL))
+            proto_msg_field_unarena(b, f->key);   /* more than it records: bytes */
+    }
 }
 
 /* Peers on the consumer socket that spoke without a hello (they said it to a batcher
@@ -172,6 +226,8 @@ int main(int argc, char **argv) {
     stage_install_signals();
     void *zctx = zmq_ctx_new();
     stats_t *st = stats_new(zctx, a.stats, a.id, "batcher");
+    /* --arena: batches are built in shared memory and the consumers read them there. */
+    shmarena_t *arena = a.arena[0] ? stage_arena_new(&a) : NULL;
     void *out = zmq_socket(zctx, ZMQ_ROUTER);
     /* Credits bound the queues; a ROUTER at its high-water mark would drop silently. */
     int linger = 1000, hwm = 0;
@@ -199,6 +255,7 @@ int main(int argc, char **argv) {
     trace_open(a.id);
 
     batcher_t *bt = batcher_new();
+    batcher_set_arena(bt, arena);
     s_rank_t ranks[MAX_RANKS];
     memset(ranks, 0, sizeof ranks);
     long requested = 0;     /* samples asked of the broker, not yet received */
@@ -310,6 +367,8 @@ int main(int argc, char **argv) {
                     fprintf(stderr, "ofa-batcher: hello from rank %lld of a world of %d; "
                             "ignored\n", (long long)r, world);
                 } else {
+                    if (ranks[r].known)
+                        s_pend_consumer_gone(&pend, (int)r);
                     memcpy(ranks[r].ident, ident, identlen);
                     ranks[r].identlen = identlen;
                     ranks[r].known = 1;
@@ -352,9 +411,13 @@ int main(int argc, char **argv) {
         for (proto_msg_t *b; (b = batcher_next(bt));) {
             stats_task_add(st, proto_msg_task(b), "batched", proto_msg_n_ids(b));
             trace_span("batch", tb, proto_msg_task(b));
-            s_pend_add(&pend, (s_pending_t){.step = proto_msg_get_int(b, "step", -1),
-                                            .seq0 = proto_msg_get_int(b, "seq0", 0),
-                                            .k = k, .rank = (int)(k % world)});
+            s_pending_t pb = {.step = proto_msg_get_int(b, "step", -1),
+                              .seq0 = proto_msg_get_int(b, "seq0", 0), .k = k,
+                              .rank = (int)(k % world)};
+            s_batch_slots(b, arena, &pb);
+            if (pb.nslots)
+                stats_add(st, "arena_slots", pb.nslots);
+            s_pend_add(&pend, pb);
             s_enqueue(&ranks[k % world], b);
             k++;
             tb = trace_now();
@@ -370,6 +433,14 @@ int main(int argc, char **argv) {
                 stats_add(st, "items_out", 1);
                 stats_add(st, "bytes_out", (double)proto_msg_bytes(b));
                 double ts = trace_now();
+                s_pending_t *pb = s_pend_unsent(&pend, r);
+                if (pb && pb->confirmed && pb->nslots) {
+                    /* Confirmed already: nothing would say when the consumer is done with
+                     * this copy, so it goes as bytes and the slots are free at once. */
+                    for (int i = 0; i < proto_msg_n_fields(b); i++)
+                        proto_msg_field_unarena(b, proto_msg_field(b, i)->key);
+                    s_release(pb);
+                }
                 proto_send(out, rk->ident, rk->identlen, &b, 0);
                 s_pend_sent(&pend, r);
                 trace_span("send", ts, NULL);
@@ -467,6 +538,8 @@ int main(int argc, char **argv) {
     free(pend.v);
     trace_close();
     batcher_destroy(&bt);
+    /* Batches sent may still be read: the name stays (launch removes it). */
+    shmarena_detach(&arena);
     stage_conn_destroy(&conn);
     zmq_close(out);
     curve_zap_destroy(&zap);

@@ -150,6 +150,13 @@ def main():
         fail("slots not accounted for: released + unacked != slots, or failed releases")
     if released < slots - 12:
         fail("the rejected samples' slots (6) and the acknowledged ones must be released")
+    bslots = stb["batcher"].get("arena_slots", 0)
+    print(f"run B: the batcher built {bslots:.0f} batches' pixels in its arena")
+    if bslots < nbatches - 2:
+        fail("the batches' pixels must be built in the batcher's arena (the sink reads them there)")
+    blog = open(os.path.join(tmp, "run-B", "logs", "batcher.log")).read()
+    if "not released" in blog:
+        fail("the batcher could not release a batch's slot:\n" + blog[-2000:])
     if os.path.exists(stale):
         fail(f"{stale}, left by a launch that is gone, was not removed")
     if arenas_of(bpid):
