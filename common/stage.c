@@ -265,29 +265,39 @@ shmarena_t *stage_arena_new(const stage_args_t *a) {
     return arena;
 }
 
-/* --arena: every output field of STAGE_ARENA_MIN bytes or more into the worker's arena
- * (made on first use; a failure to make it is said once and the run goes on with
- * frames). A field already in a slot (passed on from an earlier tier) stays where it is. */
+void stage_msg_to_arena(shmarena_t *arena, proto_msg_t *m, stats_t *st) {
+    for (int i = 0; arena && i < proto_msg_n_fields(m); i++) {
+        const proto_field_t *f = proto_msg_field(m, i);
+        if ((f->type != PV_TENSOR && f->type != PV_BIN) || f->len < STAGE_ARENA_MIN ||
+            proto_msg_field_arena(m, f->key, NULL))
+            continue;
+        char key[PROTO_MAX_KEY];
+        snprintf(key, sizeof key, "%s", f->key);
+        int r = proto_msg_field_to_arena(m, key, arena);
+        if (st)
+            stats_add(st, r == 0 ? "arena_slots" : "arena_full", 1);
+    }
+}
+
+/* --arena: the worker's arena is made on first use (a tokenize worker never needs one);
+ * a failure to make it is said once and the run goes on with frames. */
 typedef struct {
     shmarena_t *arena;
     int failed;
 } s_arena_out_t;
 
 static void s_to_arena(s_arena_out_t *ao, const stage_args_t *a, proto_msg_t *m, stats_t *st) {
-    for (int i = 0; i < proto_msg_n_fields(m); i++) {
+    int big = 0;
+    for (int i = 0; i < proto_msg_n_fields(m) && !big; i++) {
         const proto_field_t *f = proto_msg_field(m, i);
-        if ((f->type != PV_TENSOR && f->type != PV_BIN) || f->len < STAGE_ARENA_MIN ||
-            proto_msg_field_arena(m, f->key, NULL))
-            continue;
-        if (!ao->arena && !ao->failed)
-            ao->failed = !(ao->arena = stage_arena_new(a));
-        if (!ao->arena)
-            return;
-        char key[PROTO_MAX_KEY];
-        snprintf(key, sizeof key, "%s", f->key);
-        int r = proto_msg_field_to_arena(m, key, ao->arena);
-        stats_add(st, r == 0 ? "arena_slots" : "arena_full", 1);
+        big = (f->type == PV_TENSOR || f->type == PV_BIN) && f->len >= STAGE_ARENA_MIN &&
+              !proto_msg_field_arena(m, f->key, NULL);
     }
+    if (!big)
+        return;
+    if (!ao->arena && !ao->failed)
+        ao->failed = !(ao->arena = stage_arena_new(a));
+    stage_msg_to_arena(ao->arena, m, st);
 }
 
 int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {

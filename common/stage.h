@@ -15,8 +15,9 @@
  * Common flags: --id ID --ctl ENDPOINT --plan FILE --stats ENDPOINT --run-dir DIR
  * --tier NAME --credits N --curve FILE --arena TAG --arena-mb N --help. With --curve the
  * keys are loaded at once (a bad file is fatal) and every socket the runtime connects is
- * a CURVE client (curve.h). With --arena a worker puts each output tensor or byte string
- * of STAGE_ARENA_MIN bytes or more into a slot of its own shared-memory arena
+ * a CURVE client (curve.h). With --arena a worker (and the source, and the batcher) puts
+ * each output tensor or byte string of STAGE_ARENA_MIN bytes or more into a slot of its
+ * own shared-memory arena
  * ("/ofa-arena-TAG-PID-N", made on first use, left in place at exit for the consumers
  * of what is still in flight; launch removes the run's arenas at its end), so that only
  * the descriptor crosses the sockets; when the arena is full the bytes go as a frame. Other flags are handed to the program's own parser
@@ -88,14 +89,19 @@ int stage_conn_ack(stage_conn_t *self, int64_t step);
 /* Say the connection's hello again (asked by a restarted batcher: CONTROL "rehello"). */
 int stage_conn_rehello(stage_conn_t *self);
 
-/* Outputs from this size on go through the arena (--arena): below it a frame costs less
- * than a slot's bookkeeping. */
-#define STAGE_ARENA_MIN 65536
+/* Outputs from this size on go through the arena (--arena): smaller ones travel inline
+ * in the envelope (PROTO_INLINE_MAX), which costs less than a slot's bookkeeping. */
+#define STAGE_ARENA_MIN 16384
 
 /* The arena --arena names (a->arena_mb MiB, halved down to 16 MiB while /dev/shm has no
  * room), or NULL with the reason on stderr (the caller then sends frames). The caller
  * owns it; a pipeline process detaches it at exit (shmarena_detach), launch unlinks it. */
 shmarena_t *stage_arena_new(const stage_args_t *a);
+
+/* Every tensor or bin field of m of STAGE_ARENA_MIN bytes or more and not in a slot yet
+ * into a slot of arena (NULL: nothing), counted in st (may be NULL) as arena_slots, or
+ * arena_full when the ring has no room (the field then travels as a frame). */
+void stage_msg_to_arena(shmarena_t *arena, proto_msg_t *m, stats_t *st);
 
 /* Heartbeat period (ms): every process sends something at least this often. */
 #define STAGE_HEARTBEAT_MS 500

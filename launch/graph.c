@@ -224,10 +224,11 @@ int graph_build(const plan_t *plan, const graph_env_t *env, proctab_t *procs,
         }
     }
 
-    s_program(&a, plan, env, "source");
+    builtin = s_program(&a, plan, env, "source");
     s_common(&a, env, "source");
     s_arg(&a, "--ctl");
     s_arg(&a, env->broker_ep);
+    s_arena_args(&a, env, builtin);
     proctab_add(procs, "source", "source", PROC_CRITICAL, a.argv);
 
     const char *consumer = plan->trainer.consumer ? plan->trainer.consumer : "trainer";

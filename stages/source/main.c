@@ -65,6 +65,10 @@ int main(int argc, char **argv) {
         util_fatal("is the broker running?", "%s", err);
     void *sock = stage_conn_socket(conn);
     trace_open(a.id);
+    /* --arena: the rows' media bytes (a JPEG, a WAV) go into the source's arena and only
+     * their descriptors through the broker; the broker releases a slot once the decoder
+     * tier's answer no longer names it. */
+    shmarena_t *arena = a.arena[0] ? stage_arena_new(&a) : NULL;
     long credits = 0;
     int finished = 0;
     double busy = 0;
@@ -115,6 +119,7 @@ int main(int argc, char **argv) {
             stats_add(st, "items_out", 1);
             stats_add(st, "bytes_out", (double)proto_msg_bytes(m));
             double ts = trace_now();
+            stage_msg_to_arena(arena, m, st);
             stage_conn_send(conn, &m);
             trace_span("send", ts, NULL);
             credits--;
@@ -129,6 +134,7 @@ int main(int argc, char **argv) {
                 (int)stage_stop_flag, (long long)source_emitted(src));
     trace_close();
     stage_conn_destroy(&conn);
+    shmarena_detach(&arena);   /* rows in flight may still name it: launch removes it */
     stats_destroy(&st);
     zmq_ctx_term(zctx);
     source_destroy(&src);
