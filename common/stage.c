@@ -279,25 +279,19 @@ void stage_msg_to_arena(shmarena_t *arena, proto_msg_t *m, stats_t *st) {
     }
 }
 
-/* --arena: the worker's arena is made on first use (a tokenize worker never needs one);
- * a failure to make it is said once and the run goes on with frames. */
-typedef struct {
-    shmarena_t *arena;
-    int failed;
-} s_arena_out_t;
-
-static void s_to_arena(s_arena_out_t *ao, const stage_args_t *a, proto_msg_t *m, stats_t *st) {
-    int big = 0;
-    for (int i = 0; i < proto_msg_n_fields(m) && !big; i++) {
+int stage_msg_big(const proto_msg_t *m) {
+    for (int i = 0; i < proto_msg_n_fields(m); i++) {
         const proto_field_t *f = proto_msg_field(m, i);
-        big = (f->type == PV_TENSOR || f->type == PV_BIN) && f->len >= STAGE_ARENA_MIN &&
-              !proto_msg_field_arena(m, f->key, NULL);
+        if ((f->type == PV_TENSOR || f->type == PV_BIN) && f->len >= STAGE_ARENA_MIN)
+            return 1;
     }
-    if (!big)
-        return;
-    if (!ao->arena && !ao->failed)
-        ao->failed = !(ao->arena = stage_arena_new(a));
-    stage_msg_to_arena(ao->arena, m, st);
+    return 0;
+}
+
+shmarena_t *stage_arena_get(stage_arena_t *sa, const stage_args_t *a) {
+    if (!sa->arena && !sa->failed && a->arena[0])
+        sa->failed = !(sa->arena = stage_arena_new(a));
+    return sa->arena;
 }
 
 int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
@@ -316,7 +310,7 @@ int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
     void *sock = stage_conn_socket(conn);
     trace_open(a->id);   /* spans recv/work/send when launch profiles the run */
     double wait_start = util_now();
-    s_arena_out_t ao = {0};
+    stage_arena_t sa = {0};
     int rc = 0;
     while (!stage_stop_flag) {
         zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
@@ -365,8 +359,10 @@ int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
             proto_msg_t *out;
             if (ok == 0) {
                 proto_msg_set_int(m, "@hop", proto_msg_get_int(m, "@hop", 0) + 1);
-                if (a->arena[0])
-                    s_to_arena(&ao, a, m, st);
+                /* The arena is made with the first output that needs it (a tokenize
+                 * worker passes slots on and never makes one). */
+                if (a->arena[0] && stage_msg_big(m))
+                    stage_msg_to_arena(stage_arena_get(&sa, a), m, st);
                 stats_add(st, "items_out", 1);
                 stats_add(st, "bytes_out", (double)proto_msg_bytes(m));
                 out = m;
@@ -395,7 +391,7 @@ int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
     trace_close();
     stage_conn_destroy(&conn);
     /* What it put in slots may still be in flight: the name stays (launch removes it). */
-    shmarena_detach(&ao.arena);
+    shmarena_detach(&sa.arena);
     stats_destroy(&st);   /* sends the final snapshot */
     zmq_ctx_term(zctx);
     return rc;

@@ -98,6 +98,20 @@ int stage_conn_rehello(stage_conn_t *self);
  * owns it; a pipeline process detaches it at exit (shmarena_detach), launch unlinks it. */
 shmarena_t *stage_arena_new(const stage_args_t *a);
 
+/* The arena of --arena made on first use: a process that never has a large tensor (a
+ * text-only plan) reserves no shared memory. */
+typedef struct {
+    shmarena_t *arena;
+    int failed;    /* it could not be made (said once): frames from then on */
+} stage_arena_t;
+
+/* The arena, made at the first call; NULL without --arena or when it could not be made.
+ * The caller detaches it at exit (shmarena_detach(&sa->arena)). */
+shmarena_t *stage_arena_get(stage_arena_t *sa, const stage_args_t *a);
+
+/* 1 if m has a tensor or bin field of STAGE_ARENA_MIN bytes or more (in a slot or not). */
+int stage_msg_big(const proto_msg_t *m);
+
 /* Every tensor or bin field of m of STAGE_ARENA_MIN bytes or more and not in a slot yet
  * into a slot of arena (NULL: nothing), counted in st (may be NULL) as arena_slots, or
  * arena_full when the ring has no room (the field then travels as a frame). */

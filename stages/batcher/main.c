@@ -226,8 +226,10 @@ int main(int argc, char **argv) {
     stage_install_signals();
     void *zctx = zmq_ctx_new();
     stats_t *st = stats_new(zctx, a.stats, a.id, "batcher");
-    /* --arena: batches are built in shared memory and the consumers read them there. */
-    shmarena_t *arena = a.arena[0] ? stage_arena_new(&a) : NULL;
+    /* --arena: batches are built in shared memory and the consumers read them there;
+     * the arena is made with the first sample that has a large tensor. */
+    stage_arena_t sa = {0};
+    shmarena_t *arena = NULL;
     void *out = zmq_socket(zctx, ZMQ_ROUTER);
     /* Credits bound the queues; a ROUTER at its high-water mark would drop silently. */
     int linger = 1000, hwm = 0;
@@ -255,7 +257,6 @@ int main(int argc, char **argv) {
     trace_open(a.id);
 
     batcher_t *bt = batcher_new();
-    batcher_set_arena(bt, arena);
     s_rank_t ranks[MAX_RANKS];
     memset(ranks, 0, sizeof ranks);
     long requested = 0;     /* samples asked of the broker, not yet received */
@@ -305,6 +306,10 @@ int main(int argc, char **argv) {
                 long dup0 = batcher_duplicates(bt);
                 char task[128];
                 snprintf(task, sizeof task, "%s", proto_msg_task(m));
+                if (!arena && a.arena[0] && !sa.failed && stage_msg_big(m)) {
+                    arena = stage_arena_get(&sa, &a);
+                    batcher_set_arena(bt, arena);
+                }
                 batcher_add(bt, m);
                 if (batcher_duplicates(bt) > dup0)
                     stats_task_add(st, task, "duplicates_dropped", 1);
@@ -539,7 +544,7 @@ int main(int argc, char **argv) {
     trace_close();
     batcher_destroy(&bt);
     /* Batches sent may still be read: the name stays (launch removes it). */
-    shmarena_detach(&arena);
+    shmarena_detach(&sa.arena);
     stage_conn_destroy(&conn);
     zmq_close(out);
     curve_zap_destroy(&zap);

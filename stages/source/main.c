@@ -68,7 +68,7 @@ int main(int argc, char **argv) {
     /* --arena: the rows' media bytes (a JPEG, a WAV) go into the source's arena and only
      * their descriptors through the broker; the broker releases a slot once the decoder
      * tier's answer no longer names it. */
-    shmarena_t *arena = a.arena[0] ? stage_arena_new(&a) : NULL;
+    stage_arena_t arena = {0};
     long credits = 0;
     int finished = 0;
     double busy = 0;
@@ -119,7 +119,8 @@ int main(int argc, char **argv) {
             stats_add(st, "items_out", 1);
             stats_add(st, "bytes_out", (double)proto_msg_bytes(m));
             double ts = trace_now();
-            stage_msg_to_arena(arena, m, st);
+            if (a.arena[0] && stage_msg_big(m))
+                stage_msg_to_arena(stage_arena_get(&arena, &a), m, st);
             stage_conn_send(conn, &m);
             trace_span("send", ts, NULL);
             credits--;
@@ -134,7 +135,7 @@ int main(int argc, char **argv) {
                 (int)stage_stop_flag, (long long)source_emitted(src));
     trace_close();
     stage_conn_destroy(&conn);
-    shmarena_detach(&arena);   /* rows in flight may still name it: launch removes it */
+    shmarena_detach(&arena.arena);   /* rows in flight may still name it: launch removes it */
     stats_destroy(&st);
     zmq_ctx_term(zctx);
     source_destroy(&src);

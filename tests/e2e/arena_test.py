@@ -16,6 +16,7 @@ writes a digest of every batch's bytes:
          named by an unacknowledged message at
          the end (arena_released + arena_unacked == arena_slots), none failed; an arena
          left by a launch that died is removed at the start, the run's own at the end;
+  run E: a text-only plan: no process makes an arena (none reserves shared memory);
   run C: as B, with 60 epochs and image.1 stopped, then SIGKILLed while it holds samples
          (the broker re-dispatches them; those it had answered lie in its arena): the digest
          equals that of the same plan with arenas off, nothing lost.
@@ -100,7 +101,7 @@ def launch(tmp, name, kill_after=None):
     if p.wait() != 0:
         print(open(os.path.join(tmp, name + ".out")).read()[-3000:])
         fail(f"launch of {name} exited {p.returncode}")
-    s = json.load(open(os.path.join(rd, "summary.json")))["tasks"]["ground"]
+    s = json.load(open(os.path.join(rd, "summary.json")))["total"]
     st = json.load(open(os.path.join(rd, "stages.json")))["processes"]
     return p.pid, s, st
 
@@ -167,6 +168,22 @@ def main():
         fail(f"{stale}, left by a launch that is gone, was not removed")
     if arenas_of(bpid):
         fail(f"run B left its arenas: {arenas_of(bpid)}")
+
+    # A text-only plan has no large tensor: no process makes an arena.
+    with open(os.path.join(tmp, "text.tsv"), "w") as f:
+        for i in range(40):
+            f.write(f"{i}\tthe number {i} spelt out\t{i}\n")
+    open(os.path.join(tmp, "E.conf"), "w").write(f"""
+name = "E"; seed = 1;
+tasks = ( {{ name = "spell"; instruction = "[TEXT:src] -> [TEXT:tgt]";
+    train = ["{tmp}/text.tsv"]; columns = ["id", "src", "tgt"]; batch_size = 8; }} );
+model = {{ size = "nano"; vocab_size = 300; }};
+trainer = {{ consumer = "sink"; }};
+""")
+    epid, se, ste = launch(tmp, "E")
+    out_e = open(os.path.join(tmp, "E.out")).read()
+    if se["delivered"] != 40 or "shared-memory arena" in out_e or any(v.get("arena_slots") for v in ste.values()):
+        fail(f"text-only run: {se}; it made arenas:\n{out_e[-1500:]}")
 
     # A worker killed while holding samples: same batches as without arenas.
     _, sd, _ = launch(tmp, "D")
