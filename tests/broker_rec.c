@@ -57,3 +57,38 @@ void brec_drop_all(void) {
 void brec_on(broker_t *b, const char *from, proto_msg_t *m) {
     broker_on_message(b, from, strlen(from), m);
 }
+
+void brec_hello(broker_t *b, const char *id, const char *role, const char *tier, int credits,
+                int acks) {
+    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(m, "hello");
+    proto_msg_set_str(m, "role", role);
+    proto_msg_set_str(m, "id", id);
+    proto_msg_set_str(m, "tier", tier ? tier : "");
+    proto_msg_set_int(m, "credits", credits);
+    if (acks)
+        proto_msg_set_int(m, "acks", 1);
+    brec_on(b, id, m);
+}
+
+void brec_heartbeat(broker_t *b, const char *id) {
+    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(m, "heartbeat");
+    brec_on(b, id, m);
+}
+
+void brec_credit(broker_t *b, const char *id, int n, int64_t want) {
+    proto_msg_t *m = proto_msg_new(PROTO_CREDIT, NULL);
+    proto_msg_set_int(m, "n", n);
+    if (want >= 0)
+        proto_msg_set_int(m, "want_seq", want);
+    brec_on(b, id, m);
+}
+
+void brec_ack(broker_t *b, int64_t seq, int64_t batch) {
+    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
+    proto_msg_set_op(m, "ack");
+    proto_msg_set_int(m, "seq", seq);
+    proto_msg_set_int(m, "batch", batch);
+    brec_on(b, "bat", m);
+}

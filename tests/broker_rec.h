@@ -34,4 +34,14 @@ void brec_drop_all(void);
 /* Hands the broker message m (taken) as if peer `from` had sent it. */
 void brec_on(broker_t *b, const char *from, proto_msg_t *m);
 
+/* The fake peers' messages, as the stages send them (all through brec_on):
+ * CONTROL hello from `id` with its role, tier ("" when NULL), credits, and "acks" when
+ * acks is set (an acknowledging batcher); CONTROL heartbeat; CREDIT n (with want_seq
+ * when want >= 0); the batcher "bat"'s CONTROL ack {seq, batch}. */
+void brec_hello(broker_t *b, const char *id, const char *role, const char *tier, int credits,
+                int acks);
+void brec_heartbeat(broker_t *b, const char *id);
+void brec_credit(broker_t *b, const char *id, int n, int64_t want);
+void brec_ack(broker_t *b, int64_t seq, int64_t batch);
+
 #endif

@@ -17,27 +17,15 @@
 
 static void hello(broker_t *b, const char *id, const char *role, const char *tier,
                   int credits) {
-    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
-    proto_msg_set_op(m, "hello");
-    proto_msg_set_str(m, "role", role);
-    proto_msg_set_str(m, "id", id);
-    proto_msg_set_str(m, "tier", tier ? tier : "");
-    proto_msg_set_int(m, "credits", credits);
-    brec_on(b, id, m);
+    brec_hello(b, id, role, tier, credits, 0);
 }
 
 static void heartbeat(broker_t *b, const char *id) {
-    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
-    proto_msg_set_op(m, "heartbeat");
-    brec_on(b, id, m);
+    brec_heartbeat(b, id);
 }
 
 static void credit(broker_t *b, const char *id, int n, int64_t want) {
-    proto_msg_t *m = proto_msg_new(PROTO_CREDIT, NULL);
-    proto_msg_set_int(m, "n", n);
-    if (want >= 0)
-        proto_msg_set_int(m, "want_seq", want);
-    brec_on(b, id, m);
+    brec_credit(b, id, n, want);
 }
 
 /* A sample as the source emits it. */

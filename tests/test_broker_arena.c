@@ -29,37 +29,8 @@ static void teardown(void) {
     shmarena_destroy(&s_arena);
 }
 
-static void hello(broker_t *b, const char *id, const char *role, const char *tier,
-                  int credits, int acks) {
-    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
-    proto_msg_set_op(m, "hello");
-    proto_msg_set_str(m, "role", role);
-    proto_msg_set_str(m, "id", id);
-    proto_msg_set_str(m, "tier", tier ? tier : "");
-    proto_msg_set_int(m, "credits", credits);
-    if (acks)
-        proto_msg_set_int(m, "acks", 1);
-    brec_on(b, id, m);
-}
-
-static void heartbeat(broker_t *b, const char *id) {
-    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
-    proto_msg_set_op(m, "heartbeat");
-    brec_on(b, id, m);
-}
-
 static void credit(broker_t *b, const char *id, int n) {
-    proto_msg_t *m = proto_msg_new(PROTO_CREDIT, NULL);
-    proto_msg_set_int(m, "n", n);
-    brec_on(b, id, m);
-}
-
-static void ack(broker_t *b, int64_t seq, int64_t batch) {
-    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
-    proto_msg_set_op(m, "ack");
-    proto_msg_set_int(m, "seq", seq);
-    proto_msg_set_int(m, "batch", batch);
-    brec_on(b, "bat", m);
+    brec_credit(b, id, n, -1);
 }
 
 static proto_msg_t *mk_sample(int64_t seq, const char *route) {
@@ -100,12 +71,37 @@ static int slot_held(const shmarena_desc_t *d) {
     return shmarena_reader_map(proto_arena_reader(), d, err, sizeof err) != NULL;
 }
 
-static broker_t *mk_broker(int dead_ms) {
+/* A broker with a source "src" and a batcher "bat" (acknowledging when acks is set, its
+ * "start" taken) that has credit for 10 samples. */
+static broker_t *mk_broker(int dead_ms, int acks) {
     brec_drop_all();
     broker_opts_t o = {.max_inflight = 64, .dead_ms = dead_ms};
     broker_t *b = broker_new(&o, brec_send, NULL, NULL);
     cr_assert_not_null(b);
+    brec_hello(b, "src", "source", NULL, 0, 0);
+    brec_hello(b, "bat", "batcher", NULL, 0, acks);
+    if (acks) {
+        proto_msg_t *start = brec_take("bat");
+        cr_assert_str_eq(proto_msg_op(start), "start");
+        proto_msg_destroy(&start);
+    }
+    credit(b, "bat", 10);
     return b;
+}
+
+/* Sample 0 on the route image,tokenize: image worker "w1" answers with its pixels in a
+ * slot (*d, filled with `fill`), and the sample as tokenize worker "t1" (of tcredits)
+ * receives it is returned. */
+static proto_msg_t *to_tokenize(broker_t *b, int tcredits, int fill, shmarena_desc_t *d) {
+    brec_hello(b, "w1", "worker", "image", 4, 0);
+    brec_hello(b, "t1", "worker", "tokenize", tcredits, 0);
+    brec_on(b, "src", mk_sample(0, "image,tokenize"));
+    broker_tick(b);
+    answer_pixels(b, "w1", brec_take("w1"), fill, d);
+    broker_tick(b);
+    proto_msg_t *t = brec_take("t1");
+    cr_assert_not_null(t);
+    return t;
 }
 
 /* Make worker `slow` look dead (silent past dead_ms) while `alive` keeps beating, so
@@ -113,10 +109,10 @@ static broker_t *mk_broker(int dead_ms) {
 static void outlive(broker_t *b, const char *alive, const char *alive2) {
     for (int i = 0; i < 4; i++) {
         usleep(25000);
-        heartbeat(b, alive);
+        brec_heartbeat(b, alive);
         if (alive2)
-            heartbeat(b, alive2);
-        heartbeat(b, "bat");
+            brec_heartbeat(b, alive2);
+        brec_heartbeat(b, "bat");
         broker_tick(b);
     }
 }
@@ -124,14 +120,8 @@ static void outlive(broker_t *b, const char *alive, const char *alive2) {
 TestSuite(broker_arena, .init = setup, .fini = teardown);
 
 Test(broker_arena, released_after_the_ack_and_kept_for_a_resend) {
-    broker_t *b = mk_broker(60000);
-    hello(b, "src", "source", NULL, 0, 0);
-    hello(b, "bat", "batcher", NULL, 0, 1);
-    proto_msg_t *start = brec_take("bat");
-    cr_assert_str_eq(proto_msg_op(start), "start");
-    proto_msg_destroy(&start);
-    credit(b, "bat", 10);
-    hello(b, "w1", "worker", "image", 4, 0);
+    broker_t *b = mk_broker(60000, 1);
+    brec_hello(b, "w1", "worker", "image", 4, 0);
     brec_on(b, "src", mk_sample(0, "image"));
     broker_tick(b);
     shmarena_desc_t d;
@@ -145,7 +135,7 @@ Test(broker_arena, released_after_the_ack_and_kept_for_a_resend) {
     cr_assert_eq(((const uint8_t *)proto_msg_get(got, "img")->data)[PIXELS - 1], 7);
     proto_msg_destroy(&got);
     /* The batcher restarts before its ack: the kept copy goes again, same slot. */
-    hello(b, "bat", "batcher", NULL, 0, 1);
+    brec_hello(b, "bat", "batcher", NULL, 0, 1);
     proto_msg_destroy(&(proto_msg_t *){brec_take("bat")});
     credit(b, "bat", 10);
     broker_tick(b);
@@ -154,7 +144,7 @@ Test(broker_arena, released_after_the_ack_and_kept_for_a_resend) {
     cr_assert(proto_msg_field_arena(got, "img", &g));
     cr_assert(slot_held(&d), "not released before the ack");
     proto_msg_destroy(&got);
-    ack(b, 1, 1);
+    brec_ack(b, 1, 1);
     broker_tick(b);
     cr_assert_not(slot_held(&d), "released once the batcher acknowledged it");
     cr_assert_eq(shmarena_in_use(s_arena), 0, "the ring is empty again");
@@ -162,20 +152,9 @@ Test(broker_arena, released_after_the_ack_and_kept_for_a_resend) {
 }
 
 Test(broker_arena, reject_after_the_image_tier_releases_the_slot) {
-    broker_t *b = mk_broker(60000);
-    hello(b, "src", "source", NULL, 0, 0);
-    hello(b, "bat", "batcher", NULL, 0, 1);
-    proto_msg_destroy(&(proto_msg_t *){brec_take("bat")});
-    credit(b, "bat", 10);
-    hello(b, "w1", "worker", "image", 4, 0);
-    hello(b, "t1", "worker", "tokenize", 4, 0);
-    brec_on(b, "src", mk_sample(0, "image,tokenize"));
-    broker_tick(b);
+    broker_t *b = mk_broker(60000, 1);
     shmarena_desc_t d;
-    answer_pixels(b, "w1", brec_take("w1"), 3, &d);
-    broker_tick(b);
-    proto_msg_t *t = brec_take("t1");
-    cr_assert_not_null(t);
+    proto_msg_t *t = to_tokenize(b, 4, 3, &d);
     cr_assert(slot_held(&d));
     proto_msg_t *r = proto_msg_new(PROTO_REJECT, "caption");
     proto_msg_set_int(r, "seq", 0);
@@ -192,17 +171,13 @@ Test(broker_arena, reject_after_the_image_tier_releases_the_slot) {
 }
 
 Test(broker_arena, duplicate_image_answer_releases_only_its_own_slot) {
-    broker_t *b = mk_broker(50);
-    hello(b, "src", "source", NULL, 0, 0);
-    hello(b, "bat", "batcher", NULL, 0, 1);
-    proto_msg_destroy(&(proto_msg_t *){brec_take("bat")});
-    credit(b, "bat", 10);
-    hello(b, "w1", "worker", "image", 1, 0);
+    broker_t *b = mk_broker(50, 1);
+    brec_hello(b, "w1", "worker", "image", 1, 0);
     brec_on(b, "src", mk_sample(0, "image"));
     broker_tick(b);
     proto_msg_t *h = brec_take("w1");
     cr_assert_not_null(h);
-    hello(b, "w2", "worker", "image", 1, 0);
+    brec_hello(b, "w2", "worker", "image", 1, 0);
     outlive(b, "w2", NULL);
     proto_msg_t *copy = brec_take("w2");
     cr_assert_not_null(copy, "w1 went silent: the sample went to w2");
@@ -222,21 +197,10 @@ Test(broker_arena, duplicate_image_answer_releases_only_its_own_slot) {
 }
 
 Test(broker_arena, duplicate_tokenize_answer_keeps_the_slot_it_passed_on) {
-    broker_t *b = mk_broker(50);
-    hello(b, "src", "source", NULL, 0, 0);
-    hello(b, "bat", "batcher", NULL, 0, 1);
-    proto_msg_destroy(&(proto_msg_t *){brec_take("bat")});
-    credit(b, "bat", 10);
-    hello(b, "w1", "worker", "image", 4, 0);
-    hello(b, "t1", "worker", "tokenize", 1, 0);
-    brec_on(b, "src", mk_sample(0, "image,tokenize"));
-    broker_tick(b);
+    broker_t *b = mk_broker(50, 1);
     shmarena_desc_t d;
-    answer_pixels(b, "w1", brec_take("w1"), 5, &d);
-    broker_tick(b);
-    proto_msg_t *t = brec_take("t1");
-    cr_assert_not_null(t);
-    hello(b, "t2", "worker", "tokenize", 1, 0);
+    proto_msg_t *t = to_tokenize(b, 1, 5, &d);
+    brec_hello(b, "t2", "worker", "tokenize", 1, 0);
     outlive(b, "t2", "w1");
     proto_msg_t *copy = brec_take("t2");
     cr_assert_not_null(copy, "t1 went silent: the sample went to t2");
@@ -249,18 +213,15 @@ Test(broker_arena, duplicate_tokenize_answer_keeps_the_slot_it_passed_on) {
     proto_msg_t *got = brec_take("bat");
     cr_assert_not_null(got);
     proto_msg_destroy(&got);
-    ack(b, 1, 1);
+    brec_ack(b, 1, 1);
     broker_tick(b);
     cr_assert_not(slot_held(&d), "released once, at the ack");
     broker_destroy(&b);
 }
 
 Test(broker_arena, batcher_without_acks_is_sent_the_bytes) {
-    broker_t *b = mk_broker(60000);
-    hello(b, "src", "source", NULL, 0, 0);
-    hello(b, "bat", "batcher", NULL, 0, 0);
-    credit(b, "bat", 10);
-    hello(b, "w1", "worker", "image", 4, 0);
+    broker_t *b = mk_broker(60000, 0);
+    brec_hello(b, "w1", "worker", "image", 4, 0);
     brec_on(b, "src", mk_sample(0, "image"));
     broker_tick(b);
     shmarena_desc_t d;

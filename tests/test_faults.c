@@ -16,27 +16,11 @@
 /* ---------------------------------------------------------------- broker's fake peers */
 
 static void hello(broker_t *b, const char *id, const char *role, int acks) {
-    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
-    proto_msg_set_op(m, "hello");
-    proto_msg_set_str(m, "role", role);
-    proto_msg_set_str(m, "id", id);
-    if (acks)
-        proto_msg_set_int(m, "acks", 1);
-    brec_on(b, id, m);
+    brec_hello(b, id, role, NULL, 0, acks);
 }
 
 static void credit(broker_t *b, int n) {
-    proto_msg_t *m = proto_msg_new(PROTO_CREDIT, NULL);
-    proto_msg_set_int(m, "n", n);
-    brec_on(b, "bat", m);
-}
-
-static void ack(broker_t *b, int64_t seq, int64_t batch) {
-    proto_msg_t *m = proto_msg_new(PROTO_CONTROL, NULL);
-    proto_msg_set_op(m, "ack");
-    proto_msg_set_int(m, "seq", seq);
-    proto_msg_set_int(m, "batch", batch);
-    brec_on(b, "bat", m);
+    brec_credit(b, "bat", n, -1);
 }
 
 /* n samples with an empty route (straight to the batcher), then the source's eof. */
@@ -96,9 +80,9 @@ Test(faults, broker_resends_what_a_killed_batcher_had_not_acknowledged) {
     cr_assert_eq(broker_unacked(b), 12, "everything is kept until acknowledged");
 
     /* Batches up to seq 5 reached their consumers (batch index 2 is the first open). */
-    ack(b, 5, 2);
+    brec_ack(b, 5, 2);
     cr_assert_eq(broker_unacked(b), 7);
-    ack(b, 3, 1);   /* stale: acknowledgements only move forward */
+    brec_ack(b, 3, 1);   /* stale: acknowledgements only move forward */
     cr_assert_eq(broker_unacked(b), 7);
 
     /* The batcher dies and a new one says hello under the same identity. */
@@ -119,7 +103,7 @@ Test(faults, broker_resends_what_a_killed_batcher_had_not_acknowledged) {
     for (int i = 0; i < 7; i++)
         cr_assert_eq(seqs[i], 5 + i, "resent in seq order");
     cr_assert(eof, "the end of data is forwarded again");
-    ack(b, 12, 3);
+    brec_ack(b, 12, 3);
     cr_assert_eq(broker_unacked(b), 0);
     brec_drop_all();
     broker_destroy(&b);
