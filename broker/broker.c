@@ -397,7 +397,7 @@ static void s_release_slots(broker_t *self, const proto_msg_t *m, const proto_ms
                             int kept) {
     for (int i = 0; m && i < proto_msg_n_fields(m); i++) {
         shmarena_desc_t d;
-        if (!proto_msg_field_arena(m, proto_msg_field(m, i)->key, &d))
+        if (!proto_msg_field_arena_at(m, i, &d))
             continue;
         if ((keep && proto_msg_names_slot(keep, &d)) ||
             (kept && (s_queue_names_slot(&self->toward_batcher, &d) ||
@@ -419,12 +419,6 @@ static void s_release_slots(broker_t *self, const proto_msg_t *m, const proto_ms
     }
 }
 
-static int s_nslots(const proto_msg_t *m) {
-    int n = 0;
-    for (int i = 0; i < proto_msg_n_fields(m); i++)
-        n += proto_msg_field_arena(m, proto_msg_field(m, i)->key, NULL);
-    return n;
-}
 
 /* The slots that messages kept for the batcher name (a gauge: with arena_released, it
  * accounts for every slot the workers made, arena_slots in their stats). */
@@ -434,14 +428,18 @@ static void s_unacked_slots(broker_t *self, int delta) {
         stats_set(self->stats, "arena_unacked", (double)self->unacked_slots);
 }
 
+static int s_nslots(const proto_msg_t *m) {
+    int n = 0;
+    for (int i = 0; i < proto_msg_n_fields(m); i++)
+        n += proto_msg_field_arena_at(m, i, NULL);
+    return n;
+}
+
 /* A batcher that does not acknowledge never says when a slot is free: it is sent the
  * bytes, and the slots are released at once. */
 static void s_unarena(broker_t *self, proto_msg_t *m) {
     int n = proto_msg_n_fields(m);
-    int any = 0;
-    for (int i = 0; i < n; i++)
-        any |= proto_msg_field_arena(m, proto_msg_field(m, i)->key, NULL);
-    if (!any)
+    if (!s_nslots(m))
         return;
     proto_msg_t *slots = proto_msg_clone(m);
     for (int i = 0; i < n; i++)

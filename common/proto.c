@@ -149,29 +149,42 @@ static int s_find(const proto_msg_t *self, const char *key) {
     return -1;
 }
 
-/* The slot for key: an existing field (its data released) or a new one. */
-static proto_field_t *s_slot(proto_msg_t *self, const char *key) {
-    OFA_ASSERT(strlen(key) < PROTO_MAX_KEY);
-    int i = s_find(self, key);
-    if (i >= 0) {
-        s_field_free(self, i);
-    } else {
-        if (self->n_fields == self->cap_fields) {
-            self->cap_fields = self->cap_fields ? self->cap_fields * 2 : 8;
-            self->fields = util_realloc(self->fields,
-                                        (size_t)self->cap_fields * sizeof *self->fields);
-            self->shm_names = util_realloc(self->shm_names,
-                                           (size_t)self->cap_fields * sizeof(char *));
-            self->arena = util_realloc(self->arena,
-                                       (size_t)self->cap_fields * sizeof *self->arena);
-        }
-        i = self->n_fields++;
-        self->shm_names[i] = NULL;
-        self->arena[i].gen = 0;
-    }
+/* Room for at least n fields. */
+static void s_reserve(proto_msg_t *self, int n) {
+    if (n <= self->cap_fields)
+        return;
+    self->cap_fields = n;
+    self->fields = util_realloc(self->fields, (size_t)n * sizeof *self->fields);
+    self->shm_names = util_realloc(self->shm_names, (size_t)n * sizeof(char *));
+    self->arena = util_realloc(self->arena, (size_t)n * sizeof *self->arena);
+}
+
+/* A new field for key, which the caller knows is not there yet. */
+static proto_field_t *s_append(proto_msg_t *self, const char *key, size_t keylen) {
+    OFA_ASSERT(keylen < PROTO_MAX_KEY);
+    if (self->n_fields == self->cap_fields)
+        s_reserve(self, self->cap_fields ? self->cap_fields * 2 : 8);
+    int i = self->n_fields++;
+    self->shm_names[i] = NULL;
+    self->arena[i].gen = 0;
     proto_field_t *f = &self->fields[i];
     memset(f, 0, sizeof *f);
-    snprintf(f->key, sizeof f->key, "%s", key);
+    memcpy(f->key, key, keylen + 1);
+    f->frame = -1;
+    return f;
+}
+
+/* The slot for key: an existing field (its data released) or a new one. */
+static proto_field_t *s_slot(proto_msg_t *self, const char *key) {
+    size_t keylen = strlen(key);
+    OFA_ASSERT(keylen < PROTO_MAX_KEY);
+    int i = s_find(self, key);
+    if (i < 0)
+        return s_append(self, key, keylen);
+    s_field_free(self, i);
+    proto_field_t *f = &self->fields[i];
+    memset(f, 0, sizeof *f);
+    memcpy(f->key, key, keylen + 1);
     f->frame = -1;
     return f;
 }
@@ -967,6 +980,7 @@ static proto_msg_t *s_decode(const s_src_t *src, proto_msg_t *msg, char *err, si
             if (s_read(&r, &v) || v.tag != T_MAP || v.n > PROTO_MAX_FIELDS)
                 return util_err(err, errlen, "envelope: f must be a map of at most %d fields",
                                 PROTO_MAX_FIELDS), NULL;
+            s_reserve(msg, msg->n_fields + (int)v.n);
             for (uint64_t i = 0; i < v.n; i++) {
                 s_obj_t fk;
                 if (s_read(&r, &fk) || fk.tag != T_STR || fk.n == 0 || fk.n >= PROTO_MAX_KEY)
@@ -980,7 +994,7 @@ static proto_msg_t *s_decode(const s_src_t *src, proto_msg_t *msg, char *err, si
                                     (unsigned long long)i), NULL;
                 if (s_find(msg, name) >= 0)
                     return util_err(err, errlen, "field '%s' appears twice", name), NULL;
-                proto_field_t *f = s_slot(msg, name);
+                proto_field_t *f = s_append(msg, name, fk.n);
                 if (s_decode_field(msg, &r, src, f, err, errlen)) {
                     proto_msg_remove(msg, name);
                     return NULL;
@@ -1142,6 +1156,14 @@ int proto_msg_field_to_arena(proto_msg_t *self, const char *key, shmarena_t *are
 int proto_msg_field_arena(const proto_msg_t *self, const char *key, shmarena_desc_t *desc) {
     int i = s_find(self, key);
     if (i < 0 || self->arena[i].gen == 0)
+        return 0;
+    if (desc)
+        *desc = self->arena[i];
+    return 1;
+}
+
+int proto_msg_field_arena_at(const proto_msg_t *self, int i, shmarena_desc_t *desc) {
+    if (i < 0 || i >= self->n_fields || self->arena[i].gen == 0)
         return 0;
     if (desc)
         *desc = self->arena[i];

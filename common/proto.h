@@ -202,6 +202,9 @@ void proto_msg_arena_tensor(proto_msg_t *self, const char *key, proto_dtype_t dt
  * that is sent on forwards the descriptor, not the bytes. */
 int proto_msg_field_arena(const proto_msg_t *self, const char *key, shmarena_desc_t *desc);
 
+/* The same for the i-th field (0 <= i < proto_msg_n_fields), without a lookup by key. */
+int proto_msg_field_arena_at(const proto_msg_t *self, int i, shmarena_desc_t *desc);
+
 /* Give an arena field its own copy of the bytes and forget the slot (the caller may then
  * release it, and a send carries the bytes). Returns 0, or -1 for a field not in an
  * arena. */

@@ -269,7 +269,7 @@ void stage_msg_to_arena(shmarena_t *arena, proto_msg_t *m, stats_t *st) {
     for (int i = 0; arena && i < proto_msg_n_fields(m); i++) {
         const proto_field_t *f = proto_msg_field(m, i);
         if ((f->type != PV_TENSOR && f->type != PV_BIN) || f->len < STAGE_ARENA_MIN ||
-            proto_msg_field_arena(m, f->key, NULL))
+            proto_msg_field_arena_at(m, i, NULL))
             continue;
         char key[PROTO_MAX_KEY];
         snprintf(key, sizeof key, "%s", f->key);

@@ -147,16 +147,15 @@ static void s_batch_slots(proto_msg_t *b, shmarena_t *arena, s_pending_t *p) {
     for (int i = 0; i < proto_msg_n_fields(b); i++) {
         const proto_field_t *f = proto_msg_field(b, i);
         if (arena && (f->type == PV_TENSOR || f->type == PV_BIN) &&
-            f->len >= BATCHER_ARENA_MIN && !proto_msg_field_arena(b, f->key, NULL)) {
+            f->len >= BATCHER_ARENA_MIN && !proto_msg_field_arena_at(b, i, NULL)) {
             char key[PROTO_MAX_KEY];
             snprintf(key, sizeof key, "%s", f->key);
             proto_msg_field_to_arena(b, key, arena);
             f = proto_msg_field(b, i);
         }
-        if (p->nslots < MAX_BATCH_SLOTS &&
-            proto_msg_field_arena(b, f->key, &p->slots[p->nslots]))
+        if (p->nslots < MAX_BATCH_SLOTS && proto_msg_field_arena_at(b, i, &p->slots[p->nslots]))
             p->nslots++;
-        else if (proto_msg_field_arena(b, f->key, NULL))
+        else if (proto_msg_field_arena_at(b, i, NULL))
             proto_msg_field_unarena(b, f->key);   /* more than it records: bytes */
     }
 }
