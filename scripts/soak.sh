@@ -6,8 +6,9 @@
 #
 # Starts `launch` on the plan (default: caption + VQA on the built stamps datasets,
 # a thousand epochs into ofa-sink, so the decode tiers, the broker and the batcher run
-# as fast as they can), samples the resident set size (VmRSS from /proc/PID/status) of
-# every process of the run once a second into RUN/soak_rss.tsv (time, process, pid, kB;
+# as fast as they can), samples the resident set size of every process of the run once
+# a second (VmRSS less RssShmem from /proc/PID/status: the shared-memory arenas' pages
+# are not the process's own) into RUN/soak_rss.tsv (time, process, pid, kB;
 # a restarted process shows up with its new pid), stops the run with SIGINT after M
 # minutes (10), and prints per stage: RSS at the end of the warm-up (median of the
 # minute after --warmup seconds, 120), at the end (median of the last minute), the
@@ -83,9 +84,15 @@ while time.time() - t0 < minutes * 60:
     t = time.time() - t0
     for name, pid in sorted(pids.items()):
         try:
+            # VmRSS less RssShmem: the pages of the shared-memory arenas (shm_arena) a
+            # process has touched count in VmRSS and grow until each ring has gone round
+            # once; they are not the process's own memory, and a leak is not among them.
+            kb = {}
             for line in open(f"/proc/{pid}/status"):
-                if line.startswith("VmRSS:"):
-                    out.write(f"{t:.1f}\t{name}\t{pid}\t{int(line.split()[1])}\n")
+                if line.startswith(("VmRSS:", "RssShmem:")):
+                    kb[line.split(":")[0]] = int(line.split()[1])
+            if "VmRSS" in kb:
+                out.write(f"{t:.1f}\t{name}\t{pid}\t{kb['VmRSS'] - kb.get('RssShmem', 0)}\n")
         except OSError:
             pass   # exited between the listing and the read (a restart)
     out.flush()
