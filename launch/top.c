@@ -33,10 +33,10 @@ enum { S_RING = 128 };
 
 typedef struct {
     double t, time;                 /* launch's t, the process's wall clock */
-    double items_in, items_out, busy, wait;
+    double items_in, items_out, busy, wait, cpu;
     double queue, p50, p90, p99;
     long pid;
-    int has_out, has_in, has_wait, has_queue;
+    int has_out, has_in, has_wait, has_queue, has_cpu;
 } s_snap_t;
 
 typedef struct {
@@ -59,6 +59,7 @@ typedef struct {
 typedef struct {
     const s_proc_t *p;
     double rate, busy, wait, span;  /* items/s, fractions, seconds covered */
+    double cpu;                     /* CPU seconds per second (all threads), or NaN */
     int known;                      /* rate/busy computable */
     const s_snap_t *last;
 } s_fig_t;
@@ -90,6 +91,8 @@ static void s_snap_of(const jsonr_t *o, s_snap_t *s) {
     s->has_out = jsonr_get(o, "items_out") != NULL;
     s->has_wait = jsonr_get(o, "wait_s") != NULL;
     s->has_queue = jsonr_get(o, "queue_depth") != NULL;
+    s->has_cpu = jsonr_get(o, "cpu_s") != NULL;
+    s->cpu = jsonr_num(o, "cpu_s", 0);
     s->items_in = jsonr_num(o, "items_in", 0);
     s->items_out = jsonr_num(o, "items_out", 0);
     s->busy = jsonr_num(o, "busy_s", 0);
@@ -185,6 +188,7 @@ static int s_read_stages(s_top_t *top, char *err, size_t errlen) {
 /* Figures of p over the last `window` seconds (window <= 0: since its first snapshot). */
 static void s_figures(const s_top_t *top, const s_proc_t *p, double window, s_fig_t *fg) {
     memset(fg, 0, sizeof *fg);
+    fg->cpu = NAN;   /* stages.json holds totals only */
     fg->p = p;
     const s_snap_t *last = &p->ring[(p->n - 1) % S_RING];
     fg->last = last;
@@ -223,6 +227,7 @@ static void s_figures(const s_top_t *top, const s_proc_t *p, double window, s_fi
     fg->rate = items / dt;
     fg->busy = (last->busy - ref->busy) / dt;
     fg->wait = last->has_wait ? (last->wait - ref->wait) / dt : NAN;
+    fg->cpu = last->has_cpu && (ref == &zero || ref->has_cpu) ? (last->cpu - ref->cpu) / dt : NAN;
     fg->span = dt;
     fg->known = 1;
 }
@@ -319,8 +324,8 @@ static void s_render(s_top_t *top, double window, int finished, FILE *out) {
             finished ? "   (run finished)" : "");
     if (window > 0 && !top->from_stages)
         fprintf(out, "(rates over the last %.0f s)\n", window);
-    fprintf(out, "%-14s %-10s %10s %7s %7s %7s %9s %9s %9s %10s\n", "PROCESS", "TIER",
-            "ITEMS/S", "BUSY%", "WAIT%", "QUEUE", "P50_MS", "P90_MS", "P99_MS", "ITEMS");
+    fprintf(out, "%-14s %-10s %10s %7s %7s %7s %7s %9s %9s %9s %10s\n", "PROCESS", "TIER",
+            "ITEMS/S", "BUSY%", "WAIT%", "CPU%", "QUEUE", "P50_MS", "P90_MS", "P99_MS", "ITEMS");
     s_fig_t *figs = util_calloc((size_t)top->nprocs + 1, sizeof *figs);
     for (int i = 0; i < top->nprocs; i++) {
         s_fig_t *fg = &figs[i];
@@ -333,6 +338,7 @@ static void s_render(s_top_t *top, double window, int finished, FILE *out) {
             fprintf(out, " %10s", "-");
         s_pct(out, fg->known ? fg->busy : NAN);
         s_pct(out, fg->known ? fg->wait : NAN);
+        s_pct(out, fg->known ? fg->cpu : NAN);
         if (l->has_queue)
             fprintf(out, " %7.0f", l->queue);
         else

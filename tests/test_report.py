@@ -132,7 +132,7 @@ def test_profile(tmp):
         fail("top names no bottleneck stage")
     # The items of the sink equal the batches it received (stages.json, written at exit).
     final = json.load(open(os.path.join(rd, "stages.json")))["processes"]
-    row = re.search(r"^sink\s+sink\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+(\d+)$", t, re.M)
+    row = re.search(r"^sink\s+sink\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+(\d+)$", t, re.M)
     if not row or int(row.group(1)) != final["sink"]["items_in"]:
         fail(f"top's sink items {row and row.group(1)} != stages.json {final['sink']['items_in']}")
     print(f"ok: top names every stage; bottleneck {m.group(1)}")
@@ -147,8 +147,8 @@ def test_top(tmp):
         for t, k in ((1.0, 0), (2.0, 1), (3.0, 2)):
             f.write(json.dumps({"t": t, "proc": "image.0", "tier": "image", "pid": 10,
                                 "time": 100.0 + t, "items_in": 150 * k, "items_out": 150 * k,
-                                "busy_s": 0.9 * k, "wait_s": 0.1 * k, "lat_p50_ms": 6.0,
-                                "lat_p90_ms": 7.0, "lat_p99_ms": 9.5}) + "\n")
+                                "busy_s": 0.9 * k, "wait_s": 0.1 * k, "cpu_s": 0.95 * k,
+                                "lat_p50_ms": 6.0, "lat_p90_ms": 7.0, "lat_p99_ms": 9.5}) + "\n")
             f.write(json.dumps({"t": t, "proc": "image.1", "tier": "image", "pid": 11,
                                 "time": 100.0 + t, "items_out": 150 * k, "busy_s": 0.7 * k,
                                 "wait_s": 0.3 * k}) + "\n")
@@ -160,10 +160,11 @@ def test_top(tmp):
     p = run([LAUNCH, "top", "--once", rd])
     t = p.stdout
     print(t)
-    # The process table's rows have 10 columns (the tier table's have 5).
-    rows = {l.split()[0]: l.split() for l in t.splitlines() if len(l.split()) == 10}
-    want = {"image.0": ["150.0", "90.0", "10.0"], "image.1": ["150.0", "70.0", "30.0"],
-            "sink": ["20.0", "10.0", "90.0", "3"]}
+    # The process table's rows have 11 columns (the tier table's have 5). CPU% is cpu_s per
+    # second: 95% for image.0; "-" for processes that do not report it.
+    rows = {l.split()[0]: l.split() for l in t.splitlines() if len(l.split()) == 11}
+    want = {"image.0": ["150.0", "90.0", "10.0", "95.0"], "image.1": ["150.0", "70.0", "30.0", "-"],
+            "sink": ["20.0", "10.0", "90.0", "-", "3"]}
     for proc, cols in want.items():
         if rows.get(proc, [])[2:2 + len(cols)] != cols:
             fail(f"{proc}: {rows.get(proc)} want {cols}")
