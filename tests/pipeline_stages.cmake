@@ -2,14 +2,14 @@
 # order, the batcher's reorder buffer and padding, and the programs over ZeroMQ.
 ofa_add_test(test_base64 SOURCES test_base64.c LIBS ofacommon LABELS unit TIMEOUT 60)
 if(TARGET ofabatcher)
-  ofa_add_test(test_batcher SOURCES test_batcher.c LIBS ofabatcher LABELS unit TIMEOUT 120)
+  ofa_add_test(test_batcher SOURCES test_batcher.c child_proc.c LIBS ofabatcher LABELS unit TIMEOUT 120)
   # test_batcher also runs ofa-batcher and ofa-sink over ZeroMQ (the test plays their peers).
   if(TARGET test_batcher)
     add_dependencies(test_batcher ofa-batcher ofa-sink)
   endif()
 endif()
 if(TARGET ofasource)
-  ofa_add_test(test_source SOURCES test_source.c LIBS ofasource LABELS unit TIMEOUT 120)
+  ofa_add_test(test_source SOURCES test_source.c child_proc.c LIBS ofasource LABELS unit TIMEOUT 120)
   # test_source also runs ofa-source over ZeroMQ (the test plays the broker).
   if(TARGET test_source)
     add_dependencies(test_source ofa-source)

@@ -5,6 +5,7 @@
  * test playing their peers: ofa-batcher between a broker and two consumer ranks, and
  * ofa-sink behind a batcher (checks, duplicates, delivered ids). */
 #include "batcher.h"
+#include "child_proc.h"
 #include "util.h"
 
 #include <criterion/criterion.h>
@@ -420,52 +421,6 @@ static void rm_dir(void) {
     cr_assert_eq(system(cmd), 0);
 }
 
-static pid_t spawn(char *const argv[], const char *log) {
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        if (!freopen(log, "w", stderr) || !freopen("/dev/null", "w", stdout))
-            _exit(126);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* Exit status of pid within timeout_s, or -1 (the process is then killed). */
-static int wait_exit(pid_t pid, double timeout_s) {
-    double end = util_now() + timeout_s;
-    int st;
-    while (util_now() < end) {
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        usleep(10000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
-    return -1;
-}
-
-/* Next message other than a heartbeat within timeout_ms, or NULL. */
-static proto_msg_t *next_msg(void *sock, uint8_t *ident, size_t *identlen, int timeout_ms) {
-    double end = util_now() + timeout_ms / 1000.0;
-    char e[256];
-    while (util_now() < end) {
-        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
-        zmq_poll(&it, 1, 20);
-        proto_msg_t *m = proto_recv(sock, ident, identlen, ZMQ_DONTWAIT, e, sizeof e);
-        cr_assert(m || !e[0], "malformed message: %s", e);
-        if (!m)
-            continue;
-        if (proto_msg_kind(m) == PROTO_CONTROL && strcmp(proto_msg_op(m), "heartbeat") == 0) {
-            proto_msg_destroy(&m);
-            continue;
-        }
-        return m;
-    }
-    return NULL;
-}
-
 static void *mk_socket(void *zctx, int type) {
     void *s = zmq_socket(zctx, type);
     int linger = 0;
@@ -500,10 +455,10 @@ Test(batcher_programs, ofa_batcher_over_zeromq, .timeout = 60) {
     cr_assert_eq(zmq_bind(pull, stats_ep), 0);
     char *argv[] = {prog, "--id", "batcher", "--ctl", ctl, "--out", out, "--stats", stats_ep,
                     "--world", "2", NULL};
-    pid_t pid = spawn(argv, log);
+    pid_t pid = cproc_spawn(argv, log);
     uint8_t ident[256];
     size_t identlen = 0;
-    proto_msg_t *m = next_msg(broker, ident, &identlen, 10000);
+    proto_msg_t *m = cproc_next_msg(broker, ident, &identlen, 10000);
     cr_assert_not_null(m, "no hello (see %s)", log);
     cr_assert_str_eq(proto_msg_op(m), "hello");
     cr_assert_str_eq(proto_msg_get_str(m, "role"), "batcher");
@@ -515,7 +470,7 @@ Test(batcher_programs, ofa_batcher_over_zeromq, .timeout = 60) {
     proto_msg_set_int(start, "seq", 0);
     proto_msg_set_int(start, "batch", 0);
     cr_assert_eq(proto_send(broker, ident, identlen, &start, 0), 0);
-    m = next_msg(broker, ident, &identlen, 5000);
+    m = cproc_next_msg(broker, ident, &identlen, 5000);
     cr_assert_not_null(m);
     cr_assert_eq(proto_msg_kind(m), PROTO_CREDIT);
     cr_assert_geq(proto_msg_get_int(m, "n", 0), 11, "the batcher asks for a window");
@@ -544,7 +499,7 @@ Test(batcher_programs, ofa_batcher_over_zeromq, .timeout = 60) {
     static const int want_n[3] = {4, 2, 3};
     for (int r = 0; r < 2; r++) {
         for (int k = 0; k < 2 && want_steps[r][k] >= 0; k++) {
-            proto_msg_t *b = next_msg(rank[r], NULL, NULL, 5000);
+            proto_msg_t *b = cproc_next_msg(rank[r], NULL, NULL, 5000);
             cr_assert_not_null(b, "rank %d: batch %d missing (see %s)", r, k, log);
             cr_assert_eq(proto_msg_kind(b), PROTO_BATCH);
             int64_t step = proto_msg_get_int(b, "step", -1);
@@ -552,7 +507,7 @@ Test(batcher_programs, ofa_batcher_over_zeromq, .timeout = 60) {
             cr_assert_eq(proto_msg_n_ids(b), want_n[step]);
             proto_msg_destroy(&b);
         }
-        proto_msg_t *e = next_msg(rank[r], NULL, NULL, 5000);
+        proto_msg_t *e = cproc_next_msg(rank[r], NULL, NULL, 5000);
         cr_assert_not_null(e, "rank %d: no end", r);
         cr_assert_eq(proto_msg_kind(e), PROTO_CONTROL);
         cr_assert_str_eq(proto_msg_op(e), "end");
@@ -562,14 +517,14 @@ Test(batcher_programs, ofa_batcher_over_zeromq, .timeout = 60) {
     double dups = -1;
     double end = util_now() + 5;
     while (util_now() < end && dups != 1) {
-        proto_msg_t *s = next_msg(pull, NULL, NULL, 500);
+        proto_msg_t *s = cproc_next_msg(pull, NULL, NULL, 500);
         if (s)
             dups = proto_msg_get_float(s, "task.a.duplicates_dropped", -1);
         proto_msg_destroy(&s);
     }
     cr_assert_eq(dups, 1);
     kill(pid, SIGTERM);
-    cr_assert_eq(wait_exit(pid, 5), 0, "ofa-batcher should exit 0 on SIGTERM");
+    cr_assert_eq(cproc_wait_exit(pid, 5), 0, "ofa-batcher should exit 0 on SIGTERM");
     for (int r = 0; r < 2; r++)
         zmq_close(rank[r]);
     zmq_close(broker);
@@ -593,10 +548,10 @@ Test(batcher_programs, ofa_sink_over_zeromq, .timeout = 60) {
     cr_assert_eq(zmq_bind(pull, stats_ep), 0);
     char *argv[] = {prog, "--id", "sink", "--in", in, "--stats", stats_ep, "--out", outfile,
                     "--digest", digest, NULL};
-    pid_t pid = spawn(argv, log);
+    pid_t pid = cproc_spawn(argv, log);
     uint8_t ident[256];
     size_t identlen = 0;
-    proto_msg_t *m = next_msg(router, ident, &identlen, 10000);
+    proto_msg_t *m = cproc_next_msg(router, ident, &identlen, 10000);
     cr_assert_not_null(m, "no hello (see %s)", log);
     cr_assert_str_eq(proto_msg_op(m), "hello");
     cr_assert_eq(proto_msg_get_int(m, "rank", -1), 0);
@@ -624,7 +579,7 @@ Test(batcher_programs, ofa_sink_over_zeromq, .timeout = 60) {
     proto_msg_t *e = proto_msg_new(PROTO_CONTROL, NULL);
     proto_msg_set_op(e, "end");
     cr_assert_eq(proto_send(router, ident, identlen, &e, 0), 0);
-    cr_assert_eq(wait_exit(pid, 10), 0, "ofa-sink exits 0 after end (see %s)", log);
+    cr_assert_eq(cproc_wait_exit(pid, 10), 0, "ofa-sink exits 0 after end (see %s)", log);
 
     size_t n;
     char *text = util_read_file(outfile, &n, NULL, 0);
@@ -647,7 +602,7 @@ Test(batcher_programs, ofa_sink_over_zeromq, .timeout = 60) {
     free(lg);
     /* The final stats: 4 delivered, 2 duplicates. */
     double delivered = -1, dups = -1;
-    for (proto_msg_t *st; (st = next_msg(pull, NULL, NULL, 500));) {
+    for (proto_msg_t *st; (st = cproc_next_msg(pull, NULL, NULL, 500));) {
         delivered = proto_msg_get_float(st, "task.a.delivered", -1);
         dups = proto_msg_get_float(st, "task.a.duplicates_dropped", -1);
         proto_msg_destroy(&st);

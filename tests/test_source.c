@@ -3,6 +3,7 @@
  * column, the order contract (slots of one task, per-epoch shuffles, validation last in
  * file order), task mixing by weight, determinism, max_rows, and garbage JSONL. */
 #include "base64.h"
+#include "child_proc.h"
 #include "source.h"
 #include "util.h"
 
@@ -507,54 +508,6 @@ Test(source, garbage_rows_never_crash) {
 
 /* ---------------------------------------------------------------- ofa-source */
 
-static pid_t spawn(char *const argv[], const char *log) {
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        if (log && !freopen(log, "w", stderr))
-            _exit(126);
-        if (!freopen("/dev/null", "w", stdout))
-            _exit(126);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* Exit status of pid within timeout_s, or -1 (the process is then killed). */
-static int wait_exit(pid_t pid, double timeout_s) {
-    double end = util_now() + timeout_s;
-    int st;
-    while (util_now() < end) {
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        usleep(10000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
-    return -1;
-}
-
-/* Next message other than a heartbeat within timeout_ms, or NULL. */
-static proto_msg_t *next_msg(void *sock, uint8_t *ident, size_t *identlen, int timeout_ms) {
-    double end = util_now() + timeout_ms / 1000.0;
-    char e[256];
-    while (util_now() < end) {
-        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
-        zmq_poll(&it, 1, 20);
-        proto_msg_t *m = proto_recv(sock, ident, identlen, ZMQ_DONTWAIT, e, sizeof e);
-        cr_assert(m || !e[0], "malformed message: %s", e);
-        if (!m)
-            continue;
-        if (proto_msg_kind(m) == PROTO_CONTROL && strcmp(proto_msg_op(m), "heartbeat") == 0) {
-            proto_msg_destroy(&m);
-            continue;
-        }
-        return m;
-    }
-    return NULL;
-}
-
 static void send_credit(void *router, const uint8_t *ident, size_t identlen, int n) {
     proto_msg_t *c = proto_msg_new(PROTO_CREDIT, NULL);
     proto_msg_set_int(c, "n", n);
@@ -581,11 +534,11 @@ Test(source, program_over_zeromq, .timeout = 60) {
     cr_assert_eq(zmq_bind(pull, stats_ep), 0);
     char *argv[] = {prog, "--id", "src", "--ctl", ctl, "--plan", path, "--stats", stats_ep,
                     NULL};
-    pid_t pid = spawn(argv, log);
+    pid_t pid = cproc_spawn(argv, log);
 
     uint8_t ident[256];
     size_t identlen = 0;
-    proto_msg_t *hello = next_msg(router, ident, &identlen, 10000);
+    proto_msg_t *hello = cproc_next_msg(router, ident, &identlen, 10000);
     cr_assert_not_null(hello, "no hello from ofa-source (see %s)", log);
     cr_assert_str_eq(proto_msg_op(hello), "hello");
     cr_assert_str_eq(proto_msg_get_str(hello, "role"), "source");
@@ -597,11 +550,11 @@ Test(source, program_over_zeromq, .timeout = 60) {
     cr_assert_not_null(ref, "%s", err);
 
     /* No credit, nothing sent; CREDIT 5, exactly 5. */
-    cr_assert_null(next_msg(router, ident, &identlen, 300));
+    cr_assert_null(cproc_next_msg(router, ident, &identlen, 300));
     send_credit(router, ident, identlen, 5);
     int got = 0;
     for (; got < 5; got++) {
-        proto_msg_t *m = next_msg(router, ident, &identlen, 5000);
+        proto_msg_t *m = cproc_next_msg(router, ident, &identlen, 5000);
         cr_assert_not_null(m, "message %d of the first 5 missing", got);
         proto_msg_t *r = source_next(ref);
         cr_assert_eq(proto_msg_kind(m), proto_msg_kind(r));
@@ -610,12 +563,12 @@ Test(source, program_over_zeromq, .timeout = 60) {
         proto_msg_destroy(&m);
         proto_msg_destroy(&r);
     }
-    cr_assert_null(next_msg(router, ident, &identlen, 300), "more than the credit");
+    cr_assert_null(cproc_next_msg(router, ident, &identlen, 300), "more than the credit");
     /* A malformed credit is ignored, a good one lets the rest through, then eof. */
     send_credit(router, ident, identlen, -7);
     send_credit(router, ident, identlen, 100);
     proto_msg_t *m;
-    while ((m = next_msg(router, ident, &identlen, 5000)) && proto_msg_kind(m) != PROTO_CONTROL) {
+    while ((m = cproc_next_msg(router, ident, &identlen, 5000)) && proto_msg_kind(m) != PROTO_CONTROL) {
         proto_msg_t *r = source_next(ref);
         cr_assert_not_null(r, "more messages than the library emits");
         cr_assert_eq(proto_msg_kind(m), proto_msg_kind(r));
@@ -638,7 +591,7 @@ Test(source, program_over_zeromq, .timeout = 60) {
     double cap_read = -1, qa_read = -1;
     double end = util_now() + 5;
     while (util_now() < end && (cap_read != 23 || qa_read != 7)) {
-        proto_msg_t *s = next_msg(pull, NULL, NULL, 500);
+        proto_msg_t *s = cproc_next_msg(pull, NULL, NULL, 500);
         if (!s)
             continue;
         cr_assert_eq(proto_msg_kind(s), PROTO_STATS);
@@ -650,7 +603,7 @@ Test(source, program_over_zeromq, .timeout = 60) {
     cr_assert_eq(qa_read, 7);
 
     kill(pid, SIGTERM);
-    cr_assert_eq(wait_exit(pid, 5), 0, "ofa-source should exit 0 on SIGTERM");
+    cr_assert_eq(cproc_wait_exit(pid, 5), 0, "ofa-source should exit 0 on SIGTERM");
     source_destroy(&ref);
     plan_destroy(&p);
     zmq_close(router);
@@ -664,9 +617,9 @@ Test(source, program_flags, .timeout = 30) {
     snprintf(prog, sizeof prog, "%s/bin/ofa-source", OFA_BINARY_DIR);
     snprintf(log, sizeof log, "%s/flags.log", dir);
     char *help[] = {prog, "--help", NULL};
-    cr_assert_eq(wait_exit(spawn(help, log), 10), 0);
+    cr_assert_eq(cproc_wait_exit(cproc_spawn(help, log), 10), 0);
     char *bogus[] = {prog, "--bogus", "1", NULL};
-    cr_assert_eq(wait_exit(spawn(bogus, log), 10), 2);
+    cr_assert_eq(cproc_wait_exit(cproc_spawn(bogus, log), 10), 2);
     snprintf(cmd, sizeof cmd, "grep -q -- --bogus '%s'", log);
     cr_assert_eq(system(cmd), 0, "the reason names the flag");
     write_file("bad.conf", "tasks = (;\n");
@@ -674,7 +627,7 @@ Test(source, program_flags, .timeout = 30) {
     snprintf(bad, sizeof bad, "%s/bad.conf", dir);
     char *badplan[] = {prog, "--id", "s", "--ctl", "ipc:///nonexistent/b.sock", "--plan", bad,
                        NULL};
-    cr_assert_neq(wait_exit(spawn(badplan, log), 10), 0);
+    cr_assert_neq(cproc_wait_exit(cproc_spawn(badplan, log), 10), 0);
     snprintf(cmd, sizeof cmd, "grep -q 'bad.conf' '%s'", log);
     cr_assert_eq(system(cmd), 0, "the reason names the plan file");
 }
