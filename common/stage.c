@@ -35,7 +35,7 @@ static void s_usage(const char *usage, FILE *out) {
             "  --credits N      items this process may hold at once (default 8)\n"
             "  --curve FILE     the run's CURVE key file (tcp:// endpoints; docs/protocol.md)\n"
             "  --arena TAG      put large outputs in a shared-memory arena of the run TAG\n"
-            "  --arena-mb N     the arena's size in MiB (default 256)\n");
+            "  --arena-mb N     the arena's size in MiB (default 128)\n");
 }
 
 void stage_args_parse(stage_args_t *a, int argc, char **argv, const char *usage,
@@ -44,7 +44,7 @@ void stage_args_parse(stage_args_t *a, int argc, char **argv, const char *usage,
     util_set_progname(argv[0]);
     snprintf(a->id, sizeof a->id, "%s", util_progname());
     a->credits = 8;
-    a->arena_mb = 256;
+    a->arena_mb = 128;
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;

@@ -42,7 +42,7 @@ typedef struct {
     char curve[1024];     /* --curve FILE: the run's CURVE key file (tcp:// runs), or "" */
     char arena[SHMARENA_TAG_MAX]; /* --arena TAG: large outputs go through a shared-memory
                                      arena named by the run's tag (shmarena.h), or "" */
-    int arena_mb;         /* --arena-mb N: the arena's size (default 256) */
+    int arena_mb;         /* --arena-mb N: the arena's size (default 128) */
 } stage_args_t;
 
 /* extra_fn(ctx, flag, value) handles a program-specific flag: returns 1 when it took

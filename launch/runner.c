@@ -238,7 +238,7 @@ static int s_arena_setup(const plan_t *plan, graph_env_t *env, char *err, size_t
     if (d)
         closedir(d);
     snprintf(env->arena_tag, sizeof env->arena_tag, "r%d", (int)getpid());
-    env->arena_mb = plan->shm_arena_mb > 0 ? plan->shm_arena_mb : 256;
+    env->arena_mb = plan->shm_arena_mb > 0 ? plan->shm_arena_mb : 128;
     return 0;
 }
 

@@ -136,8 +136,9 @@ static const s_key_t s_global_keys[] = {
      "worker writes them into a slot of its own arena and only a descriptor crosses the "
      "sockets (docs/protocol.md). auto = on when every process runs on one host (not "
      "under Slurm); off = every tensor as a message frame."},
-    {"shm_arena_mb", K_INT, "256", 1, 65536, NULL, PO(shm_arena_mb), 0,
-     "Size of each worker's arena in MiB; when it is full, tensors go as frames."},
+    {"shm_arena_mb", K_INT, "128", 1, 65536, NULL, PO(shm_arena_mb), 0,
+     "Size of each process's arena in MiB (the source, each decoder worker, the batcher); "
+     "when it is full, tensors go as frames."},
     /* Limits: the defaults admit every real input of the shipped datasets with a wide
      * margin, and stop a decompression bomb or a mistaken multi-gigabyte field early. */
     {"limits.message_bytes", K_INT64, "268435456", 1048576, 4294967296.0, NULL,
