@@ -22,7 +22,10 @@ broker's CPU time per sample and that of every process but the image workers (al
 threads, ZeroMQ's I/O threads included: what moving the pixels costs), and the share of
 images that went through a slot.
 
-  bench/bench_scaling.py [--workers 1,2,4,8,12,15] [--rows 2000] [--size 384] [--ref-seconds 10] [--bin build/bin] [--arena both|auto|on|off]
+With --fuse-tokenize the image workers tokenize too (plan key fuse_tokenize): no tokenize
+tier, two messages fewer per sample through the broker.
+
+  bench/bench_scaling.py [--workers 1,2,4,8,12,15] [--rows 2000] [--size 384] [--ref-seconds 10] [--bin build/bin] [--arena both|auto|on|off] [--fuse-tokenize]
 """
 import argparse, base64, json, os, subprocess, sys, tempfile, time
 
@@ -58,11 +61,12 @@ print(n / (time.perf_counter() - t0))
 '''
 
 
-def plan_text(train, valid, workers, size, arena="auto"):
+def plan_text(train, valid, workers, size, arena="auto", fuse=False):
     return f"""
 name = "bench_scaling";
 seed = 1;
 shm_arena = "{arena}";
+fuse_tokenize = {"true" if fuse else "false"};
 tasks = ( {{ name = "caption";
     instruction = "[IMAGE:img] what does the image describe? -> [TEXT:cap]";
     train = ["{train}"]; valid = ["{valid}"]; columns = ["id", "img", "cap"];
@@ -86,9 +90,9 @@ def make_rows(path, n):
             f.write(f"{i}\t{b64[k]}\t{caps[k]}\n")
 
 
-def ours(binq, tmp, train, valid, w, size, arena):
+def ours(binq, tmp, train, valid, w, size, arena, fuse=False):
     plan = os.path.join(tmp, f"plan{w}{arena}.conf")
-    open(plan, "w").write(plan_text(train, valid, w, size, arena))
+    open(plan, "w").write(plan_text(train, valid, w, size, arena, fuse))
     rd = os.path.join(tmp, f"run{w}{arena}")
     p = subprocess.run([os.path.join(binq, "launch"), "--run-dir", rd, plan],
                        capture_output=True, text=True)
@@ -126,6 +130,8 @@ def main():
     ap.add_argument("--bin", default=os.path.join(SRC, "build/bin"))
     ap.add_argument("--arena", default="both", choices=["both", "auto", "on", "off"],
                     help="shm_arena of our runs: both = on (auto) and off, side by side")
+    ap.add_argument("--fuse-tokenize", action="store_true",
+                    help="fuse_tokenize = true in our plans (the image workers tokenize)")
     a = ap.parse_args()
     cores = os.cpu_count()
     with tempfile.TemporaryDirectory(prefix="ofa-scaling-") as tmp:
@@ -143,7 +149,8 @@ def main():
             if base_t is None:
                 base_t = t / w
             for m in modes:
-                o, per, broker_us, hubs_us, frac = ours(a.bin, tmp, train, valid, w, a.size, m)
+                o, per, broker_us, hubs_us, frac = ours(a.bin, tmp, train, valid, w, a.size, m,
+                                                        a.fuse_tokenize)
                 base_o.setdefault(m, o / w)
                 print(f"{w:3d} {'on' if m == 'auto' else m:>5} {o:9.1f} {o / (base_o[m] * w):5.2f} {t:9.1f} "
                       f"{t / (base_t * w):5.2f} {o / t:6.2f} {per:12.0f} {broker_us:16.0f} {hubs_us:14.0f} "

@@ -133,6 +133,7 @@ typedef struct {
     plan_limits_t limits;
     char *transport;         /* "ipc" | "tcp": endpoints of a local run (tcp = CURVE) */
     char *shm_arena;         /* "auto" | "on" | "off": large tensors through shared memory */
+    int fuse_tokenize;       /* 1: the last decoder tier of a route tokenizes (bool) */
     int shm_arena_mb;        /* each worker's arena, MiB */
     plan_stage_t *stages;    /* every stage the run needs, defaults filled in */
     int nstages;

@@ -484,6 +484,19 @@ taskplan_t *taskplan_compile(const char *instruction, const taskplan_opts_t *opt
     return tp;
 }
 
+int taskplan_fuse_tokenize(taskplan_t *tp) {
+    if (tp->ntiers < 2 || strcmp(tp->tiers[tp->ntiers - 1], "tokenize") != 0)
+        return 0;
+    tp->ntiers--;
+    tp->route[0] = '\0';
+    for (int k = 0; k < tp->ntiers; k++) {
+        size_t used = strlen(tp->route);
+        snprintf(tp->route + used, sizeof tp->route - used, "%s%s", used ? "," : "",
+                 tp->tiers[k]);
+    }
+    return 1;
+}
+
 void taskplan_destroy(taskplan_t **self_p) {
     if (!self_p || !*self_p)
         return;

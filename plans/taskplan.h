@@ -167,6 +167,11 @@ typedef struct {
  * The caller owns the result. */
 taskplan_t *taskplan_compile(const char *instruction, const taskplan_opts_t *opts,
                              char *err, size_t errlen);
+/* A route "X,...,tokenize" of two tiers or more becomes "X,..." (tiers and route): the
+ * last decoder tier's workers tokenize (plan key fuse_tokenize). Returns 1 when it
+ * changed the route. */
+int taskplan_fuse_tokenize(taskplan_t *tp);
+
 void taskplan_destroy(taskplan_t **self_p);
 
 /* Replace the default metric (a name of taskplan_metric_names(), or several joined by

@@ -11,6 +11,8 @@
 # A and B must write byte-identical batch digests (ofa-sink --digest: ids, step, epoch,
 # split and every tensor's bytes) and delivered-id files (in delivery order); C must
 # differ (so the comparison can fail). Every run: lost 0, the expected counts.
+#   run D: as A with fuse_tokenize = true (the image workers tokenize; no tokenize tier):
+#          byte-identical batches too.
 #
 # `pipeline_determinism.sh kill`: the built stamps_caption dataset (20 epochs) twice with
 # 4 image workers, the second time with one worker SIGKILLed while it holds items: the
@@ -25,11 +27,12 @@ VQA=$SRC/tests/data/stamps_vqa_small.tsv
 
 fail() { echo "FAIL: $*"; exit 1; }
 
-# plan NAME SEED IMAGE_WORKERS TOKENIZE_WORKERS CREDITS
+# plan NAME SEED IMAGE_WORKERS TOKENIZE_WORKERS CREDITS [TOP-LEVEL SETTING]
 plan() {
     cat > "$TMP/$1.conf" <<EOF
 name = "$1";
 seed = $2;
+${6:-}
 tasks = (
   { name = "caption";
     instruction = "[IMAGE:img] what does the image describe? -> [TEXT:cap]";
@@ -137,7 +140,8 @@ fi
 plan A 11 1 1 8
 plan B 11 4 2 1
 plan C 12 1 1 8
-for r in A B C; do run $r; done
+plan D 11 2 1 4 "fuse_tokenize = true;"
+for r in A B C D; do run $r; done
 
 nb=$(wc -l < "$TMP/A.digest")
 [ "$nb" -gt 20 ] || fail "only $nb batches in run A"
@@ -149,4 +153,12 @@ cmp -s "$TMP/A.delivered" "$TMP/B.delivered" || fail "delivery order differs bet
 # Batches never mix tasks and both tasks are interleaved (mixing at the source).
 cut -f2 "$TMP/A.digest" | uniq | wc -l | { read -r runs; [ "$runs" -gt 4 ] || fail "tasks not interleaved ($runs runs)"; }
 cmp -s "$TMP/A.digest" "$TMP/C.digest" && fail "seed 12 gives the same batches as seed 11"
-echo "ok: $nb batches identical with 1 and 4 image workers (digests and delivery order); another seed differs"
+# fuse_tokenize: the image workers tokenize, no tokenize worker runs, the same batches.
+cmp -s "$TMP/A.digest" "$TMP/D.digest" || {
+    diff "$TMP/A.digest" "$TMP/D.digest" | head -20
+    fail "batches differ with the tokenizer fused into the image workers"
+}
+grep -q '"tokenize' "$TMP/run-D/pids.json" && fail "run D (fuse_tokenize) started tokenize workers"
+grep -q "route: image$" <("$BIN/launch" --dry-run --run-dir "$TMP/dry-D" "$TMP/D.conf") ||
+    fail "the dry run of D does not show the route image"
+echo "ok: $nb batches identical with 1 and 4 image workers (digests and delivery order) and with the tokenizer fused into the image workers; another seed differs"
