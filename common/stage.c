@@ -70,26 +70,20 @@ void stage_args_parse(stage_args_t *a, int argc, char **argv, const char *usage,
             snprintf(str_flags[k].dst, str_flags[k].cap, "%s", v);
             took = 1;
         }
-        if (!took && strcmp(f, "--credits") == 0) {
+        struct { const char *flag; int *dst; long hi; } int_flags[] = {
+            {"--credits", &a->credits, 100000}, {"--arena-mb", &a->arena_mb, 65536},
+        };
+        for (size_t k = 0; !took && k < sizeof int_flags / sizeof *int_flags; k++) {
+            if (strcmp(f, int_flags[k].flag) != 0)
+                continue;
             char *end = NULL;
             long n = v ? strtol(v, &end, 10) : 0;
-            if (!v || *end || n < 1 || n > 100000) {
-                fprintf(stderr, "%s: --credits needs a number from 1 to 100000\n",
-                        util_progname());
+            if (!v || *end || n < 1 || n > int_flags[k].hi) {
+                fprintf(stderr, "%s: %s needs a number from 1 to %ld\n", util_progname(), f,
+                        int_flags[k].hi);
                 exit(2);
             }
-            a->credits = (int)n;
-            took = 1;
-        }
-        if (!took && strcmp(f, "--arena-mb") == 0) {
-            char *end = NULL;
-            long n = v ? strtol(v, &end, 10) : 0;
-            if (!v || *end || n < 1 || n > 65536) {
-                fprintf(stderr, "%s: --arena-mb needs a number from 1 to 65536\n",
-                        util_progname());
-                exit(2);
-            }
-            a->arena_mb = (int)n;
+            *int_flags[k].dst = (int)n;
             took = 1;
         }
         if (took) {

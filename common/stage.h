@@ -17,11 +17,11 @@
  * keys are loaded at once (a bad file is fatal) and every socket the runtime connects is
  * a CURVE client (curve.h). With --arena a worker (and the source, and the batcher) puts
  * each output tensor or byte string of STAGE_ARENA_MIN bytes or more into a slot of its
- * own shared-memory arena
- * ("/ofa-arena-TAG-PID-N", made on first use, left in place at exit for the consumers
- * of what is still in flight; launch removes the run's arenas at its end), so that only
- * the descriptor crosses the sockets; when the arena is full the bytes go as a frame. Other flags are handed to the program's own parser
- * (extra_fn); an unknown flag is an error with a one-line reason. */
+ * own shared-memory arena ("/ofa-arena-TAG-PID-N", made on first use, left in place at
+ * exit for the consumers of what is still in flight; launch removes the run's arenas at
+ * its end), so that only the descriptor crosses the sockets; when the arena is full the
+ * bytes go as a frame. Other flags are handed to the program's own parser (extra_fn);
+ * an unknown flag is an error with a one-line reason. */
 #ifndef OFA_STAGE_H
 #define OFA_STAGE_H
 
