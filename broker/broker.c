@@ -391,6 +391,24 @@ static int s_queue_names_slot(const s_msgq_t *q, const shmarena_desc_t *d) {
     return 0;
 }
 
+/* Release slot d, which field i of m names (for the message when it cannot be). */
+static void s_release_one(broker_t *self, const shmarena_desc_t *d, const proto_msg_t *m,
+                          int i) {
+    char why[256];
+    if (shmarena_reader_release(proto_arena_reader(), d, why, sizeof why) != 0) {
+        /* Stale: released already (a duplicate of a slot), or its arena is gone. */
+        if (self->arena_release_failed++ < 10)
+            fprintf(stderr, "broker: arena slot of seq %lld field %s not released: %s\n",
+                    (long long)proto_msg_get_int(m, "seq", -1), proto_msg_field(m, i)->key,
+                    why);
+        if (self->stats)
+            stats_add(self->stats, "arena_release_failed", 1);
+        return;
+    }
+    if (self->stats)
+        stats_add(self->stats, "arena_released", 1);
+}
+
 /* Release the slots m's fields lie in, except those `keep` names too and, with
  * `kept`, those of any message the broker still holds toward or at the batcher. */
 static void s_release_slots(broker_t *self, const proto_msg_t *m, const proto_msg_t *keep,
@@ -403,22 +421,9 @@ static void s_release_slots(broker_t *self, const proto_msg_t *m, const proto_ms
             (kept && (s_queue_names_slot(&self->toward_batcher, &d) ||
                       s_queue_names_slot(&self->unacked, &d))))
             continue;
-        char why[256];
-        if (shmarena_reader_release(proto_arena_reader(), &d, why, sizeof why) != 0) {
-            /* Stale: released already (a duplicate of a slot), or its arena is gone. */
-            if (self->arena_release_failed++ < 10)
-                fprintf(stderr, "broker: arena slot of seq %lld field %s not released: %s\n",
-                        (long long)proto_msg_get_int(m, "seq", -1), proto_msg_field(m, i)->key,
-                        why);
-            if (self->stats)
-                stats_add(self->stats, "arena_release_failed", 1);
-            continue;
-        }
-        if (self->stats)
-            stats_add(self->stats, "arena_released", 1);
+        s_release_one(self, &d, m, i);
     }
 }
-
 
 /* The slots that messages kept for the batcher name (a gauge: with arena_released, it
  * accounts for every slot the workers made, arena_slots in their stats). */
@@ -436,16 +441,13 @@ static int s_nslots(const proto_msg_t *m) {
 }
 
 /* A batcher that does not acknowledge never says when a slot is free: it is sent the
- * bytes, and the slots are released at once. */
+ * bytes (each field copied out of its slot), and the slots are released at once. */
 static void s_unarena(broker_t *self, proto_msg_t *m) {
-    int n = proto_msg_n_fields(m);
-    if (!s_nslots(m))
-        return;
-    proto_msg_t *slots = proto_msg_clone(m);
-    for (int i = 0; i < n; i++)
-        proto_msg_field_unarena(m, proto_msg_field(m, i)->key);
-    s_release_slots(self, slots, NULL, 0);
-    proto_msg_destroy(&slots);
+    for (int i = 0; i < proto_msg_n_fields(m); i++) {
+        shmarena_desc_t d;
+        if (proto_msg_field_arena_at(m, i, &d) && proto_msg_field_unarena_at(m, i) == 0)
+            s_release_one(self, &d, m, i);
+    }
 }
 
 /* ---------------------------------------------------------------- routing */

@@ -1181,8 +1181,11 @@ int proto_msg_names_slot(const proto_msg_t *self, const shmarena_desc_t *desc) {
 }
 
 int proto_msg_field_unarena(proto_msg_t *self, const char *key) {
-    int i = s_find(self, key);
-    if (i < 0 || self->arena[i].gen == 0)
+    return proto_msg_field_unarena_at(self, s_find(self, key));
+}
+
+int proto_msg_field_unarena_at(proto_msg_t *self, int i) {
+    if (i < 0 || i >= self->n_fields || self->arena[i].gen == 0)
         return -1;
     proto_field_t *f = &self->fields[i];
     void *copy = util_malloc(f->len ? f->len : 1);

@@ -209,6 +209,8 @@ int proto_msg_field_arena_at(const proto_msg_t *self, int i, shmarena_desc_t *de
  * release it, and a send carries the bytes). Returns 0, or -1 for a field not in an
  * arena. */
 int proto_msg_field_unarena(proto_msg_t *self, const char *key);
+/* The same for the i-th field. */
+int proto_msg_field_unarena_at(proto_msg_t *self, int i);
 
 /* 1 if one of the message's fields lies in the arena slot desc names (same arena,
  * offset and generation), else 0. */
