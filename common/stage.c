@@ -259,12 +259,16 @@ shmarena_t *stage_arena_new(const stage_args_t *a) {
     return arena;
 }
 
-void stage_msg_to_arena(shmarena_t *arena, proto_msg_t *m, stats_t *st) {
-    for (int i = 0; arena && i < proto_msg_n_fields(m); i++) {
+void stage_msg_to_arena(stage_arena_t *sa, const stage_args_t *a, proto_msg_t *m, size_t min,
+                        stats_t *st) {
+    for (int i = 0; i < proto_msg_n_fields(m); i++) {
         const proto_field_t *f = proto_msg_field(m, i);
-        if ((f->type != PV_TENSOR && f->type != PV_BIN) || f->len < STAGE_ARENA_MIN ||
+        if ((f->type != PV_TENSOR && f->type != PV_BIN) || f->len < min ||
             proto_msg_field_arena_at(m, i, NULL))
             continue;
+        shmarena_t *arena = stage_arena_get(sa, a);
+        if (!arena)
+            return;
         char key[PROTO_MAX_KEY];
         snprintf(key, sizeof key, "%s", f->key);
         int r = proto_msg_field_to_arena(m, key, arena);
@@ -355,8 +359,7 @@ int stage_worker_run(const stage_args_t *a, stage_work_fn fn, void *ctx) {
                 proto_msg_set_int(m, "@hop", proto_msg_get_int(m, "@hop", 0) + 1);
                 /* The arena is made with the first output that needs it (a tokenize
                  * worker passes slots on and never makes one). */
-                if (a->arena[0] && stage_msg_big(m))
-                    stage_msg_to_arena(stage_arena_get(&sa, a), m, st);
+                stage_msg_to_arena(&sa, a, m, STAGE_ARENA_MIN, st);
                 stats_add(st, "items_out", 1);
                 stats_add(st, "bytes_out", (double)proto_msg_bytes(m));
                 out = m;

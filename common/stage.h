@@ -109,13 +109,16 @@ typedef struct {
  * The caller detaches it at exit (shmarena_detach(&sa->arena)). */
 shmarena_t *stage_arena_get(stage_arena_t *sa, const stage_args_t *a);
 
-/* 1 if m has a tensor or bin field of STAGE_ARENA_MIN bytes or more (in a slot or not). */
+/* 1 if m has a tensor or bin field of STAGE_ARENA_MIN bytes or more (in a slot or not):
+ * the batcher makes its arena with the first such sample, before it builds a batch. */
 int stage_msg_big(const proto_msg_t *m);
 
-/* Every tensor or bin field of m of STAGE_ARENA_MIN bytes or more and not in a slot yet
- * into a slot of arena (NULL: nothing), counted in st (may be NULL) as arena_slots, or
+/* Every tensor or bin field of m of `min` bytes or more and not in a slot yet into a slot
+ * of the arena of --arena (stage_arena_get: made when the first such field needs it;
+ * without --arena nothing happens), counted in st (may be NULL) as arena_slots, or
  * arena_full when the ring has no room (the field then travels as a frame). */
-void stage_msg_to_arena(shmarena_t *arena, proto_msg_t *m, stats_t *st);
+void stage_msg_to_arena(stage_arena_t *sa, const stage_args_t *a, proto_msg_t *m, size_t min,
+                        stats_t *st);
 
 /* Heartbeat period (ms): every process sends something at least this often. */
 #define STAGE_HEARTBEAT_MS 500

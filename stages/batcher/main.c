@@ -141,22 +141,17 @@ static void s_pend_consumer_gone(s_pendq_t *q, int rank) {
             s_release(&q->v[i]);
 }
 
-/* --arena: the batch's large tensors not built in the arena already (audio and motion
- * features) are moved there; the slots are recorded with the batch. */
-static void s_batch_slots(proto_msg_t *b, shmarena_t *arena, s_pending_t *p) {
+/* --arena, once the arena exists: the batch's large tensors not built in it already
+ * (audio and motion features) are moved there; the slots are recorded with the batch. */
+static void s_batch_slots(proto_msg_t *b, stage_arena_t *sa, const stage_args_t *a,
+                          s_pending_t *p) {
+    if (sa->arena)
+        stage_msg_to_arena(sa, a, b, BATCHER_ARENA_MIN, NULL);
     for (int i = 0; i < proto_msg_n_fields(b); i++) {
-        const proto_field_t *f = proto_msg_field(b, i);
-        if (arena && (f->type == PV_TENSOR || f->type == PV_BIN) &&
-            f->len >= BATCHER_ARENA_MIN && !proto_msg_field_arena_at(b, i, NULL)) {
-            char key[PROTO_MAX_KEY];
-            snprintf(key, sizeof key, "%s", f->key);
-            proto_msg_field_to_arena(b, key, arena);
-            f = proto_msg_field(b, i);
-        }
         if (p->nslots < MAX_BATCH_SLOTS && proto_msg_field_arena_at(b, i, &p->slots[p->nslots]))
             p->nslots++;
         else if (proto_msg_field_arena_at(b, i, NULL))
-            proto_msg_field_unarena(b, f->key);   /* more than it records: bytes */
+            proto_msg_field_unarena_at(b, i);   /* more than it records: bytes */
     }
 }
 
@@ -228,7 +223,6 @@ int main(int argc, char **argv) {
     /* --arena: batches are built in shared memory and the consumers read them there;
      * the arena is made with the first sample that has a large tensor. */
     stage_arena_t sa = {0};
-    shmarena_t *arena = NULL;
     void *out = zmq_socket(zctx, ZMQ_ROUTER);
     /* Credits bound the queues; a ROUTER at its high-water mark would drop silently. */
     int linger = 1000, hwm = 0;
@@ -305,10 +299,8 @@ int main(int argc, char **argv) {
                 long dup0 = batcher_duplicates(bt);
                 char task[128];
                 snprintf(task, sizeof task, "%s", proto_msg_task(m));
-                if (!arena && a.arena[0] && !sa.failed && stage_msg_big(m)) {
-                    arena = stage_arena_get(&sa, &a);
-                    batcher_set_arena(bt, arena);
-                }
+                if (!sa.arena && !sa.failed && stage_msg_big(m) && stage_arena_get(&sa, &a))
+                    batcher_set_arena(bt, sa.arena);
                 batcher_add(bt, m);
                 if (batcher_duplicates(bt) > dup0)
                     stats_task_add(st, task, "duplicates_dropped", 1);
@@ -418,7 +410,7 @@ int main(int argc, char **argv) {
             s_pending_t pb = {.step = proto_msg_get_int(b, "step", -1),
                               .seq0 = proto_msg_get_int(b, "seq0", 0), .k = k,
                               .rank = (int)(k % world)};
-            s_batch_slots(b, arena, &pb);
+            s_batch_slots(b, &sa, &a, &pb);
             if (pb.nslots)
                 stats_add(st, "arena_slots", pb.nslots);
             s_pend_add(&pend, pb);
@@ -442,7 +434,7 @@ int main(int argc, char **argv) {
                     /* Confirmed already: nothing would say when the consumer is done with
                      * this copy, so it goes as bytes and the slots are free at once. */
                     for (int i = 0; i < proto_msg_n_fields(b); i++)
-                        proto_msg_field_unarena(b, proto_msg_field(b, i)->key);
+                        proto_msg_field_unarena_at(b, i);
                     s_release(pb);
                 }
                 proto_send(out, rk->ident, rk->identlen, &b, 0);

@@ -119,8 +119,7 @@ int main(int argc, char **argv) {
             stats_add(st, "items_out", 1);
             stats_add(st, "bytes_out", (double)proto_msg_bytes(m));
             double ts = trace_now();
-            if (a.arena[0] && stage_msg_big(m))
-                stage_msg_to_arena(stage_arena_get(&arena, &a), m, st);
+            stage_msg_to_arena(&arena, &a, m, STAGE_ARENA_MIN, st);
             stage_conn_send(conn, &m);
             trace_span("send", ts, NULL);
             credits--;
