@@ -151,13 +151,9 @@ shmarena_t *shmarena_new_tagged(const char *tag, size_t size, char *err, size_t 
 }
 
 void shmarena_destroy(shmarena_t **self_p) {
-    if (!self_p || !*self_p)
-        return;
-    shmarena_t *self = *self_p;
-    munmap(self->base, self->size);
-    shm_unlink(self->name);
-    free(self);
-    *self_p = NULL;
+    if (self_p && *self_p)
+        shm_unlink((*self_p)->name);
+    shmarena_detach(self_p);
 }
 
 void shmarena_detach(shmarena_t **self_p) {

@@ -6,6 +6,7 @@
 
 #include "planfile.h"
 #include "proc.h"
+#include "shmarena.h"
 
 #include <stdio.h>
 
@@ -18,7 +19,7 @@ typedef struct {
     int resume;
     int slurm;              /* processes run as Slurm job steps (launch/slurm.c): the
                              * trainer group is one srun step of its ranks, not mpirun */
-    char arena_tag[24];     /* workers' shared-memory arenas (--arena TAG), or "" */
+    char arena_tag[SHMARENA_TAG_MAX]; /* the run's shared-memory arenas (--arena TAG), or "" */
     int arena_mb;
 } graph_env_t;
 

@@ -227,7 +227,7 @@ static int s_arena_setup(const plan_t *plan, graph_env_t *env, char *err, size_t
         int pid = 0, used = 0;
         if (sscanf(e->d_name, "ofa-arena-r%d-%n", &pid, &used) == 1 && used > 0 && pid > 0 &&
             kill(pid, 0) != 0 && errno == ESRCH) {
-            char tag[24];
+            char tag[SHMARENA_TAG_MAX];
             snprintf(tag, sizeof tag, "r%d", pid);
             int n = shmarena_unlink_tag(tag);
             if (n > 0)
@@ -238,7 +238,7 @@ static int s_arena_setup(const plan_t *plan, graph_env_t *env, char *err, size_t
     if (d)
         closedir(d);
     snprintf(env->arena_tag, sizeof env->arena_tag, "r%d", (int)getpid());
-    env->arena_mb = plan->shm_arena_mb > 0 ? plan->shm_arena_mb : 128;
+    env->arena_mb = plan->shm_arena_mb;
     return 0;
 }
 

@@ -281,7 +281,6 @@ static void s_pack_seq(proto_msg_t *out, proto_msg_t **ok, int B, const char *ke
 /* Room for a batch's pixels: a slot of the arena when there is one with room (the batch
  * is built in shared memory and only its descriptor is sent), else the heap. */
 static void *s_room(shmarena_t *arena, size_t n, shmarena_desc_t *d) {
-    d->gen = 0;
     void *p = arena && n >= BATCHER_ARENA_MIN ? shmarena_reserve(arena, n, d) : NULL;
     if (p)
         return p;
