@@ -4,8 +4,6 @@
 #include "tokstage.h"
 #include "util.h"
 
-#include <string.h>
-
 /* The tier's transform, then, with fuse_tokenize, the tokenize tier's at a sample's last
  * hop (its @route ends at this tier). */
 typedef struct {
@@ -31,12 +29,6 @@ static int s_work(void *ctx, proto_msg_t *msg, char *err, size_t errlen) {
     return 0;
 }
 
-static void s_warn(void *arg, const char *task, const char *reason) {
-    (void)arg;
-    fprintf(stderr, "%s: warning: task %s cannot be tokenized, its samples will be "
-            "rejected: %s\n", util_progname(), task, reason);
-}
-
 int decmain_run(int argc, char **argv, const decmain_t *m) {
     util_set_progname(argv[0]);
     stage_args_t a;
@@ -59,7 +51,7 @@ int decmain_run(int argc, char **argv, const decmain_t *m) {
         if (!(bpe = tok_bpe_load(path, err, sizeof err)))
             util_fatal("fuse_tokenize: launch trains RUN/bpe.bin before the stages start",
                        "cannot load the BPE: %s", err);
-        f.tok = tokstage_new(plan, bpe, s_warn, NULL);
+        f.tok = tokstage_new(plan, bpe, tokstage_warn_stderr, NULL);
     }
     int rc = stage_worker_run(&a, s_work, &f);
     tokstage_destroy(&f.tok);

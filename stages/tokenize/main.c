@@ -24,11 +24,6 @@ static int s_extra(void *ctx, const char *flag, const char *value) {
     return 0;
 }
 
-static void s_warn(void *arg, const char *task, const char *reason) {
-    fprintf(stderr, "%s: warning: task %s cannot be tokenized, its samples will be "
-            "rejected: %s\n", util_progname(), task, reason);
-}
-
 static int s_work(void *ctx, proto_msg_t *msg, char *err, size_t errlen) {
     return tokstage_process(ctx, msg, err, errlen);
 }
@@ -55,7 +50,7 @@ int main(int argc, char **argv) {
     if (!bpe)
         util_fatal("launch trains it with ofa-bpe-train before starting the stages",
                    "cannot load the BPE: %s", err);
-    tokstage_t *st = tokstage_new(plan, bpe, s_warn, NULL);
+    tokstage_t *st = tokstage_new(plan, bpe, tokstage_warn_stderr, NULL);
     int rc = stage_worker_run(&a, s_work, st);
     tokstage_destroy(&st);
     tok_bpe_destroy(&bpe);

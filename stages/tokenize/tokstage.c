@@ -43,6 +43,12 @@ tokstage_t *tokstage_new(const plan_t *plan, tok_bpe_t *bpe,
     return self;
 }
 
+void tokstage_warn_stderr(void *arg, const char *task, const char *reason) {
+    (void)arg;
+    fprintf(stderr, "%s: warning: task %s cannot be tokenized, its samples will be "
+            "rejected: %s\n", util_progname(), task, reason);
+}
+
 void tokstage_destroy(tokstage_t **self_p) {
     if (!self_p || !*self_p)
         return;

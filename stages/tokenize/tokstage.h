@@ -34,6 +34,10 @@ tokstage_t *tokstage_new(const plan_t *plan, tok_bpe_t *bpe,
                          void *warn_arg);
 void tokstage_destroy(tokstage_t **self_p);
 
+/* A warn function for tokstage_new: "PROGRAM: warning: task T cannot be tokenized, its
+ * samples will be rejected: REASON" on stderr (arg unused). */
+void tokstage_warn_stderr(void *arg, const char *task, const char *reason);
+
 /* Transforms msg in place; 0, or -1 with err naming the column or task. */
 int tokstage_process(tokstage_t *self, proto_msg_t *msg, char *err, size_t errlen);
 
