@@ -159,34 +159,33 @@ static void s_reserve(proto_msg_t *self, int n) {
     self->arena = util_realloc(self->arena, (size_t)n * sizeof *self->arena);
 }
 
-/* A new field for key, which the caller knows is not there yet. */
-static proto_field_t *s_append(proto_msg_t *self, const char *key, size_t keylen) {
+/* Field f emptied and named key (keylen bytes, under PROTO_MAX_KEY). */
+static proto_field_t *s_field_init(proto_field_t *f, const char *key, size_t keylen) {
     OFA_ASSERT(keylen < PROTO_MAX_KEY);
-    if (self->n_fields == self->cap_fields)
-        s_reserve(self, self->cap_fields ? self->cap_fields * 2 : 8);
-    int i = self->n_fields++;
-    self->shm_names[i] = NULL;
-    self->arena[i].gen = 0;
-    proto_field_t *f = &self->fields[i];
     memset(f, 0, sizeof *f);
     memcpy(f->key, key, keylen + 1);
     f->frame = -1;
     return f;
 }
 
+/* A new field for key, which the caller knows is not there yet. */
+static proto_field_t *s_append(proto_msg_t *self, const char *key, size_t keylen) {
+    if (self->n_fields == self->cap_fields)
+        s_reserve(self, self->cap_fields ? self->cap_fields * 2 : 8);
+    int i = self->n_fields++;
+    self->shm_names[i] = NULL;
+    self->arena[i].gen = 0;
+    return s_field_init(&self->fields[i], key, keylen);
+}
+
 /* The slot for key: an existing field (its data released) or a new one. */
 static proto_field_t *s_slot(proto_msg_t *self, const char *key) {
     size_t keylen = strlen(key);
-    OFA_ASSERT(keylen < PROTO_MAX_KEY);
     int i = s_find(self, key);
     if (i < 0)
         return s_append(self, key, keylen);
     s_field_free(self, i);
-    proto_field_t *f = &self->fields[i];
-    memset(f, 0, sizeof *f);
-    memcpy(f->key, key, keylen + 1);
-    f->frame = -1;
-    return f;
+    return s_field_init(&self->fields[i], key, keylen);
 }
 
 void proto_msg_set_int(proto_msg_t *self, const char *key, int64_t v) {
