@@ -10,7 +10,7 @@ if(TARGET ofatext)
 endif()
 if(TARGET ofatok)
   # test_tokenize also runs ofa-image and ofa-tokenize over ZeroMQ.
-  ofa_add_test(test_tokenize SOURCES test_tokenize.c LIBS ofatokstage ofaimgstage
+  ofa_add_test(test_tokenize SOURCES test_tokenize.c child_proc.c LIBS ofatokstage ofaimgstage
                LABELS unit TIMEOUT 120)
   if(TARGET test_tokenize AND TARGET ofa-image AND TARGET ofa-tokenize)
     add_dependencies(test_tokenize ofa-image ofa-tokenize)

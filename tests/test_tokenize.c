@@ -3,6 +3,7 @@
  * truncation rule, rejects, and the inverse used for evaluation. */
 #include <criterion/criterion.h>
 
+#include "child_proc.h"
 #include "tokenize.h"
 #include "util.h"
 
@@ -840,37 +841,6 @@ Test(tokstage, image_then_tokenize_on_messages) {
 #include <unistd.h>
 #include <zmq.h>
 
-static pid_t s_spawn(char *const argv[], const char *log) {
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        FILE *f = freopen(log, "w", stderr);
-        (void)f;
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-/* Next non-heartbeat message on the ROUTER within timeout_ms; ident/identlen filled. */
-static proto_msg_t *s_next(void *router, uint8_t *ident, size_t *identlen, int timeout_ms) {
-    double end = util_now() + timeout_ms / 1000.0;
-    char err[256];
-    while (util_now() < end) {
-        zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
-        zmq_poll(&it, 1, 50);
-        proto_msg_t *m = proto_recv(router, ident, identlen, ZMQ_DONTWAIT, err, sizeof err);
-        if (!m)
-            continue;
-        if (proto_msg_kind(m) == PROTO_CONTROL && !strcmp(proto_msg_op(m), "heartbeat")) {
-            proto_msg_destroy(&m);
-            continue;
-        }
-        return m;
-    }
-    return NULL;
-}
-
 Test(workers, image_and_tokenize_programs_over_zeromq, .timeout = 60) {
     char dir[] = "/tmp/test_workers_XXXXXX", path[256], ep[300], stats[300], err[512];
     cr_assert(mkdtemp(dir));
@@ -896,13 +866,13 @@ Test(workers, image_and_tokenize_programs_over_zeromq, .timeout = 60) {
                   "--tier", "image", "--credits", "4", NULL};
     char *a2[] = {tok_bin, "--id", "tokenize.0", "--ctl", ep, "--plan", path, "--stats", stats,
                   "--tier", "tokenize", "--run-dir", dir, NULL};
-    pid_t p1 = s_spawn(a1, log1), p2 = s_spawn(a2, log2);
+    pid_t p1 = cproc_spawn(a1, log1), p2 = cproc_spawn(a2, log2);
 
     /* Both say hello; remember who is who. */
     uint8_t id_img[256], id_tok[256], ident[256];
     size_t l_img = 0, l_tok = 0, l;
     for (int k = 0; k < 2; k++) {
-        proto_msg_t *h = s_next(router, ident, &l, 10000);
+        proto_msg_t *h = cproc_next_msg(router, ident, &l, 10000);
         cr_assert(h, "no hello from the workers (see %s, %s)", log1, log2);
         cr_assert_str_eq(proto_msg_op(h), "hello");
         const char *tier = proto_msg_get_str(h, "tier");
@@ -926,14 +896,14 @@ Test(workers, image_and_tokenize_programs_over_zeromq, .timeout = 60) {
     proto_msg_set_str(m, "q", "what is in the image?");
     proto_msg_set_str(m, "a", "fruits");
     cr_assert_eq(proto_send(router, id_img, l_img, &m, 0), 0);
-    m = s_next(router, ident, &l, 10000);
+    m = cproc_next_msg(router, ident, &l, 10000);
     cr_assert(m, "no answer from ofa-image");
     cr_assert_eq(proto_msg_kind(m), PROTO_SAMPLE, "%s: %s", proto_kind_name(proto_msg_kind(m)),
                  proto_msg_get_str(m, "reason") ? proto_msg_get_str(m, "reason") : "");
     cr_assert_eq(proto_msg_get_int(m, "@hop", -1), 1);
     cr_assert(proto_msg_get_tensor(m, "photo", PROTO_U8));
     cr_assert_eq(proto_send(router, id_tok, l_tok, &m, 0), 0);
-    m = s_next(router, ident, &l, 10000);
+    m = cproc_next_msg(router, ident, &l, 10000);
     cr_assert(m, "no answer from ofa-tokenize");
     cr_assert_eq(proto_msg_kind(m), PROTO_SAMPLE, "%s",
                  proto_msg_get_str(m, "reason") ? proto_msg_get_str(m, "reason") : "");
@@ -949,7 +919,7 @@ Test(workers, image_and_tokenize_programs_over_zeromq, .timeout = 60) {
     proto_msg_set_int(m, "seq", 5);
     proto_msg_set_bin(m, "photo", jpg, len / 2);
     cr_assert_eq(proto_send(router, id_img, l_img, &m, 0), 0);
-    m = s_next(router, ident, &l, 10000);
+    m = cproc_next_msg(router, ident, &l, 10000);
     cr_assert(m);
     cr_assert_eq(proto_msg_kind(m), PROTO_REJECT);
     cr_assert_eq(proto_msg_ids(m)[0], 12);
