@@ -70,7 +70,8 @@ def main(tmp):
     mode = stat.S_IMODE(os.stat(keys).st_mode)
     if mode != 0o600:
         pt.fail(f"{keys} has mode {mode:o}, not 600")
-    secrets = [l.split("=")[1].strip() for l in open(keys) if "=" in l]
+    # "name = KEY": split at the first '=' only, since '=' is a letter of Z85.
+    secrets = [l.split("=", 1)[1].strip() for l in open(keys) if "=" in l]
     if len(secrets) != 4:
         pt.fail(f"{keys} holds {len(secrets)} keys, not 4")
     if stranger is None:
