@@ -7,7 +7,9 @@
  * stated tolerance. The halves have different numbers of loss tokens, so a plain mean of
  * the ranks' gradients would miss: the loss-token-weighted mean is what is checked.
  * Then a 4th step where rank 1 has no batch (tmodel_train_idle) must equal rank 0's
- * half alone, and the end of data (both idle) must take no step. Both ranks' weights
+ * half alone, and the end of data (both idle) must take no step. A 5th step stops rank 0
+ * only (tmodel_group_stop) while rank 1 trains: both ranks must know of the stop after
+ * it, and neither before. Both ranks' weights
  * must be identical bit for bit at the end. As a check that the tolerance can fail, an
  * independent replica (rank 0's halves only, no all-reduce) is compared too and must
  * miss by far.
@@ -248,6 +250,45 @@ int main(void) {
     }
     free(before);
     free(after);
+    /* Step 5: a signal reached rank 0 only, while rank 1 trains a batch: rank 0 stops
+     * (tmodel_group_stop) and takes part idle; rank 1 learns of it at the end of that
+     * same step, and neither rank knew of a stop before. */
+    if (tmodel_group_stopping(g)) {
+        printf("FAIL: rank %d: stopping before any rank was stopped\n", rank);
+        fail = 1;
+    }
+    s_make(&d, STEPS + 1);
+    if (rank == 0) {
+        tmodel_group_stop(g);
+        if (tmodel_train_idle(g, lr, clip, &stepped, &done, err, sizeof err) != 0) {
+            fprintf(stderr, "stop: %s\n", err);
+            return 1;
+        }
+        if (stepped != 1 || done != 0) {
+            printf("FAIL: stopped rank 0: stepped %d done %d, want 1 0\n", stepped, done);
+            fail = 1;
+        }
+    } else {
+        trainer_batch_t h1 = s_rows(&d, B / 2, B / 2, 101);
+        if (tmodel_train(g, &h1, lr, clip, &loss, &ntok, err, sizeof err) != 0) {
+            fprintf(stderr, "step 5: %s\n", err);
+            return 1;
+        }
+    }
+    printf("rank %d: after rank 0 was stopped: stopping %d\n", rank, tmodel_group_stopping(g));
+    if (!tmodel_group_stopping(g)) {
+        printf("FAIL: rank %d did not learn that rank 0 stopped\n", rank);
+        fail = 1;
+    }
+    if (tmodel_train_idle(g, lr, clip, &stepped, &done, err, sizeof err) != 0) {
+        fprintf(stderr, "idle after stop: %s\n", err);
+        return 1;
+    }
+    if (stepped != 0 || done != 1) {
+        printf("FAIL: rank %d: both idle after the stop: stepped %d done %d (want 0 1)\n",
+               rank, stepped, done);
+        fail = 1;
+    }
     int same = tmodel_group_same(g, err, sizeof err);
     printf("rank %d: weights %s rank 0's\n", rank, same == 1 ? "identical to" : "DIFFER from");
     fail |= same != 1;

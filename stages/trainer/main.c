@@ -377,7 +377,8 @@ int main(int argc, char **argv) {
 
     int rc = 0, ended = 0;
     double wait_from = util_now();
-    while (!s_stop && !ended) {
+    int stopping = 0;
+    while (!ended && !(stopping = s_stop || trainer_stopping(tr))) {
         zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
         int n = zmq_poll(&it, 1, 200);
         if (n < 0 && errno != EINTR) {
@@ -466,12 +467,16 @@ int main(int argc, char **argv) {
             rc = 1;
         }
         trace_span("finish", tf, NULL);
-    } else if (s_stop) {
-        fprintf(stderr, "%s: signal: writing a checkpoint at step %lld\n", util_progname(),
-                (long long)trainer_step(tr));
-        if (trainer_checkpoint(tr, err, sizeof err) != 0) {
-            fprintf(stderr, "%s: checkpoint failed: %s\n", util_progname(), err);
+    } else if (stopping) {
+        /* In a group, a rank the signal did not reach stops with the others, and a rank
+         * it reached may still take part in the step the others are in. */
+        const char *why = s_stop ? "signal" : "a rank of the group was stopped";
+        if (trainer_stop(tr, err, sizeof err) != 0) {
+            fprintf(stderr, "%s: %s: checkpoint failed: %s\n", util_progname(), why, err);
             rc = 1;
+        } else {
+            fprintf(stderr, "%s: %s: stopped with a checkpoint at step %lld\n",
+                    util_progname(), why, (long long)trainer_step(tr));
         }
     }
     trace_close();

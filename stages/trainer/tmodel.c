@@ -25,6 +25,8 @@ struct tmodel_t {
     char (*names)[MODEL_MAX_NAME];   /* (n_params) parameter names */
     comm_t *comm;             /* the trainer group (borrowed), or NULL */
     int64_t group_step;       /* largest batch step any rank trained in a group step */
+    int stop_here;            /* this rank was asked to stop (tmodel_group_stop) */
+    int stop_seen;            /* a group step saw a rank that was asked to stop */
     float *hgrp;              /* (numel) host staging of the gradient for a host-memory
                                * group over a device backend (lazy) */
     int on_gpu;               /* the backend is cuda */
@@ -430,9 +432,9 @@ static real_t *s_grad(tmodel_t *self) {
 }
 
 /* All-reduce of the step's gradient (see tmodel.h). A header of doubles travels first:
- * {sum of loss-token counts, sum of losses, ranks with a batch, ranks idle, then one
- * slot per rank with 1 + the batch step it trained (0: none)}; h (4 doubles) receives
- * its first four. An idle rank contributes a zero gradient. A group in host memory over
+ * {sum of loss-token counts, sum of losses, ranks with a batch, ranks idle, ranks asked
+ * to stop, then one slot per rank with 1 + the batch step it trained (0: none)}; h (4
+ * doubles) receives its first four. An idle rank contributes a zero gradient. A group in host memory over
  * a device backend stages the gradient through hgrp. One rank: nothing to do. */
 static int s_group_reduce(tmodel_t *self, int idle, int64_t step, float *loss, int64_t *ntok,
                           double *h, char *err, size_t errlen) {
@@ -440,16 +442,19 @@ static int s_group_reduce(tmodel_t *self, int idle, int64_t step, float *loss, i
     int world = c ? comm_world(c) : 1;
     if (world <= 1)
         return 0;
-    double *hdr = util_calloc(4 + world, sizeof(double));
+    double *hdr = util_calloc(5 + world, sizeof(double));
     hdr[0] = idle ? 0 : (double)*ntok;
     hdr[1] = idle ? 0 : (double)*loss * (double)*ntok;
     hdr[2] = !idle;
     hdr[3] = idle;
-    hdr[4 + comm_rank(c)] = idle ? 0 : (double)step + 1;
-    int rc = comm_allreduce_sum_f64(c, hdr, 4 + world, err, errlen);
+    hdr[4] = self->stop_here;
+    hdr[5 + comm_rank(c)] = idle ? 0 : (double)step + 1;
+    int rc = comm_allreduce_sum_f64(c, hdr, 5 + world, err, errlen);
     for (int r = 0; rc == 0 && r < world; r++)
-        if (hdr[4 + r] > 0 && (int64_t)hdr[4 + r] - 1 > self->group_step)
-            self->group_step = (int64_t)hdr[4 + r] - 1;
+        if (hdr[5 + r] > 0 && (int64_t)hdr[5 + r] - 1 > self->group_step)
+            self->group_step = (int64_t)hdr[5 + r] - 1;
+    if (rc == 0 && hdr[4] > 0)
+        self->stop_seen = 1;
     memcpy(h, hdr, sizeof(double) * 4);
     free(hdr);
     if (rc != 0)
@@ -501,6 +506,10 @@ int tmodel_train_idle(tmodel_t *self, double lr, double clip, int *stepped, int 
     }
     return 0;
 }
+
+void tmodel_group_stop(tmodel_t *self) { self->stop_here = self->stop_seen = 1; }
+
+int tmodel_group_stopping(const tmodel_t *self) { return self->stop_seen; }
 
 int tmodel_group_bcast(tmodel_t *self, char *err, size_t errlen) {
     comm_t *c = self->comm;

@@ -128,6 +128,12 @@ int tmodel_train_idle(tmodel_t *self, double lr, double clip, int *stepped, int 
 /* The data cursor after a group step: the largest batch step that any rank trained in
  * the group's steps so far (step, this rank's own, without a group). */
 int64_t tmodel_group_cursor(const tmodel_t *self, int64_t step);
+/* Stopping a group (a signal): a rank that was asked to stop says so in every group
+ * step it takes part in from now on (it takes part idle: tmodel_train_idle), so each
+ * rank learns of it at the end of the same group step, whichever ranks the signal
+ * reached; tmodel_group_stopping is then 1 (it is 1 at once on the rank that stops). */
+void tmodel_group_stop(tmodel_t *self);
+int tmodel_group_stopping(const tmodel_t *self);
 /* Copy rank 0's weights, moments and AdamW step count to every rank (start and resume). */
 int tmodel_group_bcast(tmodel_t *self, char *err, size_t errlen);
 /* 1 when this rank's weights equal rank 0's bit for bit (rank 0's are broadcast to

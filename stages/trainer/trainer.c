@@ -907,9 +907,29 @@ static int s_group_finish(trainer_t *self, char *err, size_t errlen) {
     return 0;
 }
 
+int trainer_stop(trainer_t *self, char *err, size_t errlen) {
+    if (self->opts.comm && comm_world(self->opts.comm) > 1) {
+        tmodel_group_stop(self->model);
+        if (s_group_finish(self, err, errlen) != 0)
+            return -1;
+    }
+    return trainer_checkpoint(self, err, errlen);
+}
+
+int trainer_stopping(const trainer_t *self) { return tmodel_group_stopping(self->model); }
+
 int trainer_finish(trainer_t *self, char *err, size_t errlen) {
     if (s_group_finish(self, err, errlen) != 0)
         return -1;
+    if (tmodel_group_stopping(self->model)) {
+        /* Another rank was stopped while this one finished: the group stops together,
+         * with a checkpoint and no evaluation, as trainer_stop does. */
+        if (!self->opts.quiet)
+            fprintf(stderr, "%s: rank %d: the group is stopping: checkpoint at step %lld, no "
+                    "evaluation\n", util_progname(), comm_rank(self->opts.comm),
+                    (long long)self->step);
+        return trainer_checkpoint(self, err, errlen);
+    }
     if (self->rr)
         s_rr_step(self, err, errlen);
     if (self->log) {

@@ -5,7 +5,7 @@
  *     trainer_t *tr = trainer_new(plan, &opts, err, sizeof err);     // --resume loads
  *     for each BATCH message b:  trainer_feed(tr, &b, wait_s, err, sizeof err);
  *     on op=end:                 trainer_finish(tr, err, sizeof err); // ckpt + eval.json
- *     on SIGTERM:                trainer_checkpoint(tr, ...);
+ *     on SIGTERM, or when trainer_stopping(tr): trainer_stop(tr, ...); // ckpt
  *     trainer_destroy(&tr);
  *
  * Rules (stated here because the rest of the run relies on them):
@@ -121,6 +121,15 @@ int trainer_feed(trainer_t *self, const trainer_batch_t *b, double wait_s, char 
 
 /* Write a checkpoint of the current state now (rank 0 only; others return 0). */
 int trainer_checkpoint(trainer_t *self, char *err, size_t errlen);
+
+/* Stop on a signal: write a checkpoint of the current state. In a trainer group this
+ * rank first tells the others and takes part, idle, in the group's steps until every
+ * rank has stopped (the others learn of it at the end of a group step: trainer_stopping),
+ * so all ranks stop after the same step whichever of them the signal reached. 0 or -1. */
+int trainer_stop(trainer_t *self, char *err, size_t errlen);
+/* 1 when a rank of the group was stopped: the caller stops taking batches and calls
+ * trainer_stop. Always 0 without a group. */
+int trainer_stopping(const trainer_t *self);
 
 /* End of data: final checkpoint (if anything trained since the last one), evaluation
  * of the kept validation batches, eval.json. Returns 0 or -1 with err. */
