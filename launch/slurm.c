@@ -537,7 +537,11 @@ static long s_step_of(slurm_t *self, const char *name) {
 
 /* Signal hook of the process table: a signal for a process goes to its step's task
  * through scancel. Returns -1 when the step is not known yet (srun still starting), so
- * the table signals srun itself. */
+ * the table signals srun itself. When scancel reports an error for a step squeue listed,
+ * srun is not signalled either (a SIGTERM to srun kills the step at once): the step has
+ * ended meanwhile, or the signal was delivered all the same (Slurm 22.05 reports
+ * "Invalid job id specified" for a delivered step signal where several slurmd share a
+ * host); a signal that was lost is covered by the stop's grace period and SIGKILL. */
 static int s_signal(void *ctx, proc_t *p, int sig) {
     slurm_t *self = ctx;
     long step = s_step_of(self, p->name);
@@ -551,8 +555,10 @@ static int s_signal(void *ctx, proc_t *p, int sig) {
         argv[1] = "--quiet", argv[2] = id;
     char *out = s_capture(argv, e, sizeof e);
     if (!out) {
-        fprintf(stderr, "launch: scancel %s of %s: %s\n", id, p->name, e);
-        return -1;
+        fprintf(stderr, "launch: scancel %s %s of %s: %s%s\n", argv[1], id, p->name, e,
+                sig == SIGKILL ? "; killing srun" : "; the step was listed: srun is not "
+                "signalled");
+        return sig == SIGKILL ? -1 : 0;
     }
     free(out);
     return 0;
