@@ -4,6 +4,7 @@
 #include "proc.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -199,6 +200,33 @@ void proctab_signal(proctab_t *self, int role, int sig) {
             !(self->sig_fn && self->sig_fn(self->sig_ctx, p, sig) == 0))
             kill(p->pid, sig);
     }
+}
+
+int proctab_signal_children(const proc_t *p, int sig) {
+    if (!p->running || p->pid <= 0)
+        return 0;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)p->pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char cpath[sizeof path + sizeof e->d_name + 16];
+        snprintf(cpath, sizeof cpath, "%s/%s/children", path, e->d_name);
+        FILE *f = fopen(cpath, "r");
+        if (!f)
+            continue;
+        int child;
+        while (fscanf(f, "%d", &child) == 1)
+            n += child > 0 && kill(child, sig) == 0;
+        fclose(f);
+    }
+    closedir(d);
+    return n;
 }
 
 int proctab_running(const proctab_t *self) {

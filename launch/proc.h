@@ -79,6 +79,12 @@ void proctab_set_argv(proctab_t *self, int i, char *const argv[]);
 typedef int (*proc_signal_fn)(void *ctx, proc_t *p, int sig);
 void proctab_set_signal_hook(proctab_t *self, proc_signal_fn fn, void *ctx);
 
+/* Send sig to the child processes of p's process (every thread's, from
+ * /proc/PID/task/TID/children), not to p: for a process that runs its tasks as its
+ * children and answers a signal by ending them (mpirun). Returns how many were
+ * signalled (0: none found, e.g. still starting). */
+int proctab_signal_children(const proc_t *p, int sig);
+
 /* Number of running processes. */
 int proctab_running(const proctab_t *self);
 

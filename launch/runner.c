@@ -40,6 +40,19 @@ typedef struct {
 } s_run_t;
 
 /* A crash handler: restart workers and the batcher, fail the run for everything else. */
+/* Signal hook of a local trainer group (graph.c: mpirun -np W ofa-trainer): a signal
+ * for the group goes to its ranks, mpirun's children. mpirun answers SIGINT or SIGTERM
+ * by terminating the ranks (SIGKILL after a moment) and exits 1 even when they stop
+ * cleanly, which would read as the group dying; the ranks themselves checkpoint and
+ * exit 0, and so then does mpirun. SIGKILL, and a group whose ranks are not started
+ * yet, go to mpirun. */
+static int s_signal_mpirun_ranks(void *ctx, proc_t *p, int sig) {
+    (void)ctx;
+    if (sig == SIGKILL || p->role != PROC_CONSUMER || strcmp(p->name, "trainer") != 0)
+        return -1;
+    return proctab_signal_children(p, sig) > 0 ? 0 : -1;
+}
+
 static void s_on_exit(void *ctx, proc_t *p) {
     s_run_t *run = ctx;
     char how[128];
@@ -345,6 +358,8 @@ int runner_run(const plan_t *plan, runner_opts_t *o, char *err, size_t errlen) {
         goto done;
     if (slurm && slurm_place(slurm, procs, err, errlen))
         goto done;
+    if (!slurm && plan->trainer.ranks > 1)
+        proctab_set_signal_hook(procs, s_signal_mpirun_ranks, NULL);
     snprintf(path, sizeof path, "%s/graph.dot", env->run_dir);
     if (graph_write_dot(plan, procs, path, err, errlen))
         goto done;

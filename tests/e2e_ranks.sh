@@ -3,7 +3,9 @@
 # mpirun as one trainer group. Checks: launch exits 0; no sample is lost; both ranks
 # report the same number of group steps and weights identical to rank 0's (each rank
 # compares its weights with rank 0's bit for bit at the end); the loss falls; eval.json
-# and a checkpoint are written. Paths from OFA_SOURCE_DIR / OFA_BINARY_DIR (CTest).
+# and a checkpoint are written. Then SIGINT to launch during a long run of the same plan:
+# both ranks stop after one step with its checkpoint, launch exits 130. Paths from
+# OFA_SOURCE_DIR / OFA_BINARY_DIR (CTest).
 set -euo pipefail
 SRC=${OFA_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
 BIN=${OFA_BINARY_DIR:-$SRC/build}/bin
@@ -42,4 +44,30 @@ last=$(tail -1 "$RUN/metrics.jsonl" | grep -o '"loss":[0-9.]*' | cut -d: -f2)
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.5) }' || fail "loss did not fall: $first -> $last"
 [ -s "$RUN/eval.json" ] || fail "no eval.json"
 ls "$RUN"/checkpoints/*.safetensors > /dev/null 2>&1 || fail "no checkpoint"
-echo "PASS: 2 ranks, $steps group steps, loss $first -> $last, weights identical, lost 0"
+echo "ok: 2 ranks, $steps group steps, loss $first -> $last, weights identical, lost 0"
+
+# SIGINT to launch while the group trains (a user's Ctrl-C): the ranks, not mpirun, get
+# the signal, stop after the same group step with rank 0's checkpoint of it, mpirun exits
+# 0 and launch 130 ("stopped by Interrupt", not "trainer died").
+sed 's/epochs = 4;/epochs = 400;/' "$DIR/ranks.conf" > "$DIR/long.conf"
+"$BIN/launch" --run-dir "$DIR/long" "$DIR/long.conf" > "$DIR/long.log" 2>&1 &
+L=$!
+for _ in $(seq 300); do
+  sleep 0.1
+  [ -s "$DIR/long/metrics.jsonl" ] && break
+done
+[ -s "$DIR/long/metrics.jsonl" ] || { kill $L; fail "the long run never logged a step"; }
+kill -INT $L
+rc=0
+wait $L || rc=$?
+tlog=$DIR/long/logs/trainer.log
+[ $rc = 130 ] || { tail -n 5 "$DIR/long.log" "$tlog"; fail "launch exited $rc after SIGINT, want 130"; }
+grep -q "trainer died" "$DIR/long.log" && fail "launch reported the group as dead after SIGINT"
+stops=$(grep -o "signal: stopped with a checkpoint at step [0-9]*" "$tlog" || true)
+[ "$(echo "$stops" | grep -c .)" = 2 ] && [ "$(echo "$stops" | sort -u | wc -l)" = 1 ] ||
+  { tail -n 5 "$tlog"; fail "the ranks did not both stop at one step on SIGINT"; }
+s=${stops##* }
+[ -f "$DIR/long/checkpoints/ckpt-$(printf %08d "$s").safetensors" ] ||
+  fail "no checkpoint of step $s after SIGINT"
+echo "ok: SIGINT: both ranks stopped after step $s with its checkpoint, launch exited 130"
+echo "PASS: 2 ranks"
