@@ -9,6 +9,7 @@
  * delivery are checked from the peers' side of the wire. */
 #define _GNU_SOURCE   /* memmem */
 #include "broker_proc.h"
+#include "hand_msg.h"
 #include "proto.h"
 #include "util.h"
 
@@ -434,26 +435,7 @@ Test(broker_sock, garbage_logged_and_ignored) {
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4);
-    const char *kv[] = {"magic", "OFAC"};
-    msgpack_pack_str(&pk, 5);
-    msgpack_pack_str_body(&pk, kv[0], 5);
-    msgpack_pack_str(&pk, 4);
-    msgpack_pack_str_body(&pk, kv[1], 4);
-    msgpack_pack_str(&pk, 1);
-    msgpack_pack_str_body(&pk, "v", 1);
-    msgpack_pack_int(&pk, 1);
-    msgpack_pack_str(&pk, 4);
-    msgpack_pack_str_body(&pk, "kind", 4);
-    msgpack_pack_int(&pk, PROTO_SAMPLE);
-    msgpack_pack_str(&pk, 1);
-    msgpack_pack_str_body(&pk, "f", 1);
-    msgpack_pack_map(&pk, 1);
-    msgpack_pack_str(&pk, 1);
-    msgpack_pack_str_body(&pk, "x", 1);
-    msgpack_pack_map(&pk, 1);
-    msgpack_pack_str(&pk, 4);
-    msgpack_pack_str_body(&pk, "data", 4);
+    hand_sample_field(&pk, NULL, "x");
     msgpack_pack_uint64(&pk, 7);
     cr_assert_eq(zmq_send(junk.sock, sb.data, sb.size, ZMQ_SNDMORE), (int)sb.size);
     cr_assert_eq(zmq_send(junk.sock, "abcd", 4, 0), 4);

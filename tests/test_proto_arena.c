@@ -3,6 +3,7 @@
  * the receiver reads it in place, forwards the descriptor untouched, and the consumer's
  * release makes any later use of it an error; a full arena falls back to a frame; bad
  * "gen" values and forged descriptors are refused with an error naming the field. */
+#include "hand_msg.h"
 #include "proto.h"
 #include "shmarena.h"
 #include "util.h"
@@ -142,36 +143,14 @@ Test(proto_arena, descriptor_travels_is_forwarded_and_released) {
         msgpack_packer pk;
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         /* Built by hand: a message can only hold a descriptor it put or received. */
-        msgpack_pack_map(&pk, 5);
-        const char *kv[] = {"magic", PROTO_MAGIC, "task", "caption"};
-        for (int i = 0; i < 4; i++) {
-            msgpack_pack_str(&pk, strlen(kv[i]));
-            msgpack_pack_str_body(&pk, kv[i], strlen(kv[i]));
-        }
-        msgpack_pack_str(&pk, 1);
-        msgpack_pack_str_body(&pk, "v", 1);
-        msgpack_pack_int(&pk, PROTO_VERSION);
-        msgpack_pack_str(&pk, 4);
-        msgpack_pack_str_body(&pk, "kind", 4);
-        msgpack_pack_int(&pk, PROTO_SAMPLE);
-        msgpack_pack_str(&pk, 1);
-        msgpack_pack_str_body(&pk, "f", 1);
-        msgpack_pack_map(&pk, 1);
-        msgpack_pack_str(&pk, 3);
-        msgpack_pack_str_body(&pk, "img", 3);
-        msgpack_pack_map(&pk, 1);
-        msgpack_pack_str(&pk, 4);
-        msgpack_pack_str_body(&pk, "data", 4);
+        hand_sample_field(&pk, "caption", "img");
         msgpack_pack_map(&pk, 4);
-        const char *keys[] = {"name", "offset", "len", "gen"};
-        msgpack_pack_str(&pk, 4);
-        msgpack_pack_str_body(&pk, keys[0], 4);
-        msgpack_pack_str(&pk, strlen(d.name));
-        msgpack_pack_str_body(&pk, d.name, strlen(d.name));
+        hand_str(&pk, "name");
+        hand_str(&pk, d.name);
+        const char *keys[] = {"offset", "len", "gen"};
         uint64_t vals[3] = {d.offset, d.len, d.gen};
         for (int i = 0; i < 3; i++) {
-            msgpack_pack_str(&pk, strlen(keys[i + 1]));
-            msgpack_pack_str_body(&pk, keys[i + 1], strlen(keys[i + 1]));
+            hand_str(&pk, keys[i]);
             msgpack_pack_uint64(&pk, vals[i]);
         }
         const void *bufs[1] = {sb.data};
@@ -229,16 +208,8 @@ static void s_expect_bad(const char *name, int gen_kind, const char *want) {
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-#define S(x) (msgpack_pack_str(&pk, strlen(x)), msgpack_pack_str_body(&pk, x, strlen(x)))
-    msgpack_pack_map(&pk, 4);
-    S("magic"); S(PROTO_MAGIC);
-    S("v"); msgpack_pack_int(&pk, PROTO_VERSION);
-    S("kind"); msgpack_pack_int(&pk, PROTO_SAMPLE);
-    S("f");
-    msgpack_pack_map(&pk, 1);
-    S("x");
-    msgpack_pack_map(&pk, 1);
-    S("data");
+#define S(x) hand_str(&pk, x)
+    hand_sample_field(&pk, NULL, "x");
     msgpack_pack_map(&pk, gen_kind == 5 ? 5 : 4);
     S("name"); S(name);
     S("offset"); msgpack_pack_int(&pk, 192);
