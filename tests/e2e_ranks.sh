@@ -3,8 +3,9 @@
 # mpirun as one trainer group. Checks: launch exits 0; no sample is lost; both ranks
 # report the same number of group steps and weights identical to rank 0's (each rank
 # compares its weights with rank 0's bit for bit at the end); the loss falls; eval.json
-# and a checkpoint are written. Then SIGINT to launch during a long run of the same plan:
-# both ranks stop after one step with its checkpoint, launch exits 130. Paths from
+# and a checkpoint are written. Then SIGINT to launch during a longer run of the same
+# plan: both ranks stop after one step with its checkpoint, launch exits 130; --resume
+# ends it with the checkpoint and metrics of a run never stopped. Paths from
 # OFA_SOURCE_DIR / OFA_BINARY_DIR (CTest).
 set -euo pipefail
 SRC=${OFA_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -48,8 +49,12 @@ echo "ok: 2 ranks, $steps group steps, loss $first -> $last, weights identical, 
 
 # SIGINT to launch while the group trains (a user's Ctrl-C): the ranks, not mpirun, get
 # the signal, stop after the same group step with rank 0's checkpoint of it, mpirun exits
-# 0 and launch 130 ("stopped by Interrupt", not "trainer died").
-sed 's/epochs = 4;/epochs = 400;/' "$DIR/ranks.conf" > "$DIR/long.conf"
+# 0 and launch 130 ("stopped by Interrupt", not "trainer died"). Then --resume finishes
+# the run: its last checkpoint equals, bit for bit, that of the same plan run without a
+# stop, and so does every metrics line after the first window of the resumed run.
+sed 's/epochs = 4;/epochs = 40;/' "$DIR/ranks.conf" > "$DIR/long.conf"
+"$BIN/launch" --run-dir "$DIR/whole" "$DIR/long.conf" > "$DIR/whole.log" 2>&1 ||
+  fail "the run without a stop exited $?"
 "$BIN/launch" --run-dir "$DIR/long" "$DIR/long.conf" > "$DIR/long.log" 2>&1 &
 L=$!
 for _ in $(seq 300); do
@@ -70,4 +75,35 @@ s=${stops##* }
 [ -f "$DIR/long/checkpoints/ckpt-$(printf %08d "$s").safetensors" ] ||
   fail "no checkpoint of step $s after SIGINT"
 echo "ok: SIGINT: both ranks stopped after step $s with its checkpoint, launch exited 130"
+"$BIN/launch" --resume --run-dir "$DIR/long" "$DIR/long.conf" > "$DIR/resume.log" 2>&1 ||
+  { tail -n 5 "$DIR/resume.log"; fail "the resumed run exited $?"; }
+/usr/bin/python3 - "$DIR/whole" "$DIR/long" "$s" <<'PY' || fail "the resumed run differs from the run without a stop"
+import glob, json, struct, sys
+whole, resumed, stop = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def tensors(run):
+    path = sorted(glob.glob(run + "/checkpoints/*.safetensors"))[-1]
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    head = json.loads(b[8:8 + n])
+    return path.rsplit("/", 1)[1], {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]
+                                    for k, v in head.items() if k != "__metadata__"}
+
+def lines(run):
+    return {m["step"]: m["loss"] for m in map(json.loads, open(run + "/metrics.jsonl")) if "loss" in m}
+
+(nw, tw), (nr, tr) = tensors(whole), tensors(resumed)
+if nw != nr or tw.keys() != tr.keys():
+    print("FAIL: last checkpoints", nw, nr); sys.exit(1)
+differ = [k for k in tw if tw[k] != tr[k]]
+if differ:
+    print("FAIL: %d of %d tensors differ, e.g. %s" % (len(differ), len(tw), differ[0])); sys.exit(1)
+lw, lr = lines(whole), lines(resumed)
+after = [st for st in lw if st > stop - stop % 2 + 2]   # log_every 2: past the first window
+bad = [(st, lw[st], lr.get(st)) for st in after if lr.get(st) != lw[st]]
+if not after or bad:
+    print("FAIL: metrics lines after the resumed run's first window", bad[:3] or "none"); sys.exit(1)
+print("ok: resumed after step %d: %s and its %d tensors bit-identical to the run without a stop; "
+      "%d metrics lines after the first window identical" % (stop, nr, len(tw), len(after)))
+PY
 echo "PASS: 2 ranks"

@@ -88,6 +88,18 @@ Test(trainlog, lines_per_task_every_log_every_steps) {
         lines += *p == '\n';
     cr_assert_eq(lines, 6);
     free(text);
+    /* Resumed after step 14 with log_every 4: the lines come at 16 and 20, as in a run
+     * that never stopped, not at 18 (4 steps after the resume). */
+    tl = trainlog_new(path, 0, err, sizeof err);
+    trainlog_resume_at(tl, 14, 4);
+    for (int s = 15; s <= 20; s++)
+        trainlog_batch(tl, s, "c", 1.0, 1e-3, 8, 100, 0, 4, 0);
+    trainlog_destroy(&tl);
+    text = util_read_file(path, &len, err, sizeof err);
+    cr_assert(strstr(text, "{\"step\":16,\"task\":\"c\""), "%s", text);
+    cr_assert(strstr(text, "{\"step\":20,\"task\":\"c\""), "%s", text);
+    cr_assert_null(strstr(text, "{\"step\":18,\"task\":\"c\""), "%s", text);
+    free(text);
     if (access("/usr/bin/python3", X_OK) == 0) {
         char cmd[512];
         snprintf(cmd, sizeof cmd, "/usr/bin/python3 -c \"import json; [json.loads(l) for l in open('%s')]\"", path);

@@ -406,6 +406,7 @@ trainer_t *trainer_new(const plan_t *plan, const trainer_opts_t *opts, char *err
         self->log = trainlog_new(mp, opts->tty, err, errlen);
         if (!self->log)
             goto fail;
+        trainlog_resume_at(self->log, self->step, plan->trainer.log_every);
     }
     return self;
 fail:

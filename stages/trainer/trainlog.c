@@ -33,6 +33,7 @@ struct trainlog_t {
     int64_t g_samples, g_tokens;     /* every task's samples / tokens so far */
     double last_loss;
     int drawn;
+    int64_t step0;                   /* a resumed run's windows count from here */
     const char *mem_kind;            /* NULL: no peak memory known */
     int64_t mem_bytes;
 };
@@ -57,6 +58,10 @@ trainlog_t *trainlog_new(const char *path, int tty, char *err, size_t errlen) {
     return self;
 }
 
+void trainlog_resume_at(trainlog_t *self, int64_t step, int log_every) {
+    self->step0 = log_every > 1 ? step - step % log_every : step;
+}
+
 void trainlog_destroy(trainlog_t **self_p) {
     if (!self_p || !*self_p)
         return;
@@ -75,6 +80,7 @@ static s_task_t *s_task(trainlog_t *self, const char *name) {
     s_task_t *t = &self->tasks[self->ntasks++];
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
+    t->last_step = self->step0;
     t->t0 = util_now();
     t->g_samples0 = self->g_samples, t->g_tokens0 = self->g_tokens;
     return t;

@@ -28,6 +28,11 @@ typedef struct trainlog_t trainlog_t;
  * whether stderr is a terminal; 0/1 force it (tests). */
 trainlog_t *trainlog_new(const char *path, int tty, char *err, size_t errlen);
 void trainlog_destroy(trainlog_t **self_p);
+/* A run resumed after step: each task's windows count from the multiple of log_every
+ * at or before it, as if its last line had been written there, so a task's lines come
+ * at the steps of a run that was never stopped (the first window may hold fewer
+ * batches). Call before the first batch. */
+void trainlog_resume_at(trainlog_t *self, int64_t step, int log_every);
 
 /* Account one trained batch: its task, loss (mean over its target tokens), number of
  * samples and target tokens, and seconds spent waiting for it. Writes the task's
