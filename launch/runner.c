@@ -39,7 +39,6 @@ typedef struct {
     int consumers_left;
 } s_run_t;
 
-/* A crash handler: restart workers and the batcher, fail the run for everything else. */
 /* Signal hook of a local trainer group (graph.c: mpirun -np W ofa-trainer): a signal
  * for the group goes to its ranks, mpirun's children. mpirun answers SIGINT or SIGTERM
  * by terminating the ranks (SIGKILL after a moment) and exits 1 even when they stop
@@ -53,6 +52,7 @@ static int s_signal_mpirun_ranks(void *ctx, proc_t *p, int sig) {
     return proctab_signal_children(p, sig) > 0 ? 0 : -1;
 }
 
+/* A crash handler: restart workers and the batcher, fail the run for everything else. */
 static void s_on_exit(void *ctx, proc_t *p) {
     s_run_t *run = ctx;
     char how[128];
