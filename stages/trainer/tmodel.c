@@ -434,8 +434,9 @@ static real_t *s_grad(tmodel_t *self) {
 /* All-reduce of the step's gradient (see tmodel.h). A header of doubles travels first:
  * {sum of loss-token counts, sum of losses, ranks with a batch, ranks idle, ranks asked
  * to stop, then one slot per rank with 1 + the batch step it trained (0: none)}; h (4
- * doubles) receives its first four. An idle rank contributes a zero gradient. A group in host memory over
- * a device backend stages the gradient through hgrp. One rank: nothing to do. */
+ * doubles) receives its first four. An idle rank contributes a zero gradient. A group
+ * in host memory over a device backend stages the gradient through hgrp. One rank:
+ * nothing to do. */
 static int s_group_reduce(tmodel_t *self, int idle, int64_t step, float *loss, int64_t *ntok,
                           double *h, char *err, size_t errlen) {
     comm_t *c = self->comm;
