@@ -1153,12 +1153,7 @@ int proto_msg_field_to_arena(proto_msg_t *self, const char *key, shmarena_t *are
 }
 
 int proto_msg_field_arena(const proto_msg_t *self, const char *key, shmarena_desc_t *desc) {
-    int i = s_find(self, key);
-    if (i < 0 || self->arena[i].gen == 0)
-        return 0;
-    if (desc)
-        *desc = self->arena[i];
-    return 1;
+    return proto_msg_field_arena_at(self, s_find(self, key), desc);
 }
 
 int proto_msg_field_arena_at(const proto_msg_t *self, int i, shmarena_desc_t *desc) {
