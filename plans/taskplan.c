@@ -401,6 +401,16 @@ static int s_add_column(taskplan_t *tp, const taskplan_slot_t *sl, char *err, si
     return 0;
 }
 
+/* The route: the tiers, joined by commas. */
+static void s_set_route(taskplan_t *tp) {
+    tp->route[0] = '\0';
+    for (int k = 0; k < tp->ntiers; k++) {
+        size_t used = strlen(tp->route);
+        snprintf(tp->route + used, sizeof tp->route - used, "%s%s", used ? "," : "",
+                 tp->tiers[k]);
+    }
+}
+
 /* Parse, then compile every alternative. All alternatives of a task share one route and
  * one generator: a sample may take any of them, and the batcher and the evaluator treat
  * a task as one thing. The tokenize tier is always on the route, as the last tier,
@@ -472,14 +482,10 @@ taskplan_t *taskplan_compile(const char *instruction, const taskplan_opts_t *opt
             return NULL;
         }
     }
-    for (int k = 0; k < 5; k++) {
-        if (!tiers[k])
-            continue;
-        tp->tiers[tp->ntiers++] = s_tier_order[k];
-        size_t used = strlen(tp->route);
-        snprintf(tp->route + used, sizeof tp->route - used, "%s%s", used ? "," : "",
-                 s_tier_order[k]);
-    }
+    for (int k = 0; k < 5; k++)
+        if (tiers[k])
+            tp->tiers[tp->ntiers++] = s_tier_order[k];
+    s_set_route(tp);
     snprintf(tp->metric, sizeof tp->metric, "%s", s_default_metric(tp));
     return tp;
 }
@@ -488,12 +494,7 @@ int taskplan_fuse_tokenize(taskplan_t *tp) {
     if (tp->ntiers < 2 || strcmp(tp->tiers[tp->ntiers - 1], "tokenize") != 0)
         return 0;
     tp->ntiers--;
-    tp->route[0] = '\0';
-    for (int k = 0; k < tp->ntiers; k++) {
-        size_t used = strlen(tp->route);
-        snprintf(tp->route + used, sizeof tp->route - used, "%s%s", used ? "," : "",
-                 tp->tiers[k]);
-    }
+    s_set_route(tp);
     return 1;
 }
 
