@@ -243,7 +243,8 @@ proto_msg_t *stage_make_reject(const proto_msg_t *sample, const char *stage,
     return r;
 }
 
-shmarena_t *stage_arena_new(const stage_args_t *a) {
+/* The arena --arena names, or NULL with the reason on stderr (see stage_arena_t). */
+static shmarena_t *s_arena_new(const stage_args_t *a) {
     /* Without room for the whole size in /dev/shm, half of it, down to 16 MiB. */
     char err[512];
     size_t mb = (size_t)a->arena_mb;
@@ -288,7 +289,7 @@ int stage_msg_big(const proto_msg_t *m) {
 
 shmarena_t *stage_arena_get(stage_arena_t *sa, const stage_args_t *a) {
     if (!sa->arena && !sa->failed && a->arena[0])
-        sa->failed = !(sa->arena = stage_arena_new(a));
+        sa->failed = !(sa->arena = s_arena_new(a));
     return sa->arena;
 }
 

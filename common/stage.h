@@ -93,13 +93,11 @@ int stage_conn_rehello(stage_conn_t *self);
  * in the envelope (PROTO_INLINE_MAX), which costs less than a slot's bookkeeping. */
 #define STAGE_ARENA_MIN 16384
 
-/* The arena --arena names (a->arena_mb MiB, halved down to 16 MiB while /dev/shm has no
- * room), or NULL with the reason on stderr (the caller then sends frames). The caller
- * owns it; a pipeline process detaches it at exit (shmarena_detach), launch unlinks it. */
-shmarena_t *stage_arena_new(const stage_args_t *a);
-
-/* The arena of --arena made on first use: a process that never has a large tensor (a
- * text-only plan) reserves no shared memory. */
+/* The arena of --arena made on first use (a->arena_mb MiB, halved down to 16 MiB while
+ * /dev/shm has no room; when it cannot be made, the reason goes to stderr once and the
+ * process sends frames): a process that never has a large tensor (a text-only plan)
+ * reserves no shared memory. A pipeline process detaches it at exit (shmarena_detach),
+ * launch unlinks it. */
 typedef struct {
     shmarena_t *arena;
     int failed;    /* it could not be made (said once): frames from then on */
